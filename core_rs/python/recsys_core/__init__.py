@@ -1,0 +1,371 @@
+"""recsys-engine's Rust core: sparse similarity with top-k pruning and top-K scoring.
+
+The contract (ranking order, eligibility, errors) is documented in docs/core.md. This module
+converts numpy/scipy inputs to the exact dtypes the native layer takes and wraps its outputs.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import scipy.sparse as sp
+
+from recsys_core._native import (
+    CoreError,
+    InvalidArgumentError,
+    InvalidMatrixError,
+    NonFiniteError,
+)
+from recsys_core._native import DenseScorer as _DenseScorer
+from recsys_core._native import SparseScorer as _SparseScorer
+from recsys_core._native import similarity_topk as _similarity_topk
+from recsys_core._native import stream_read as _stream_read
+
+__all__ = [
+    "BatchRecommendations",
+    "CoreError",
+    "DenseScorer",
+    "Explanations",
+    "InvalidArgumentError",
+    "InvalidMatrixError",
+    "NonFiniteError",
+    "Recommendations",
+    "SparseScorer",
+    "similarity_topk",
+    "stream_read",
+]
+
+_I32_MAX = np.iinfo(np.int32).max
+
+
+class Explanations(NamedTuple):
+    """Contributions behind each recommended item: item ``r`` owns
+    ``sources[indptr[r]:indptr[r + 1]]`` and the matching ``contributions``."""
+
+    indptr: np.ndarray
+    sources: np.ndarray
+    contributions: np.ndarray
+
+    def for_item(self, r: int) -> tuple[np.ndarray, np.ndarray]:
+        a, b = self.indptr[r], self.indptr[r + 1]
+        return self.sources[a:b], self.contributions[a:b]
+
+
+class Recommendations(NamedTuple):
+    items: np.ndarray
+    scores: np.ndarray
+    explanations: Explanations | None = None
+
+
+class BatchRecommendations(NamedTuple):
+    """Ragged per-user results: user ``u`` owns ``items[indptr[u]:indptr[u + 1]]``."""
+
+    indptr: np.ndarray
+    items: np.ndarray
+    scores: np.ndarray
+    explain_indptr: np.ndarray | None = None
+    explain_sources: np.ndarray | None = None
+    explain_contributions: np.ndarray | None = None
+
+    def __len__(self) -> int:  # number of users, not of fields
+        return len(self.indptr) - 1
+
+    def user(self, u: int) -> Recommendations:
+        a, b = int(self.indptr[u]), int(self.indptr[u + 1])
+        ex = None
+        if self.explain_indptr is not None:
+            p = self.explain_indptr[a : b + 1]
+            ex = Explanations(
+                p - p[0],
+                self.explain_sources[p[0] : p[-1]],
+                self.explain_contributions[p[0] : p[-1]],
+            )
+        return Recommendations(self.items[a:b], self.scores[a:b], ex)
+
+    def __getitem__(self, u):  # b[u] is user u's Recommendations; fields stay reachable by name
+        if isinstance(u, (int, np.integer)):
+            return self.user(int(u))
+        return tuple.__getitem__(self, u)
+
+    def __iter__(self):
+        return (self.user(u) for u in range(len(self)))
+
+
+def _index_array(x, name: str) -> np.ndarray:
+    """Converts an index list to C-contiguous int32, rejecting lossy conversions."""
+    a = np.asarray(x)
+    if a.dtype == np.int32 and a.ndim == 1 and a.flags.c_contiguous:
+        return a
+    if a.ndim != 1:
+        if a.size == 0:
+            return np.zeros(0, dtype=np.int32)
+        raise InvalidArgumentError(f"{name} must be one-dimensional, got shape {a.shape}")
+    if a.size == 0:
+        return np.zeros(0, dtype=np.int32)
+    kind = a.dtype.kind
+    if kind in "iu":
+        lo, hi = a.min(), a.max()
+        if lo < -_I32_MAX - 1 or hi > _I32_MAX:
+            raise InvalidArgumentError(f"{name} has values outside the int32 range")
+        return np.ascontiguousarray(a, dtype=np.int32)
+    if kind == "f":
+        if not np.all(np.isfinite(a)) or not np.all(a == np.round(a)):
+            raise InvalidArgumentError(f"{name} must hold integer indices, got non-integer floats")
+        if a.min() < -_I32_MAX - 1 or a.max() > _I32_MAX:
+            raise InvalidArgumentError(f"{name} has values outside the int32 range")
+        return np.ascontiguousarray(a, dtype=np.int32)
+    raise InvalidArgumentError(f"{name} must hold integer indices, got dtype {a.dtype}")
+
+
+def _opt_index(x, name: str) -> np.ndarray | None:
+    return None if x is None else _index_array(x, name)
+
+
+def _float_array(x, name: str, ndim: int) -> np.ndarray:
+    """Converts weights or factors to C-contiguous float32, rejecting non-real dtypes."""
+    a = np.asarray(x)
+    if a.dtype.kind not in "fiu":
+        raise InvalidArgumentError(f"{name} must be real numbers, got dtype {a.dtype}")
+    if a.ndim != ndim:
+        raise InvalidArgumentError(f"{name} must have {ndim} dimension(s), got shape {a.shape}")
+    if a.dtype != np.float32:
+        with np.errstate(over="ignore", invalid="ignore"):
+            b = a.astype(np.float32)
+        overflow = np.isinf(b) & np.isfinite(a)
+        if overflow.any():
+            pos = int(np.flatnonzero(overflow.ravel())[0])
+            raise InvalidArgumentError(f"{name}[{pos}] = {a.ravel()[pos]} overflows float32")
+        a = b
+    return np.ascontiguousarray(a)
+
+
+def _csr_arrays(m, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
+    """(indptr int64, indices int32, data float32, n_rows, n_cols) of any scipy sparse matrix."""
+    if not sp.issparse(m):
+        raise InvalidArgumentError(f"{name} must be a scipy.sparse matrix, got {type(m).__name__}")
+    if m.ndim != 2:
+        raise InvalidArgumentError(f"{name} must be two-dimensional")
+    if m.format != "csr":
+        m = m.tocsr()
+    n_rows, n_cols = m.shape
+    if m.data.dtype.kind not in "fiu":
+        raise InvalidArgumentError(f"{name} must hold real weights, got dtype {m.data.dtype}")
+    indptr = np.ascontiguousarray(m.indptr, dtype=np.int64)
+    indices = _index_array(m.indices, f"{name}.indices")
+    data = _float_array(m.data, f"{name}.data", 1)
+    return indptr, indices, data, n_rows, n_cols
+
+
+def _count(v, name: str) -> int:
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+        raise InvalidArgumentError(f"{name} must be an integer, got {v!r}")
+    return int(v)
+
+
+def similarity_topk(
+    X,
+    k: int,
+    *,
+    shrink: float = 0.0,
+    weighting: str = "none",
+    bm25_k1: float = 1.2,
+    bm25_b: float = 0.75,
+    measure: str = "cosine",
+    include_self: bool = False,
+    num_threads: int | None = None,
+) -> sp.csr_matrix:
+    """Similarity between the rows of ``X``, keeping each row's top ``k`` neighbours.
+
+    For item-item similarity pass the item-user matrix (``user_items.T``: a CSC view is used
+    without a scipy conversion). Returns an ``n_rows x n_rows`` float32 CSR matrix with sorted
+    indices. See docs/core.md for the weighting formulas and ranking order.
+    """
+    k = _count(k, "k")
+    of_columns = sp.issparse(X) and X.format == "csc"
+    src = X.T if of_columns else X  # CSC of X is CSR of X.T
+    indptr, indices, data, n_rows, n_cols = _csr_arrays(src, "X")
+    out = _similarity_topk(
+        indptr,
+        indices,
+        data,
+        n_rows,
+        n_cols,
+        k,
+        float(shrink),
+        weighting,
+        float(bm25_k1),
+        float(bm25_b),
+        measure,
+        bool(include_self),
+        of_columns,
+        num_threads,
+    )
+    n = X.shape[0]
+    return sp.csr_matrix((out[2], out[1], out[0]), shape=(n, n))
+
+
+class SparseScorer:
+    """Top-K scoring of a weighted history against a neighbour matrix held in Rust."""
+
+    def __init__(self, neighbours) -> None:
+        indptr, indices, data, n_rows, n_cols = _csr_arrays(neighbours, "neighbours")
+        self._native = _SparseScorer(indptr, indices, data, n_rows, n_cols)
+
+    @property
+    def n_sources(self) -> int:
+        return self._native.n_sources
+
+    @property
+    def n_items(self) -> int:
+        return self._native.n_items
+
+    @property
+    def neighbours(self) -> sp.csr_matrix:
+        indptr, indices, data = self._native.matrix()
+        return sp.csr_matrix((data, indices, indptr), shape=(self.n_sources, self.n_items))
+
+    def recommend(
+        self,
+        history_items,
+        history_weights=None,
+        k: int = 10,
+        *,
+        exclude=None,
+        allow=None,
+        deny=None,
+        exclude_history: bool = True,
+        explain: int = 0,
+    ) -> Recommendations:
+        items = _index_array(history_items, "history_items")
+        weights = (
+            None
+            if history_weights is None
+            else _float_array(history_weights, "history_weights", 1)
+        )
+        r = self._native.recommend(
+            items,
+            weights,
+            _count(k, "k"),
+            _opt_index(exclude, "exclude"),
+            _opt_index(allow, "allow"),
+            _opt_index(deny, "deny"),
+            bool(exclude_history),
+            _count(explain, "explain"),
+        )
+        ex = None if r[2] is None else Explanations(r[2], r[3], r[4])
+        return Recommendations(r[0], r[1], ex)
+
+    def recommend_batch(
+        self,
+        history,
+        k: int = 10,
+        *,
+        exclude=None,
+        allow=None,
+        deny=None,
+        exclude_history: bool = True,
+        explain: int = 0,
+        num_threads: int | None = None,
+    ) -> BatchRecommendations:
+        indptr, indices, data, n_users, n_cols = _csr_arrays(history, "history")
+        if n_cols != self.n_sources:
+            raise InvalidArgumentError(
+                f"history has {n_cols} columns but the model has {self.n_sources} sources"
+            )
+        ex_p, ex_i = _exclude_arrays(exclude, n_users, self.n_items)
+        r = self._native.recommend_batch(
+            indptr,
+            indices,
+            data,
+            n_users,
+            ex_p,
+            ex_i,
+            _opt_index(allow, "allow"),
+            _opt_index(deny, "deny"),
+            _count(k, "k"),
+            bool(exclude_history),
+            _count(explain, "explain"),
+            num_threads,
+        )
+        return BatchRecommendations(*r)
+
+
+def _exclude_arrays(exclude, n_users: int, n_items: int):
+    if exclude is None:
+        return None, None
+    indptr, indices, _, n_rows, n_cols = _csr_arrays(exclude, "exclude")
+    if (n_rows, n_cols) != (n_users, n_items):
+        raise InvalidArgumentError(
+            f"exclude is {n_rows}x{n_cols} but must be {n_users}x{n_items} (users x items)"
+        )
+    return indptr, indices
+
+
+class DenseScorer:
+    """Top-K scoring of user vectors against an item-factor matrix held in Rust."""
+
+    def __init__(self, item_factors) -> None:
+        self._native = _DenseScorer(_float_array(item_factors, "item_factors", 2))
+
+    @property
+    def n_items(self) -> int:
+        return self._native.n_items
+
+    @property
+    def dim(self) -> int:
+        return self._native.dim
+
+    def recommend(
+        self,
+        user_vector,
+        k: int = 10,
+        *,
+        exclude=None,
+        allow=None,
+        deny=None,
+        num_threads: int | None = None,
+    ) -> Recommendations:
+        u = _float_array(user_vector, "user_vector", 1)
+        r = self._native.recommend(
+            u,
+            _count(k, "k"),
+            _opt_index(exclude, "exclude"),
+            _opt_index(allow, "allow"),
+            _opt_index(deny, "deny"),
+            num_threads,
+        )
+        return Recommendations(r[0], r[1], None)
+
+    def recommend_batch(
+        self,
+        user_vectors,
+        k: int = 10,
+        *,
+        exclude=None,
+        allow=None,
+        deny=None,
+        num_threads: int | None = None,
+    ) -> BatchRecommendations:
+        u = _float_array(user_vectors, "user_vectors", 2)
+        ex_p, ex_i = _exclude_arrays(exclude, u.shape[0], self.n_items)
+        r = self._native.recommend_batch(
+            u,
+            _count(k, "k"),
+            ex_p,
+            ex_i,
+            _opt_index(allow, "allow"),
+            _opt_index(deny, "deny"),
+            num_threads,
+        )
+        return BatchRecommendations(r[0], r[1], r[2])
+
+
+def stream_read(a, num_threads: int | None = None) -> float:
+    """Sums a C-contiguous float32 array with the dense scorer's access pattern and threads;
+    its time is the memory-bandwidth bound of ``DenseScorer.recommend``."""
+    a = np.asarray(a)
+    if a.dtype != np.float32 or not a.flags.c_contiguous:
+        raise InvalidArgumentError("stream_read needs a C-contiguous float32 array")
+    row_len = a.shape[-1] if a.ndim >= 2 else 1
+    return _stream_read(a, row_len, num_threads)

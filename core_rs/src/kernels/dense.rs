@@ -1,0 +1,403 @@
+//! Top-K scoring of user vectors against a dense item-factor matrix (row-major float32).
+//!
+//! The scan is memory-bound, so it streams the matrix once, rejects most items with a single
+//! comparison against the current k-th score, and checks filters only for the few that pass.
+//! The inner loop is compiled twice, plain and with AVX2, and picked at run time.
+
+use super::csr::CsrRef;
+use super::filters::{check_indices, Filters, SharedFilters};
+use super::pool;
+use super::sparse::{BatchRecs, Recs};
+use super::topk::{Entry, TopK};
+use crate::error::{CoreError, Result};
+use rayon::prelude::*;
+use std::ops::Range;
+
+/// Below this many matrix entries a single-user call stays on the calling thread: a pool
+/// round trip costs more than it saves.
+const PARALLEL_MIN_ENTRIES: usize = 1 << 21;
+
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for l in 0..8 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for (x, y) in ra.iter().zip(rb) {
+        s += x * y;
+    }
+    s
+}
+
+#[inline(always)]
+fn scan_range(
+    f: &[f32],
+    dim: usize,
+    user: &[f32],
+    rows: Range<usize>,
+    filt: &Filters<'_>,
+    top: &mut TopK,
+) {
+    for j in rows {
+        let e = Entry::new(j as u32, dot(&f[j * dim..(j + 1) * dim], user));
+        if top.accepts(&e) && filt.eligible(j as u32) {
+            top.push(e);
+        }
+    }
+}
+
+#[inline(always)]
+fn sum_range(a: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let c = a.chunks_exact(8);
+    let r = c.remainder();
+    for x in c {
+        for l in 0..8 {
+            acc[l] += x[l];
+        }
+    }
+    acc.iter().sum::<f32>() + r.iter().sum::<f32>()
+}
+
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    use super::*;
+
+    pub fn has_avx2() -> bool {
+        use std::sync::OnceLock;
+        static HAS: OnceLock<bool> = OnceLock::new();
+        *HAS.get_or_init(|| is_x86_feature_detected!("avx2"))
+    }
+
+    /// # Safety
+    /// The CPU must support AVX2 (`has_avx2`).
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn scan_avx2(
+        f: &[f32],
+        dim: usize,
+        user: &[f32],
+        rows: Range<usize>,
+        filt: &Filters<'_>,
+        top: &mut TopK,
+    ) {
+        scan_range(f, dim, user, rows, filt, top)
+    }
+
+    /// # Safety
+    /// The CPU must support AVX2 (`has_avx2`).
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn sum_avx2(a: &[f32]) -> f32 {
+        sum_range(a)
+    }
+}
+
+fn scan(
+    f: &[f32],
+    dim: usize,
+    user: &[f32],
+    rows: Range<usize>,
+    filt: &Filters<'_>,
+    top: &mut TopK,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if simd::has_avx2() {
+        // SAFETY: AVX2 support was detected at run time.
+        return unsafe { simd::scan_avx2(f, dim, user, rows, filt, top) };
+    }
+    scan_range(f, dim, user, rows, filt, top)
+}
+
+fn sum(a: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if simd::has_avx2() {
+        // SAFETY: AVX2 support was detected at run time.
+        return unsafe { simd::sum_avx2(a) };
+    }
+    sum_range(a)
+}
+
+/// Splits `0..n` into `parts` contiguous ranges.
+fn chunks(n: usize, parts: usize) -> Vec<Range<usize>> {
+    let parts = parts.clamp(1, n.max(1));
+    (0..parts)
+        .map(|p| (n * p / parts)..(n * (p + 1) / parts))
+        .collect()
+}
+
+/// An item-factor matrix held for repeated scoring.
+#[derive(Clone, Debug)]
+pub struct DenseModel {
+    factors: Vec<f32>,
+    n_items: usize,
+    dim: usize,
+}
+
+impl DenseModel {
+    pub fn new(factors: Vec<f32>, n_items: usize, dim: usize) -> Result<Self> {
+        if factors.len() != n_items * dim {
+            return Err(CoreError::arg(format!(
+                "factors hold {} values, not {n_items} x {dim}",
+                factors.len()
+            )));
+        }
+        if n_items > i32::MAX as usize {
+            return Err(CoreError::arg(format!("{n_items} items exceed i32 range")));
+        }
+        check_finite("item_factors", &factors, dim)?;
+        Ok(DenseModel {
+            factors,
+            n_items,
+            dim,
+        })
+    }
+
+    pub fn n_items(&self) -> usize {
+        self.n_items
+    }
+
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    pub fn factors(&self) -> &[f32] {
+        &self.factors
+    }
+
+    fn check_user(&self, name: &str, v: &[f32]) -> Result<()> {
+        if self.dim == 0 || v.len() % self.dim != 0 {
+            return Err(CoreError::arg(format!(
+                "{name} has {} values; the model has {} factors",
+                v.len(),
+                self.dim
+            )));
+        }
+        check_finite(name, v, self.dim)
+    }
+
+    /// Scores one user vector; large catalogues are split across the pool's threads.
+    pub fn recommend(
+        &self,
+        user: &[f32],
+        k: usize,
+        exclude: &[i32],
+        shared: &SharedFilters,
+        num_threads: Option<usize>,
+    ) -> Result<Recs> {
+        if user.len() != self.dim {
+            return Err(CoreError::arg(format!(
+                "user_vector has {} values; the model has {} factors",
+                user.len(),
+                self.dim
+            )));
+        }
+        self.check_user("user_vector", user)?;
+        check_indices("exclude", exclude, self.n_items)?;
+        let filt = shared.for_user(exclude, &[]);
+        let threads = pool::resolve_threads(num_threads)?;
+        let best = if filt.allow().is_none()
+            && threads > 1
+            && self.factors.len() >= PARALLEL_MIN_ENTRIES
+        {
+            let parts = pool::install(Some(threads), || {
+                chunks(self.n_items, threads * 2)
+                    .into_par_iter()
+                    .map(|rows| {
+                        let mut top = TopK::new(k);
+                        scan(&self.factors, self.dim, user, rows, &filt, &mut top);
+                        top.into_sorted()
+                    })
+                    .collect::<Vec<_>>()
+            })?;
+            let mut top = TopK::new(k);
+            parts.into_iter().flatten().for_each(|e| top.push(e));
+            top.into_sorted()
+        } else {
+            self.scan_one(user, k, &filt)
+        };
+        Ok(Recs {
+            items: best.iter().map(|e| e.idx).collect(),
+            scores: best.iter().map(|e| e.score).collect(),
+            ..Default::default()
+        })
+    }
+
+    fn scan_one(&self, user: &[f32], k: usize, filt: &Filters<'_>) -> Vec<Entry> {
+        let mut top = TopK::new(k);
+        match filt.allow() {
+            Some(allow) => {
+                for &j in allow {
+                    let j = j as usize;
+                    scan(&self.factors, self.dim, user, j..j + 1, filt, &mut top);
+                }
+            }
+            None => scan(
+                &self.factors,
+                self.dim,
+                user,
+                0..self.n_items,
+                filt,
+                &mut top,
+            ),
+        }
+        top.into_sorted()
+    }
+
+    /// Scores `users` (n_users x dim, row-major); `exclude` is users x items.
+    pub fn recommend_batch(
+        &self,
+        users: &[f32],
+        k: usize,
+        exclude: Option<CsrRef<'_>>,
+        shared: &SharedFilters,
+        num_threads: Option<usize>,
+    ) -> Result<BatchRecs> {
+        self.check_user("user_vectors", users)?;
+        let n_users = users.len() / self.dim;
+        if let Some(ex) = exclude {
+            if ex.n_rows() != n_users || ex.n_cols() != self.n_items {
+                return Err(CoreError::arg(format!(
+                    "exclude is {}x{} but must be {n_users}x{} (users x items)",
+                    ex.n_rows(),
+                    ex.n_cols(),
+                    self.n_items
+                )));
+            }
+        }
+        let recs = pool::install(num_threads, || {
+            (0..n_users)
+                .into_par_iter()
+                .with_min_len(4)
+                .map(|u| {
+                    let ex = exclude.map_or(&[][..], |m| m.row(u).0);
+                    let filt = shared.for_user(ex, &[]);
+                    let best = self.scan_one(&users[u * self.dim..(u + 1) * self.dim], k, &filt);
+                    Recs {
+                        items: best.iter().map(|e| e.idx).collect(),
+                        scores: best.iter().map(|e| e.score).collect(),
+                        ..Default::default()
+                    }
+                })
+                .collect::<Vec<_>>()
+        })?;
+        Ok(BatchRecs::from_users(recs, false))
+    }
+}
+
+fn check_finite(name: &str, v: &[f32], dim: usize) -> Result<()> {
+    match v.iter().position(|x| !x.is_finite()) {
+        None => Ok(()),
+        Some(p) => Err(CoreError::NonFinite {
+            name: name.to_string(),
+            pos: p,
+            row: p / dim.max(1),
+            value: v[p],
+        }),
+    }
+}
+
+/// Sums `a` with the chunking and thread count the single-user dense scan uses, and nothing
+/// else: the time it takes is the memory-bandwidth bound of that scan.
+pub fn stream_read(a: &[f32], row_len: usize, num_threads: Option<usize>) -> Result<f64> {
+    let threads = pool::resolve_threads(num_threads)?;
+    let row_len = row_len.max(1);
+    let n_rows = a.len() / row_len;
+    if threads == 1 || a.len() < PARALLEL_MIN_ENTRIES {
+        return Ok(sum(a) as f64);
+    }
+    pool::install(Some(threads), || {
+        chunks(n_rows, threads * 2)
+            .into_par_iter()
+            .map(|r| {
+                let end = if r.end == n_rows {
+                    a.len()
+                } else {
+                    r.end * row_len
+                };
+                sum(&a[r.start * row_len..end]) as f64
+            })
+            .sum::<f64>()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model() -> DenseModel {
+        // 5 items x 3 factors
+        let f = vec![
+            1.0, 0.0, 0.0, //
+            0.0, 1.0, 0.0, //
+            1.0, 1.0, 0.0, //
+            0.0, 0.0, 1.0, //
+            -1.0, 0.0, 0.0,
+        ];
+        DenseModel::new(f, 5, 3).unwrap()
+    }
+
+    fn none() -> SharedFilters {
+        SharedFilters::new(5, &[], None).unwrap()
+    }
+
+    #[test]
+    fn ranks_by_dot_with_ties_by_index() {
+        let m = model();
+        let r = m
+            .recommend(&[1.0, 1.0, 0.0], 4, &[], &none(), Some(1))
+            .unwrap();
+        assert_eq!(r.items, vec![2, 0, 1, 3]);
+        assert_eq!(r.scores, vec![2.0, 1.0, 1.0, 0.0]);
+        let r = m
+            .recommend(&[1.0, 1.0, 0.0], 10, &[2], &none(), Some(1))
+            .unwrap();
+        assert_eq!(r.items, vec![0, 1, 3, 4]);
+    }
+
+    #[test]
+    fn allow_and_deny() {
+        let m = model();
+        let shared = SharedFilters::new(5, &[0], Some(&[4, 0, 3])).unwrap();
+        let r = m
+            .recommend(&[1.0, 1.0, 0.0], 10, &[], &shared, None)
+            .unwrap();
+        assert_eq!(r.items, vec![3, 4]);
+    }
+
+    #[test]
+    fn parallel_scan_matches_serial() {
+        let n = 70_000;
+        let dim = 32;
+        let f: Vec<f32> = (0..n * dim)
+            .map(|i| ((i * 2654435761usize) % 1000) as f32 / 1000.0 - 0.5)
+            .collect();
+        let m = DenseModel::new(f, n, dim).unwrap();
+        let u: Vec<f32> = (0..dim).map(|i| (i as f32 - 16.0) / 16.0).collect();
+        let shared = SharedFilters::new(n, &[5, 6], None).unwrap();
+        let a = m.recommend(&u, 25, &[7], &shared, Some(1)).unwrap();
+        let b = m.recommend(&u, 25, &[7], &shared, Some(2)).unwrap();
+        assert_eq!(a, b);
+        let batch = m.recommend_batch(&u, 25, None, &shared, Some(2)).unwrap();
+        assert_eq!(batch.items.len(), 25);
+        let expected: f64 = m.factors().iter().map(|&x| x as f64).sum();
+        for threads in [1, 2] {
+            let got = stream_read(m.factors(), dim, Some(threads)).unwrap();
+            assert!((got - expected).abs() < 1.0, "{got} vs {expected}");
+        }
+    }
+
+    #[test]
+    fn rejects_bad_vectors() {
+        let m = model();
+        assert!(m.recommend(&[1.0, 1.0], 4, &[], &none(), None).is_err());
+        assert!(m
+            .recommend(&[1.0, f32::NAN, 0.0], 4, &[], &none(), None)
+            .is_err());
+        assert!(DenseModel::new(vec![1.0; 5], 2, 3).is_err());
+        assert!(DenseModel::new(vec![f32::INFINITY; 6], 2, 3).is_err());
+    }
+}
