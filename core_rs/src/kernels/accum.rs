@@ -45,6 +45,24 @@ impl Accumulator {
         }
     }
 
+    /// `scatter` for (index, value) pairs stored together.
+    ///
+    /// # Safety
+    /// Every index must be below the `n` given to `begin`.
+    #[inline]
+    pub unsafe fn scatter_pairs(&mut self, pairs: &[(u32, f32)], w: f32) {
+        let epoch = self.epoch;
+        for &(j, v) in pairs {
+            let j = j as usize;
+            if *self.stamp.get_unchecked(j) != epoch {
+                *self.stamp.get_unchecked_mut(j) = epoch;
+                *self.acc.get_unchecked_mut(j) = 0.0;
+                self.touched.push(j as u32);
+            }
+            *self.acc.get_unchecked_mut(j) += w * v;
+        }
+    }
+
     #[inline]
     pub fn is_touched(&self, j: u32) -> bool {
         self.stamp[j as usize] == self.epoch

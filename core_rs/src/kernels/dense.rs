@@ -64,15 +64,17 @@ fn sum_range(a: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + r.iter().sum::<f32>()
 }
 
+/// Whether the CPU has AVX2 (detected once).
+#[cfg(target_arch = "x86_64")]
+pub fn has_avx2() -> bool {
+    use std::sync::OnceLock;
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| is_x86_feature_detected!("avx2"))
+}
+
 #[cfg(target_arch = "x86_64")]
 mod simd {
     use super::*;
-
-    pub fn has_avx2() -> bool {
-        use std::sync::OnceLock;
-        static HAS: OnceLock<bool> = OnceLock::new();
-        *HAS.get_or_init(|| is_x86_feature_detected!("avx2"))
-    }
 
     /// # Safety
     /// The CPU must support AVX2 (`has_avx2`).
@@ -105,7 +107,7 @@ fn scan(
     top: &mut TopK,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if simd::has_avx2() {
+    if has_avx2() {
         // SAFETY: AVX2 support was detected at run time.
         return unsafe { simd::scan_avx2(f, dim, user, rows, filt, top) };
     }
@@ -114,7 +116,7 @@ fn scan(
 
 fn sum(a: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
-    if simd::has_avx2() {
+    if has_avx2() {
         // SAFETY: AVX2 support was detected at run time.
         return unsafe { simd::sum_avx2(a) };
     }
