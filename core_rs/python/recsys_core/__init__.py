@@ -19,6 +19,8 @@ from recsys_core._native import (
 )
 from recsys_core._native import DenseScorer as _DenseScorer
 from recsys_core._native import SparseScorer as _SparseScorer
+from recsys_core._native import als_half_step as _als_half_step
+from recsys_core._native import select_topk as _select_topk
 from recsys_core._native import similarity_topk as _similarity_topk
 from recsys_core._native import stream_read as _stream_read
 
@@ -32,6 +34,8 @@ __all__ = [
     "NonFiniteError",
     "Recommendations",
     "SparseScorer",
+    "als_half_step",
+    "select_topk",
     "similarity_topk",
     "stream_read",
 ]
@@ -239,9 +243,7 @@ class SparseScorer:
     ) -> Recommendations:
         items = _index_array(history_items, "history_items")
         weights = (
-            None
-            if history_weights is None
-            else _float_array(history_weights, "history_weights", 1)
+            None if history_weights is None else _float_array(history_weights, "history_weights", 1)
         )
         r = self._native.recommend(
             items,
@@ -369,3 +371,65 @@ def stream_read(a, num_threads: int | None = None) -> float:
         raise InvalidArgumentError("stream_read needs a C-contiguous float32 array")
     row_len = a.shape[-1] if a.ndim >= 2 else 1
     return _stream_read(a, row_len, num_threads)
+
+
+def select_topk(
+    scores,
+    k: int = 10,
+    *,
+    exclude=None,
+    allow=None,
+    deny=None,
+    num_threads: int | None = None,
+) -> BatchRecommendations:
+    """Top-K of each row of a precomputed ``n_users x n_items`` score matrix, with the
+    scorers' filters (``exclude`` a users x items sparse matrix) and ranking order."""
+    s = _float_array(scores, "scores", 2)
+    ex_p, ex_i = _exclude_arrays(exclude, s.shape[0], s.shape[1])
+    r = _select_topk(
+        s,
+        _count(k, "k"),
+        ex_p,
+        ex_i,
+        _opt_index(allow, "allow"),
+        _opt_index(deny, "deny"),
+        num_threads,
+    )
+    return BatchRecommendations(r[0], r[1], r[2])
+
+
+def als_half_step(
+    user_items,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    alpha: float,
+    reg: float,
+    cg_steps: int = 3,
+    num_threads: int | None = None,
+) -> None:
+    """One weighted-ALS half-step (conjugate gradient): updates ``x`` (rows x f, float32,
+    C-contiguous) in place so each row fits ``user_items`` (rows x cols) given ``y``."""
+    indptr, indices, data, n_rows, n_cols = _csr_arrays(user_items, "user_items")
+    if not (isinstance(x, np.ndarray) and x.dtype == np.float32 and x.flags.c_contiguous):
+        raise InvalidArgumentError(
+            "x must be a C-contiguous float32 array (it is updated in place)"
+        )
+    if x.ndim != 2 or x.shape[0] != n_rows:
+        raise InvalidArgumentError(f"x must have shape ({n_rows}, f), got {x.shape}")
+    y = _float_array(y, "y", 2)
+    if y.shape[0] != n_cols:
+        raise InvalidArgumentError(f"y must have shape ({n_cols}, f), got {y.shape}")
+    _als_half_step(
+        indptr,
+        indices,
+        data,
+        n_rows,
+        n_cols,
+        x,
+        y,
+        float(alpha),
+        float(reg),
+        _count(cg_steps, "cg_steps"),
+        num_threads,
+    )

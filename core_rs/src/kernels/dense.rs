@@ -290,6 +290,63 @@ impl DenseModel {
     }
 }
 
+/// Top-K of precomputed score rows (`scores` is n_rows x n_items, row-major), with the same
+/// filters and ranking order as the scorers: for blends computed elsewhere (e.g. a hybrid).
+pub fn select_topk(
+    scores: &[f32],
+    n_items: usize,
+    k: usize,
+    exclude: Option<CsrRef<'_>>,
+    shared: &SharedFilters,
+    num_threads: Option<usize>,
+) -> Result<BatchRecs> {
+    if n_items == 0 || scores.len() % n_items != 0 {
+        return Err(CoreError::arg(format!(
+            "scores hold {} values, not a multiple of {n_items} items",
+            scores.len()
+        )));
+    }
+    check_finite("scores", scores, n_items)?;
+    let n_rows = scores.len() / n_items;
+    if let Some(ex) = exclude {
+        if ex.n_rows() != n_rows || ex.n_cols() != n_items {
+            return Err(CoreError::arg(format!(
+                "exclude is {}x{} but must be {n_rows}x{n_items}",
+                ex.n_rows(),
+                ex.n_cols()
+            )));
+        }
+    }
+    let recs = pool::install(num_threads, || {
+        scores
+            .par_chunks(n_items)
+            .enumerate()
+            .map(|(u, row)| {
+                let ex = exclude.map_or(&[][..], |m| m.row(u).0);
+                let filt = shared.for_user(ex, &[]);
+                let mut top = TopK::new(k);
+                let mut offer = |j: usize| {
+                    let e = Entry::new(j as u32, row[j]);
+                    if top.accepts(&e) && filt.eligible(j as u32) {
+                        top.push(e);
+                    }
+                };
+                match filt.allow() {
+                    Some(a) => a.iter().for_each(|&j| offer(j as usize)),
+                    None => (0..n_items).for_each(&mut offer),
+                }
+                let best = top.into_sorted();
+                Recs {
+                    items: best.iter().map(|e| e.idx).collect(),
+                    scores: best.iter().map(|e| e.score).collect(),
+                    ..Default::default()
+                }
+            })
+            .collect::<Vec<_>>()
+    })?;
+    Ok(BatchRecs::from_users(recs, false))
+}
+
 fn check_finite(name: &str, v: &[f32], dim: usize) -> Result<()> {
     match v.iter().position(|x| !x.is_finite()) {
         None => Ok(()),
@@ -390,6 +447,25 @@ mod tests {
             let got = stream_read(m.factors(), dim, Some(threads)).unwrap();
             assert!((got - expected).abs() < 1.0, "{got} vs {expected}");
         }
+    }
+
+    #[test]
+    fn select_topk_filters_rows() {
+        let scores = [0.5, 2.0, 1.0, 3.0, /* row 1 */ 1.0, 1.0, 1.0, 0.0];
+        let p = [0i64, 1, 1];
+        let i = [3i32];
+        let d = [1.0f32];
+        let ex = CsrRef::new("exclude", 2, 4, &p, &i, &d).unwrap();
+        let shared = SharedFilters::new(4, &[1], None).unwrap();
+        let b = select_topk(&scores, 4, 2, Some(ex), &shared, Some(2)).unwrap();
+        assert_eq!(b.indptr, vec![0, 2, 4]);
+        assert_eq!(b.items, vec![2, 0, 0, 2]);
+        assert!(select_topk(&[f32::NAN], 1, 1, None, &shared_none(1), None).is_err());
+        assert!(select_topk(&[1.0; 3], 2, 1, None, &shared_none(2), None).is_err());
+    }
+
+    fn shared_none(n: usize) -> SharedFilters {
+        SharedFilters::new(n, &[], None).unwrap()
     }
 
     #[test]

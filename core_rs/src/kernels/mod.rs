@@ -2,6 +2,7 @@
 //! `filters::Filters::new`); the hot loops then index without bounds checks where it pays.
 
 pub mod accum;
+pub mod als;
 pub mod csr;
 pub mod dense;
 pub mod filters;

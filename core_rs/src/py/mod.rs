@@ -3,13 +3,15 @@
 //! layer takes exact dtypes and contiguous arrays.
 
 use crate::error::CoreError as KernelError;
+use crate::kernels::als::{self, AlsParams};
 use crate::kernels::csr::{Csr, CsrRef};
 use crate::kernels::dense::{self, DenseModel};
 use crate::kernels::filters::SharedFilters;
 use crate::kernels::similarity::{self, Measure, SimilarityParams, Weighting};
 use crate::kernels::sparse::{BatchRecs, Recs, SparseModel};
 use numpy::{
-    PyArray1, PyReadonlyArray1, PyReadonlyArray2, PyReadonlyArrayDyn, PyUntypedArrayMethods,
+    PyArray1, PyReadonlyArray1, PyReadonlyArray2, PyReadonlyArrayDyn, PyReadwriteArray2,
+    PyUntypedArrayMethods,
 };
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -236,6 +238,93 @@ fn stream_read(
         .map_err(|_| InvalidArgumentError::new_err("a must be a C-contiguous array"))?;
     let (row_len, nt) = (count("row_len", row_len)?, threads(num_threads)?);
     Ok(py.detach(|| dense::stream_read(s, row_len, nt))?)
+}
+
+/// One weighted-ALS half-step: updates `x` (rows x f) in place from `y` (cols x f).
+#[pyfunction]
+#[pyo3(signature = (indptr, indices, data, n_rows, n_cols, x, y, alpha, reg, cg_steps, num_threads=None))]
+#[allow(clippy::too_many_arguments)]
+fn als_half_step(
+    py: Python<'_>,
+    indptr: PyReadonlyArray1<'_, i64>,
+    indices: PyReadonlyArray1<'_, i32>,
+    data: PyReadonlyArray1<'_, f32>,
+    n_rows: i64,
+    n_cols: i64,
+    mut x: PyReadwriteArray2<'_, f32>,
+    y: PyReadonlyArray2<'_, f32>,
+    alpha: f32,
+    reg: f32,
+    cg_steps: i64,
+    num_threads: Option<i64>,
+) -> PyResult<()> {
+    let m = PyCsr {
+        indptr,
+        indices,
+        data,
+    };
+    let r = m.view(
+        "user_items",
+        count("n_rows", n_rows)?,
+        count("n_cols", n_cols)?,
+    )?;
+    let f = x.shape()[1];
+    if y.shape()[1] != f {
+        return Err(InvalidArgumentError::new_err(format!(
+            "x has {f} factors but y has {}",
+            y.shape()[1]
+        )));
+    }
+    let ys = y
+        .as_slice()
+        .map_err(|_| InvalidArgumentError::new_err("y must be C-contiguous"))?;
+    let xs = x
+        .as_slice_mut()
+        .map_err(|_| InvalidArgumentError::new_err("x must be C-contiguous"))?;
+    let params = AlsParams {
+        alpha,
+        reg,
+        cg_steps: count("cg_steps", cg_steps)?,
+    };
+    let nt = threads(num_threads)?;
+    Ok(py.detach(|| als::half_step(r, xs, ys, f, &params, nt))?)
+}
+
+/// Top-K of precomputed score rows with the scorers' filters and ranking order.
+#[pyfunction]
+#[pyo3(signature = (scores, k, exclude_indptr, exclude_indices, allow, deny, num_threads=None))]
+#[allow(clippy::too_many_arguments)]
+fn select_topk<'py>(
+    py: Python<'py>,
+    scores: PyReadonlyArray2<'py, f32>,
+    k: i64,
+    exclude_indptr: Option<PyReadonlyArray1<'py, i64>>,
+    exclude_indices: Option<PyReadonlyArray1<'py, i32>>,
+    allow: Option<PyReadonlyArray1<'py, i32>>,
+    deny: Option<PyReadonlyArray1<'py, i32>>,
+    num_threads: Option<i64>,
+) -> PyResult<Bound<'py, PyTuple>> {
+    let (n_rows, n_items) = (scores.shape()[0], scores.shape()[1]);
+    let s = scores
+        .as_slice()
+        .map_err(|_| InvalidArgumentError::new_err("scores must be C-contiguous"))?;
+    let ex_data;
+    let ex = match (&exclude_indptr, &exclude_indices) {
+        (Some(p), Some(i)) => {
+            let (p, i) = (slice("exclude.indptr", p)?, slice("exclude.indices", i)?);
+            ex_data = vec![1.0f32; i.len()];
+            Some(CsrRef::new("exclude", n_rows, n_items, p, i, &ex_data)?)
+        }
+        _ => None,
+    };
+    let allow = opt_slice("allow", &allow)?;
+    let deny = opt_slice("deny", &deny)?.unwrap_or(&[]);
+    let (k, nt) = (count("k", k)?, threads(num_threads)?);
+    let r = py.detach(|| {
+        let shared = SharedFilters::new(n_items, deny, allow)?;
+        dense::select_topk(s, n_items, k, ex, &shared, nt)
+    })?;
+    batch_to_py(py, r, false)
 }
 
 #[pyclass(module = "recsys_core._native", frozen)]
@@ -496,6 +585,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     )?;
     m.add_function(wrap_pyfunction!(similarity_topk, m)?)?;
     m.add_function(wrap_pyfunction!(stream_read, m)?)?;
+    m.add_function(wrap_pyfunction!(als_half_step, m)?)?;
+    m.add_function(wrap_pyfunction!(select_topk, m)?)?;
     m.add_class::<SparseScorer>()?;
     m.add_class::<DenseScorer>()?;
     Ok(())
