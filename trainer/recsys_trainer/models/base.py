@@ -1,0 +1,152 @@
+"""The one interface every recommender implements.
+
+Item and user arguments are dense internal indices (see ``recsys_trainer.data``). A model is
+fitted on an ``Interactions`` log; scoring takes user histories as CSR rows (users x items) so
+that the same code serves training-time evaluation and live histories at serving time.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import scipy.sparse as sp
+
+import recsys_core as rc
+from recsys_trainer.data import Interactions
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Why one item was recommended: ``kind`` names the model's reason, ``fields`` carries the
+    structured evidence (item indices, similarities, shares) a program can use; text is made
+    from it where titles are known (``recsys_trainer.explain``)."""
+
+    kind: str
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+def history_rows(matrix: sp.csr_matrix, users: np.ndarray) -> sp.csr_matrix:
+    return matrix[np.asarray(users, dtype=np.int64)]
+
+
+def single_row(items, weights, n_items: int) -> sp.csr_matrix:
+    items = np.asarray(items, dtype=np.int32)
+    w = np.ones(len(items), np.float32) if weights is None else np.asarray(weights, np.float32)
+    m = sp.csr_matrix((w, items, np.array([0, len(items)])), shape=(1, n_items))
+    m.sum_duplicates()
+    return m
+
+
+class Recommender(ABC):
+    """fit / recommend (batch, with exclusions) / similar_items / explain / save / load."""
+
+    name: ClassVar[str]
+    n_users: int = 0
+    n_items: int = 0
+
+    @abstractmethod
+    def fit(self, train: Interactions) -> Self: ...
+
+    @abstractmethod
+    def score(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
+        """Dense float32 scores (len(users) x n_items). ``users`` may hold -1 for a user the
+        model has never seen; ``history`` holds each user's (live) interactions."""
+
+    def recommend(
+        self,
+        users: np.ndarray,
+        history: sp.csr_matrix,
+        k: int = 10,
+        *,
+        exclude_seen: bool = True,
+        allow=None,
+        deny=None,
+    ) -> rc.BatchRecommendations:
+        """Top-k items for each user; ``history`` rows are excluded when ``exclude_seen``."""
+        scores = self.score(np.asarray(users), history)
+        return rc.select_topk(
+            scores, k, exclude=history if exclude_seen else None, allow=allow, deny=deny
+        )
+
+    def similar_items(self, item: int, k: int = 10) -> rc.Recommendations:
+        """Items most like ``item`` by this model's notion of similarity."""
+        raise NotImplementedError(f"{self.name} has no item similarity")
+
+    @abstractmethod
+    def explain(self, user: int, history: sp.csr_matrix, items: np.ndarray) -> list[Explanation]:
+        """One explanation per recommended item (``history`` is the user's single CSR row)."""
+
+    # -- persistence: arrays in <dir>/<name>.npz (no pickle), parameters in <name>.json --------
+
+    @abstractmethod
+    def _arrays(self) -> dict[str, np.ndarray]: ...
+
+    @abstractmethod
+    def _restore(self, arrays: dict[str, np.ndarray]) -> None: ...
+
+    def params(self) -> dict[str, Any]:
+        return asdict(self.config) if hasattr(self, "config") else {}
+
+    def save(self, directory: Path) -> list[Path]:
+        directory = Path(directory)
+        arrays = self._arrays()
+        npz = directory / f"{self.name}.npz"
+        np.savez(npz, **arrays)
+        meta = directory / f"{self.name}.json"
+        meta.write_text(
+            json.dumps(
+                {
+                    "model": self.name,
+                    "params": self.params(),
+                    "n_users": self.n_users,
+                    "n_items": self.n_items,
+                },
+                indent=2,
+                sort_keys=True,
+            )
+        )
+        return [npz, meta]
+
+    @classmethod
+    def load(cls, directory: Path) -> Self:
+        directory = Path(directory)
+        meta = json.loads((directory / f"{cls.name}.json").read_text())
+        model = cls.from_params(meta["params"])
+        model.n_users, model.n_items = int(meta["n_users"]), int(meta["n_items"])
+        with np.load(directory / f"{cls.name}.npz", allow_pickle=False) as z:
+            model._restore({k: z[k] for k in z.files})
+        return model
+
+    @classmethod
+    @abstractmethod
+    def from_params(cls, params: dict[str, Any]) -> Self: ...
+
+
+def csr_arrays(m: sp.csr_matrix, prefix: str) -> dict[str, np.ndarray]:
+    m = sp.csr_matrix(m)
+    return {
+        f"{prefix}_indptr": m.indptr.astype(np.int64),
+        f"{prefix}_indices": m.indices.astype(np.int32),
+        f"{prefix}_data": m.data.astype(np.float32),
+        f"{prefix}_shape": np.asarray(m.shape, dtype=np.int64),
+    }
+
+
+def csr_from(arrays: dict[str, np.ndarray], prefix: str) -> sp.csr_matrix:
+    shape = tuple(int(v) for v in arrays[f"{prefix}_shape"])
+    return sp.csr_matrix(
+        (arrays[f"{prefix}_data"], arrays[f"{prefix}_indices"], arrays[f"{prefix}_indptr"]),
+        shape=shape,
+    )
+
+
+def normalize_rows(scores: np.ndarray) -> np.ndarray:
+    """Scales each row by its largest absolute score so components blend on one scale."""
+    peak = np.abs(scores).max(axis=1, keepdims=True)
+    peak[peak == 0] = 1.0
+    return scores / peak

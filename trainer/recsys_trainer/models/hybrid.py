@@ -1,0 +1,204 @@
+"""Hybrid: a weighted blend of the other models, weights tuned on a validation split carved
+from the training data, with a cold-start fallback for users with short histories."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Self
+
+import numpy as np
+import scipy.sparse as sp
+
+import recsys_core as rc
+from recsys_trainer.data import Interactions
+from recsys_trainer.metrics import ndcg_at_k
+from recsys_trainer.models.base import Explanation, Recommender, normalize_rows
+from recsys_trainer.models.item_cf import ItemCF, ItemCFConfig
+from recsys_trainer.models.popularity import Popularity, PopularityConfig
+from recsys_trainer.models.svd import SVD, SVDConfig
+from recsys_trainer.models.user_cf import UserCF, UserCFConfig
+from recsys_trainer.splits import random_holdout, relevant_items
+
+COMPONENTS = ("item_cf", "user_cf", "svd", "popularity")
+WEIGHT_GRID = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0)
+
+
+@dataclass(frozen=True)
+class HybridConfig:
+    weights: dict[str, float] = field(
+        default_factory=lambda: {"item_cf": 1.0, "user_cf": 0.5, "svd": 0.5, "popularity": 0.1}
+    )
+    """Starting weights; replaced by the tuned ones when ``tune``."""
+    tune: bool = True
+    validation_fraction: float = 0.2
+    validation_users: int = 2000
+    tune_k: int = 10
+    cold_start_threshold: int = 5
+    """Users with fewer interactions get popularity blended with their item-CF scores."""
+    seed: int = 42
+
+
+class Hybrid(Recommender):
+    name = "hybrid"
+
+    def __init__(
+        self,
+        config: HybridConfig | None = None,
+        components: dict[str, Recommender] | None = None,
+    ) -> None:
+        self.config = config or HybridConfig()
+        self.weights_ = dict(self.config.weights)
+        self.components = components or {}
+        self.validation_ndcg_: float | None = None
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> Self:
+        return cls(HybridConfig(**params))
+
+    def params(self) -> dict[str, Any]:
+        return asdict(self.config) | {"tuned_weights": self.weights_}
+
+    @staticmethod
+    def default_components(
+        item_cf: ItemCFConfig | None = None,
+        user_cf: UserCFConfig | None = None,
+        svd: SVDConfig | None = None,
+        popularity: PopularityConfig | None = None,
+    ) -> dict[str, Recommender]:
+        return {
+            "item_cf": ItemCF(item_cf),
+            "user_cf": UserCF(user_cf),
+            "svd": SVD(svd),
+            "popularity": Popularity(popularity),
+        }
+
+    def fit(self, train: Interactions) -> Self:
+        """Fits the components (unless they are fitted already) and tunes the weights."""
+        if not self.components:
+            self.components = self.default_components()
+        if self.config.tune:
+            self.weights_ = self._tune(train)
+        for m in self.components.values():
+            if m.n_items != train.n_items or m.n_users != train.n_users:
+                m.fit(train)
+        self.n_users, self.n_items = train.n_users, train.n_items
+        return self
+
+    def use_fitted(self, components: dict[str, Recommender], train: Interactions) -> Self:
+        """Adopts components already fitted on ``train`` (the trainer fits each model once)."""
+        self.components = components
+        if self.config.tune:
+            self.weights_ = self._tune(train)
+        self.n_users, self.n_items = train.n_users, train.n_items
+        return self
+
+    def _tune(self, train: Interactions) -> dict[str, float]:
+        c = self.config
+        fit_part, val_part = random_holdout(
+            train, c.validation_fraction, min_interactions=c.cold_start_threshold, seed=c.seed
+        )
+        fresh = {name: type(m).from_params(m.params()) for name, m in self.components.items()}
+        for m in fresh.values():
+            m.fit(fit_part)
+        relevant = relevant_items(val_part)
+        users = np.flatnonzero([len(r) > 0 for r in relevant])
+        cap = min(c.validation_users, max(100, int(2e7 // max(train.n_items, 1))))
+        if len(users) > cap:
+            users = np.sort(np.random.default_rng(c.seed).choice(users, cap, replace=False))
+        history = fit_part.to_csr()[users]
+        parts = {name: normalize_rows(m.score(users, history)) for name, m in fresh.items()}
+        rel = [relevant[u] for u in users]
+
+        def quality(w: dict[str, float]) -> float:
+            blend = sum(w[n] * parts[n] for n in parts if w.get(n, 0) > 0)
+            if isinstance(blend, int):
+                return 0.0
+            top = rc.select_topk(blend, c.tune_k, exclude=history)
+            recs = (
+                top.items.reshape(len(users), -1)
+                if len(top.items) == len(users) * c.tune_k
+                else [top.user(u).items for u in range(len(users))]
+            )
+            return ndcg_at_k(recs, rel, c.tune_k)
+
+        w = {n: float(self.weights_.get(n, 0.0)) for n in parts}
+        best = quality(w)
+        for _ in range(2):  # coordinate ascent, two sweeps
+            for n in parts:
+                for g in WEIGHT_GRID:
+                    trial = w | {n: g}
+                    q = quality(trial)
+                    if q > best + 1e-9:
+                        best, w = q, trial
+        self.validation_ndcg_ = best
+        return w
+
+    def _component_scores(self, users, history: sp.csr_matrix) -> dict[str, np.ndarray]:
+        return {
+            n: normalize_rows(m.score(users, history))
+            for n, m in self.components.items()
+            if self.weights_.get(n, 0.0) > 0 or n in ("popularity", "item_cf")
+        }
+
+    def score(self, users, history: sp.csr_matrix) -> np.ndarray:
+        parts = self._component_scores(users, history)
+        blend = np.zeros((len(users), self.n_items), np.float32)
+        for n, s in parts.items():
+            if self.weights_.get(n, 0.0) > 0:
+                blend += self.weights_[n] * s
+        cold = self.cold_share(history)
+        if cold.any():
+            rows = cold > 0
+            fallback = (
+                cold[rows, None] * parts["popularity"][rows]
+                + (1 - cold[rows, None]) * parts["item_cf"][rows]
+            )
+            blend[rows] = fallback
+        return blend
+
+    def cold_share(self, history: sp.csr_matrix) -> np.ndarray:
+        """Popularity's share for each user: (threshold - n) / threshold below the threshold,
+        0 from it on."""
+        t = self.config.cold_start_threshold
+        n = np.diff(history.tocsr().indptr)
+        return np.where(n < t, (t - n) / max(t, 1), 0.0).astype(np.float32)
+
+    def is_cold(self, history: sp.csr_matrix) -> bool:
+        return history.nnz < self.config.cold_start_threshold
+
+    def explain(self, user, history: sp.csr_matrix, items) -> list[Explanation]:
+        users = np.array([user])
+        parts = self._component_scores(users, history)
+        items = np.asarray(items, dtype=np.int64)
+        cold = float(self.cold_share(history)[0])
+        weights = {"popularity": cold, "item_cf": 1 - cold} if cold > 0 else dict(self.weights_)
+        out = []
+        for j in items:
+            contrib = {n: weights.get(n, 0.0) * float(s[0, j]) for n, s in parts.items()}
+            contrib = {n: v for n, v in contrib.items() if weights.get(n, 0.0) > 0}
+            total = sum(contrib.values())
+            out.append(
+                Explanation(
+                    "blend",
+                    {
+                        "cold_start": cold > 0,
+                        "contributions": contrib,
+                        "shares": {
+                            n: (v / total if total > 0 else 0.0) for n, v in contrib.items()
+                        },
+                    },
+                )
+            )
+        return out
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        names = sorted(self.weights_)
+        return {
+            "weight_names": np.array(names),
+            "weights": np.array([self.weights_[n] for n in names], np.float64),
+        }
+
+    def _restore(self, arrays: dict[str, np.ndarray]) -> None:
+        self.weights_ = dict(
+            zip(arrays["weight_names"].tolist(), arrays["weights"].tolist(), strict=True)
+        )

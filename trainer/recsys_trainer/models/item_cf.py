@@ -1,0 +1,121 @@
+"""Item-based collaborative filtering: "because you watched X"."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, Self
+
+import numpy as np
+import scipy.sparse as sp
+
+import recsys_core as rc
+from recsys_trainer.data import Interactions
+from recsys_trainer.models.base import Explanation, Recommender, csr_arrays, csr_from
+
+
+@dataclass(frozen=True)
+class ItemCFConfig:
+    k_neighbors: int = 200
+    """Neighbours kept per item."""
+    weighting: Literal["none", "tfidf", "bm25"] = "bm25"
+    measure: Literal["cosine", "dot"] = "dot"
+    shrink: float = 0.0
+    bm25_k1: float = 1.2
+    bm25_b: float = 0.75
+    explain_top: int = 3
+    """Contributing history items kept per recommendation."""
+
+
+class ItemCF(Recommender):
+    name = "item_cf"
+
+    def __init__(self, config: ItemCFConfig | None = None) -> None:
+        self.config = config or ItemCFConfig()
+        self.similarity_: sp.csr_matrix | None = None
+        self._scorer: rc.SparseScorer | None = None
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> Self:
+        return cls(ItemCFConfig(**params))
+
+    def fit(self, train: Interactions) -> Self:
+        self.n_users, self.n_items = train.n_users, train.n_items
+        self.fit_matrix(train.to_csr())
+        return self
+
+    def fit_matrix(self, user_items: sp.csr_matrix) -> Self:
+        c = self.config
+        self.n_users, self.n_items = user_items.shape
+        # The CSC view of user_items is the item-user matrix, read without a conversion.
+        self.similarity_ = rc.similarity_topk(
+            user_items.T,
+            c.k_neighbors,
+            shrink=c.shrink,
+            weighting=c.weighting,
+            bm25_k1=c.bm25_k1,
+            bm25_b=c.bm25_b,
+            measure=c.measure,
+        )
+        self._scorer = rc.SparseScorer(self.similarity_)
+        return self
+
+    def score(self, users, history: sp.csr_matrix) -> np.ndarray:
+        return np.asarray((history @ self.similarity_).toarray(), dtype=np.float32)
+
+    def recommend(self, users, history, k=10, *, exclude_seen=True, allow=None, deny=None):
+        return self._scorer.recommend_batch(
+            history, k, exclude_history=exclude_seen, allow=allow, deny=deny
+        )
+
+    def recommend_history(
+        self, items, weights=None, k=10, *, exclude=None, allow=None, deny=None, explain=0
+    ) -> rc.Recommendations:
+        return self._scorer.recommend(
+            items, weights, k, exclude=exclude, allow=allow, deny=deny, explain=explain
+        )
+
+    def similar_items(self, item: int, k: int = 10) -> rc.Recommendations:
+        row = self.similarity_[item]
+        order = np.lexsort((row.indices, -row.data))[:k]
+        return rc.Recommendations(row.indices[order].astype(np.int32), row.data[order])
+
+    def explain(self, user, history: sp.csr_matrix, items) -> list[Explanation]:
+        items = np.asarray(items, dtype=np.int32)
+        h = history.tocsr()
+        r = self._scorer.recommend(
+            h.indices,
+            h.data,
+            self.n_items,
+            exclude_history=False,
+            allow=items,
+            explain=self.config.explain_top,
+        )
+        pos = {int(it): n for n, it in enumerate(r.items)}
+        out = []
+        for it in items:
+            n = pos.get(int(it))
+            src, val = (np.zeros(0, np.int32), np.zeros(0, np.float32))
+            if n is not None and r.explanations is not None:
+                src, val = r.explanations.for_item(n)
+            w = dict(zip(h.indices.tolist(), h.data.tolist(), strict=True))
+            out.append(
+                Explanation(
+                    "because_you_interacted",
+                    {
+                        "items": src.tolist(),
+                        "contributions": val.tolist(),
+                        "similarities": [
+                            float(c) / w[s] if w.get(s) else 0.0
+                            for s, c in zip(src.tolist(), val.tolist(), strict=True)
+                        ],
+                    },
+                )
+            )
+        return out
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        return csr_arrays(self.similarity_, "similarity")
+
+    def _restore(self, arrays: dict[str, np.ndarray]) -> None:
+        self.similarity_ = csr_from(arrays, "similarity")
+        self._scorer = rc.SparseScorer(self.similarity_)

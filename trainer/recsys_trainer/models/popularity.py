@@ -1,0 +1,94 @@
+"""Time-decayed popularity: "trending" items."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Self
+
+import numpy as np
+import scipy.sparse as sp
+
+import recsys_core as rc
+from recsys_trainer.data import Interactions
+from recsys_trainer.models.base import Explanation, Recommender
+
+DAY = 86_400.0
+
+
+@dataclass(frozen=True)
+class PopularityConfig:
+    half_life_days: float = 30.0
+    """An interaction this many days older than the newest one counts half. ``inf`` gives
+    plain weighted counts."""
+
+
+class Popularity(Recommender):
+    name = "popularity"
+
+    def __init__(self, config: PopularityConfig | None = None) -> None:
+        self.config = config or PopularityConfig()
+        self.scores_ = np.zeros(0, np.float32)
+        self.window_ = np.zeros(2, np.int64)
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> Self:
+        return cls(PopularityConfig(**params))
+
+    def fit(self, train: Interactions) -> Self:
+        self.n_users, self.n_items = train.n_users, train.n_items
+        ts = train.timestamp.astype(np.float64)
+        now = ts.max() if len(ts) else 0.0
+        hl = self.config.half_life_days
+        decay = np.ones_like(ts) if not np.isfinite(hl) else 0.5 ** ((now - ts) / (hl * DAY))
+        scores = np.bincount(train.item_idx, weights=train.weight * decay, minlength=self.n_items)
+        self.scores_ = scores.astype(np.float32)
+        self.window_ = np.array([ts.min() if len(ts) else 0, now], dtype=np.int64)
+        self._rank = None
+        return self
+
+    def score(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
+        return np.broadcast_to(self.scores_, (len(users), self.n_items)).copy()
+
+    def recommend(self, users, history, k=10, *, exclude_seen=True, allow=None, deny=None):
+        # One shared score vector: the dense scorer with a 1-factor model does the top-K.
+        scorer = rc.DenseScorer(self.scores_[:, None])
+        return scorer.recommend_batch(
+            np.ones((len(users), 1), np.float32),
+            k,
+            exclude=history if exclude_seen else None,
+            allow=allow,
+            deny=deny,
+        )
+
+    def trending_rank(self) -> np.ndarray:
+        """1-based rank of every item by decayed popularity (ties by index)."""
+        if getattr(self, "_rank", None) is None:
+            order = np.lexsort((np.arange(self.n_items), -self.scores_))
+            rank = np.empty(self.n_items, np.int64)
+            rank[order] = np.arange(1, self.n_items + 1)
+            self._rank = rank
+        return self._rank
+
+    def explain(self, user, history, items) -> list[Explanation]:
+        rank = self.trending_rank()
+        return [
+            Explanation(
+                "trending",
+                {
+                    "rank": int(rank[i]),
+                    "score": float(self.scores_[i]),
+                    "half_life_days": self.config.half_life_days,
+                    "window_start": int(self.window_[0]),
+                    "window_end": int(self.window_[1]),
+                },
+            )
+            for i in items
+        ]
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        return {"scores": self.scores_, "window": self.window_}
+
+    def _restore(self, arrays: dict[str, np.ndarray]) -> None:
+        self.scores_ = arrays["scores"].astype(np.float32)
+        self.window_ = arrays["window"]
+        self._rank = None

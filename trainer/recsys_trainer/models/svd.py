@@ -1,0 +1,142 @@
+"""Matrix factorisation for implicit feedback: weighted ALS (Hu, Koren and Volinsky).
+
+Why weighted ALS rather than PureSVD or a biased rating model: behaviour logs are implicit
+(a view is weak evidence of interest, a missing entry is not a dislike), and weighted ALS models
+exactly that, a confidence 1 + alpha * w on observed entries and a weak zero everywhere else.
+On ML-100k it ranks better than PureSVD at the same rank (docs/quality.md). The solver is the
+Rust conjugate-gradient half-step (``recsys_core.als_half_step``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Self
+
+import numpy as np
+import scipy.sparse as sp
+
+import recsys_core as rc
+from recsys_trainer.data import Interactions
+from recsys_trainer.models.base import Explanation, Recommender, single_row
+
+
+@dataclass(frozen=True)
+class SVDConfig:
+    n_factors: int = 100
+    regularization: float = 0.1
+    alpha: float = 5.0
+    """Confidence of an observed entry is 1 + alpha * weight."""
+    iterations: int = 15
+    cg_steps: int = 3
+    seed: int = 42
+    explain_factors: int = 3
+
+
+class SVD(Recommender):
+    name = "svd"
+
+    def __init__(self, config: SVDConfig | None = None) -> None:
+        self.config = config or SVDConfig()
+        self.user_factors_ = np.zeros((0, self.config.n_factors), np.float32)
+        self.item_factors_ = np.zeros((0, self.config.n_factors), np.float32)
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> Self:
+        return cls(SVDConfig(**params))
+
+    def fit(self, train: Interactions) -> Self:
+        return self.fit_matrix(train.to_csr())
+
+    def fit_matrix(self, user_items: sp.csr_matrix, progress=None) -> Self:
+        c = self.config
+        self.n_users, self.n_items = user_items.shape
+        rng = np.random.default_rng(c.seed)
+        x = (rng.standard_normal((self.n_users, c.n_factors)) * 0.01).astype(np.float32)
+        y = (rng.standard_normal((self.n_items, c.n_factors)) * 0.01).astype(np.float32)
+        ui = sp.csr_matrix(user_items, dtype=np.float32)
+        iu = ui.T.tocsr()
+        for _ in range(c.iterations):
+            rc.als_half_step(ui, x, y, alpha=c.alpha, reg=c.regularization, cg_steps=c.cg_steps)
+            rc.als_half_step(iu, y, x, alpha=c.alpha, reg=c.regularization, cg_steps=c.cg_steps)
+            if progress is not None:
+                progress()
+        self.user_factors_, self.item_factors_ = x, y
+        self._prepare()
+        return self
+
+    def _prepare(self) -> None:
+        self._scorer = rc.DenseScorer(self.item_factors_)
+        norms = np.linalg.norm(self.item_factors_, axis=1, keepdims=True)
+        self._unit = (self.item_factors_ / np.where(norms > 0, norms, 1)).astype(np.float32)
+        self._unit_scorer = rc.DenseScorer(self._unit)
+
+    def fold_in(self, history: sp.csr_matrix) -> np.ndarray:
+        """User vectors for histories the model was not trained on (one ALS solve each)."""
+        c = self.config
+        x = np.zeros((history.shape[0], c.n_factors), np.float32)
+        rc.als_half_step(
+            sp.csr_matrix(history, dtype=np.float32),
+            x,
+            self.item_factors_,
+            alpha=c.alpha,
+            reg=c.regularization,
+            cg_steps=max(c.cg_steps, 10),
+        )
+        return x
+
+    def user_vectors(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
+        users = np.asarray(users)
+        vec = np.empty((len(users), self.config.n_factors), np.float32)
+        known = (users >= 0) & (users < self.n_users)
+        vec[known] = self.user_factors_[users[known]]
+        stale = ~known
+        if stale.any():
+            vec[stale] = self.fold_in(history[np.flatnonzero(stale)])
+        return vec
+
+    def score(self, users, history: sp.csr_matrix) -> np.ndarray:
+        return self.user_vectors(users, history) @ self.item_factors_.T
+
+    def recommend(self, users, history, k=10, *, exclude_seen=True, allow=None, deny=None):
+        return self._scorer.recommend_batch(
+            self.user_vectors(users, history),
+            k,
+            exclude=history if exclude_seen else None,
+            allow=allow,
+            deny=deny,
+        )
+
+    def similar_items(self, item: int, k: int = 10) -> rc.Recommendations:
+        return self._unit_scorer.recommend(self._unit[item], k, exclude=[item])
+
+    def explain(self, user, history: sp.csr_matrix, items) -> list[Explanation]:
+        u = self.user_vectors(np.array([user]), history)[0]
+        hist = history.tocsr().indices
+        out = []
+        for j in np.asarray(items, dtype=np.int64):
+            contrib = u * self.item_factors_[j]
+            total = float(contrib.sum())
+            top = np.argsort(-contrib)[: self.config.explain_factors]
+            fields: dict[str, Any] = {
+                "factors": top.tolist(),
+                "contributions": contrib[top].tolist(),
+                "shares": (contrib[top] / total).tolist() if total > 0 else [0.0] * len(top),
+            }
+            if len(hist):
+                cos = self._unit[hist] @ self._unit[j]
+                best = int(np.argmax(cos))
+                fields["closest_item"] = int(hist[best])
+                fields["closest_similarity"] = float(cos[best])
+            out.append(Explanation("latent_factors", fields))
+        return out
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        return {"user_factors": self.user_factors_, "item_factors": self.item_factors_}
+
+    def _restore(self, arrays: dict[str, np.ndarray]) -> None:
+        self.user_factors_ = np.ascontiguousarray(arrays["user_factors"], np.float32)
+        self.item_factors_ = np.ascontiguousarray(arrays["item_factors"], np.float32)
+        self._prepare()
+
+
+__all__ = ["SVD", "SVDConfig", "single_row"]

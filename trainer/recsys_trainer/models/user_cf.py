@@ -1,0 +1,141 @@
+"""User-based collaborative filtering: "users like you chose this"."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, Self
+
+import numpy as np
+import scipy.sparse as sp
+
+import recsys_core as rc
+from recsys_trainer.data import Interactions
+from recsys_trainer.models.base import Explanation, Recommender, csr_arrays, csr_from
+
+
+@dataclass(frozen=True)
+class UserCFConfig:
+    k_neighbors: int = 50
+    weighting: Literal["none", "tfidf", "bm25"] = "none"
+    shrink: float = 0.0
+    explain_top: int = 50
+    """Neighbours inspected when explaining a recommendation."""
+
+
+class UserCF(Recommender):
+    name = "user_cf"
+
+    def __init__(self, config: UserCFConfig | None = None) -> None:
+        self.config = config or UserCFConfig()
+        self.user_items_: sp.csr_matrix | None = None
+        self.neighbours_: sp.csr_matrix | None = None
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> Self:
+        return cls(UserCFConfig(**params))
+
+    def fit(self, train: Interactions) -> Self:
+        return self.fit_matrix(train.to_csr())
+
+    def fit_matrix(self, user_items: sp.csr_matrix) -> Self:
+        c = self.config
+        self.n_users, self.n_items = user_items.shape
+        self.user_items_ = sp.csr_matrix(user_items, dtype=np.float32)
+        self.neighbours_ = rc.similarity_topk(
+            self.user_items_, c.k_neighbors, shrink=c.shrink, weighting=c.weighting
+        )
+        self._prepare()
+        return self
+
+    def _prepare(self) -> None:
+        # Scoring walks the neighbours' rows of the user-item matrix; folding in a new
+        # history walks the item-user matrix.
+        self._scorer = rc.SparseScorer(self.user_items_)
+        self._item_users = self.user_items_.T.tocsr()
+        self._norms = np.sqrt(np.asarray(self.user_items_.multiply(self.user_items_).sum(axis=1)))
+        self._norms = self._norms.ravel().astype(np.float32)
+
+    def neighbours_of(self, user: int, history: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+        """(user indices, cosine similarities) of the k nearest users. A user seen in training
+        with an unchanged history uses the stored neighbours; anyone else is folded in."""
+        h = history.tocsr()
+        if 0 <= user < self.n_users and _same_row(self.user_items_, user, h):
+            row = self.neighbours_[user]
+            return row.indices.astype(np.int32), row.data.astype(np.float32)
+        dots = np.asarray(self._item_users[h.indices].T @ h.data).ravel()
+        if 0 <= user < self.n_users:
+            dots[user] = 0.0
+        hn = float(np.sqrt((h.data.astype(np.float64) ** 2).sum()))
+        sims = dots / (hn * self._norms + self.config.shrink).clip(min=1e-12)
+        k = min(self.config.k_neighbors, int((sims > 0).sum()))
+        if k == 0:
+            return np.zeros(0, np.int32), np.zeros(0, np.float32)
+        top = np.argpartition(-sims, k - 1)[:k]
+        return top.astype(np.int32), sims[top].astype(np.float32)
+
+    def score(self, users, history: sp.csr_matrix) -> np.ndarray:
+        rows = [self.neighbours_of(int(u), history[n]) for n, u in enumerate(users)]
+        nb = _rows_to_csr(rows, self.n_users)
+        return np.asarray((nb @ self.user_items_).toarray(), dtype=np.float32)
+
+    def recommend(self, users, history, k=10, *, exclude_seen=True, allow=None, deny=None):
+        users = np.asarray(users)
+        if (users >= 0).all() and history.shape[0] == len(users):
+            nb = self.neighbours_[users.astype(np.int64)]
+            if all(_same_row(self.user_items_, int(u), history[n]) for n, u in enumerate(users)):
+                return self._scorer.recommend_batch(
+                    nb,
+                    k,
+                    exclude=history if exclude_seen else None,
+                    exclude_history=False,
+                    allow=allow,
+                    deny=deny,
+                )
+        return super().recommend(
+            users, history, k, exclude_seen=exclude_seen, allow=allow, deny=deny
+        )
+
+    def explain(self, user, history: sp.csr_matrix, items) -> list[Explanation]:
+        nb, sims = self.neighbours_of(int(user), history)
+        order = np.argsort(-sims)[: self.config.explain_top]
+        nb, sims = nb[order], sims[order]
+        chose = self.user_items_[nb][:, np.asarray(items, dtype=np.int64)].toarray() > 0
+        out = []
+        for col in range(len(items)):
+            s = sims[chose[:, col]]
+            out.append(
+                Explanation(
+                    "similar_users",
+                    {
+                        "n_similar_users": int(chose[:, col].sum()),
+                        "n_neighbours": len(nb),
+                        "mean_similarity": float(s.mean()) if len(s) else 0.0,
+                        "max_similarity": float(s.max()) if len(s) else 0.0,
+                        "users": nb[chose[:, col]][:5].tolist(),
+                    },
+                )
+            )
+        return out
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        return csr_arrays(self.user_items_, "user_items") | csr_arrays(
+            self.neighbours_, "neighbours"
+        )
+
+    def _restore(self, arrays: dict[str, np.ndarray]) -> None:
+        self.user_items_ = csr_from(arrays, "user_items")
+        self.neighbours_ = csr_from(arrays, "neighbours")
+        self._prepare()
+
+
+def _same_row(m: sp.csr_matrix, r: int, h: sp.csr_matrix) -> bool:
+    a, b = m.indptr[r], m.indptr[r + 1]
+    return (b - a) == h.nnz and np.array_equal(m.indices[a:b], np.sort(h.indices))
+
+
+def _rows_to_csr(rows: list[tuple[np.ndarray, np.ndarray]], n_cols: int) -> sp.csr_matrix:
+    indptr = np.zeros(len(rows) + 1, np.int64)
+    indptr[1:] = np.cumsum([len(r[0]) for r in rows])
+    idx = np.concatenate([r[0] for r in rows]) if rows else np.zeros(0, np.int32)
+    val = np.concatenate([r[1] for r in rows]) if rows else np.zeros(0, np.float32)
+    return sp.csr_matrix((val, idx, indptr), shape=(len(rows), n_cols))
