@@ -162,9 +162,10 @@ def _csr_arrays(m, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, 
 
 
 def _count(v, name: str) -> int:
+    """An integer count; any count beyond 2**62 means "all" and is clamped there."""
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
         raise InvalidArgumentError(f"{name} must be an integer, got {v!r}")
-    return int(v)
+    return min(int(v), 2**62)
 
 
 def similarity_topk(
@@ -294,9 +295,17 @@ class SparseScorer:
 
 
 def _exclude_arrays(exclude, n_users: int, n_items: int):
+    """Only the structure of ``exclude`` matters, so its values may have any dtype."""
     if exclude is None:
         return None, None
-    indptr, indices, _, n_rows, n_cols = _csr_arrays(exclude, "exclude")
+    if not sp.issparse(exclude):
+        raise InvalidArgumentError(
+            f"exclude must be a scipy.sparse matrix, got {type(exclude).__name__}"
+        )
+    m = exclude.tocsr() if exclude.format != "csr" else exclude
+    n_rows, n_cols = m.shape
+    indptr = np.ascontiguousarray(m.indptr, dtype=np.int64)
+    indices = _index_array(m.indices, "exclude.indices")
     if (n_rows, n_cols) != (n_users, n_items):
         raise InvalidArgumentError(
             f"exclude is {n_rows}x{n_cols} but must be {n_users}x{n_items} (users x items)"

@@ -170,8 +170,8 @@ impl DenseModel {
         &self.factors
     }
 
-    fn check_user(&self, name: &str, v: &[f32]) -> Result<()> {
-        if self.dim == 0 || v.len() % self.dim != 0 {
+    fn check_user(&self, name: &str, v: &[f32], n_users: usize) -> Result<()> {
+        if v.len() != n_users * self.dim {
             return Err(CoreError::arg(format!(
                 "{name} has {} values; the model has {} factors",
                 v.len(),
@@ -197,7 +197,7 @@ impl DenseModel {
                 self.dim
             )));
         }
-        self.check_user("user_vector", user)?;
+        self.check_user("user_vector", user, 1)?;
         check_indices("exclude", exclude, self.n_items)?;
         let filt = shared.for_user(exclude, &[]);
         let threads = pool::resolve_threads(num_threads)?;
@@ -253,13 +253,13 @@ impl DenseModel {
     pub fn recommend_batch(
         &self,
         users: &[f32],
+        n_users: usize,
         k: usize,
         exclude: Option<CsrRef<'_>>,
         shared: &SharedFilters,
         num_threads: Option<usize>,
     ) -> Result<BatchRecs> {
-        self.check_user("user_vectors", users)?;
-        let n_users = users.len() / self.dim;
+        self.check_user("user_vectors", users, n_users)?;
         if let Some(ex) = exclude {
             if ex.n_rows() != n_users || ex.n_cols() != self.n_items {
                 return Err(CoreError::arg(format!(
@@ -440,7 +440,9 @@ mod tests {
         let a = m.recommend(&u, 25, &[7], &shared, Some(1)).unwrap();
         let b = m.recommend(&u, 25, &[7], &shared, Some(2)).unwrap();
         assert_eq!(a, b);
-        let batch = m.recommend_batch(&u, 25, None, &shared, Some(2)).unwrap();
+        let batch = m
+            .recommend_batch(&u, 1, 25, None, &shared, Some(2))
+            .unwrap();
         assert_eq!(batch.items.len(), 25);
         let expected: f64 = m.factors().iter().map(|&x| x as f64).sum();
         for threads in [1, 2] {

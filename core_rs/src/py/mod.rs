@@ -567,7 +567,7 @@ impl DenseScorer {
         let model = &self.model;
         let r = py.detach(|| {
             let shared = SharedFilters::new(model.n_items(), deny, allow)?;
-            model.recommend_batch(u, k, ex, &shared, nt)
+            model.recommend_batch(u, n_users, k, ex, &shared, nt)
         })?;
         batch_to_py(py, r, false)
     }
