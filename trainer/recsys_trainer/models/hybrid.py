@@ -53,7 +53,8 @@ class Hybrid(Recommender):
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> Self:
-        return cls(HybridConfig(**params))
+        # The tuned weights are restored from the arrays, not from the config.
+        return cls(HybridConfig(**{k: v for k, v in params.items() if k != "tuned_weights"}))
 
     def params(self) -> dict[str, Any]:
         return asdict(self.config) | {"tuned_weights": self.weights_}
@@ -143,7 +144,7 @@ class Hybrid(Recommender):
     def score(self, users, history: sp.csr_matrix) -> np.ndarray:
         parts = self._component_scores(users, history)
         blend = np.zeros((len(users), self.n_items), np.float32)
-        for n, s in parts.items():
+        for n, s in sorted(parts.items()):  # a fixed order: sums are reproducible to the bit
             if self.weights_.get(n, 0.0) > 0:
                 blend += self.weights_[n] * s
         cold = self.cold_share(history)
