@@ -1,0 +1,290 @@
+"""``recsys-train``: generate, train, evaluate, recommend (and, later, refresh)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+from tqdm import tqdm
+
+from recsys_trainer import config as config_mod
+from recsys_trainer import synthetic
+from recsys_trainer.catalog import Catalog, load_catalog
+from recsys_trainer.data import DataError, Interactions, load_interactions
+from recsys_trainer.models import MODELS, Hybrid, Recommender
+from recsys_trainer.splits import leave_last_n, random_holdout, temporal_split
+
+ALL = tuple(MODELS)
+
+
+@contextmanager
+def step(label: str) -> Iterator[None]:
+    """A one-step progress bar: shows the label while running and the time when done."""
+    bar = tqdm(
+        total=1, desc=label, leave=True, file=sys.stderr, bar_format="{desc}: {elapsed}{postfix}"
+    )
+    try:
+        yield
+        bar.update(1)
+    finally:
+        bar.close()
+
+
+def load_data(path: Path, cfg: config_mod.TrainConfig) -> Interactions:
+    with step(f"load {path.name}"):
+        return load_interactions(
+            path,
+            format=cfg.data.format,
+            columns=cfg.data.columns,
+            event_weights=cfg.data.event_weights,
+        )
+
+
+def load_catalog_for(path: Path | None, interactions: Path) -> Catalog | None:
+    if path is not None:
+        return load_catalog(path)
+    guess = interactions.with_name("catalog.tsv")
+    return load_catalog(guess) if guess.exists() else None
+
+
+def fit_models(
+    inter: Interactions, cfg: config_mod.TrainConfig, names: tuple[str, ...]
+) -> dict[str, Recommender]:
+    """Fits each model once (a hybrid's components included) with a progress line each."""
+    models = build_models(cfg, names)
+    for name, model in models.items():
+        with step(f"fit {name}" + (" (tune weights)" if name == "hybrid" else "")):
+            model.fit(inter)
+    return models
+
+
+def split(inter: Interactions, cfg: config_mod.EvalConfig) -> tuple[Interactions, Interactions]:
+    if cfg.split == "random":
+        return random_holdout(inter, cfg.test_fraction, seed=cfg.seed)
+    if cfg.split == "temporal":
+        return temporal_split(inter, quantile=1 - cfg.test_fraction)
+    if cfg.split == "leave_last":
+        return leave_last_n(inter, 1)
+    raise config_mod.ConfigError(
+        f"evaluation.split must be random, temporal or leave_last, got {cfg.split!r}"
+    )
+
+
+def parse_models(value: str | None) -> tuple[str, ...]:
+    if not value:
+        return ALL
+    names = tuple(v.strip() for v in value.split(",") if v.strip())
+    bad = [n for n in names if n not in MODELS]
+    if bad:
+        raise SystemExit(f"unknown model(s) {', '.join(bad)}; choose from {', '.join(ALL)}")
+    return names
+
+
+def cmd_generate(a: argparse.Namespace) -> int:
+    with step(f"generate {a.interactions:,} interactions"):
+        df, catalog = synthetic.generate(a.users, a.items, a.interactions, a.seed)
+    with step(f"write {a.out}"):
+        synthetic.write(df, a.out, catalog)
+    print(f"wrote {a.out} and {Path(a.out).with_name('catalog.tsv')}")
+    return 0
+
+
+def build_models(cfg: config_mod.TrainConfig, names: tuple[str, ...]) -> dict[str, Recommender]:
+    """Unfitted models in fitting order; a hybrid shares the component instances, so fitting
+    the components first leaves the hybrid only its weights to tune."""
+    components = {"popularity", "user_cf", "item_cf", "svd"}
+    need = set(names) | (components if "hybrid" in names else set())
+    models: dict[str, Recommender] = {
+        n: MODELS[n](getattr(cfg.models, n)) for n in ALL if n in need and n != "hybrid"
+    }
+    if "hybrid" in names:
+        models["hybrid"] = Hybrid(cfg.models.hybrid, components=dict(models))
+    return models
+
+
+def evaluate_models(inter: Interactions, cfg, names, catalog, dataset: str):
+    from recsys_trainer import evaluate
+
+    train, test = split(inter, cfg.evaluation)
+    models = build_models(cfg, names)
+    features = None if catalog is None else catalog.category_matrix(inter.item_ids)
+    bar = tqdm(desc="evaluate", file=sys.stderr, bar_format="{desc}: {elapsed}{postfix}")
+    try:
+        return evaluate.compare(
+            models,
+            train,
+            test,
+            k=cfg.evaluation.k,
+            item_features=features,
+            dataset=dataset,
+            split=cfg.evaluation.split,
+            seed=cfg.evaluation.seed,
+            progress=lambda msg: bar.set_postfix_str(str(msg)[:60]),
+        )
+    finally:
+        bar.close()
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    from recsys_trainer import artifacts
+
+    cfg = config_mod.load(a.config, a.set)
+    names = parse_models(a.models)
+    inter = load_data(Path(a.interactions), cfg)
+    catalog = load_catalog_for(a.catalog, Path(a.interactions))
+    metrics = {}
+    if not a.no_evaluate:
+        report = evaluate_models(inter, cfg, names, catalog, Path(a.interactions).name)
+        metrics = report.metrics
+    t0 = time.perf_counter()
+    models = fit_models(inter, cfg, names)
+    train_seconds = time.perf_counter() - t0
+    with step("publish"):
+        path = artifacts.publish(
+            models,
+            out=Path(a.out),
+            user_ids=inter.user_ids,
+            item_ids=inter.item_ids,
+            catalog=catalog,
+            data_fingerprint=artifacts.data_fingerprint(inter),
+            metrics=metrics,
+            params=config_mod.to_dict(cfg) | {"train_seconds": train_seconds},
+            keep=cfg.keep_versions,
+            history=inter.to_csr(),
+        )
+    print(f"published {path} ({', '.join(models)}) in {train_seconds:.1f} s of training")
+    return 0
+
+
+def cmd_evaluate(a: argparse.Namespace) -> int:
+    overrides = [*a.set, f"evaluation.split={json.dumps(a.split)}", f"evaluation.k={a.k}"]
+    cfg = config_mod.load(a.config, overrides)
+    names = parse_models(a.models)
+    inter = load_data(Path(a.interactions), cfg)
+    catalog = load_catalog_for(a.catalog, Path(a.interactions))
+    report = evaluate_models(inter, cfg, names, catalog, Path(a.interactions).name)
+    report.write(Path(a.report))
+    print(Path(a.report, "report.md").read_text())
+    return 0
+
+
+def cmd_recommend(a: argparse.Namespace) -> int:
+    from recsys_trainer import artifacts
+
+    root = Path(a.artifacts)
+    version = artifacts.latest_version(root)
+    if version is None:
+        raise SystemExit(f"no model version in {root}")
+    loaded = artifacts.load_version(root / version)
+    if a.model not in loaded.models:
+        raise SystemExit(f"model {a.model!r} is not in {version}; it has {sorted(loaded.models)}")
+    model = loaded.models[a.model]
+    index = {u: i for i, u in enumerate(loaded.user_ids.tolist())}
+    wanted = [line.strip() for line in Path(a.users).read_text().splitlines() if line.strip()]
+    history = _training_history(loaded)
+    empty = sp.csr_matrix((1, len(loaded.item_ids)), dtype=np.float32)
+    # Unknown users get the cold-start list: popularity when trained, else the model itself
+    # on an empty history.
+    cold_model = loaded.models.get("popularity", model)
+    cold = cold_model.recommend(np.array([-1]), empty, a.k).user(0).items
+    out = Path(a.out)
+    tmp = out.with_name(out.name + ".tmp")
+    with tmp.open("w") as f:
+        for chunk in _chunks(wanted, 1000):
+            known = np.array([index.get(u, -1) for u in chunk])
+            batch = model.recommend(known, history[np.maximum(known, 0)], a.k)
+            for n, u in enumerate(chunk):
+                items = batch.user(n).items if known[n] >= 0 else cold
+                f.write(json.dumps({"user": u, "items": loaded.item_ids[items].tolist()}) + "\n")
+    tmp.replace(out)
+    print(f"wrote {len(wanted)} users to {out}")
+    return 0
+
+
+def _training_history(loaded) -> sp.csr_matrix:
+    history = getattr(loaded, "history", None)
+    if history is not None:
+        return history
+    if "user_cf" in loaded.models:
+        return loaded.models["user_cf"].user_items_
+    raise SystemExit("the artifacts hold no user histories")
+
+
+def _chunks(xs: list[str], n: int) -> Iterator[list[str]]:
+    for i in range(0, len(xs), n):
+        yield xs[i : i + n]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="recsys-train", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("generate", help="write the seeded synthetic data set")
+    g.add_argument("--out", required=True)
+    g.add_argument("--users", type=int, default=10_000)
+    g.add_argument("--items", type=int, default=5_000)
+    g.add_argument("--interactions", type=int, default=500_000)
+    g.add_argument("--seed", type=int, default=42)
+    g.set_defaults(func=cmd_generate)
+
+    def common(sp_: argparse.ArgumentParser) -> None:
+        sp_.add_argument("--interactions", required=True, help="behaviour log (TSV/CSV/Parquet)")
+        sp_.add_argument("--catalog", type=Path, help="item catalog (default: catalog.tsv beside)")
+        sp_.add_argument("--config", help="TOML configuration file")
+        sp_.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override a configuration value, e.g. models.item_cf.k_neighbors=100",
+        )
+        sp_.add_argument("--models", help=f"comma-separated subset of {','.join(ALL)}")
+
+    t = sub.add_parser("train", help="fit models and publish a new artifact version")
+    common(t)
+    t.add_argument("--out", required=True, help="artifacts directory")
+    t.add_argument(
+        "--no-evaluate",
+        action="store_true",
+        help="skip the holdout evaluation stored in the manifest",
+    )
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="compare models on a split and write a report")
+    common(e)
+    e.add_argument("--split", default="random", choices=["random", "temporal", "leave_last"])
+    e.add_argument("--k", type=int, default=10)
+    e.add_argument("--report", required=True, help="directory for report.{md,json,png}")
+    e.set_defaults(func=cmd_evaluate)
+
+    r = sub.add_parser("recommend", help="batch export of top-k lists as JSON lines")
+    r.add_argument("--artifacts", required=True)
+    r.add_argument("--model", required=True, choices=ALL)
+    r.add_argument("--users", required=True, help="file with one user id per line")
+    r.add_argument("--k", type=int, default=10)
+    r.add_argument("--out", required=True)
+    r.set_defaults(func=cmd_recommend)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except FileNotFoundError as e:
+        print(f"recsys-train: error: no such file: {e.filename or e}", file=sys.stderr)
+        return 2
+    except (DataError, config_mod.ConfigError) as e:
+        print(f"recsys-train: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
