@@ -105,7 +105,7 @@ def build_models(cfg: config_mod.TrainConfig, names: tuple[str, ...]) -> dict[st
         n: MODELS[n](getattr(cfg.models, n)) for n in ALL if n in need and n != "hybrid"
     }
     if "hybrid" in names:
-        models["hybrid"] = Hybrid(cfg.models.hybrid, components=dict(models))
+        models["hybrid"] = Hybrid(cfg.models.hybrid, components=dict(models), fit_components=False)
     return models
 
 

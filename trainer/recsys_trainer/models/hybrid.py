@@ -45,8 +45,13 @@ class Hybrid(Recommender):
         self,
         config: HybridConfig | None = None,
         components: dict[str, Recommender] | None = None,
+        *,
+        fit_components: bool = True,
     ) -> None:
+        """``fit_components=False``: the components are fitted by the caller on the same data
+        before ``fit`` (the trainer fits each model once and shares it)."""
         self.config = config or HybridConfig()
+        self.fit_components = fit_components
         self.weights_ = dict(self.config.weights)
         self.components = components or {}
         self.validation_ndcg_: float | None = None
@@ -74,13 +79,13 @@ class Hybrid(Recommender):
         }
 
     def fit(self, train: Interactions) -> Self:
-        """Fits the components (unless they are fitted already) and tunes the weights."""
+        """Fits the components (unless ``fit_components`` is off) and tunes the weights."""
         if not self.components:
             self.components = self.default_components()
         if self.config.tune:
             self.weights_ = self._tune(train)
-        for m in self.components.values():
-            if m.n_items != train.n_items or m.n_users != train.n_users:
+        if self.fit_components:
+            for m in self.components.values():
                 m.fit(train)
         self.n_users, self.n_items = train.n_users, train.n_items
         return self

@@ -49,11 +49,37 @@ class UserCF(Recommender):
 
     def _prepare(self) -> None:
         # Scoring walks the neighbours' rows of the user-item matrix; folding in a new
-        # history walks the item-user matrix.
-        self._scorer = rc.SparseScorer(self.user_items_)
-        self._item_users = self.user_items_.T.tocsr()
-        self._norms = np.sqrt(np.asarray(self.user_items_.multiply(self.user_items_).sum(axis=1)))
-        self._norms = self._norms.ravel().astype(np.float32)
+        # history compares its weighted row with the weighted item-user matrix, weighted
+        # exactly as the stored neighbours were (docs/core.md gives the formulas).
+        x = self.user_items_
+        self._scorer = rc.SparseScorer(x)
+        n = max(x.shape[0], 1)
+        df = np.diff(sp.csc_matrix(x > 0).indptr).astype(np.float64)
+        lens = np.asarray(x.sum(axis=1)).ravel().astype(np.float64)
+        self._avg_len = float(lens.mean()) if len(lens) else 0.0
+        if self.config.weighting == "tfidf":
+            self._idf = np.where(df > 0, np.log(n / np.maximum(df, 1)), 0.0)
+        else:
+            self._idf = np.log(n) - np.log1p(df)
+        weighted = x.copy().astype(np.float64)
+        for r in range(weighted.shape[0]):  # rows are short; once per fit/load
+            a, b = weighted.indptr[r], weighted.indptr[r + 1]
+            weighted.data[a:b] = self._weigh(weighted.indices[a:b], weighted.data[a:b])
+        self._item_users = weighted.T.tocsr()
+        self._norms = np.sqrt(np.asarray(weighted.multiply(weighted).sum(axis=1))).ravel()
+
+    def _weigh(self, items: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """One user's weights under the configured weighting (float64)."""
+        w = np.asarray(w, dtype=np.float64)
+        if self.config.weighting == "tfidf":
+            return w * self._idf[items]
+        if self.config.weighting == "bm25":
+            k1, b = 1.2, 0.75
+            length = (1 - b) + b * w.sum() / self._avg_len if self._avg_len else 1.0
+            denom = k1 * length + w
+            tf = np.divide(w * (k1 + 1), denom, out=np.zeros_like(w), where=denom != 0)
+            return tf * self._idf[items]
+        return w
 
     def neighbours_of(self, user: int, history: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
         """(user indices, cosine similarities) of the k nearest users. A user seen in training
@@ -62,10 +88,11 @@ class UserCF(Recommender):
         if 0 <= user < self.n_users and _same_row(self.user_items_, user, h):
             row = self.neighbours_[user]
             return row.indices.astype(np.int32), row.data.astype(np.float32)
-        dots = np.asarray(self._item_users[h.indices].T @ h.data).ravel()
+        hw = self._weigh(h.indices, h.data)
+        dots = np.asarray(self._item_users[h.indices].T @ hw).ravel()
         if 0 <= user < self.n_users:
             dots[user] = 0.0
-        hn = float(np.sqrt((h.data.astype(np.float64) ** 2).sum()))
+        hn = float(np.sqrt((hw**2).sum()))
         sims = dots / (hn * self._norms + self.config.shrink).clip(min=1e-12)
         k = min(self.config.k_neighbors, int((sims > 0).sum()))
         if k == 0:
@@ -80,7 +107,7 @@ class UserCF(Recommender):
 
     def recommend(self, users, history, k=10, *, exclude_seen=True, allow=None, deny=None):
         users = np.asarray(users)
-        if (users >= 0).all() and history.shape[0] == len(users):
+        if ((users >= 0) & (users < self.n_users)).all() and history.shape[0] == len(users):
             nb = self.neighbours_[users.astype(np.int64)]
             if all(_same_row(self.user_items_, int(u), history[n]) for n, u in enumerate(users)):
                 return self._scorer.recommend_batch(

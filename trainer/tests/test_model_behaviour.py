@@ -1,0 +1,303 @@
+"""What each recommender should get right on data whose answer is known, beyond the shared
+contract in test_model_contract.py."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from test_model_contract import (
+    DAY,
+    GROUP_USERS,
+    HALF_ITEMS,
+    PER_USER,
+    checkerboard,
+    group_of_items,
+    group_of_user,
+    make_interactions,
+    synthetic,
+)
+
+from recsys_trainer.metrics import ndcg_at_k
+from recsys_trainer.models import (
+    SVD,
+    Hybrid,
+    HybridConfig,
+    ItemCF,
+    Popularity,
+    PopularityConfig,
+    SVDConfig,
+    UserCF,
+    UserCFConfig,
+)
+from recsys_trainer.models.base import normalize_rows, single_row
+from recsys_trainer.models.hybrid import WEIGHT_GRID
+from recsys_trainer.splits import random_holdout, relevant_items
+
+UNSEEN_IN_HALF = HALF_ITEMS - PER_USER
+
+# Configurations sized for the small logs below. Default ALS (100 factors, reg 0.1) fits the
+# 24 x 20 checkerboard so closely that unseen in-half items score no higher than the other
+# half's (~0) and, on the 300 x 150 synthetic log, ranks below popularity; UserCF's defaults
+# (50 neighbours, no weighting) also rank below popularity there. Strong regularisation / more
+# neighbours with BM25 fix both.
+PERSONALISED = {
+    "item_cf": lambda: ItemCF(),
+    "user_cf": lambda: UserCF(UserCFConfig(k_neighbors=100, weighting="bm25")),
+    "svd": lambda: SVD(SVDConfig(n_factors=8, regularization=10.0, alpha=1.0)),
+    "hybrid": lambda: Hybrid(),
+}
+
+
+@pytest.fixture(scope="module")
+def fitted_on_checkerboard():
+    data = checkerboard()
+    return {name: make().fit(data) for name, make in PERSONALISED.items()}
+
+
+# -- checkerboard: every personalised model stays in the user's half ---------------------------
+
+
+@pytest.mark.parametrize("name", list(PERSONALISED))
+def test_recommends_only_from_the_users_half(fitted_on_checkerboard, name):
+    """Each user has UNSEEN_IN_HALF unseen items in their half: those are exactly the top."""
+    model = fitted_on_checkerboard[name]
+    data = checkerboard()
+    users = np.arange(data.n_users)
+    recs = model.recommend(users, data.to_csr(), UNSEEN_IN_HALF)
+    for u in users:
+        items = recs.user(u).items
+        assert len(items) == UNSEEN_IN_HALF
+        assert (group_of_items(items) == group_of_user(u)).all(), (u, items.tolist())
+
+
+@pytest.mark.parametrize("name", list(PERSONALISED))
+def test_unknown_user_is_folded_in_to_their_half(fitted_on_checkerboard, name):
+    """A user the model never saw, with a partial history in one half, gets that half."""
+    model = fitted_on_checkerboard[name]
+    n_items = 2 * HALF_ITEMS
+    for half in (0, 1):
+        picked = np.array([0, 2, 3, 5, 7, 8]) + half * HALF_ITEMS
+        row = single_row(picked, None, n_items)
+        items = model.recommend(np.array([-1]), row, UNSEEN_IN_HALF).user(0).items
+        assert (group_of_items(items) == half).all(), (half, items.tolist())
+        assert not set(items.tolist()) & set(picked.tolist())
+
+
+@pytest.mark.parametrize("name", ["item_cf", "svd"])
+def test_similar_items_are_from_the_same_half(fitted_on_checkerboard, name):
+    model = fitted_on_checkerboard[name]
+    for i in range(2 * HALF_ITEMS):
+        got = model.similar_items(i, 3)
+        assert len(got.items) == 3
+        assert (group_of_items(got.items) == group_of_items(i)).all(), (i, got.items.tolist())
+
+
+def test_item_cf_explanation_adds_up_to_the_score():
+    """With a history no longer than explain_top, every contribution is listed."""
+    model = ItemCF().fit(checkerboard())
+    row = single_row([1, 4], [1.0, 3.0], 2 * HALF_ITEMS)
+    got = model.recommend(np.array([-1]), row, 3).user(0)
+    for item, score, e in zip(
+        got.items, got.scores, model.explain(-1, row, got.items), strict=True
+    ):
+        assert set(e.fields["items"]) <= {1, 4}
+        assert math.isclose(sum(e.fields["contributions"]), float(score), rel_tol=1e-5)
+        for src, c, s in zip(
+            e.fields["items"], e.fields["contributions"], e.fields["similarities"], strict=True
+        ):
+            weight = {1: 1.0, 4: 3.0}[src]
+            assert math.isclose(c, weight * s, rel_tol=1e-5)
+            assert math.isclose(s, float(model.similarity_[src, item]), rel_tol=1e-5)
+
+
+def test_user_cf_explanation_names_neighbours_who_chose_the_item():
+    data = checkerboard()
+    model = UserCF().fit(data)
+    row = data.to_csr()[[0]]
+    got = model.recommend(np.array([0]), row, UNSEEN_IN_HALF).user(0)
+    for item, e in zip(got.items, model.explain(0, row, got.items), strict=True):
+        chose = {
+            v for v in range(GROUP_USERS) if v != 0 and model.user_items_[v, item] > 0
+        }  # every other group member is a neighbour (k_neighbors >= group size)
+        assert e.fields["n_similar_users"] == len(chose)
+        assert set(e.fields["users"]) <= chose
+
+
+# -- popularity --------------------------------------------------------------------------------
+
+
+def test_popularity_ranks_by_weighted_counts():
+    # item 3: 5 rows; item 0: 2 rows of weight 2 (4); item 1: 3 rows (3); item 2: 1 row.
+    items = [3, 3, 3, 3, 3, 0, 0, 1, 1, 1, 2]
+    weights = [1, 1, 1, 1, 1, 2, 2, 1, 1, 1, 1]
+    users = list(range(len(items)))
+    data = make_interactions(users, items, n_users=len(items), n_items=5, weights=weights)
+    model = Popularity(PopularityConfig(half_life_days=math.inf)).fit(data)
+    np.testing.assert_allclose(model.scores_, [4, 3, 1, 5, 0])
+    empty = sp.csr_matrix((1, 5), dtype=np.float32)
+    got = model.recommend(np.array([-1]), empty, 5).user(0)
+    assert got.items.tolist() == [3, 0, 1, 2, 4]
+    assert model.trending_rank().tolist() == [2, 3, 4, 1, 5]
+    # A user who has seen the top item gets the rest in the same order.
+    seen = single_row([3], None, 5)
+    assert model.recommend(np.array([0]), seen, 5).user(0).items.tolist() == [0, 1, 2, 4]
+
+
+def test_popularity_time_decay_favours_recent_interactions():
+    """Item 0 was popular long ago (10 rows, 120 days before the newest); item 1 is popular
+    now (6 rows in the last day); item 2 has one row 60 days old. Plain counts rank them
+    0, 1, 2; a 7-day half-life ranks them 1, 2, 0 (10 * 2**(-120/7) < 2**(-60/7))."""
+    now = 1_700_000_000
+    old = [now - 120 * DAY + h * 3_600 for h in range(10)]
+    recent = [now - h * 3_600 for h in range(6)]
+    items = [0] * 10 + [1] * 6 + [2]
+    stamps = np.array([*old, *recent, now - 60 * DAY])
+    data = make_interactions(
+        range(len(items)), items, n_users=len(items), n_items=3, timestamps=stamps
+    )
+    empty = sp.csr_matrix((1, 3), dtype=np.float32)
+
+    plain = Popularity(PopularityConfig(half_life_days=math.inf)).fit(data)
+    assert plain.recommend(np.array([-1]), empty, 3).user(0).items.tolist() == [0, 1, 2]
+
+    decayed = Popularity(PopularityConfig(half_life_days=7.0)).fit(data)
+    assert decayed.recommend(np.array([-1]), empty, 3).user(0).items.tolist() == [1, 2, 0]
+    # The newest row counts fully; one 120 days older counts 0.5 ** (120 / 7).
+    assert decayed.scores_[1] == pytest.approx(
+        sum(0.5 ** ((now - t) / (7 * DAY)) for t in recent), rel=1e-5
+    )
+    assert decayed.scores_[0] < 1e-3
+    (e,) = decayed.explain(-1, empty, [1])
+    assert e.fields["rank"] == 1 and e.fields["half_life_days"] == 7.0
+    assert (e.fields["window_start"], e.fields["window_end"]) == (int(stamps.min()), now)
+
+
+# -- hybrid ------------------------------------------------------------------------------------
+
+
+def test_hybrid_records_tuned_weights_and_validation_ndcg():
+    model = Hybrid().fit(synthetic())
+    assert set(model.weights_) == set(model.components)
+    start = HybridConfig().weights
+    for name, w in model.weights_.items():
+        assert math.isfinite(w) and w >= 0
+        assert w in WEIGHT_GRID or w == start[name]
+    assert any(model.weights_[n] > 0 for n in ("item_cf", "user_cf", "svd"))
+    assert isinstance(model.validation_ndcg_, float)
+    assert math.isfinite(model.validation_ndcg_) and 0 < model.validation_ndcg_ <= 1
+    assert model.params()["tuned_weights"] == model.weights_
+
+
+def test_hybrid_without_tuning_keeps_the_configured_weights():
+    weights = {"item_cf": 1.0, "user_cf": 0.0, "svd": 0.25, "popularity": 0.1}
+    model = Hybrid(HybridConfig(weights=weights, tune=False)).fit(checkerboard())
+    assert model.weights_ == weights
+    assert model.validation_ndcg_ is None
+
+
+def test_hybrid_cold_start_blends_in_popularity(fitted_on_checkerboard):
+    model = fitted_on_checkerboard["hybrid"]
+    t = model.config.cold_start_threshold
+    n_items = 2 * HALF_ITEMS
+    cold_row = single_row([0, 1], None, n_items)  # 2 < t interactions
+    warm_row = single_row(list(range(t)), None, n_items)
+    assert model.cold_share(cold_row)[0] == pytest.approx((t - 2) / t)
+    assert model.cold_share(warm_row)[0] == 0.0
+    assert model.is_cold(cold_row) and not model.is_cold(warm_row)
+
+    got = model.recommend(np.array([-1]), cold_row, 5).user(0)
+    for e in model.explain(-1, cold_row, got.items):
+        assert e.kind == "blend" and e.fields["cold_start"] is True
+        assert set(e.fields["shares"]) <= {"popularity", "item_cf"}
+        assert sum(e.fields["shares"].values()) == pytest.approx(1.0)
+    for e in model.explain(-1, warm_row, got.items):
+        assert e.fields["cold_start"] is False
+
+    # The cold score is exactly share * popularity + (1 - share) * item-CF (both normalised).
+    c = (t - 2) / t
+    expected = c * normalize_rows(
+        model.components["popularity"].score(np.array([-1]), cold_row)
+    ) + (1 - c) * normalize_rows(model.components["item_cf"].score(np.array([-1]), cold_row))
+    np.testing.assert_allclose(model.score(np.array([-1]), cold_row), expected, rtol=1e-5)
+
+
+def test_hybrid_empty_history_falls_back_to_popularity(fitted_on_checkerboard):
+    model = fitted_on_checkerboard["hybrid"]
+    empty = sp.csr_matrix((1, 2 * HALF_ITEMS), dtype=np.float32)
+    got = model.recommend(np.array([-1]), empty, 2 * HALF_ITEMS).user(0)
+    pop = model.components["popularity"].recommend(np.array([-1]), empty, 2 * HALF_ITEMS)
+    np.testing.assert_array_equal(got.items, pop.user(0).items)
+    (e,) = model.explain(-1, empty, got.items[:1])
+    assert e.fields["cold_start"] is True
+    assert e.fields["shares"] == {"popularity": 1.0}
+
+
+def test_hybrid_refit_on_a_new_log_refits_its_components():
+    first = checkerboard()
+    # The same users with each group moved to the other half of the items: same shape.
+    second = make_interactions(
+        first.user_idx,
+        (first.item_idx + HALF_ITEMS) % (2 * HALF_ITEMS),
+        n_users=first.n_users,
+        n_items=first.n_items,
+        weights=first.weight,
+    )
+    users, history = np.arange(second.n_users), second.to_csr()
+    refit = Hybrid().fit(first).fit(second)
+    fresh = Hybrid().fit(second)
+    assert refit.weights_ == fresh.weights_
+    np.testing.assert_array_equal(
+        refit.recommend(users, history, 5).items, fresh.recommend(users, history, 5).items
+    )
+
+
+# -- user-CF fold-in uses the training similarity ----------------------------------------------
+
+
+@pytest.mark.parametrize("weighting", ["none", "bm25", "tfidf"])
+def test_user_cf_fold_in_matches_training_similarity(weighting):
+    """Folding in a training user's own history as an unknown user finds the same neighbours
+    with the same similarities (plus the user themself)."""
+    data = synthetic()
+    model = UserCF(UserCFConfig(k_neighbors=1_000, weighting=weighting)).fit(data)
+    x = data.to_csr()
+    for u in (0, 5, 17):
+        nb, sims = model.neighbours_of(-1, x[[u]])
+        folded = dict(zip(nb.tolist(), sims.tolist(), strict=True))
+        assert folded.pop(u) == pytest.approx(1.0, rel=1e-5)
+        stored = model.neighbours_[u]
+        trained = dict(zip(stored.indices.tolist(), stored.data.tolist(), strict=True))
+        assert folded.keys() == trained.keys()
+        for v, s in trained.items():
+            assert folded[v] == pytest.approx(s, rel=1e-4, abs=1e-6)
+
+
+# -- synthetic: personalised models beat popularity -------------------------------------------
+
+HOLDOUT_SEEDS = (0, 1, 2)
+
+
+def holdout_ndcg(make, seed: int, k: int = 10) -> float:
+    train, test = random_holdout(synthetic(), 0.2, seed=seed)
+    relevant = relevant_items(test)
+    users = np.flatnonzero([len(r) > 0 for r in relevant])
+    recs = make().fit(train).recommend(users, train.to_csr()[users], k)
+    return ndcg_at_k(
+        [recs.user(r).items for r in range(len(users))], [relevant[u] for u in users], k
+    )
+
+
+@pytest.fixture(scope="module")
+def popularity_ndcg() -> list[float]:
+    return [holdout_ndcg(Popularity, s) for s in HOLDOUT_SEEDS]
+
+
+@pytest.mark.parametrize("name", list(PERSONALISED))
+def test_personalised_models_beat_popularity(name, popularity_ndcg):
+    ndcg = [holdout_ndcg(PERSONALISED[name], s) for s in HOLDOUT_SEEDS]
+    assert all(math.isfinite(v) for v in ndcg)
+    assert np.mean(ndcg) > np.mean(popularity_ndcg), (ndcg, popularity_ndcg)
+    assert sum(a > b for a, b in zip(ndcg, popularity_ndcg, strict=True)) >= 2
