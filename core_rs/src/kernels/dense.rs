@@ -72,13 +72,32 @@ pub fn has_avx2() -> bool {
     *HAS.get_or_init(|| is_x86_feature_detected!("avx2"))
 }
 
+/// Whether the CPU has AVX2 and FMA (detected once).
+#[cfg(target_arch = "x86_64")]
+pub fn has_avx2_fma() -> bool {
+    use std::sync::OnceLock;
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+}
+
+/// Explicit 256-bit kernels: left to itself the compiler keeps an 8-lane accumulator in two
+/// 128-bit registers and reduces every row through scalar adds.
 #[cfg(target_arch = "x86_64")]
 mod simd {
     use super::*;
+    use std::arch::x86_64::*;
+
+    #[inline(always)]
+    unsafe fn hsum(v: __m256) -> f32 {
+        let s4 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+        _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)))
+    }
 
     /// # Safety
-    /// The CPU must support AVX2 (`has_avx2`).
-    #[target_feature(enable = "avx2")]
+    /// The CPU must support AVX2 and FMA (`has_avx2_fma`); `f` holds `rows.end * dim` values
+    /// and `user` holds `dim`.
+    #[target_feature(enable = "avx2,fma")]
     pub unsafe fn scan_avx2(
         f: &[f32],
         dim: usize,
@@ -87,14 +106,71 @@ mod simd {
         filt: &Filters<'_>,
         top: &mut TopK,
     ) {
-        scan_range(f, dim, user, rows, filt, top)
+        let vecs = dim / 8;
+        let up = user.as_ptr();
+        // The current k-th score: one float compare rejects almost every item.
+        let mut bar = top.worst().map_or(f32::NEG_INFINITY, |w| w.score);
+        for j in rows {
+            let row = f.as_ptr().add(j * dim);
+            let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+            let mut c = 0;
+            while c + 2 <= vecs {
+                a0 = _mm256_fmadd_ps(
+                    _mm256_loadu_ps(row.add(c * 8)),
+                    _mm256_loadu_ps(up.add(c * 8)),
+                    a0,
+                );
+                a1 = _mm256_fmadd_ps(
+                    _mm256_loadu_ps(row.add(c * 8 + 8)),
+                    _mm256_loadu_ps(up.add(c * 8 + 8)),
+                    a1,
+                );
+                c += 2;
+            }
+            if c < vecs {
+                a0 = _mm256_fmadd_ps(
+                    _mm256_loadu_ps(row.add(c * 8)),
+                    _mm256_loadu_ps(up.add(c * 8)),
+                    a0,
+                );
+            }
+            let mut s = hsum(_mm256_add_ps(a0, a1));
+            for t in vecs * 8..dim {
+                s += *row.add(t) * *up.add(t);
+            }
+            // `!(s < bar)` also lets NaN through to the exact check, which ranks it last.
+            if !(s < bar) {
+                let e = Entry::new(j as u32, s);
+                if top.accepts(&e) && filt.eligible(j as u32) {
+                    top.push(e);
+                    bar = top.worst().map_or(f32::NEG_INFINITY, |w| w.score);
+                }
+            }
+        }
     }
 
     /// # Safety
-    /// The CPU must support AVX2 (`has_avx2`).
-    #[target_feature(enable = "avx2")]
+    /// The CPU must support AVX2 and FMA (`has_avx2_fma`).
+    #[target_feature(enable = "avx2,fma")]
     pub unsafe fn sum_avx2(a: &[f32]) -> f32 {
-        sum_range(a)
+        let p = a.as_ptr();
+        let n = a.len() / 32 * 32;
+        let (mut s0, mut s1, mut s2, mut s3) = (
+            _mm256_setzero_ps(),
+            _mm256_setzero_ps(),
+            _mm256_setzero_ps(),
+            _mm256_setzero_ps(),
+        );
+        let mut i = 0;
+        while i < n {
+            s0 = _mm256_add_ps(s0, _mm256_loadu_ps(p.add(i)));
+            s1 = _mm256_add_ps(s1, _mm256_loadu_ps(p.add(i + 8)));
+            s2 = _mm256_add_ps(s2, _mm256_loadu_ps(p.add(i + 16)));
+            s3 = _mm256_add_ps(s3, _mm256_loadu_ps(p.add(i + 24)));
+            i += 32;
+        }
+        let s = hsum(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+        s + a[n..].iter().sum::<f32>()
     }
 }
 
@@ -107,8 +183,8 @@ fn scan(
     top: &mut TopK,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
-        // SAFETY: AVX2 support was detected at run time.
+    if has_avx2_fma() {
+        // SAFETY: AVX2 and FMA were detected at run time; callers pass rows inside `f`.
         return unsafe { simd::scan_avx2(f, dim, user, rows, filt, top) };
     }
     scan_range(f, dim, user, rows, filt, top)
@@ -116,8 +192,8 @@ fn scan(
 
 fn sum(a: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
-        // SAFETY: AVX2 support was detected at run time.
+    if has_avx2_fma() {
+        // SAFETY: AVX2 and FMA were detected at run time.
         return unsafe { simd::sum_avx2(a) };
     }
     sum_range(a)
