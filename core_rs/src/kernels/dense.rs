@@ -138,8 +138,8 @@ mod simd {
             for t in vecs * 8..dim {
                 s += *row.add(t) * *up.add(t);
             }
-            // `!(s < bar)` also lets NaN through to the exact check, which ranks it last.
-            if !(s < bar) {
+            // Not-less also lets NaN through to the exact check, which ranks it last.
+            if s.partial_cmp(&bar) != Some(std::cmp::Ordering::Less) {
                 let e = Entry::new(j as u32, s);
                 if top.accepts(&e) && filt.eligible(j as u32) {
                     top.push(e);
