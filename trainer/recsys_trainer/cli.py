@@ -11,13 +11,21 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import scipy.sparse as sp
 from tqdm import tqdm
 
 from recsys_trainer import config as config_mod
 from recsys_trainer import synthetic
 from recsys_trainer.catalog import Catalog, load_catalog
-from recsys_trainer.data import DataError, Interactions, load_interactions
+from recsys_trainer.data import (
+    ColumnMap,
+    DataError,
+    EventWeights,
+    Interactions,
+    from_frame,
+    load_interactions,
+)
 from recsys_trainer.models import MODELS, Hybrid, Recommender
 from recsys_trainer.splits import leave_last_n, random_holdout, temporal_split
 
@@ -163,6 +171,69 @@ def cmd_train(a: argparse.Namespace) -> int:
     return 0
 
 
+def parse_duration(text: str) -> float:
+    """'90s', '10m', '2h', '1d' or plain seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    t = text.strip().lower()
+    try:
+        value = float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t)
+    except ValueError:
+        raise SystemExit(f"--every {text!r}: expected a duration such as 30s, 10m or 2h") from None
+    if not value > 0:
+        raise SystemExit(f"--every {text!r}: must be positive")
+    return value
+
+
+def with_event_log(base: Interactions, log_dir: Path) -> tuple[Interactions, int]:
+    """The base data plus every event of the server's log, and how many log records that is
+    (the server replays only records after it on top of the new version)."""
+    from recsys_trainer.eventlog import events_to_interactions, read_events
+
+    events = list(read_events(log_dir)) if log_dir.exists() else []
+    if not events:
+        return base, 0
+    frame = base.to_frame().select("user", "item", "weight", "timestamp")
+    logged = events_to_interactions(events, EventWeights()).select(
+        "user", "item", "weight", "timestamp"
+    )
+    combined = pl.concat([frame, logged.cast(frame.schema)])
+    cols = ColumnMap(event=None)
+    return from_frame(combined, cols, source=f"{log_dir} + base data"), len(events)
+
+
+def cmd_refresh(a: argparse.Namespace) -> int:
+    from recsys_trainer import artifacts
+
+    cfg = config_mod.load(a.config, a.set)
+    names = parse_models(a.models)
+    every = parse_duration(a.every) if a.every else None
+    while True:
+        base = load_data(Path(a.interactions), cfg)
+        catalog = load_catalog_for(a.catalog, Path(a.interactions))
+        with step(f"read event log {a.log}"):
+            inter, n_events = with_event_log(base, Path(a.log))
+        t0 = time.perf_counter()
+        models = fit_models(inter, cfg, names)
+        train_seconds = time.perf_counter() - t0
+        with step("publish"):
+            path = artifacts.publish(
+                models,
+                out=Path(a.out),
+                user_ids=inter.user_ids,
+                item_ids=inter.item_ids,
+                catalog=catalog,
+                data_fingerprint=artifacts.data_fingerprint(inter),
+                params=config_mod.to_dict(cfg)
+                | {"train_seconds": train_seconds, "event_log_records": n_events},
+                keep=cfg.keep_versions,
+                history=inter.to_csr(),
+            )
+        print(f"published {path}: base data + {n_events} logged events", flush=True)
+        if every is None:
+            return 0
+        time.sleep(every)
+
+
 def cmd_evaluate(a: argparse.Namespace) -> int:
     overrides = [*a.set, f"evaluation.split={json.dumps(a.split)}", f"evaluation.k={a.k}"]
     cfg = config_mod.load(a.config, overrides)
@@ -256,6 +327,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="skip the holdout evaluation stored in the manifest",
     )
     t.set_defaults(func=cmd_train)
+
+    f = sub.add_parser(
+        "refresh", help="retrain on the base data plus the server's event log and publish"
+    )
+    common(f)
+    f.add_argument("--log", required=True, help="the server's interaction log directory")
+    f.add_argument("--out", required=True, help="artifacts directory")
+    f.add_argument("--every", help="repeat every DURATION (e.g. 10m); default: once")
+    f.set_defaults(func=cmd_refresh)
 
     e = sub.add_parser("evaluate", help="compare models on a split and write a report")
     common(e)
