@@ -1,0 +1,81 @@
+"""Python client SDK for recsys-engine's gRPC API (recsys.v1.Recommender).
+
+    from recsys_client import RecsysClient
+
+    with RecsysClient("127.0.0.1:50051", token="...") as client:
+        result = client.recommend("42", k=10, explain=True)
+        for rec in result.items:
+            print(rec.item_id, rec.title, rec.score, rec.explanation and rec.explanation.text)
+
+:class:`AsyncRecsysClient` (in :mod:`recsys_client.aio`) has the same API on asyncio. Failures
+raise :class:`RecsysError` subclasses (:mod:`recsys_client.errors`). The ``recsys`` command
+(:mod:`recsys_client.cli`) wraps the client for the shell.
+"""
+
+from recsys_client._core import Backoff
+from recsys_client._version import __version__
+from recsys_client.aio import AsyncRecsysClient
+from recsys_client.client import RecsysClient
+from recsys_client.errors import (
+    DeadlineExceeded,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    RecsysError,
+    ResourceExhausted,
+    ServerError,
+    Unauthenticated,
+    Unavailable,
+)
+from recsys_client.types import (
+    EVENT_TYPES,
+    ComponentShare,
+    Explanation,
+    Interaction,
+    ItemContribution,
+    LatentFactors,
+    ModelInfo,
+    ModelsResult,
+    Recommendation,
+    RecommendRequest,
+    RecommendResult,
+    RecordResult,
+    ReloadResult,
+    SimilarItemsResult,
+    SimilarUsers,
+    Trending,
+    new_event_id,
+)
+
+__all__ = [
+    "EVENT_TYPES",
+    "AsyncRecsysClient",
+    "Backoff",
+    "ComponentShare",
+    "DeadlineExceeded",
+    "Explanation",
+    "Interaction",
+    "InvalidArgument",
+    "ItemContribution",
+    "LatentFactors",
+    "ModelInfo",
+    "ModelsResult",
+    "NotFound",
+    "PermissionDenied",
+    "RecommendRequest",
+    "RecommendResult",
+    "Recommendation",
+    "RecordResult",
+    "RecsysClient",
+    "RecsysError",
+    "ReloadResult",
+    "ResourceExhausted",
+    "ServerError",
+    "SimilarItemsResult",
+    "SimilarUsers",
+    "Trending",
+    "Unauthenticated",
+    "Unavailable",
+    "__version__",
+    "new_event_id",
+]

@@ -1,0 +1,315 @@
+"""Validation and conversion between :mod:`recsys_client.types` and the protobuf messages.
+
+The only module that knows both sides; used by the sync and the async client alike. Invalid
+arguments raise :class:`~recsys_client.errors.InvalidArgument` before anything is sent.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from google.protobuf import timestamp_pb2
+
+from recsys_client.errors import InvalidArgument
+from recsys_client.types import (
+    ComponentShare,
+    Explanation,
+    Interaction,
+    ItemContribution,
+    LatentFactors,
+    ModelInfo,
+    ModelsResult,
+    Recommendation,
+    RecommendRequest,
+    RecommendResult,
+    RecordResult,
+    ReloadResult,
+    SimilarItemsResult,
+    SimilarUsers,
+    Trending,
+)
+from recsys_proto.v1 import recommender_pb2 as pb
+
+#: API limits (see recommender.proto).
+MAX_K = 1000
+MAX_BATCH = 1000
+MAX_EVENTS = 1000
+
+_TIERS = {
+    pb.FALLBACK_TIER_UNSPECIFIED: "unspecified",
+    pb.FALLBACK_TIER_PERSONALIZED: "personalized",
+    pb.FALLBACK_TIER_COLD_START: "cold_start",
+    pb.FALLBACK_TIER_POPULARITY: "popularity",
+}
+
+
+# --- validation -----------------------------------------------------------------------------
+
+
+def check_id(name: str, value: Any) -> str:
+    """A non-empty id; integers (numpy's too) are accepted and sent as their decimal string."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return str(int(value))
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidArgument(f"{name} must be a non-empty string, got {value!r}")
+    return value
+
+
+def check_ids(name: str, values: Iterable[Any] | None) -> list[str]:
+    """A list of ids (a bare string is refused: it would be read as its characters)."""
+    if values is None:
+        return []
+    if isinstance(values, str | bytes):
+        raise InvalidArgument(f"{name} must be a list of item ids, not a single string")
+    try:
+        items = list(values)
+    except TypeError:
+        raise InvalidArgument(f"{name} must be a list of item ids, got {values!r}") from None
+    return [check_id(f"{name}[{i}]", v) for i, v in enumerate(items)]
+
+
+def check_k(k: Any) -> int:
+    if isinstance(k, numbers.Integral) and not isinstance(k, bool) and 1 <= k <= MAX_K:
+        return int(k)
+    raise InvalidArgument(f"k must be an integer in [1, {MAX_K}], got {k!r}")
+
+
+def check_model(model: Any) -> str:
+    if model is None:
+        return ""
+    if not isinstance(model, str):
+        raise InvalidArgument(f"model must be a string or None, got {model!r}")
+    return model
+
+
+def check_timeout(timeout: Any, name: str = "timeout") -> float | None:
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        raise InvalidArgument(f"{name} must be a number of seconds or None, got {timeout!r}")
+    if not timeout > 0 or math.isinf(timeout):
+        raise InvalidArgument(f"{name} must be a positive, finite number of seconds")
+    return float(timeout)
+
+
+# --- timestamps -----------------------------------------------------------------------------
+
+
+def to_timestamp(value: datetime | float) -> timestamp_pb2.Timestamp:
+    """A datetime (naive means UTC) or Unix seconds as a protobuf Timestamp."""
+    ts = timestamp_pb2.Timestamp()
+    if isinstance(value, datetime):
+        ts.FromDatetime(value if value.tzinfo is not None else value.replace(tzinfo=UTC))
+        return ts
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidArgument(f"timestamp must be a datetime or Unix seconds, got {value!r}")
+    seconds = math.floor(value)
+    nanos = round((value - seconds) * 1e9)
+    if nanos >= 1_000_000_000:
+        seconds, nanos = seconds + 1, nanos - 1_000_000_000
+    ts.seconds, ts.nanos = int(seconds), nanos
+    return ts
+
+
+def from_timestamp(ts: timestamp_pb2.Timestamp) -> datetime:
+    return ts.ToDatetime(tzinfo=UTC)
+
+
+def _optional_timestamp(msg: Any, name: str) -> datetime | None:
+    return from_timestamp(getattr(msg, name)) if msg.HasField(name) else None
+
+
+# --- requests -------------------------------------------------------------------------------
+
+
+def recommend_request(
+    user_id: Any,
+    k: Any = 10,
+    *,
+    model: Any = None,
+    exclude: Iterable[Any] | None = (),
+    allow: Iterable[Any] | None = (),
+    recent: Iterable[Any] | None = (),
+    explain: bool = False,
+) -> pb.RecommendRequest:
+    return pb.RecommendRequest(
+        user_id=check_id("user_id", user_id),
+        k=check_k(k),
+        model=check_model(model),
+        exclude_item_ids=check_ids("exclude", exclude),
+        allow_item_ids=check_ids("allow", allow),
+        recent_item_ids=check_ids("recent", recent),
+        explain=bool(explain),
+    )
+
+
+def recommend_batch_request(requests: Iterable[Any], **defaults: Any) -> pb.RecommendBatchRequest:
+    """Entries are :class:`RecommendRequest` objects or bare user ids, which take ``defaults``
+    (recommend's keyword arguments, ``k`` included)."""
+    if isinstance(requests, str | bytes):
+        raise InvalidArgument("requests must be a list of user ids or RecommendRequest objects")
+    out = []
+    for entry in requests:
+        if isinstance(entry, RecommendRequest):
+            out.append(
+                recommend_request(
+                    entry.user_id,
+                    entry.k,
+                    model=entry.model,
+                    exclude=entry.exclude,
+                    allow=entry.allow,
+                    recent=entry.recent,
+                    explain=entry.explain,
+                )
+            )
+        else:
+            out.append(recommend_request(entry, **defaults))
+    if len(out) > MAX_BATCH:
+        raise InvalidArgument(f"at most {MAX_BATCH} requests per batch, got {len(out)}")
+    return pb.RecommendBatchRequest(requests=out)
+
+
+def similar_items_request(item_id: Any, k: Any = 10, model: Any = None) -> pb.SimilarItemsRequest:
+    return pb.SimilarItemsRequest(
+        item_id=check_id("item_id", item_id), k=check_k(k), model=check_model(model)
+    )
+
+
+def interaction_to_proto(event: Interaction) -> pb.Interaction:
+    if not isinstance(event, Interaction):
+        raise InvalidArgument(f"events must be Interaction objects, got {type(event).__name__}")
+    event_type = event.event_type
+    if not isinstance(event_type, str) or not event_type:
+        raise InvalidArgument(f"event_type must be a non-empty string, got {event_type!r}")
+    msg = pb.Interaction(
+        event_id=check_id("event_id", event.event_id),
+        user_id=check_id("user_id", event.user_id),
+        item_id=check_id("item_id", event.item_id),
+        event_type=event_type,
+        timestamp=to_timestamp(event.timestamp),
+    )
+    if event_type == "rating":
+        rating = event.rating
+        if isinstance(rating, bool) or not isinstance(rating, int | float):
+            raise InvalidArgument("a rating event needs a numeric rating")
+        if not math.isfinite(rating):
+            raise InvalidArgument(f"rating must be finite, got {rating!r}")
+        msg.rating = float(rating)
+    elif event.rating is not None:
+        raise InvalidArgument(f"rating is only for event_type 'rating', not {event_type!r}")
+    return msg
+
+
+def record_interactions_request(events: Iterable[Interaction]) -> pb.RecordInteractionsRequest:
+    if isinstance(events, Interaction):
+        events = [events]
+    msgs = [interaction_to_proto(e) for e in events]
+    if len(msgs) > MAX_EVENTS:
+        raise InvalidArgument(f"at most {MAX_EVENTS} events per call, got {len(msgs)}")
+    ids = [m.event_id for m in msgs]
+    if len(set(ids)) != len(ids):
+        raise InvalidArgument("event_id repeats within one call")
+    return pb.RecordInteractionsRequest(events=msgs)
+
+
+# --- responses ------------------------------------------------------------------------------
+
+
+def explanation_from_proto(msg: pb.Explanation) -> Explanation:
+    similar_users = latent_factors = trending = None
+    if msg.HasField("similar_users"):
+        s = msg.similar_users
+        similar_users = SimilarUsers(s.count, s.neighbours, s.mean_similarity, s.max_similarity)
+    if msg.HasField("latent_factors"):
+        f = msg.latent_factors
+        latent_factors = LatentFactors(
+            factors=list(f.factors),
+            contributions=list(f.contributions),
+            shares=list(f.shares),
+            closest_item_id=f.closest_item_id,
+            closest_item_title=f.closest_item_title,
+            closest_similarity=f.closest_similarity,
+        )
+    if msg.HasField("trending"):
+        t = msg.trending
+        trending = Trending(
+            rank=t.rank,
+            half_life_days=t.half_life_days,
+            window_start=_optional_timestamp(t, "window_start"),
+            window_end=_optional_timestamp(t, "window_end"),
+        )
+    return Explanation(
+        text=msg.text,
+        kind=msg.kind,
+        items=[
+            ItemContribution(c.item_id, c.title, c.similarity, c.contribution) for c in msg.items
+        ],
+        similar_users=similar_users,
+        latent_factors=latent_factors,
+        trending=trending,
+        components=[ComponentShare(c.model, c.share, c.contribution) for c in msg.components],
+    )
+
+
+def scored_item_from_proto(msg: pb.ScoredItem) -> Recommendation:
+    return Recommendation(
+        item_id=msg.item_id,
+        score=msg.score,
+        confidence=msg.confidence,
+        title=msg.title,
+        categories=list(msg.categories),
+        explanation=explanation_from_proto(msg.explanation)
+        if msg.HasField("explanation")
+        else None,
+    )
+
+
+def recommend_result(msg: pb.RecommendResponse) -> RecommendResult:
+    return RecommendResult(
+        user_id=msg.user_id,
+        items=[scored_item_from_proto(i) for i in msg.items],
+        model=msg.model,
+        model_version=msg.model_version,
+        fallback_tier=_TIERS.get(msg.fallback_tier, "unspecified"),
+        experiment=msg.experiment or None,
+        variant=msg.variant or None,
+    )
+
+
+def similar_items_result(msg: pb.SimilarItemsResponse) -> SimilarItemsResult:
+    return SimilarItemsResult(
+        item_id=msg.item_id,
+        items=[scored_item_from_proto(i) for i in msg.items],
+        model=msg.model,
+        model_version=msg.model_version,
+    )
+
+
+def record_result(msg: pb.RecordInteractionsResponse) -> RecordResult:
+    return RecordResult(recorded=msg.recorded, duplicates=msg.duplicates)
+
+
+def model_info(msg: pb.ModelInfo) -> ModelInfo:
+    return ModelInfo(
+        name=msg.name,
+        version=msg.version,
+        trained_at=_optional_timestamp(msg, "trained_at"),
+        metrics=dict(msg.metrics),
+        params=dict(msg.params),
+    )
+
+
+def models_result(msg: pb.ListModelsResponse) -> ModelsResult:
+    return ModelsResult(
+        models=[model_info(m) for m in msg.models],
+        version=msg.version,
+        default_model=msg.default_model,
+    )
+
+
+def reload_result(msg: pb.ReloadModelsResponse) -> ReloadResult:
+    return ReloadResult(version=msg.version, changed=msg.changed, message=msg.message)

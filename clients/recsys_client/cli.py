@@ -1,0 +1,304 @@
+"""``recsys``: the recsys-engine API from the shell.
+
+    recsys [--target HOST:PORT] [--token T] recommend --user 42 --k 10 [--model M] [--explain]
+                                                      [--recent a,b] [--exclude a,b] [--allow a,b]
+    recsys similar --item X [--k 10] [--model item_cf|svd]
+    recsys models
+    recsys record --user U --item I --event click [--rating 4.5] [--event-id ID] [--time T]
+    recsys reload
+    recsys health [--service NAME]
+
+``--target`` and ``--token`` default to $RECSYS_TARGET and $RECSYS_TOKEN. ``--json`` prints the
+result as JSON instead of a table. Exit status: 0 on success, 1 when the call failed (a one-line
+message on stderr) or ``health`` is not SERVING, 2 on a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from recsys_client._core import DEFAULT_RETRIES, DEFAULT_TARGET, DEFAULT_TIMEOUT
+from recsys_client._version import __version__
+from recsys_client.client import RecsysClient
+from recsys_client.errors import RecsysError
+from recsys_client.types import EVENT_TYPES, Interaction, Recommendation
+
+TITLE_WIDTH = 48
+EXPLANATION_WIDTH = 100
+
+
+# --- formatting -----------------------------------------------------------------------------
+
+
+def _clip(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> str:
+    """An aligned plain-text table; columns in ``right`` are right-aligned, the last column is
+    not padded."""
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
+    last = len(headers) - 1
+
+    def line(cells: Sequence[str]) -> str:
+        out = []
+        for i, cell in enumerate(cells):
+            if i in right:
+                out.append(cell.rjust(widths[i]))
+            else:
+                out.append(cell if i == last else cell.ljust(widths[i]))
+        return "  ".join(out).rstrip()
+
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+def _items_table(items: Sequence[Recommendation], explain: bool) -> str:
+    headers = ["rank", "item", "title", "score", "confidence"]
+    if explain:
+        headers.append("explanation")
+    rows = []
+    for rank, rec in enumerate(items, 1):
+        row = [
+            str(rank),
+            rec.item_id,
+            _clip(rec.title, TITLE_WIDTH),
+            f"{rec.score:.4f}",
+            f"{rec.confidence:.2f}",
+        ]
+        if explain:
+            text = rec.explanation.text if rec.explanation else ""
+            row.append(_clip(text, EXPLANATION_WIDTH) or "-")
+        rows.append(row)
+    return format_table(headers, rows, right={0, 3, 4})
+
+
+def _when(dt: datetime | None) -> str:
+    return dt.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ") if dt else "-"
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _print_json(value: Any) -> None:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    print(json.dumps(value, indent=2, default=_json_default, ensure_ascii=False))
+
+
+# --- commands -------------------------------------------------------------------------------
+
+
+def _recommend(client: RecsysClient, a: argparse.Namespace) -> int:
+    result = client.recommend(
+        a.user,
+        a.k,
+        model=a.model,
+        exclude=a.exclude,
+        allow=a.allow,
+        recent=a.recent,
+        explain=a.explain,
+    )
+    if a.json:
+        _print_json(result)
+        return 0
+    head = f"user {result.user_id}: model {result.model or '-'}"
+    head += f" (version {result.model_version or '-'}), tier {result.fallback_tier}"
+    if result.experiment:
+        head += f", experiment {result.experiment}/{result.variant or '-'}"
+    print(head)
+    print(_items_table(result.items, a.explain) if result.items else "no recommendations")
+    return 0
+
+
+def _similar(client: RecsysClient, a: argparse.Namespace) -> int:
+    result = client.similar_items(a.item, a.k, a.model)
+    if a.json:
+        _print_json(result)
+        return 0
+    print(
+        f"items similar to {result.item_id}: model {result.model or '-'}"
+        f" (version {result.model_version or '-'})"
+    )
+    print(_items_table(result.items, explain=False) if result.items else "no similar items")
+    return 0
+
+
+def _models(client: RecsysClient, a: argparse.Namespace) -> int:
+    result = client.list_models()
+    if a.json:
+        _print_json(result)
+        return 0
+    print(f"artifact version {result.version or '-'}, default model {result.default_model or '-'}")
+    rows = []
+    for m in result.models:
+        ndcg = m.metrics.get("ndcg@10")
+        rows.append(
+            [m.name, m.version, _when(m.trained_at), "-" if ndcg is None else f"{ndcg:.4f}"]
+        )
+    if rows:
+        print(format_table(["name", "version", "trained_at", "ndcg@10"], rows, right={3}))
+    else:
+        print("no models loaded")
+    return 0
+
+
+def _record(client: RecsysClient, a: argparse.Namespace) -> int:
+    event = Interaction.create(
+        a.user, a.item, a.event, timestamp=a.time, rating=a.rating, event_id=a.event_id
+    )
+    result = client.record_interactions([event])
+    if a.json:
+        _print_json({**dataclasses.asdict(result), "event_id": event.event_id})
+        return 0
+    print(f"recorded {result.recorded}, duplicates {result.duplicates} (event_id {event.event_id})")
+    return 0
+
+
+def _reload(client: RecsysClient, a: argparse.Namespace) -> int:
+    result = client.reload_models()
+    if a.json:
+        _print_json(result)
+        return 0
+    line = f"version {result.version or '-'} ({'changed' if result.changed else 'unchanged'})"
+    print(line + (f": {result.message}" if result.message else ""))
+    return 0
+
+
+def _health(client: RecsysClient, a: argparse.Namespace) -> int:
+    status = client.health(a.service)
+    if a.json:
+        _print_json({"service": a.service, "status": status})
+    else:
+        print(status)
+    return 0 if status == "SERVING" else 1
+
+
+# --- argument parsing -----------------------------------------------------------------------
+
+
+def _id_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _timestamp(text: str) -> datetime | float:
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not Unix seconds or an ISO 8601 time: {text!r}"
+        ) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    env = os.environ
+    p = argparse.ArgumentParser(
+        prog="recsys", description="Query a recsys-engine server over gRPC."
+    )
+    p.add_argument(
+        "--target",
+        default=env.get("RECSYS_TARGET") or DEFAULT_TARGET,
+        metavar="HOST:PORT",
+        help="server address (default: $RECSYS_TARGET or %(default)s)",
+    )
+    p.add_argument(
+        "--token", default=env.get("RECSYS_TOKEN") or None, help="bearer token ($RECSYS_TOKEN)"
+    )
+    p.add_argument("--tls-root-cert", metavar="PEM", help="connect with TLS using this root cert")
+    p.add_argument(
+        "--timeout", type=float, default=DEFAULT_TIMEOUT, help="deadline in seconds (%(default)s)"
+    )
+    p.add_argument(
+        "--retries",
+        type=int,
+        default=DEFAULT_RETRIES,
+        help="retries when the server is unavailable (%(default)s)",
+    )
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, run: Callable[..., int], help: str) -> argparse.ArgumentParser:
+        parser = sub.add_parser(name, help=help, description=help)
+        parser.set_defaults(run=run)
+        return parser
+
+    c = command("recommend", _recommend, "top-k recommendations for a user")
+    c.add_argument("--user", required=True)
+    c.add_argument("-k", "--k", type=int, default=10)
+    c.add_argument("--model", help="popularity | user_cf | item_cf | svd | hybrid")
+    c.add_argument("--explain", action="store_true", help="explain each recommendation")
+    for name, what in [
+        ("recent", "session context: recently seen items"),
+        ("exclude", "items never to recommend"),
+        ("allow", "only recommend among these items"),
+    ]:
+        c.add_argument(f"--{name}", type=_id_list, default=[], metavar="A,B", help=what)
+
+    c = command("similar", _similar, "items similar to an item")
+    c.add_argument("--item", required=True)
+    c.add_argument("-k", "--k", type=int, default=10)
+    c.add_argument("--model", help="item_cf (default) | svd")
+
+    command("models", _models, "the loaded models and their offline metrics")
+
+    c = command("record", _record, "record one interaction")
+    c.add_argument("--user", required=True)
+    c.add_argument("--item", required=True)
+    c.add_argument("--event", required=True, choices=EVENT_TYPES)
+    c.add_argument("--rating", type=float, help="for --event rating")
+    c.add_argument("--event-id", help="idempotency key (default: a fresh uuid4)")
+    c.add_argument("--time", type=_timestamp, help="Unix seconds or ISO 8601 (default: now)")
+
+    command("reload", _reload, "admin: look for a new model artifact version now")
+
+    c = command("health", _health, "the server's health status (exit 0 only when SERVING)")
+    c.add_argument("--service", default="", help="service name (default: the whole server)")
+    return p
+
+
+def _error(message: str) -> int:
+    print(f"recsys: error: {' '.join(message.split())}", file=sys.stderr)
+    return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the command line ``argv`` (default: sys.argv[1:]) and returns the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # usage errors, --help, --version
+        return e.code if isinstance(e.code, int) else 0 if e.code is None else 2
+    try:
+        with RecsysClient(
+            args.target,
+            token=args.token,
+            tls_root_cert=args.tls_root_cert,
+            timeout=args.timeout,
+            retries=args.retries,
+        ) as client:
+            return args.run(client, args)
+    except RecsysError as e:
+        return _error(f"{e.code.name}: {e.details or 'no details'} (target {args.target})")
+    except (OSError, ValueError) as e:
+        return _error(str(e) or type(e).__name__)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,254 @@
+"""Plain, immutable result and request types of the recsys client (no protobuf in sight).
+
+Conversion from and to the protobuf messages lives in :mod:`recsys_client._convert`.
+Timestamps returned by the server are timezone-aware UTC ``datetime`` objects.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+__all__ = [
+    "EVENT_TYPES",
+    "FALLBACK_TIERS",
+    "ComponentShare",
+    "Explanation",
+    "Interaction",
+    "ItemContribution",
+    "LatentFactors",
+    "ModelInfo",
+    "ModelsResult",
+    "RecommendRequest",
+    "RecommendResult",
+    "Recommendation",
+    "RecordResult",
+    "ReloadResult",
+    "SimilarItemsResult",
+    "SimilarUsers",
+    "Trending",
+    "new_event_id",
+]
+
+#: The event types the API documents for :class:`Interaction.event_type`.
+EVENT_TYPES: tuple[str, ...] = ("view", "click", "add_to_cart", "purchase", "rating")
+#: The values of :attr:`RecommendResult.fallback_tier` ("unspecified" if the server sent none).
+FALLBACK_TIERS: tuple[str, ...] = ("personalized", "cold_start", "popularity", "unspecified")
+
+
+# --- explanations ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ItemContribution:
+    """Item-CF: one of the user's items behind a recommendation."""
+
+    item_id: str
+    title: str = ""
+    similarity: float = 0.0
+    contribution: float = 0.0
+
+
+@dataclass(frozen=True)
+class SimilarUsers:
+    """User-CF: how many of the user's ``neighbours`` chose the item, and how similar they are."""
+
+    count: int = 0
+    neighbours: int = 0
+    mean_similarity: float = 0.0
+    max_similarity: float = 0.0
+
+
+@dataclass(frozen=True)
+class LatentFactors:
+    """SVD: the factors driving the score and the user's item closest in factor space."""
+
+    factors: list[int] = field(default_factory=list)
+    contributions: list[float] = field(default_factory=list)
+    shares: list[float] = field(default_factory=list)
+    closest_item_id: str = ""
+    closest_item_title: str = ""
+    closest_similarity: float = 0.0
+
+
+@dataclass(frozen=True)
+class Trending:
+    """Popularity: the item's 1-based rank by time-decayed popularity in a window."""
+
+    rank: int = 0
+    half_life_days: float = 0.0
+    window_start: datetime | None = None
+    window_end: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ComponentShare:
+    """Hybrid: one component model's share of the score."""
+
+    model: str
+    share: float = 0.0
+    contribution: float = 0.0
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Why an item was recommended. ``kind`` is one of because_you_interacted | similar_users |
+    latent_factors | trending | blend; the detail fields the kind does not use are empty/None."""
+
+    text: str
+    kind: str = ""
+    items: list[ItemContribution] = field(default_factory=list)
+    similar_users: SimilarUsers | None = None
+    latent_factors: LatentFactors | None = None
+    trending: Trending | None = None
+    components: list[ComponentShare] = field(default_factory=list)
+
+
+# --- results --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """One recommended (or similar) item. ``score`` is only comparable within one response;
+    ``confidence`` is in [0, 1]. ``explanation`` is set when explanations were asked for."""
+
+    item_id: str
+    score: float
+    confidence: float = 0.0
+    title: str = ""
+    categories: list[str] = field(default_factory=list)
+    explanation: Explanation | None = None
+
+
+@dataclass(frozen=True)
+class RecommendResult:
+    """The answer for one user. ``fallback_tier`` says which path produced it: "personalized",
+    "cold_start" or "popularity". ``experiment``/``variant`` are None outside any A/B test."""
+
+    user_id: str
+    items: list[Recommendation]
+    model: str
+    model_version: str
+    fallback_tier: str = "personalized"
+    experiment: str | None = None
+    variant: str | None = None
+
+    @property
+    def item_ids(self) -> list[str]:
+        return [r.item_id for r in self.items]
+
+
+@dataclass(frozen=True)
+class SimilarItemsResult:
+    """The neighbours of ``item_id`` according to ``model``."""
+
+    item_id: str
+    items: list[Recommendation]
+    model: str
+    model_version: str
+
+    @property
+    def item_ids(self) -> list[str]:
+        return [r.item_id for r in self.items]
+
+
+@dataclass(frozen=True)
+class RecordResult:
+    """Events newly stored, and events acknowledged again because their event_id was known."""
+
+    recorded: int
+    duplicates: int
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A loaded model. ``metrics`` are the trainer's offline metrics, e.g. ``{"ndcg@10": 0.31}``;
+    ``trained_at`` is None if the server did not say."""
+
+    name: str
+    version: str
+    trained_at: datetime | None
+    metrics: dict[str, float] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelsResult:
+    """The loaded models, the artifact ``version`` being served and the default model."""
+
+    models: list[ModelInfo]
+    version: str
+    default_model: str
+
+    def get(self, name: str) -> ModelInfo | None:
+        return next((m for m in self.models if m.name == name), None)
+
+
+@dataclass(frozen=True)
+class ReloadResult:
+    """The artifact version serving after a reload, and whether it changed."""
+
+    version: str
+    changed: bool
+    message: str = ""
+
+
+# --- requests -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RecommendRequest:
+    """One entry of :meth:`RecsysClient.recommend_batch` (same meaning as ``recommend``'s
+    arguments)."""
+
+    user_id: str
+    k: int = 10
+    model: str | None = None
+    exclude: Sequence[str] = ()
+    allow: Sequence[str] = ()
+    recent: Sequence[str] = ()
+    explain: bool = False
+
+
+def new_event_id() -> str:
+    """A fresh random event id (uuid4, 32 hex digits)."""
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True)
+class Interaction:
+    """A behaviour event to record. ``event_id`` is the idempotency key: resending an event with
+    the same id (e.g. after a lost answer) does not store it twice. ``timestamp`` is a datetime
+    (naive means UTC) or Unix seconds. ``rating`` only goes with event_type "rating".
+
+    Use :meth:`create` to get a fresh event id and the current time by default."""
+
+    event_id: str
+    user_id: str
+    item_id: str
+    event_type: str
+    timestamp: datetime | float
+    rating: float | None = None
+
+    @classmethod
+    def create(
+        cls,
+        user_id: str,
+        item_id: str,
+        event_type: str,
+        *,
+        timestamp: datetime | float | None = None,
+        rating: float | None = None,
+        event_id: str | None = None,
+    ) -> Interaction:
+        return cls(
+            event_id=event_id if event_id is not None else new_event_id(),
+            user_id=user_id,
+            item_id=item_id,
+            event_type=event_type,
+            timestamp=timestamp if timestamp is not None else time.time(),
+            rating=rating,
+        )
