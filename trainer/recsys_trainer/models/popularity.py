@@ -17,9 +17,10 @@ DAY = 86_400.0
 
 @dataclass(frozen=True)
 class PopularityConfig:
-    half_life_days: float = 30.0
+    half_life_days: float = 90.0
     """An interaction this many days older than the newest one counts half. ``inf`` gives
-    plain weighted counts."""
+    plain weighted counts. 90 days keeps "trending" while costing little on data without
+    trends (ML-100k validation: 1.4% below plain counts; 30 days costs 11%)."""
 
 
 class Popularity(Recommender):

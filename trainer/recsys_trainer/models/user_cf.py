@@ -15,8 +15,11 @@ from recsys_trainer.models.base import Explanation, Recommender, csr_arrays, csr
 
 @dataclass(frozen=True)
 class UserCFConfig:
-    k_neighbors: int = 50
-    weighting: Literal["none", "tfidf", "bm25"] = "none"
+    k_neighbors: int = 200
+    """More neighbours than the textbook 50: with thousands of users and long-tailed activity,
+    50 leaves most items unscored (docs/quality.md has the sweep)."""
+    weighting: Literal["none", "tfidf", "bm25"] = "bm25"
+    """BM25 damps heavy users and summed event weights (a purchase path counts 15x a view)."""
     shrink: float = 0.0
     explain_top: int = 50
     """Neighbours inspected when explaining a recommendation."""
