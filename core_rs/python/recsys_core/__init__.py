@@ -161,6 +161,22 @@ def _csr_arrays(m, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, 
     return indptr, indices, data, n_rows, n_cols
 
 
+_I32 = np.dtype(np.int32)
+_F32 = np.dtype(np.float32)
+_MAX_COUNT = 2**62
+
+
+def _exact(a, dtype: np.dtype) -> bool:
+    """Already what the native layer takes: a 1-D C-contiguous array of exactly ``dtype``.
+    The single-user calls skip all conversion for such input; what runs here runs with the
+    GIL held, so it bounds how well concurrent callers scale."""
+    return type(a) is np.ndarray and a.dtype == dtype and a.ndim == 1 and a.flags.c_contiguous
+
+
+def _small(v) -> bool:
+    return type(v) is int and v < _MAX_COUNT
+
+
 def _count(v, name: str) -> int:
     """An integer count; any count beyond 2**62 means "all" and is clamped there."""
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
@@ -242,6 +258,21 @@ class SparseScorer:
         exclude_history: bool = True,
         explain: int = 0,
     ) -> Recommendations:
+        if (
+            exclude is None
+            and allow is None
+            and deny is None
+            and _small(k)
+            and _small(explain)
+            and _exact(history_items, _I32)
+            and (history_weights is None or _exact(history_weights, _F32))
+        ):
+            r = self._native.recommend(
+                history_items, history_weights, k, None, None, None, bool(exclude_history), explain
+            )
+            if r[2] is None:
+                return Recommendations(r[0], r[1], None)
+            return Recommendations(r[0], r[1], Explanations(r[2], r[3], r[4]))
         items = _index_array(history_items, "history_items")
         weights = (
             None if history_weights is None else _float_array(history_weights, "history_weights", 1)
@@ -337,6 +368,15 @@ class DenseScorer:
         deny=None,
         num_threads: int | None = None,
     ) -> Recommendations:
+        if (
+            exclude is None
+            and allow is None
+            and deny is None
+            and _small(k)
+            and _exact(user_vector, _F32)
+        ):
+            r = self._native.recommend(user_vector, k, None, None, None, num_threads)
+            return Recommendations(r[0], r[1], None)
         u = _float_array(user_vector, "user_vector", 1)
         r = self._native.recommend(
             u,

@@ -110,34 +110,7 @@ mod simd {
         let up = user.as_ptr();
         // The current k-th score: one float compare rejects almost every item.
         let mut bar = top.worst().map_or(f32::NEG_INFINITY, |w| w.score);
-        for j in rows {
-            let row = f.as_ptr().add(j * dim);
-            let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-            let mut c = 0;
-            while c + 2 <= vecs {
-                a0 = _mm256_fmadd_ps(
-                    _mm256_loadu_ps(row.add(c * 8)),
-                    _mm256_loadu_ps(up.add(c * 8)),
-                    a0,
-                );
-                a1 = _mm256_fmadd_ps(
-                    _mm256_loadu_ps(row.add(c * 8 + 8)),
-                    _mm256_loadu_ps(up.add(c * 8 + 8)),
-                    a1,
-                );
-                c += 2;
-            }
-            if c < vecs {
-                a0 = _mm256_fmadd_ps(
-                    _mm256_loadu_ps(row.add(c * 8)),
-                    _mm256_loadu_ps(up.add(c * 8)),
-                    a0,
-                );
-            }
-            let mut s = hsum(_mm256_add_ps(a0, a1));
-            for t in vecs * 8..dim {
-                s += *row.add(t) * *up.add(t);
-            }
+        let mut offer = |j: usize, s: f32, top: &mut TopK| {
             // Not-less also lets NaN through to the exact check, which ranks it last.
             if s.partial_cmp(&bar) != Some(std::cmp::Ordering::Less) {
                 let e = Entry::new(j as u32, s);
@@ -146,6 +119,50 @@ mod simd {
                     bar = top.worst().map_or(f32::NEG_INFINITY, |w| w.score);
                 }
             }
+        };
+        let tail = |row: *const f32, mut s: f32| {
+            for t in vecs * 8..dim {
+                s += *row.add(t) * *up.add(t);
+            }
+            s
+        };
+        // Four rows at a time: each slice of the user vector is loaded once for four rows, and
+        // four independent accumulators keep the FMA units busy.
+        let mut j = rows.start;
+        while j + 4 <= rows.end {
+            let r0 = f.as_ptr().add(j * dim);
+            let (r1, r2, r3) = (r0.add(dim), r0.add(2 * dim), r0.add(3 * dim));
+            let (mut a0, mut a1, mut a2, mut a3) = (
+                _mm256_setzero_ps(),
+                _mm256_setzero_ps(),
+                _mm256_setzero_ps(),
+                _mm256_setzero_ps(),
+            );
+            for c in 0..vecs {
+                let u = _mm256_loadu_ps(up.add(c * 8));
+                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(r0.add(c * 8)), u, a0);
+                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(r1.add(c * 8)), u, a1);
+                a2 = _mm256_fmadd_ps(_mm256_loadu_ps(r2.add(c * 8)), u, a2);
+                a3 = _mm256_fmadd_ps(_mm256_loadu_ps(r3.add(c * 8)), u, a3);
+            }
+            offer(j, tail(r0, hsum(a0)), top);
+            offer(j + 1, tail(r1, hsum(a1)), top);
+            offer(j + 2, tail(r2, hsum(a2)), top);
+            offer(j + 3, tail(r3, hsum(a3)), top);
+            j += 4;
+        }
+        while j < rows.end {
+            let r0 = f.as_ptr().add(j * dim);
+            let mut a0 = _mm256_setzero_ps();
+            for c in 0..vecs {
+                a0 = _mm256_fmadd_ps(
+                    _mm256_loadu_ps(r0.add(c * 8)),
+                    _mm256_loadu_ps(up.add(c * 8)),
+                    a0,
+                );
+            }
+            offer(j, tail(r0, hsum(a0)), top);
+            j += 1;
         }
     }
 
