@@ -76,8 +76,7 @@ pub fn similarity_topk(
     params.validate()?;
     pool::resolve_threads(num_threads)?;
     let x = weighted(x.to_owned_canonical(), params.weighting);
-    let xt = x.transpose();
-    compute(&x, &xt, params, num_threads)
+    compute(&x, params, num_threads)
 }
 
 /// Similarity between the columns of `xt` (the rows of its transpose), without the caller
@@ -90,8 +89,7 @@ pub fn similarity_topk_of_columns(
     params.validate()?;
     pool::resolve_threads(num_threads)?;
     let x = weighted(xt.to_owned_canonical().transpose(), params.weighting);
-    let xt = x.transpose();
-    compute(&x, &xt, params, num_threads)
+    compute(&x, params, num_threads)
 }
 
 fn weighted(mut x: Csr, weighting: Weighting) -> Csr {
@@ -236,12 +234,7 @@ thread_local! {
 const PREFETCH_PTR: usize = 8;
 const PREFETCH_ROW: usize = 3;
 
-fn compute(
-    x: &Csr,
-    xt: &Csr,
-    params: &SimilarityParams,
-    num_threads: Option<usize>,
-) -> Result<Csr> {
+fn compute(x: &Csr, params: &SimilarityParams, num_threads: Option<usize>) -> Result<Csr> {
     let n = x.n_rows;
     if params.k == 0 || n == 0 {
         return Ok(Csr::empty(n, n));
@@ -256,20 +249,69 @@ fn compute(
                 .sqrt() as f32
         })
         .collect();
+    // Work in an index space ordered by norm (largest first): the heavy rows' accumulator
+    // entries sit together (cache locality), and each block of the scan holds rows of similar
+    // norm, so its bound is tight. Entries carry the original index, so ranking and ties are
+    // those of the original order.
+    let mut order: Vec<u32> = (0..n as u32).collect();
+    order.sort_by(|&a, &b| {
+        norms[b as usize]
+            .total_cmp(&norms[a as usize])
+            .then(a.cmp(&b))
+    });
+    let xp = permute_rows(x, &order);
+    let norms_p: Vec<f32> = order.iter().map(|&o| norms[o as usize]).collect();
     let k = params.k.min(n);
-    let xt = &Packed::new(xt);
-    let block_min_norm = &block_min_norms(&norms);
-    let rows = pool::install(num_threads, || {
+    let xpt = &Packed::new(&xp.transpose());
+    let block_min_norm = &block_min_norms(&norms_p);
+    let view = RowSpace {
+        x: &xp,
+        xt: xpt,
+        norms: &norms_p,
+        block_min_norm,
+        orig: &order,
+    };
+    let rows_p = pool::install(num_threads, || {
         (0..n)
             .into_par_iter()
-            .map(|i| {
-                SIM_ACC.with_borrow_mut(|s| {
-                    row_topk_dispatch(i, x, xt, &norms, block_min_norm, k, params, s)
-                })
-            })
+            .map(|i| SIM_ACC.with_borrow_mut(|s| row_topk_dispatch(i, &view, k, params, s)))
             .collect::<Vec<_>>()
     })?;
+    let mut rows = vec![Vec::new(); n];
+    for (i, row) in rows_p.into_iter().enumerate() {
+        rows[order[i] as usize] = row;
+    }
     Ok(Csr::from_rows(n, rows))
+}
+
+/// The permuted matrix and what the row kernel needs alongside it.
+struct RowSpace<'a> {
+    x: &'a Csr,
+    xt: &'a Packed,
+    norms: &'a [f32],
+    block_min_norm: &'a [f32],
+    /// Original index of each permuted row.
+    orig: &'a [u32],
+}
+
+fn permute_rows(x: &Csr, order: &[u32]) -> Csr {
+    let mut indptr = Vec::with_capacity(x.n_rows + 1);
+    let mut indices = Vec::with_capacity(x.nnz());
+    let mut data = Vec::with_capacity(x.nnz());
+    indptr.push(0);
+    for &o in order {
+        let (ix, vx) = x.row(o as usize);
+        indices.extend_from_slice(ix);
+        data.extend_from_slice(vx);
+        indptr.push(indices.len() as i64);
+    }
+    Csr {
+        n_rows: x.n_rows,
+        n_cols: x.n_cols,
+        indptr,
+        indices,
+        data,
+    }
 }
 
 /// Runs `row_topk` compiled for AVX2 when the CPU has it (the scan's max and division
@@ -277,10 +319,7 @@ fn compute(
 #[allow(clippy::too_many_arguments)]
 fn row_topk_dispatch(
     i: usize,
-    x: &Csr,
-    xt: &Packed,
-    norms: &[f32],
-    block_min_norm: &[f32],
+    v: &RowSpace<'_>,
     k: usize,
     params: &SimilarityParams,
     s: &mut Accumulator,
@@ -291,34 +330,35 @@ fn row_topk_dispatch(
         #[allow(clippy::too_many_arguments)]
         unsafe fn avx2(
             i: usize,
-            x: &Csr,
-            xt: &Packed,
-            norms: &[f32],
-            block_min_norm: &[f32],
+            v: &RowSpace<'_>,
             k: usize,
             params: &SimilarityParams,
             s: &mut Accumulator,
         ) -> Vec<(u32, f32)> {
-            row_topk(i, x, xt, norms, block_min_norm, k, params, s)
+            row_topk(i, v, k, params, s)
         }
         // SAFETY: AVX2 support was detected at run time.
-        return unsafe { avx2(i, x, xt, norms, block_min_norm, k, params, s) };
+        return unsafe { avx2(i, v, k, params, s) };
     }
-    row_topk(i, x, xt, norms, block_min_norm, k, params, s)
+    row_topk(i, v, k, params, s)
 }
 
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn row_topk(
     i: usize,
-    x: &Csr,
-    xt: &Packed,
-    norms: &[f32],
-    block_min_norm: &[f32],
+    v: &RowSpace<'_>,
     k: usize,
     params: &SimilarityParams,
     s: &mut Accumulator,
 ) -> Vec<(u32, f32)> {
+    let RowSpace {
+        x,
+        xt,
+        norms,
+        block_min_norm,
+        orig,
+    } = *v;
     let n = x.n_rows;
     let (cols, vals) = x.row(i);
     let work: usize = cols.iter().map(|&c| xt.row(c as usize).len()).sum();
@@ -331,7 +371,7 @@ fn row_topk(
             Measure::Dot => d,
             Measure::Cosine { shrink } => d / (norms[i] * norms[j as usize] + shrink),
         };
-        let e = Entry::new(j, score);
+        let e = Entry::new(orig[j as usize], score);
         if top.accepts(&e) {
             top.push(e);
         }
