@@ -1,0 +1,83 @@
+"""``recsys-serve``: the recommendation gRPC server.
+
+    recsys-serve --artifacts DIR [--host 127.0.0.1] [--port 50051] [--metrics-port 9100]
+                 [--config FILE] [--log-dir DIR] [--tls-cert F --tls-key F]
+
+Settings: defaults, then the TOML ``--config`` file, then RECSYS_WRITE_TOKEN /
+RECSYS_ADMIN_TOKEN / RECSYS_READ_TOKEN, then the flags. See docs/serving.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+# One thread per numeric call: a request scores one user, where thread fan-out costs more
+# latency than it saves. Set before numpy / recsys_core are imported; the environment wins.
+THREAD_ENV = ("RECSYS_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="recsys-serve", description=__doc__.split("\n\n")[0])
+    p.add_argument("--artifacts", type=Path, help="artifacts directory (recsys-train --out)")
+    p.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="gRPC port (default 50051; 0: any free port)")
+    p.add_argument("--metrics-port", type=int, help="Prometheus port (default 9100; 0: any)")
+    p.add_argument("--config", type=Path, help="TOML configuration file")
+    p.add_argument("--log-dir", type=Path, help="interaction log directory")
+    p.add_argument("--tls-cert", type=Path, help="PEM certificate chain (with --tls-key)")
+    p.add_argument("--tls-key", type=Path, help="PEM private key (with --tls-cert)")
+    p.add_argument("--default-model", help="model for requests that name none")
+    p.add_argument("--poll-seconds", type=float, help="artifact poll interval")
+    p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    for var in THREAD_ENV:
+        os.environ.setdefault(var, "1")
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    import asyncio
+
+    from recsys_server import config as config_mod
+    from recsys_server.server import StartupError, serve
+
+    try:
+        cfg = config_mod.load(args.config)
+        flags = {
+            "artifacts": args.artifacts,
+            "host": args.host,
+            "port": args.port,
+            "metrics_port": args.metrics_port,
+            "log_dir": args.log_dir,
+            "tls_cert": args.tls_cert,
+            "tls_key": args.tls_key,
+            "default_model": args.default_model,
+            "poll_seconds": args.poll_seconds,
+        }
+        cfg = cfg.replace(**{k: v for k, v in flags.items() if v is not None})
+        if cfg.artifacts is None:
+            raise config_mod.ConfigError("--artifacts (or artifacts in --config) is required")
+    except config_mod.ConfigError as e:
+        print(f"recsys-serve: error: {e}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(serve(cfg, announce=lambda line: print(line, flush=True)))
+    except StartupError as e:
+        print(f"recsys-serve: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

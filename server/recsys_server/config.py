@@ -1,0 +1,231 @@
+"""Server configuration: a dataclass with defaults, loadable from TOML, overridden by the
+environment (tokens) and then by command-line flags.
+
+```toml
+artifacts = "/srv/recsys/artifacts"
+port = 50051
+default_model = "hybrid"
+
+[[experiments]]
+name = "blend"
+[[experiments.variants]]
+name = "control"
+model = "hybrid"
+share = 0.5
+[[experiments.variants]]
+name = "more-svd"
+model = "hybrid"
+share = 0.5
+hybrid_weights = { svd = 2.0 }
+```
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from recsys_trainer.models import MODELS
+from recsys_trainer.models.hybrid import COMPONENTS
+
+TOKEN_ENV = {
+    "write_token": "RECSYS_WRITE_TOKEN",
+    "admin_token": "RECSYS_ADMIN_TOKEN",
+    "read_token": "RECSYS_READ_TOKEN",
+}
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    model: str
+    share: float
+    hybrid_weights: dict[str, float] | None = None
+    """Only for ``model = "hybrid"``: weights replacing the trained ones for the components
+    named (the others keep their trained weight)."""
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    variants: tuple[Variant, ...]
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    artifacts: Path | None = None
+    host: str = "127.0.0.1"
+    port: int = 50051
+    """0 picks a free port (printed at start)."""
+    metrics_port: int = 9100
+    """Prometheus HTTP endpoint on ``host``; 0 picks a free port."""
+    log_dir: Path | None = None
+    """The interaction (event) log; default ``<artifacts>/../events``."""
+    poll_seconds: float = 2.0
+    default_model: str = "hybrid"
+    max_concurrent_rpcs: int = 256
+    grace_seconds: float = 5.0
+    experiments: tuple[Experiment, ...] = ()
+    write_token: str | None = None
+    admin_token: str | None = None
+    read_token: str | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    log_fsync: bool = True
+    """fsync the event log before acknowledging a write (turn off only for benchmarks)."""
+
+    def __post_init__(self) -> None:
+        check(self)
+
+    @property
+    def events_dir(self) -> Path:
+        if self.log_dir is not None:
+            return self.log_dir
+        if self.artifacts is None:
+            raise ConfigError("artifacts is not set")
+        return self.artifacts.resolve().parent / "events"
+
+    def replace(self, **changes: Any) -> ServerConfig:
+        return dataclasses.replace(self, **changes)
+
+    def __repr__(self) -> str:  # never print a token
+        shown = {
+            f.name: (
+                "***"
+                if f.name.endswith("_token") and getattr(self, f.name)
+                else getattr(self, f.name)
+            )
+            for f in dataclasses.fields(self)
+        }
+        return f"ServerConfig({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
+
+
+def check(c: ServerConfig) -> None:
+    if not (0 <= c.port <= 65535) or not (0 <= c.metrics_port <= 65535):
+        raise ConfigError("port and metrics_port must be in 0..65535")
+    if not (c.poll_seconds > 0 and math.isfinite(c.poll_seconds)):
+        raise ConfigError(f"poll_seconds must be > 0, got {c.poll_seconds}")
+    if not (c.grace_seconds >= 0 and math.isfinite(c.grace_seconds)):
+        raise ConfigError(f"grace_seconds must be >= 0, got {c.grace_seconds}")
+    if c.max_concurrent_rpcs < 1:
+        raise ConfigError("max_concurrent_rpcs must be >= 1")
+    if c.default_model not in MODELS:
+        raise ConfigError(f"default_model {c.default_model!r} is not one of {sorted(MODELS)}")
+    if (c.tls_cert is None) != (c.tls_key is None):
+        raise ConfigError("tls_cert and tls_key must be given together")
+    for name in TOKEN_ENV:
+        tok = getattr(c, name)
+        if tok is not None and not tok.strip():
+            raise ConfigError(f"{name} must not be empty")
+    seen: set[str] = set()
+    for exp in c.experiments:
+        if not exp.name or exp.name in seen:
+            raise ConfigError(f"experiment names must be unique and non-empty: {exp.name!r}")
+        seen.add(exp.name)
+        if not exp.variants:
+            raise ConfigError(f"experiment {exp.name!r} has no variants")
+        names = [v.name for v in exp.variants]
+        if any(not n for n in names) or len(set(names)) != len(names):
+            raise ConfigError(f"experiment {exp.name!r}: variant names must be unique")
+        total = 0.0
+        for v in exp.variants:
+            where = f"experiment {exp.name!r} variant {v.name!r}"
+            if v.model not in MODELS:
+                raise ConfigError(f"{where}: model {v.model!r} is not one of {sorted(MODELS)}")
+            if not (0.0 <= v.share <= 1.0):
+                raise ConfigError(f"{where}: share must be in [0, 1], got {v.share}")
+            total += v.share
+            if v.hybrid_weights is not None:
+                if v.model != "hybrid":
+                    raise ConfigError(f"{where}: hybrid_weights needs model = 'hybrid'")
+                for k, w in v.hybrid_weights.items():
+                    if k not in COMPONENTS:
+                        raise ConfigError(f"{where}: unknown hybrid component {k!r}")
+                    if not (math.isfinite(w) and w >= 0):
+                        raise ConfigError(f"{where}: weight {k} must be finite and >= 0")
+        if total > 1.0 + 1e-9:
+            raise ConfigError(f"experiment {exp.name!r}: shares add up to {total:g} > 1")
+
+
+_PATHS = {"artifacts", "log_dir", "tls_cert", "tls_key"}
+
+
+def from_dict(data: dict[str, Any], base: ServerConfig | None = None) -> ServerConfig:
+    fields = {f.name for f in dataclasses.fields(ServerConfig)}
+    if unknown := sorted(set(data) - fields):
+        raise ConfigError(
+            f"unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(fields))}"
+        )
+    values: dict[str, Any] = {}
+    for key, raw in data.items():
+        if key in _PATHS:
+            values[key] = None if raw is None else Path(raw)
+        elif key == "experiments":
+            values[key] = tuple(_experiment(e) for e in raw)
+        elif key in ("poll_seconds", "grace_seconds"):
+            if isinstance(raw, bool) or not isinstance(raw, int | float):
+                raise ConfigError(f"{key}: expected a number, got {raw!r}")
+            values[key] = float(raw)
+        else:
+            values[key] = raw
+    for key in ("port", "metrics_port", "max_concurrent_rpcs"):
+        if key in values and (isinstance(values[key], bool) or not isinstance(values[key], int)):
+            raise ConfigError(f"{key}: expected an integer, got {values[key]!r}")
+    try:
+        return dataclasses.replace(base or ServerConfig(), **values)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(str(e)) from e
+
+
+def _experiment(raw: Any) -> Experiment:
+    if not isinstance(raw, dict) or set(raw) - {"name", "variants"}:
+        raise ConfigError(f"an experiment is a table with name and variants, got {raw!r}")
+    variants = []
+    for v in raw.get("variants", []):
+        if not isinstance(v, dict) or set(v) - {"name", "model", "share", "hybrid_weights"}:
+            raise ConfigError(f"a variant has name, model, share, hybrid_weights; got {v!r}")
+        try:
+            weights = v.get("hybrid_weights")
+            variants.append(
+                Variant(
+                    name=str(v["name"]),
+                    model=str(v["model"]),
+                    share=float(v["share"]),
+                    hybrid_weights=None
+                    if weights is None
+                    else {str(k): float(w) for k, w in dict(weights).items()},
+                )
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise ConfigError(f"variant {v!r}: {e}") from e
+    return Experiment(str(raw.get("name", "")), tuple(variants))
+
+
+def load(path: str | Path | None = None, env: dict[str, str] | None = None) -> ServerConfig:
+    """Defaults, then the TOML file, then token environment variables."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        try:
+            data = tomllib.loads(p.read_text())
+        except OSError as e:
+            raise ConfigError(f"{p}: {e.strerror or e}") from e
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{p}: {e}") from e
+    env = os.environ if env is None else env
+    for key, var in TOKEN_ENV.items():
+        if env.get(var):
+            data[key] = env[var]
+    return from_dict(data)
+
+
+__all__ = ["ConfigError", "Experiment", "ServerConfig", "Variant", "load"]

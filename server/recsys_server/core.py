@@ -1,0 +1,201 @@
+"""The serving core behind the gRPC servicer (KServe style: the servicer only converts messages).
+Everything here speaks plain Python types and raises `recsys_server.errors`."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from recsys_server import scoring
+from recsys_server.config import ServerConfig
+from recsys_server.errors import InvalidArgument, ResourceExhausted, Unavailable
+from recsys_server.interaction_log import InteractionLog, LogWriteError
+from recsys_server.live import EVENT_TYPES
+from recsys_server.metrics import Metrics
+from recsys_server.scoring import Answer, Query, SimilarAnswer
+from recsys_server.store import ModelStore, ReloadResult, State
+from recsys_trainer.eventlog import Event
+
+MAX_BATCH = 1000
+MAX_EVENTS = 1000
+MAX_EVENT_ID = 128
+LOG_WRITE_FAILED = "interaction log write failed"
+
+
+@dataclass(slots=True)
+class Interaction:
+    event_id: str
+    user_id: str
+    item_id: str
+    event_type: str
+    timestamp: float | None = None
+    """Unix seconds; None: now."""
+    rating: float = 0.0
+
+
+@dataclass(slots=True)
+class ModelInfo:
+    name: str
+    version: str
+    trained_at: datetime
+    metrics: dict[str, float] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class ModelsAnswer:
+    models: list[ModelInfo]
+    version: str
+    default_model: str
+
+
+def check_interaction(e: Interaction, prefix: str) -> None:
+    if not e.event_id:
+        raise InvalidArgument(prefix + "event_id", "must not be empty")
+    if len(e.event_id) > MAX_EVENT_ID:
+        raise InvalidArgument(prefix + "event_id", f"longer than {MAX_EVENT_ID} characters")
+    scoring.check_id(e.user_id, prefix + "user_id")
+    scoring.check_id(e.item_id, prefix + "item_id")
+    if e.event_type not in EVENT_TYPES:
+        raise InvalidArgument(
+            prefix + "event_type", f"must be one of {', '.join(EVENT_TYPES)}, got {e.event_type!r}"
+        )
+    if e.event_type == "rating":
+        if not (math.isfinite(e.rating) and e.rating > 0):
+            raise InvalidArgument(
+                prefix + "rating", f"a rating event needs a positive rating, got {e.rating}"
+            )
+    elif e.rating != 0:
+        raise InvalidArgument(prefix + "rating", "only rating events carry a rating")
+    if e.timestamp is not None and not (math.isfinite(e.timestamp) and e.timestamp >= 0):
+        raise InvalidArgument(prefix + "timestamp", "must be a time after 1970")
+
+
+def _flat(params: Any, prefix: str = "") -> dict[str, str]:
+    """Nested parameters as ``a.b -> str(value)``."""
+    out: dict[str, str] = {}
+    if isinstance(params, dict):
+        for k, v in params.items():
+            out.update(_flat(v, f"{prefix}{k}."))
+    else:
+        out[prefix[:-1]] = str(params)
+    return out
+
+
+class RecommenderCore:
+    def __init__(
+        self,
+        config: ServerConfig,
+        store: ModelStore,
+        log: InteractionLog | None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.log = log
+        self.metrics = metrics
+
+    def state(self) -> State:
+        s = self.store.state
+        if s is None:
+            raise Unavailable("no model loaded yet; try again shortly")
+        return s
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def recommend(self, q: Query) -> Answer:
+        scoring.check_query(q)
+        s = self.state()
+        a = scoring.recommend(s.snapshot, s.live, self.config.experiments, q)
+        if self.metrics is not None:
+            self.metrics.served(a.model, a.experiment, a.variant, a.tier)
+        return a
+
+    async def recommend_batch(self, queries: Sequence[Query]) -> list[Answer]:
+        if len(queries) > MAX_BATCH:
+            raise InvalidArgument("requests", f"at most {MAX_BATCH}, got {len(queries)}")
+        for n, q in enumerate(queries):
+            scoring.check_query(q, f"requests[{n}].")
+        s = self.state()  # one version for the whole batch
+        exps = self.config.experiments
+
+        def run() -> list[Answer]:
+            return [scoring.recommend(s.snapshot, s.live, exps, q) for q in queries]
+
+        answers = await asyncio.to_thread(run) if len(queries) > 1 else run()
+        if self.metrics is not None:
+            for a in answers:
+                self.metrics.served(a.model, a.experiment, a.variant, a.tier)
+        return answers
+
+    def similar(self, item_id: str, k: int, model: str = "") -> SimilarAnswer:
+        scoring.check_id(item_id, "item_id")
+        scoring.check_k(k)
+        return scoring.similar(self.state().snapshot, item_id, k, model)
+
+    def models(self) -> ModelsAnswer:
+        snap = self.state().snapshot
+        all_metrics = snap.manifest.get("metrics") or {}
+        entries = snap.manifest.get("models") or {}
+        out = []
+        for name in snap.models:
+            raw = all_metrics.get(name) if isinstance(all_metrics, dict) else None
+            metrics = {
+                k: float(v)
+                for k, v in (raw or {}).items()
+                if isinstance(v, int | float) and not isinstance(v, bool)
+            }
+            entry = entries.get(name) if isinstance(entries, dict) else None
+            params = _flat(entry.get("params", {})) if isinstance(entry, dict) else {}
+            out.append(ModelInfo(name, snap.version, snap.trained_at, metrics, params))
+        return ModelsAnswer(out, snap.version, snap.default_model)
+
+    # -- writes ------------------------------------------------------------------------------
+
+    async def record(self, interactions: Sequence[Interaction]) -> tuple[int, int]:
+        """Durably appends the events (idempotent by event_id), then folds the newly recorded
+        ones into the live histories. Returns (recorded, duplicates)."""
+        if len(interactions) > MAX_EVENTS:
+            raise InvalidArgument("events", f"at most {MAX_EVENTS}, got {len(interactions)}")
+        now = time.time()
+        events = []
+        for n, i in enumerate(interactions):
+            check_interaction(i, f"events[{n}].")
+            events.append(
+                Event(
+                    i.event_id,
+                    i.user_id,
+                    i.item_id,
+                    i.event_type,
+                    now if i.timestamp is None else i.timestamp,
+                    i.rating if i.event_type == "rating" else None,
+                )
+            )
+        if not events:
+            return 0, 0
+        if self.log is None:
+            raise Unavailable("the interaction log is not open")
+        try:
+            result = await self.log.append(events)
+        except LogWriteError as e:
+            if self.metrics is not None:
+                self.metrics.log_errors.inc()
+            msg = str(e)
+            if not msg.startswith(LOG_WRITE_FAILED):
+                msg = f"{LOG_WRITE_FAILED}: {msg}"
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise ResourceExhausted(msg) from e
+            raise Unavailable(msg) from e
+        self.store.fold(result.recorded)
+        if self.metrics is not None:
+            self.metrics.recorded.inc(len(result.recorded))
+        return len(result.recorded), result.duplicates
+
+    async def reload(self) -> ReloadResult:
+        return await self.store.refresh()

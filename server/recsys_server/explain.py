@@ -1,0 +1,183 @@
+"""Model explanations (`recsys_trainer.models.Explanation`) -> readable text + structured
+evidence with item ids and catalog titles (transport-agnostic; the servicer makes protos)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from recsys_server.snapshot import Snapshot
+from recsys_trainer.models import Explanation
+
+VERBS = {
+    "view": "viewed",
+    "click": "clicked",
+    "add_to_cart": "added to cart",
+    "purchase": "bought",
+    "session": "viewed",  # request.recent_item_ids
+}
+DEFAULT_VERB = "watched"  # ratings, training history
+COMPONENT_NAMES = {
+    "item_cf": "item-CF",
+    "user_cf": "user-CF",
+    "svd": "SVD",
+    "popularity": "popularity",
+}
+
+
+@dataclass(slots=True)
+class ItemReason:
+    item_id: str
+    title: str
+    similarity: float
+    contribution: float
+
+
+@dataclass(slots=True)
+class SimilarUsers:
+    count: int
+    neighbours: int
+    mean_similarity: float
+    max_similarity: float
+
+
+@dataclass(slots=True)
+class LatentFactors:
+    factors: list[int]
+    contributions: list[float]
+    shares: list[float]
+    closest_item_id: str = ""
+    closest_item_title: str = ""
+    closest_similarity: float = 0.0
+
+
+@dataclass(slots=True)
+class Trending:
+    rank: int
+    half_life_days: float
+    window_start: int
+    window_end: int
+
+
+@dataclass(slots=True)
+class Component:
+    model: str
+    share: float
+    contribution: float
+
+
+@dataclass(slots=True)
+class Reason:
+    text: str
+    kind: str
+    items: list[ItemReason] = field(default_factory=list)
+    similar_users: SimilarUsers | None = None
+    latent_factors: LatentFactors | None = None
+    trending: Trending | None = None
+    components: list[Component] = field(default_factory=list)
+
+
+def join(words: list[str]) -> str:
+    if len(words) <= 1:
+        return "".join(words)
+    return ", ".join(words[:-1]) + " and " + words[-1]
+
+
+def describe(e: Explanation, snap: Snapshot, kinds: Mapping[int, str]) -> Reason:
+    """``kinds``: the user's latest event type per item index (for the verb)."""
+    f = e.fields
+    if e.kind == "because_you_interacted":
+        return _item_cf(f, snap, kinds)
+    if e.kind == "similar_users":
+        return _user_cf(f)
+    if e.kind == "latent_factors":
+        return _svd(f, snap)
+    if e.kind == "trending":
+        return _trending(f)
+    if e.kind == "blend":
+        return _blend(f)
+    return Reason(text=f"Recommended by {e.kind}", kind=e.kind)
+
+
+def _item_cf(f: Mapping, snap: Snapshot, kinds: Mapping[int, str]) -> Reason:
+    items = [
+        ItemReason(snap.item_ids[i], snap.titles[i], float(s), float(c))
+        for i, s, c in zip(f["items"], f["similarities"], f["contributions"], strict=True)
+    ]
+    if not items:
+        return Reason(
+            "No close link to your history; added to complete your list", "because_you_interacted"
+        )
+    groups: dict[str, list[str]] = {}
+    for i in f["items"]:
+        verb = VERBS.get(kinds.get(i, ""), DEFAULT_VERB)
+        groups.setdefault(verb, []).append(snap.title(i))
+    text = "Because you " + ", and ".join(f"{v} {join(t)}" for v, t in groups.items())
+    return Reason(text, "because_you_interacted", items=items)
+
+
+def _user_cf(f: Mapping) -> Reason:
+    su = SimilarUsers(
+        int(f["n_similar_users"]),
+        int(f["n_neighbours"]),
+        float(f["mean_similarity"]),
+        float(f["max_similarity"]),
+    )
+    if su.neighbours == 0:
+        text = "No users with similar taste yet"
+    elif su.count == 0:
+        text = f"None of the {su.neighbours} users with the most similar taste chose this yet"
+    else:
+        text = (
+            f"{su.count} of {su.neighbours} users with similar taste chose this "
+            f"(similarity {su.mean_similarity:.2f})"
+        )
+    return Reason(text, "similar_users", similar_users=su)
+
+
+def _svd(f: Mapping, snap: Snapshot) -> Reason:
+    lf = LatentFactors(
+        [int(x) for x in f["factors"]],
+        [float(x) for x in f["contributions"]],
+        [float(x) for x in f["shares"]],
+    )
+    text = f"Matches your taste (factors {', '.join(str(x) for x in lf.factors)})"
+    closest = f.get("closest_item")
+    if closest is not None:
+        lf.closest_item_id = snap.item_ids[closest]
+        lf.closest_item_title = snap.titles[closest]
+        lf.closest_similarity = float(f["closest_similarity"])
+        text += f"; closest to {snap.title(closest)} you liked"
+    return Reason(text, "latent_factors", latent_factors=lf)
+
+
+def _trending(f: Mapping) -> Reason:
+    t = Trending(
+        int(f["rank"]), float(f["half_life_days"]), int(f["window_start"]), int(f["window_end"])
+    )
+    end = datetime.fromtimestamp(t.window_end, UTC)
+    if math.isfinite(t.half_life_days):
+        text = f"Trending: #{t.rank} as of {end:%Y-%m-%d} ({t.half_life_days:g}-day half-life)"
+    else:
+        text = f"Popular: #{t.rank} as of {end:%Y-%m-%d}"
+    return Reason(text, "trending", trending=t)
+
+
+def _blend(f: Mapping) -> Reason:
+    shares: Mapping[str, float] = f["shares"]
+    contrib: Mapping[str, float] = f["contributions"]
+    comps = sorted(
+        (Component(n, float(shares.get(n, 0.0)), float(contrib.get(n, 0.0))) for n in contrib),
+        key=lambda c: (-c.share, c.model),
+    )
+    shown = [c for c in comps if round(c.share * 100) > 0]
+    if shown:
+        parts = ", ".join(f"{COMPONENT_NAMES.get(c.model, c.model)} {c.share:.0%}" for c in shown)
+        text = f"Blend of {parts}"
+    else:
+        text = "Blend of the models (no strong signal for this item)"
+    if f.get("cold_start"):
+        text += " (short history)"
+    return Reason(text, "blend", components=comps)

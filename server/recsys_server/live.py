@@ -1,0 +1,100 @@
+"""Live histories: behaviour events recorded since the serving model version was trained.
+
+Each recorded event for an item the loaded version knows is folded into its user's live
+history at once (item index -> summed weight, plus the latest event type for explanations),
+so the user's next recommendation reflects it. A history belongs to one model version (item
+indices are per version); on a version swap it is rebuilt from the event log, skipping the
+first ``manifest["params"]["event_log_records"]`` records, which that version was trained on.
+
+Per-user entries are copy-on-write (a fold replaces the user's mapping), so scoring threads can
+read while the event loop folds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from recsys_trainer.data import EventWeights
+from recsys_trainer.eventlog import Event, read_events
+
+EVENT_TYPES = ("view", "click", "add_to_cart", "purchase", "rating")
+MAX_ITEMS_PER_USER = 2000
+"""A user's live history keeps at most this many distinct items (the most recent ones)."""
+
+
+@dataclass(frozen=True)
+class LiveItem:
+    weight: float
+    event_type: str
+
+
+class LiveHistory:
+    def __init__(self, item_index: Mapping[str, int], weights: EventWeights | None = None):
+        self._item_index = item_index
+        ew = weights or EventWeights()
+        self._weights = ew.normalized()
+        self._rating = (ew.rating_event or "").strip().lower()
+        self._users: dict[str, dict[int, LiveItem]] = {}
+        self.events = 0
+
+    def __len__(self) -> int:
+        return len(self._users)
+
+    def weight_of(self, e: Event) -> float:
+        kind = e.event_type.strip().lower()
+        if kind == self._rating:
+            return float(e.rating or 0.0)
+        return self._weights.get(kind, 0.0)
+
+    def fold(self, events: Iterable[Event]) -> int:
+        """Adds events for known items; returns how many were folded in."""
+        changed: dict[str, dict[int, LiveItem]] = {}
+        n = 0
+        for e in events:
+            item = self._item_index.get(e.item_id)
+            if item is None:
+                continue
+            items = changed.get(e.user_id)
+            if items is None:
+                items = dict(self._users.get(e.user_id, {}))  # copy-on-write
+                changed[e.user_id] = items
+            old = items.pop(item, None)  # re-inserted last: dict order is recency order
+            w = self.weight_of(e) + (old.weight if old else 0.0)
+            items[item] = LiveItem(w, e.event_type.strip().lower())
+            if len(items) > MAX_ITEMS_PER_USER:
+                del items[next(iter(items))]
+            n += 1
+        self._users.update(changed)
+        self.events += n
+        return n
+
+    def get(self, user_id: str) -> Mapping[int, LiveItem] | None:
+        return self._users.get(user_id)
+
+    @classmethod
+    def from_log(
+        cls,
+        directory: Path,
+        skip: int,
+        item_index: Mapping[str, int],
+        weights: EventWeights | None = None,
+    ) -> tuple[LiveHistory, set[str]]:
+        """The live history of the log's events after the first ``skip`` records, and the ids of
+        the events read (to tell which concurrently recorded events it already holds)."""
+        live = cls(item_index, weights)
+        ids: set[str] = set()
+        if not Path(directory).is_dir():
+            return live, ids
+        batch: list[Event] = []
+        for n, e in enumerate(read_events(directory)):
+            if n < skip:
+                continue
+            ids.add(e.event_id)
+            batch.append(e)
+            if len(batch) >= 4096:
+                live.fold(batch)
+                batch.clear()
+        live.fold(batch)
+        return live, ids

@@ -1,0 +1,133 @@
+"""Prometheus metrics on the server's own registry, exported over HTTP.
+
+Labels never hold a user or item id: only method names, status codes, model names, configured
+A/B variants, tiers, load-failure reasons and the serving version. Every label value known up
+front is initialised, so a series exists (at 0) before its first event.
+"""
+
+from __future__ import annotations
+
+import threading
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from recsys_server.config import Experiment
+from recsys_server.router import TIERS
+from recsys_server.snapshot import variant_key
+from recsys_trainer.artifacts import REASONS
+from recsys_trainer.models import MODELS
+
+METHODS = (
+    "Recommend",
+    "RecommendBatch",
+    "SimilarItems",
+    "RecordInteractions",
+    "ListModels",
+    "ReloadModels",
+)
+CODES = (
+    "OK",
+    "INVALID_ARGUMENT",
+    "NOT_FOUND",
+    "UNAVAILABLE",
+    "RESOURCE_EXHAUSTED",
+    "UNAUTHENTICATED",
+    "PERMISSION_DENIED",
+    "INTERNAL",
+    "CANCELLED",
+    "DEADLINE_EXCEEDED",
+)
+LOAD_FAILURES = (*sorted(REASONS), "warmup_failed", "error")
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
+NO_VARIANT = "none"
+
+
+class Metrics:
+    def __init__(self, experiments: tuple[Experiment, ...] = ()) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "recsys_requests", "RPCs by method and status code", ["method", "code"], registry=r
+        )
+        self.duration = Histogram(
+            "recsys_request_duration_seconds",
+            "RPC handling time by method",
+            ["method"],
+            buckets=BUCKETS,
+            registry=r,
+        )
+        self.recommendations = Counter(
+            "recsys_recommendations",
+            "Recommendation lists served, by answering model, A/B variant and fallback tier",
+            ["model", "variant", "tier"],
+            registry=r,
+        )
+        self.model_info = Gauge(
+            "recsys_model_info", "1 for the model version being served", ["version"], registry=r
+        )
+        self.trained = Gauge(
+            "recsys_model_trained_timestamp_seconds",
+            "Training time of the served version (unix seconds)",
+            registry=r,
+        )
+        self.load_seconds = Gauge(
+            "recsys_model_load_seconds",
+            "Time to load, validate and warm up the served version",
+            registry=r,
+        )
+        self.load_failures = Counter(
+            "recsys_model_load_failures",
+            "Model versions refused, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.reloads = Counter(
+            "recsys_model_reloads", "Model versions loaded and swapped in", registry=r
+        )
+        self.recorded = Counter(
+            "recsys_interactions_recorded",
+            "Interaction events durably recorded (duplicates excluded)",
+            registry=r,
+        )
+        self.log_errors = Counter(
+            "recsys_interaction_log_errors", "Failed interaction log writes", registry=r
+        )
+        self.inflight = Gauge("recsys_inflight_requests", "RPCs being handled", registry=r)
+
+        for m in METHODS:
+            self.duration.labels(m)
+            for c in CODES:
+                self.requests.labels(m, c)
+        variants = [NO_VARIANT] + [
+            variant_key(e.name, v.name) for e in experiments for v in e.variants
+        ]
+        for model in MODELS:
+            for v in variants:
+                for t in TIERS:
+                    self.recommendations.labels(model, v, t)
+        for reason in LOAD_FAILURES:
+            self.load_failures.labels(reason)
+        self._http: WSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def served(self, model: str, experiment: str, variant: str, tier: str) -> None:
+        v = variant_key(experiment, variant) if variant else NO_VARIANT
+        self.recommendations.labels(model, v, tier).inc()
+
+    def swapped(self, version: str, trained_at: float, load_seconds: float) -> None:
+        self.model_info.clear()
+        self.model_info.labels(version).set(1)
+        self.trained.set(trained_at)
+        self.load_seconds.set(load_seconds)
+        self.reloads.inc()
+
+    def serve_http(self, host: str, port: int) -> int:
+        """Starts the /metrics endpoint (a daemon thread); returns the bound port."""
+        self._http, self._thread = start_http_server(port, addr=host, registry=self.registry)
+        return int(self._http.server_port)
+
+    def stop_http(self) -> None:
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+            self._http = None

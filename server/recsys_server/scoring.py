@@ -1,0 +1,208 @@
+"""The transport-agnostic request path: validate a query, build the user's scoring history,
+route, score one user through the model's batch API, explain, attach confidences."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from recsys_server import router
+from recsys_server.config import Experiment
+from recsys_server.errors import InvalidArgument, NotFound
+from recsys_server.explain import Reason, describe
+from recsys_server.live import LiveHistory
+from recsys_server.snapshot import Snapshot
+
+MAX_K = 1000
+MAX_ID = 256
+MAX_IDS = 1000
+SIMILAR_MODELS = ("item_cf", "svd")
+SESSION = "session"  # event kind of request.recent_item_ids (explained as "viewed")
+
+
+@dataclass(slots=True)
+class Query:
+    user_id: str
+    k: int
+    model: str = ""
+    exclude_item_ids: Sequence[str] = ()
+    allow_item_ids: Sequence[str] = ()
+    recent_item_ids: Sequence[str] = ()
+    explain: bool = False
+
+
+@dataclass(slots=True)
+class Scored:
+    item_id: str
+    score: float
+    confidence: float
+    title: str
+    categories: tuple[str, ...]
+    reason: Reason | None = None
+
+
+@dataclass(slots=True)
+class Answer:
+    user_id: str
+    items: list[Scored]
+    model: str
+    version: str
+    tier: str
+    experiment: str = ""
+    variant: str = ""
+
+
+@dataclass(slots=True)
+class SimilarAnswer:
+    item_id: str
+    items: list[Scored]
+    model: str
+    version: str
+
+
+# -- validation --------------------------------------------------------------------------------
+
+
+def check_id(value: str, name: str) -> None:
+    if not value:
+        raise InvalidArgument(name, "must not be empty")
+    if len(value) > MAX_ID:
+        raise InvalidArgument(name, f"longer than {MAX_ID} characters ({len(value)})")
+
+
+def check_k(k: int, name: str = "k") -> None:
+    if not (1 <= k <= MAX_K):
+        raise InvalidArgument(name, f"must be in 1..{MAX_K}, got {k}")
+
+
+def check_ids(values: Sequence[str], name: str) -> None:
+    if len(values) > MAX_IDS:
+        raise InvalidArgument(name, f"at most {MAX_IDS} ids, got {len(values)}")
+    for n, v in enumerate(values):
+        if not v or len(v) > MAX_ID:
+            check_id(v, f"{name}[{n}]")
+
+
+def check_query(q: Query, prefix: str = "") -> None:
+    check_id(q.user_id, prefix + "user_id")
+    check_k(q.k, prefix + "k")
+    check_ids(q.exclude_item_ids, prefix + "exclude_item_ids")
+    check_ids(q.allow_item_ids, prefix + "allow_item_ids")
+    check_ids(q.recent_item_ids, prefix + "recent_item_ids")
+
+
+# -- history -----------------------------------------------------------------------------------
+
+
+def known(snap: Snapshot, ids: Sequence[str]) -> np.ndarray:
+    """Indices of the ids the version knows (unknown ones are ignored)."""
+    index = snap.item_index
+    return np.fromiter((i for i in map(index.get, ids) if i is not None), np.int32)
+
+
+def user_history(
+    snap: Snapshot, live: LiveHistory | None, user_id: str, recent: Sequence[str] = ()
+) -> tuple[int, sp.csr_matrix, Mapping[int, str]]:
+    """(user index or -1, 1-row CSR of training row + live events + session items, the latest
+    event kind per item for explanations)."""
+    user = snap.user_index.get(user_id, -1)
+    h = snap.history
+    idx: list[np.ndarray] = []
+    wts: list[np.ndarray] = []
+    kinds: dict[int, str] = {}
+    if user >= 0:
+        a, b = h.indptr[user], h.indptr[user + 1]
+        if b > a:
+            idx.append(h.indices[a:b])
+            wts.append(h.data[a:b])
+    items = live.get(user_id) if live is not None else None
+    if items:
+        idx.append(np.fromiter(items.keys(), np.int32, len(items)))
+        wts.append(np.fromiter((v.weight for v in items.values()), np.float32, len(items)))
+        kinds = {i: v.event_type for i, v in items.items()}
+    if recent:
+        r = known(snap, recent)
+        if len(r):
+            idx.append(r)
+            wts.append(np.ones(len(r), np.float32))
+            for i in r.tolist():
+                kinds.setdefault(i, SESSION)
+    n = snap.n_items
+    if not idx:
+        return user, sp.csr_matrix((1, n), dtype=np.float32), kinds
+    indices = np.concatenate(idx) if len(idx) > 1 else idx[0]
+    data = np.concatenate(wts) if len(wts) > 1 else wts[0]
+    row = sp.csr_matrix((data, indices, np.array([0, len(indices)])), shape=(1, n))
+    if len(idx) > 1:
+        row.sum_duplicates()
+    return user, row, kinds
+
+
+# -- recommend ---------------------------------------------------------------------------------
+
+
+def recommend(
+    snap: Snapshot, live: LiveHistory | None, experiments: tuple[Experiment, ...], q: Query
+) -> Answer:
+    r = router.route(snap, experiments, q.user_id, q.model)
+    user, row, kinds = user_history(snap, live, q.user_id, q.recent_item_ids)
+    choice = router.choose(snap, r, row.nnz)
+    answer = Answer(q.user_id, [], choice.name, snap.version, choice.tier, r.experiment, r.variant)
+    allow = known(snap, q.allow_item_ids) if q.allow_item_ids else None
+    if allow is not None and len(allow) == 0:
+        return answer  # none of the allowed items exists in this version
+    deny = known(snap, q.exclude_item_ids) if q.exclude_item_ids else None
+    rec = snap.rank(choice.model, user, row, q.k, allow, deny)
+    items = rec.items.tolist()
+    if not items:
+        return answer
+    scores = rec.scores.astype(np.float64)
+    conf = np.clip(scores / snap.reference(choice.key), 0.0, 1.0)
+    conf[~np.isfinite(conf)] = 0.0
+    reasons: list[Reason | None] = [None] * len(items)
+    if q.explain:
+        expl = choice.model.explain(user, row, rec.items)
+        reasons = [describe(e, snap, kinds) for e in expl]
+    titles, cats, ids = snap.titles, snap.categories, snap.item_ids
+    answer.items = [
+        Scored(ids[i], s, c, titles[i], cats[i], why)
+        for i, s, c, why in zip(items, scores.tolist(), conf.tolist(), reasons, strict=True)
+    ]
+    return answer
+
+
+# -- similar items -----------------------------------------------------------------------------
+
+
+def similar(snap: Snapshot, item_id: str, k: int, model: str = "") -> SimilarAnswer:
+    check_id(item_id, "item_id")
+    check_k(k)
+    name = model or "item_cf"
+    if name not in SIMILAR_MODELS:
+        raise InvalidArgument("model", f"similar items come from {' or '.join(SIMILAR_MODELS)}")
+    m = snap.models.get(name)
+    if m is None:
+        raise NotFound(
+            f"model {name!r} is not loaded (version {snap.version}); "
+            f"available: {', '.join(sorted(snap.models))}"
+        )
+    item = snap.item_index.get(item_id)
+    if item is None:
+        raise NotFound(f"item {item_id!r} is not in model version {snap.version}")
+    r = m.similar_items(item, k)
+    scores = np.asarray(r.scores, np.float64)
+    ref = snap.reference(f"similar:{name}")
+    conf = np.clip(scores / ref, 0.0, 1.0)
+    conf[~np.isfinite(conf)] = 0.0
+    ids, titles, cats = snap.item_ids, snap.titles, snap.categories
+    items = [
+        Scored(ids[i], s, c, titles[i], cats[i])
+        for i, s, c in zip(r.items.tolist(), scores.tolist(), conf.tolist(), strict=True)
+    ]
+    return SimilarAnswer(item_id, items, name, snap.version)
+
+
+__all__ = ["Answer", "Query", "Scored", "SimilarAnswer", "recommend", "similar"]

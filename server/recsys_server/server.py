@@ -1,0 +1,172 @@
+"""Assembles and runs the gRPC server: Recommender + health + reflection, interceptors,
+metrics endpoint, event log, model polling, graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from recsys_server.config import ServerConfig
+from recsys_server.core import RecommenderCore
+from recsys_server.interaction_log import InteractionLog, LogLockedError
+from recsys_server.interceptors import AuthInterceptor, ObserveInterceptor
+from recsys_server.metrics import Metrics
+from recsys_server.service import SERVICE_NAME, RecommenderService, add_to_server
+from recsys_server.snapshot import Snapshot
+from recsys_server.store import ModelStore
+
+log = logging.getLogger(__name__)
+
+HEALTH_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+MAX_MESSAGE = 16 * 1024 * 1024
+
+
+class StartupError(Exception):
+    """The server cannot start (port in use, log directory locked, unreadable TLS files)."""
+
+
+@dataclass
+class Running:
+    """A started server, for tests and embedding; `stop` is the shutdown sequence."""
+
+    config: ServerConfig
+    server: grpc.aio.Server
+    port: int
+    metrics_port: int
+    core: RecommenderCore
+    health: health.aio.HealthServicer
+    metrics: Metrics
+    log: InteractionLog
+    poller: asyncio.Task | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{_host(self.config.host)}:{self.port}"
+
+    async def stop(self) -> None:
+        """Health NOT_SERVING first (load balancers drain), then stop accepting and let
+        in-flight RPCs finish for ``grace_seconds``, then close the event log."""
+        await self.health.enter_graceful_shutdown()
+        if self.poller is not None:
+            self.poller.cancel()
+        await self.server.stop(self.config.grace_seconds)
+        await self.log.close()
+        self.metrics.stop_http()
+
+
+def _host(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def _credentials(cfg: ServerConfig) -> grpc.ServerCredentials | None:
+    if cfg.tls_cert is None or cfg.tls_key is None:
+        return None
+    try:
+        key, cert = cfg.tls_key.read_bytes(), cfg.tls_cert.read_bytes()
+    except OSError as e:
+        raise StartupError(f"cannot read TLS files: {e}") from e
+    return grpc.ssl_server_credentials([(key, cert)])
+
+
+async def start(cfg: ServerConfig, *, poll: bool = True) -> Running:
+    if cfg.artifacts is None:
+        raise StartupError("no artifacts directory given (--artifacts)")
+    metrics = Metrics(cfg.experiments)
+    health_servicer = health.aio.HealthServicer()
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, NOT_SERVING)
+
+    pending: set[asyncio.Task] = set()
+
+    def on_swap(snap: Snapshot) -> None:  # runs on the event loop
+        for name in ("", SERVICE_NAME):
+            task = asyncio.ensure_future(health_servicer.set(name, SERVING))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+
+    store = ModelStore(cfg, metrics, on_swap)
+    server = grpc.aio.server(
+        interceptors=[
+            ObserveInterceptor(SERVICE_NAME, metrics),
+            AuthInterceptor(
+                SERVICE_NAME, read=cfg.read_token, write=cfg.write_token, admin=cfg.admin_token
+            ),
+        ],
+        options=[
+            ("grpc.so_reuseport", 0),  # a port in use must fail, not be shared
+            ("grpc.max_receive_message_length", MAX_MESSAGE),
+            ("grpc.max_send_message_length", MAX_MESSAGE),
+        ],
+        maximum_concurrent_rpcs=cfg.max_concurrent_rpcs,
+    )
+    address = f"{_host(cfg.host)}:{cfg.port}"
+    creds = _credentials(cfg)
+    try:
+        port = (
+            server.add_secure_port(address, creds)
+            if creds is not None
+            else server.add_insecure_port(address)
+        )
+    except RuntimeError as e:
+        port, reason = 0, str(e)
+    else:
+        reason = ""
+    if port == 0:
+        raise StartupError(
+            f"cannot listen on {address}: the port is already in use or the address is not "
+            f"local {('(' + reason + ')') if reason else ''}".strip()
+        )
+    try:
+        metrics_port = metrics.serve_http(cfg.host, cfg.metrics_port)
+    except OSError as e:
+        await server.stop(None)
+        raise StartupError(
+            f"cannot serve metrics on {_host(cfg.host)}:{cfg.metrics_port}: {e.strerror or e}"
+        ) from e
+    try:
+        event_log = await InteractionLog.open(cfg.events_dir, fsync=cfg.log_fsync)
+    except (LogLockedError, OSError) as e:
+        metrics.stop_http()
+        await server.stop(None)
+        raise StartupError(f"cannot open the interaction log {cfg.events_dir}: {e}") from e
+
+    core = RecommenderCore(cfg, store, event_log, metrics)
+    add_to_server(RecommenderService(core), server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, HEALTH_NAME, reflection.SERVICE_NAME), server
+    )
+    await server.start()
+    running = Running(cfg, server, port, metrics_port, core, health_servicer, metrics, event_log)
+    if poll:
+        running.poller = asyncio.create_task(store.poll_forever(), name="model-poll")
+    return running
+
+
+async def serve(cfg: ServerConfig, announce: Callable[[str], None] = print) -> None:
+    """Runs until SIGTERM or SIGINT."""
+    running = await start(cfg)
+    host = _host(cfg.host)
+    announce(
+        f"recsys-serve listening on {running.address} "
+        f"({'TLS' if cfg.tls_cert else 'plaintext'}); "
+        f"metrics http://{host}:{running.metrics_port}/metrics; "
+        f"artifacts {cfg.artifacts}; events {cfg.events_dir}"
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down: health NOT_SERVING, %.1f s grace", cfg.grace_seconds)
+    await running.stop()
+    log.info("stopped")

@@ -1,0 +1,184 @@
+"""One loaded model version, immutable once built: what a request needs, prepared at load time
+so the request path does no per-item Python work beyond its own k results."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from recsys_server.config import Experiment
+from recsys_server.fastpath import OneUser, ServingHybrid, accelerate
+from recsys_trainer.artifacts import ArtifactError, load_version
+from recsys_trainer.models import Hybrid, Popularity, Recommender
+
+REFERENCE_USERS = 256
+"""Training users sampled at load time to measure each model's reference score."""
+REFERENCE_QUANTILE = 95.0
+DEFAULT_ORDER = ("hybrid", "item_cf", "svd", "user_cf", "popularity")
+
+
+def variant_key(experiment: str, variant: str) -> str:
+    return f"{experiment}/{variant}"
+
+
+@dataclass(eq=False)
+class Snapshot:
+    version: str
+    path: Path
+    manifest: dict[str, Any]
+    models: dict[str, Recommender]
+    """name -> model; the hybrid is a `ServingHybrid` over the other models."""
+    variant_models: dict[str, Recommender]
+    """``experiment/variant`` -> model (a hybrid with the variant's weights, or the named one)."""
+    user_ids: np.ndarray
+    item_ids: list[str]
+    user_index: dict[str, int]
+    item_index: dict[str, int]
+    titles: list[str]
+    categories: list[tuple[str, ...]]
+    history: sp.csr_matrix
+    """Training histories (users x items), the base of every known user's scoring history."""
+    trained_at: datetime
+    default_model: str
+    cold_threshold: int
+    event_log_records: int
+    one_user: dict[int, OneUser] = field(default_factory=dict)
+    """id(model) -> its single-user ranking path, for every model and variant model."""
+    references: dict[str, float] = field(default_factory=dict)
+    """Route key (model name or variant key, "popularity", "cold_start") -> reference score."""
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    def title(self, item: int) -> str:
+        return self.titles[item] or self.item_ids[item]
+
+    def rank(self, model: Recommender, user: int, row: sp.csr_matrix, k: int, allow, deny):
+        """Top-k for one user: ``model.recommend`` on the 1-row history, excluding it."""
+        fast = self.one_user.get(id(model))
+        if fast is not None:
+            return fast(user, row, k, allow, deny)
+        return model.recommend(np.array([user]), row, k, allow=allow, deny=deny).user(0)
+
+    def reference(self, key: str) -> float:
+        return self.references.get(key, 1.0)
+
+
+def _parse_time(value: Any) -> datetime:
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).astimezone(UTC)
+    except ValueError:
+        return datetime.fromtimestamp(0, UTC)
+
+
+def build(path: Path, experiments: tuple[Experiment, ...], default_model: str) -> Snapshot:
+    """Loads and validates one version directory (raises `ArtifactError`), applies the serving
+    speedups and measures the confidence references. Runs in a worker thread."""
+    loaded = load_version(path)
+    if not loaded.models:
+        raise ArtifactError("empty", f"{path}: the version holds no models")
+    models = accelerate(loaded.models)
+    n_users, n_items = len(loaded.user_ids), len(loaded.item_ids)
+    history = loaded.history
+    if history is None:
+        user_cf = models.get("user_cf")
+        history = getattr(user_cf, "user_items_", None)
+    if history is None:
+        history = sp.csr_matrix((n_users, n_items), dtype=np.float32)
+    history = sp.csr_matrix(history, dtype=np.float32)
+    history.sum_duplicates()
+    history.sort_indices()
+
+    item_ids = loaded.item_ids.tolist()
+    titles = [""] * n_items
+    categories: list[tuple[str, ...]] = [()] * n_items
+    if loaded.catalog is not None:
+        pos = loaded.catalog.index
+        cat_titles = loaded.catalog.titles.tolist()
+        for i, item in enumerate(item_ids):
+            p = pos.get(item)
+            if p is not None:
+                titles[i] = cat_titles[p]
+                categories[i] = loaded.catalog.categories[p]
+
+    variant_models: dict[str, Recommender] = {}
+    for exp in experiments:
+        for v in exp.variants:
+            base = models.get(v.model)
+            if base is None:
+                continue  # routed to the default model while this version lacks it
+            if v.hybrid_weights and isinstance(base, ServingHybrid):
+                base = ServingHybrid(base, v.hybrid_weights)
+            variant_models[variant_key(exp.name, v.name)] = base
+
+    params = loaded.manifest.get("params")
+    records = params.get("event_log_records", 0) if isinstance(params, dict) else 0
+    hybrid = models.get("hybrid")
+    threshold = hybrid.config.cold_start_threshold if isinstance(hybrid, Hybrid) else 5
+    if default_model not in models:
+        default_model = next(n for n in DEFAULT_ORDER if n in models)
+    snap = Snapshot(
+        version=loaded.version,
+        path=loaded.path,
+        manifest=loaded.manifest,
+        models=models,
+        variant_models=variant_models,
+        user_ids=loaded.user_ids,
+        item_ids=item_ids,
+        user_index={u: i for i, u in enumerate(loaded.user_ids.tolist())},
+        item_index={it: i for i, it in enumerate(item_ids)},
+        titles=titles,
+        categories=categories,
+        history=history,
+        trained_at=_parse_time(loaded.manifest.get("trained_at")),
+        default_model=default_model,
+        cold_threshold=int(threshold),
+        event_log_records=int(records) if isinstance(records, int) and records > 0 else 0,
+    )
+    for m in [*models.values(), *variant_models.values()]:
+        snap.one_user[id(m)] = OneUser(m)
+    snap.references.update(measure_references(snap))
+    return snap
+
+
+def measure_references(snap: Snapshot) -> dict[str, float]:
+    """Each route's reference score: the 95th percentile of the top-1 score over a sample of
+    training users with at least ``cold_threshold`` interactions (see docs/serving.md)."""
+    counts = np.diff(snap.history.indptr)
+    eligible = np.flatnonzero(counts >= max(snap.cold_threshold, 1))
+    if len(eligible) == 0:
+        eligible = np.flatnonzero(counts > 0)
+    rng = np.random.default_rng(0)
+    users = np.sort(rng.choice(eligible, min(REFERENCE_USERS, len(eligible)), replace=False))
+    rows = snap.history[users]
+    refs: dict[str, float] = {"cold_start": 1.0}
+    routes = dict(snap.models) | snap.variant_models
+    for key, model in routes.items():
+        if isinstance(model, Popularity):
+            top = float(model.scores_.max()) if model.scores_.size else 0.0
+        elif len(users) == 0:
+            top = 0.0
+        else:
+            r = model.recommend(users, rows, 1)
+            scores = np.asarray(r.scores, np.float64)
+            scores = scores[np.isfinite(scores)]
+            top = float(np.percentile(scores, REFERENCE_QUANTILE)) if scores.size else 0.0
+        refs[key] = top if top > 0 and math.isfinite(top) else 1.0
+    item_cf = snap.models.get("item_cf")
+    sim = getattr(item_cf, "similarity_", None)
+    if sim is not None and sim.nnz:
+        # SimilarItems: the 95th percentile of every item's best neighbour similarity.
+        sim = sp.csr_matrix(sim)
+        rows = np.flatnonzero(np.diff(sim.indptr) > 0)
+        best = np.maximum.reduceat(sim.data, sim.indptr[rows]).astype(np.float64)
+        top = float(np.percentile(best, REFERENCE_QUANTILE))
+        refs["similar:item_cf"] = top if top > 0 and math.isfinite(top) else 1.0
+    refs["similar:svd"] = 1.0  # cosine similarity, already at most 1
+    return refs

@@ -1,0 +1,195 @@
+"""ModelStore: which model version serves, and hot reload.
+
+The serving state (`State`: an immutable `Snapshot` plus the live histories that go with it)
+is one attribute; a request reads it once at its start and keeps using that object, so a swap
+(a single assignment) never changes a request's version half-way. A new version is loaded,
+validated (checksums, shapes, id maps), warmed up and measured in a worker thread while the old
+one keeps serving. A version that fails is refused and counted; it is tried again only once its
+directory changes (any file's size or mtime).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from recsys_server import scoring
+from recsys_server.config import ServerConfig
+from recsys_server.live import LiveHistory
+from recsys_server.metrics import Metrics
+from recsys_server.snapshot import Snapshot, build
+from recsys_trainer.artifacts import ArtifactError, latest_version
+from recsys_trainer.eventlog import Event
+
+log = logging.getLogger(__name__)
+
+WARMUP_USERS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class State:
+    snapshot: Snapshot
+    live: LiveHistory
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadResult:
+    version: str
+    changed: bool
+    message: str
+
+
+class WarmupError(Exception):
+    pass
+
+
+def dir_signature(path: Path) -> tuple:
+    """(name, size, mtime) of every file: changes when anything in the directory is rewritten."""
+    entries = []
+    try:
+        for p in path.rglob("*"):
+            st = p.stat()
+            entries.append((p.relative_to(path).as_posix(), st.st_size, st.st_mtime_ns))
+    except OSError:
+        return ()
+    return tuple(sorted(entries))
+
+
+def warm_up(snap: Snapshot, config: ServerConfig) -> None:
+    """A few real requests per route (known users, an unknown user with session items), with
+    explanations, so the first user request finds everything initialised."""
+    known = [str(u) for u in snap.user_ids[:WARMUP_USERS].tolist()]
+    recent = snap.item_ids[:3]
+    for model in ["", *snap.models]:
+        for user in [*known, "\x00warmup-unknown-user"]:
+            q = scoring.Query(user, 10, model, recent_item_ids=recent, explain=True)
+            scoring.recommend(snap, None, config.experiments, q)
+    for name in scoring.SIMILAR_MODELS:
+        if name in snap.models and snap.item_ids:
+            scoring.similar(snap, snap.item_ids[0], 10, name)
+
+
+class ModelStore:
+    def __init__(
+        self,
+        config: ServerConfig,
+        metrics: Metrics | None = None,
+        on_swap: Callable[[Snapshot], None] | None = None,
+    ) -> None:
+        if config.artifacts is None:
+            raise ValueError("config.artifacts is required")
+        self.config = config
+        self.root = config.artifacts
+        self.metrics = metrics
+        self.on_swap = on_swap
+        self.state: State | None = None
+        self._lock = asyncio.Lock()
+        self._refused: dict[str, tuple[tuple, str]] = {}  # version -> (dir signature, reason)
+        self._capture: list[Event] | None = None
+        self._missing_warned = False
+
+    @property
+    def snapshot(self) -> Snapshot | None:
+        s = self.state
+        return None if s is None else s.snapshot
+
+    def fold(self, events: list[Event]) -> None:
+        """Folds durably recorded events into the live histories (called on the event loop)."""
+        s = self.state
+        if s is not None:
+            s.live.fold(events)
+        if self._capture is not None:  # a version is loading: its rebuilt histories need them
+            self._capture.extend(events)
+
+    async def refresh(self) -> ReloadResult:
+        """Loads the newest version if it is new and not refused; never raises for a bad
+        version (the old one keeps serving)."""
+        async with self._lock:
+            return await self._refresh()
+
+    async def _refresh(self) -> ReloadResult:
+        current = self.snapshot
+        cur_name = current.version if current else ""
+        name = await asyncio.to_thread(latest_version, self.root)
+        if name is None:
+            if not self._missing_warned:
+                log.warning("no model version in %s yet", self.root)
+                self._missing_warned = True
+            return ReloadResult(cur_name, False, f"no model version in {self.root}")
+        if name == cur_name:
+            return ReloadResult(cur_name, False, f"already serving {name}")
+        path = self.root / name
+        sig = await asyncio.to_thread(dir_signature, path)
+        refused = self._refused.get(name)
+        if refused is not None and refused[0] == sig:
+            return ReloadResult(
+                cur_name,
+                False,
+                f"version {name} was refused ({refused[1]}); still serving {cur_name or 'nothing'}",
+            )
+        t0 = time.perf_counter()
+        self._capture = []
+        try:
+            snap, live, read_ids = await asyncio.to_thread(self._load, path)
+        except Exception as e:
+            reason = (
+                e.reason
+                if isinstance(e, ArtifactError)
+                else ("warmup_failed" if isinstance(e, WarmupError) else "error")
+            )
+            self._refused[name] = (sig, reason)
+            if self.metrics is not None:
+                self.metrics.load_failures.labels(reason).inc()
+            log.error(
+                "refused model version %s (%s): %s; still serving %s",
+                name,
+                reason,
+                e,
+                cur_name or "nothing",
+                exc_info=not isinstance(e, ArtifactError),
+            )
+            return ReloadResult(cur_name, False, f"version {name} refused ({reason}): {e}"[:1000])
+        finally:
+            pending, self._capture = self._capture, None
+        # Events recorded while loading that the log read did not see yet.
+        live.fold([e for e in pending if e.event_id not in read_ids])
+        self.state = State(snap, live)  # the swap: one assignment
+        self._refused.pop(name, None)
+        seconds = time.perf_counter() - t0
+        if self.metrics is not None:
+            self.metrics.swapped(snap.version, snap.trained_at.timestamp(), seconds)
+        log.info(
+            "serving model version %s (%s) after %.2f s; %d live events replayed",
+            snap.version,
+            ", ".join(snap.models),
+            seconds,
+            live.events,
+        )
+        if self.on_swap is not None:
+            self.on_swap(snap)
+        return ReloadResult(snap.version, True, f"loaded {snap.version} (was {cur_name or 'none'})")
+
+    def _load(self, path: Path) -> tuple[Snapshot, LiveHistory, set[str]]:
+        snap = build(path, self.config.experiments, self.config.default_model)
+        try:
+            warm_up(snap, self.config)
+        except Exception as e:
+            raise WarmupError(f"{type(e).__name__}: {e}") from e
+        live, ids = LiveHistory.from_log(
+            self.config.events_dir, snap.event_log_records, snap.item_index
+        )
+        return snap, live, ids
+
+    async def poll_forever(self) -> None:
+        while True:
+            try:
+                await self.refresh()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("model poll failed")
+            await asyncio.sleep(self.config.poll_seconds)

@@ -1,0 +1,107 @@
+"""The Prometheus endpoint: every series initialised, bounded label values, no ids."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+import grpc
+import pytest
+from srv_support import Client, event, metric, scrape, serving, trained  # noqa: F401 (fixtures)
+
+from recsys_proto.v1 import recommender_pb2 as pb
+from recsys_server.metrics import BUCKETS, CODES, LOAD_FAILURES, METHODS
+from recsys_server.router import COLD_START, PERSONALIZED, POPULARITY, TIERS
+from recsys_trainer import artifacts
+from recsys_trainer.models import MODELS
+
+TIER_NAMES = {
+    pb.FALLBACK_TIER_PERSONALIZED: PERSONALIZED,
+    pb.FALLBACK_TIER_COLD_START: COLD_START,
+    pb.FALLBACK_TIER_POPULARITY: POPULARITY,
+}
+
+
+@pytest.fixture(scope="module")
+def scraped(trained, tmp_path_factory):  # noqa: F811
+    with serving(trained, tmp_path_factory.mktemp("metrics")) as srv:
+        c = Client(srv.address)
+        served = Counter()
+        try:
+            for n in range(5):
+                r = c.Recommend(pb.RecommendRequest(user_id=f"u{n:03d}", k=3, explain=True))
+                served[r.model, TIER_NAMES[r.fallback_tier]] += 1
+            r = c.Recommend(pb.RecommendRequest(user_id="metrics-nobody", k=3))
+            served[r.model, TIER_NAMES[r.fallback_tier]] += 1
+            c.RecordInteractions(
+                pb.RecordInteractionsRequest(events=[event("m-1", "metrics-user", "i001")] * 2)
+            )
+            with pytest.raises(grpc.RpcError):
+                c.SimilarItems(pb.SimilarItemsRequest(item_id="no-such", k=3))
+        finally:
+            c.close()
+        yield scrape(srv.metrics_url), artifacts.latest_version(trained), served
+
+
+def test_series_exist_before_their_first_event(scraped):
+    text, _, _ = scraped
+    for m in METHODS:
+        for code in CODES:
+            assert metric(text, "recsys_requests_total", method=m, code=code) is not None
+    for reason in LOAD_FAILURES:
+        assert metric(text, "recsys_model_load_failures_total", reason=reason) == 0
+    for model in MODELS:
+        for tier in TIERS:
+            assert (
+                metric(text, "recsys_recommendations_total", model=model, variant="none", tier=tier)
+                is not None
+            )
+    assert metric(text, "recsys_requests_total", method="ReloadModels", code="OK") == 0
+
+
+def test_values_after_traffic(scraped):
+    text, version, served = scraped
+    assert metric(text, "recsys_requests_total", method="Recommend", code="OK") == 6
+    assert metric(text, "recsys_requests_total", method="RecordInteractions", code="OK") == 1
+    assert metric(text, "recsys_requests_total", method="SimilarItems", code="NOT_FOUND") == 1
+    assert metric(text, "recsys_interactions_recorded_total") == 1  # the repeat is a duplicate
+    assert metric(text, "recsys_interaction_log_errors_total") == 0
+    assert served["popularity", "popularity"] >= 1
+    for model in MODELS:
+        for tier in TIERS:
+            got = metric(
+                text, "recsys_recommendations_total", model=model, variant="none", tier=tier
+            )
+            assert got == served[model, tier], (model, tier)
+    assert metric(text, "recsys_model_info", version=version) == 1
+    assert metric(text, "recsys_model_reloads_total") == 1
+    assert metric(text, "recsys_inflight_requests") == 0
+    buckets = {
+        float(m)
+        for m in re.findall(
+            r'recsys_request_duration_seconds_bucket\{le="([^"]+)",method="Recommend"\}', text
+        )
+        if m != "+Inf"
+    }
+    assert buckets == set(BUCKETS)
+    assert metric(text, "recsys_request_duration_seconds_count", method="Recommend") == 6
+
+
+def test_label_values_are_bounded(scraped):
+    text, version, _ = scraped
+    allowed = {
+        "method": set(METHODS),
+        "code": set(CODES),
+        "model": set(MODELS),
+        "variant": {"none"},
+        "tier": set(TIERS),
+        "reason": set(LOAD_FAILURES),
+        "version": {version},
+        "le": {*(str(b) for b in BUCKETS), "+Inf"},
+    }
+    for line in text.splitlines():
+        if line.startswith("#") or "{" not in line or not line.startswith("recsys_"):
+            continue
+        for key, value in re.findall(r'(\w+)="([^"]*)"', line.split("}")[0]):
+            assert value in allowed[key], line
+    assert "metrics-user" not in text and "u001" not in text and "i001" not in text
