@@ -89,7 +89,7 @@ pub fn half_step(
         }
     }
     let g = gram(y, f, params.reg);
-    pool::install(num_threads, || {
+    pool::install_for(num_threads, r.n_rows(), || {
         x.par_chunks_mut(f)
             .enumerate()
             .with_min_len(16)

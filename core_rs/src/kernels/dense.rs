@@ -363,7 +363,7 @@ impl DenseModel {
                 )));
             }
         }
-        let recs = pool::install(num_threads, || {
+        let recs = pool::install_for(num_threads, n_users, || {
             (0..n_users)
                 .into_par_iter()
                 .with_min_len(4)
@@ -410,7 +410,7 @@ pub fn select_topk(
             )));
         }
     }
-    let recs = pool::install(num_threads, || {
+    let recs = pool::install_for(num_threads, n_rows, || {
         scores
             .par_chunks(n_items)
             .enumerate()

@@ -273,7 +273,7 @@ impl SparseModel {
             }
         }
         self.check_exclude_history(exclude_history)?;
-        let users = pool::install(num_threads, || {
+        let users = pool::install_for(num_threads, history.n_rows(), || {
             (0..history.n_rows())
                 .into_par_iter()
                 .with_min_len(8)
