@@ -20,6 +20,7 @@ from recsys_core._native import (
 from recsys_core._native import DenseScorer as _DenseScorer
 from recsys_core._native import SparseScorer as _SparseScorer
 from recsys_core._native import als_half_step as _als_half_step
+from recsys_core._native import blend_topk as _blend_topk
 from recsys_core._native import select_topk as _select_topk
 from recsys_core._native import similarity_topk as _similarity_topk
 from recsys_core._native import stream_read as _stream_read
@@ -35,6 +36,7 @@ __all__ = [
     "Recommendations",
     "SparseScorer",
     "als_half_step",
+    "blend_topk",
     "select_topk",
     "similarity_topk",
     "stream_read",
@@ -482,3 +484,61 @@ def als_half_step(
         _count(cg_steps, "cg_steps"),
         num_threads,
     )
+
+
+class Blend(NamedTuple):
+    """``items`` and blended ``scores`` (best first); ``part_scores[p, r]`` is part ``p``'s
+    normalised score at item ``r`` (parts in the order given)."""
+
+    items: np.ndarray
+    scores: np.ndarray
+    part_scores: np.ndarray
+
+
+def blend_topk(
+    parts,
+    n_items: int,
+    k: int = 10,
+    *,
+    exclude=None,
+    allow=None,
+    deny=None,
+) -> Blend:
+    """Top-``k`` of ``sum_p weight_p * scores_p / max|scores_p|`` for one user, where each part
+    is ``(SparseScorer, history_items, history_weights, weight)``, ``(DenseScorer, user_vector,
+    weight)`` or ``(scores, weight)`` with ``scores`` a float32 vector over the items. Every
+    item is a candidate (score 0 where no part reaches it); filters as in the scorers."""
+    sparse, dense, fixed, order = [], [], [], []
+    for n, part in enumerate(parts):
+        if isinstance(part[0], SparseScorer):
+            s, items, weights, w = part
+            items = _index_array(items, f"parts[{n}].history_items")
+            weights = (
+                np.ones(len(items), np.float32)
+                if weights is None
+                else _float_array(weights, f"parts[{n}].history_weights", 1)
+            )
+            order.append(("s", len(sparse)))
+            sparse.append((s._native, items, weights, float(w)))
+        elif isinstance(part[0], DenseScorer):
+            d, vec, w = part
+            order.append(("d", len(dense)))
+            dense.append((d._native, _float_array(vec, f"parts[{n}].user_vector", 1), float(w)))
+        else:
+            scores, w = part
+            order.append(("f", len(fixed)))
+            fixed.append((_float_array(scores, f"parts[{n}].scores", 1), float(w)))
+    items, scores, flat = _blend_topk(
+        sparse,
+        dense,
+        fixed,
+        _count(n_items, "n_items"),
+        _count(k, "k"),
+        _opt_index(exclude, "exclude"),
+        _opt_index(allow, "allow"),
+        _opt_index(deny, "deny"),
+    )
+    by_kind = flat.reshape(len(parts), len(items)) if len(parts) else flat.reshape(0, 0)
+    base = {"s": 0, "d": len(sparse), "f": len(sparse) + len(dense)}
+    rows = [base[kind] + i for kind, i in order]
+    return Blend(items, scores, by_kind[rows] if rows else by_kind)

@@ -166,6 +166,46 @@ mod simd {
         }
     }
 
+    /// Every row's dot product with `user`, into `out` (one entry per row of `f`).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA (`has_avx2_fma`); `f` holds `out.len() * dim` values.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn scores_avx2(f: &[f32], dim: usize, user: &[f32], out: &mut [f32]) {
+        let vecs = dim / 8;
+        let up = user.as_ptr();
+        for (j, o) in out.iter_mut().enumerate() {
+            let row = f.as_ptr().add(j * dim);
+            let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+            let mut c = 0;
+            while c + 2 <= vecs {
+                a0 = _mm256_fmadd_ps(
+                    _mm256_loadu_ps(row.add(c * 8)),
+                    _mm256_loadu_ps(up.add(c * 8)),
+                    a0,
+                );
+                a1 = _mm256_fmadd_ps(
+                    _mm256_loadu_ps(row.add(c * 8 + 8)),
+                    _mm256_loadu_ps(up.add(c * 8 + 8)),
+                    a1,
+                );
+                c += 2;
+            }
+            if c < vecs {
+                a0 = _mm256_fmadd_ps(
+                    _mm256_loadu_ps(row.add(c * 8)),
+                    _mm256_loadu_ps(up.add(c * 8)),
+                    a0,
+                );
+            }
+            let mut s = hsum(_mm256_add_ps(a0, a1));
+            for t in vecs * 8..dim {
+                s += *row.add(t) * *up.add(t);
+            }
+            *o = s;
+        }
+    }
+
     /// # Safety
     /// The CPU must support AVX2 and FMA (`has_avx2_fma`).
     #[target_feature(enable = "avx2,fma")]
@@ -253,6 +293,26 @@ impl DenseModel {
 
     pub fn n_items(&self) -> usize {
         self.n_items
+    }
+
+    /// Every item's score for one user vector (checked by the caller: `dim` finite values).
+    pub fn all_scores(&self, user: &[f32]) -> Vec<f32> {
+        let mut out = vec![0f32; self.n_items];
+        #[cfg(target_arch = "x86_64")]
+        if has_avx2_fma() {
+            // SAFETY: AVX2 and FMA were detected; factors hold n_items * dim values.
+            unsafe { simd::scores_avx2(&self.factors, self.dim, user, &mut out) };
+            return out;
+        }
+        for (j, o) in out.iter_mut().enumerate() {
+            *o = dot(&self.factors[j * self.dim..(j + 1) * self.dim], user);
+        }
+        out
+    }
+
+    /// Checks one user vector (length and finiteness).
+    pub fn check_vector(&self, name: &str, user: &[f32]) -> Result<()> {
+        self.check_user(name, user, 1)
     }
 
     pub fn dim(&self) -> usize {

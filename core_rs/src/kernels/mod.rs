@@ -3,6 +3,7 @@
 
 pub mod accum;
 pub mod als;
+pub mod blend;
 pub mod csr;
 pub mod dense;
 pub mod filters;

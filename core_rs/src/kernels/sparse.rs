@@ -89,6 +89,34 @@ impl SparseModel {
         &self.nbrs
     }
 
+    /// Every item's score for one weighted history (checked like `recommend`'s).
+    pub fn all_scores(&self, items: &[i32], weights: &[f32]) -> Result<Vec<f32>> {
+        check_indices("history_items", items, self.n_sources())?;
+        if weights.len() != items.len() {
+            return Err(CoreError::arg(format!(
+                "history_weights has length {} but history_items has length {}",
+                weights.len(),
+                items.len()
+            )));
+        }
+        if let Some(p) = weights.iter().position(|v| !v.is_finite()) {
+            return Err(CoreError::NonFinite {
+                name: "history_weights".into(),
+                pos: p,
+                row: 0,
+                value: weights[p],
+            });
+        }
+        let mut out = vec![0f32; self.n_items()];
+        for (&h, &w) in items.iter().zip(weights) {
+            let (cols, vals) = self.nbrs.row(h as usize);
+            for (&j, &v) in cols.iter().zip(vals) {
+                out[j as usize] += w * v;
+            }
+        }
+        Ok(out)
+    }
+
     fn check_exclude_history(&self, exclude_history: bool) -> Result<()> {
         if exclude_history && self.n_sources() != self.n_items() {
             return Err(CoreError::arg(format!(

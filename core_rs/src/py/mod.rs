@@ -4,6 +4,7 @@
 
 use crate::error::CoreError as KernelError;
 use crate::kernels::als::{self, AlsParams};
+use crate::kernels::blend;
 use crate::kernels::csr::{Csr, CsrRef};
 use crate::kernels::dense::{self, DenseModel};
 use crate::kernels::filters::SharedFilters;
@@ -327,6 +328,77 @@ fn select_topk<'py>(
     batch_to_py(py, r, false)
 }
 
+type SparsePart<'py> = (
+    Bound<'py, SparseScorer>,
+    PyReadonlyArray1<'py, i32>,
+    PyReadonlyArray1<'py, f32>,
+    f32,
+);
+type DensePart<'py> = (Bound<'py, DenseScorer>, PyReadonlyArray1<'py, f32>, f32);
+
+/// Top-K of a weighted blend of normalised parts for one user (the hybrid's request path).
+/// Part scores come back in the order sparse parts, dense parts, fixed parts.
+#[pyfunction]
+#[pyo3(signature = (sparse, dense, fixed, n_items, k, exclude, allow, deny))]
+#[allow(clippy::too_many_arguments)]
+fn blend_topk<'py>(
+    py: Python<'py>,
+    sparse: Vec<SparsePart<'py>>,
+    dense: Vec<DensePart<'py>>,
+    fixed: Vec<(PyReadonlyArray1<'py, f32>, f32)>,
+    n_items: i64,
+    k: i64,
+    exclude: Option<PyReadonlyArray1<'py, i32>>,
+    allow: Option<PyReadonlyArray1<'py, i32>>,
+    deny: Option<PyReadonlyArray1<'py, i32>>,
+) -> PyResult<Bound<'py, PyTuple>> {
+    let n_items = count("n_items", n_items)?;
+    let mut parts: Vec<(blend::Part<'_>, f32)> = Vec::new();
+    for (scorer, items, weights, w) in &sparse {
+        parts.push((
+            blend::Part::Sparse {
+                model: &scorer.get().model,
+                items: slice("history_items", items)?,
+                weights: slice("history_weights", weights)?,
+            },
+            *w,
+        ));
+    }
+    for (scorer, user, w) in &dense {
+        parts.push((
+            blend::Part::Dense {
+                model: &scorer.get().model,
+                user: slice("user_vector", user)?,
+            },
+            *w,
+        ));
+    }
+    for (scores, w) in &fixed {
+        parts.push((
+            blend::Part::Fixed {
+                scores: slice("scores", scores)?,
+            },
+            *w,
+        ));
+    }
+    let exclude = opt_slice("exclude", &exclude)?.unwrap_or(&[]);
+    let allow = opt_slice("allow", &allow)?;
+    let deny = opt_slice("deny", &deny)?.unwrap_or(&[]);
+    let k = count("k", k)?;
+    let b = py.detach(|| {
+        let shared = SharedFilters::new(n_items, deny, allow)?;
+        blend::blend_topk(&parts, n_items, k, exclude, &shared)
+    })?;
+    PyTuple::new(
+        py,
+        [
+            PyArray1::from_vec(py, as_i32(&b.items)).into_bound_py_any(py)?,
+            PyArray1::from_vec(py, b.scores).into_bound_py_any(py)?,
+            PyArray1::from_vec(py, b.part_scores).into_bound_py_any(py)?,
+        ],
+    )
+}
+
 #[pyclass(module = "recsys_core._native", frozen)]
 struct SparseScorer {
     model: SparseModel,
@@ -587,6 +659,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(stream_read, m)?)?;
     m.add_function(wrap_pyfunction!(als_half_step, m)?)?;
     m.add_function(wrap_pyfunction!(select_topk, m)?)?;
+    m.add_function(wrap_pyfunction!(blend_topk, m)?)?;
     m.add_class::<SparseScorer>()?;
     m.add_class::<DenseScorer>()?;
     Ok(())
