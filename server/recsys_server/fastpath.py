@@ -26,7 +26,7 @@ import numpy as np
 import scipy.sparse as sp
 
 import recsys_core as rc
-from recsys_trainer.models import SVD, Hybrid, ItemCF, Popularity, Recommender, UserCF
+from recsys_trainer.models import SVD, Explanation, Hybrid, ItemCF, Popularity, Recommender, UserCF
 
 
 def mix_rows(m: sp.csr_matrix, rows: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -139,6 +139,66 @@ class ServingHybrid(Hybrid):
                 blend += w * s
         return blend
 
+    def recommend_one(
+        self, user: int, row: sp.csr_matrix, k: int, allow=None, deny=None
+    ) -> rc.Recommendations | None:
+        """The whole blend in one Rust call (``recsys_core.blend_topk``); the parts' scores
+        at the chosen items are kept for `explain`. None when a component is of a kind the
+        kernel does not take (then the generic path runs)."""
+        h = row.tocsr()
+        cold = float(self.cold_share(h)[0])
+        if cold > 0:
+            weights = {"popularity": cold, "item_cf": 1 - cold}
+        else:
+            weights = {n: w for n, w in self.weights_.items() if w > 0}
+        names, parts = [], []
+        for n in sorted(weights):  # Hybrid.score's summation order
+            m, w = self.components.get(n), float(weights[n])
+            if isinstance(m, ItemCF) and m.similarity_ is not None:
+                parts.append((m._scorer, h.indices, h.data, w))
+            elif isinstance(m, UserCF) and m.user_items_ is not None:
+                nb, sims = neighbours_of(m, user, h)
+                parts.append((m._scorer, nb, sims, w))
+            elif isinstance(m, SVD):
+                parts.append((m._scorer, m.user_vectors(np.array([user]), h)[0], w))
+            elif isinstance(m, Popularity):
+                parts.append((m.scores_.astype(np.float32, copy=False), w))
+            else:
+                return None
+            names.append(n)
+        b = rc.blend_topk(parts, self.n_items, k, exclude=h.indices, allow=allow, deny=deny)
+        shares = {n: b.part_scores[i] for i, n in enumerate(names)}
+        self._memo.blend = (row, user, b.items, shares, weights, cold)
+        return rc.Recommendations(b.items, b.scores, None)
+
+    def explain(self, user, history: sp.csr_matrix, items) -> list[Explanation]:
+        memo = getattr(self._memo, "blend", None)
+        items = np.asarray(items)
+        if memo is None or memo[0] is not history or memo[1] != user:
+            return super().explain(user, history, items)
+        _, _, chosen, parts, weights, cold = memo
+        pos = {int(j): r for r, j in enumerate(chosen)}
+        if any(int(j) not in pos for j in items):
+            return super().explain(user, history, items)
+        out = []
+        for j in items:
+            r = pos[int(j)]
+            contrib = {n: weights[n] * float(parts[n][r]) for n in parts}
+            total = sum(contrib.values())
+            out.append(
+                Explanation(
+                    "blend",
+                    {
+                        "cold_start": cold > 0,
+                        "contributions": contrib,
+                        "shares": {
+                            n: (v / total if total > 0 else 0.0) for n, v in contrib.items()
+                        },
+                    },
+                )
+            )
+        return out
+
     def _popularity(self, m: Popularity) -> np.ndarray:
         cached = getattr(self, "_pop_norm", None)
         if cached is None or cached[0] is not m.scores_:
@@ -211,6 +271,10 @@ class OneUser:
             )
         if self._pop is not None:
             return self._pop.recommend(_ONE, k, exclude=seen, allow=allow, deny=deny, num_threads=1)
+        if isinstance(m, ServingHybrid):
+            fast = m.recommend_one(user, row, k, allow=allow, deny=deny)
+            if fast is not None:
+                return fast
         if isinstance(m, Hybrid):
             scores = m.score(np.array([user]), row)[0]
             return rc.DenseScorer(scores[:, None]).recommend(

@@ -35,7 +35,10 @@ pub struct Blend {
 }
 
 fn normalised(mut v: Vec<f32>) -> Vec<f32> {
-    let peak = v.iter().fold(0f32, |m, x| m.max(x.abs()));
+    // A plain compare-and-select (not f32::max) so the reduction vectorises.
+    let peak = v
+        .iter()
+        .fold(0f32, |m, x| if x.abs() > m { x.abs() } else { m });
     if peak > 0.0 {
         v.iter_mut().for_each(|x| *x /= peak);
     }
@@ -92,10 +95,16 @@ pub fn blend_topk(
     }
     let filt = shared.for_user(exclude, &[]);
     let mut top = TopK::new(k);
+    // The current k-th score: one float compare rejects almost every item.
+    let mut bar = f32::NEG_INFINITY;
     let mut offer = |j: usize| {
+        if blend[j] < bar {
+            return;
+        }
         let e = Entry::new(j as u32, blend[j]);
         if top.accepts(&e) && filt.eligible(j as u32) {
             top.push(e);
+            bar = top.worst().map_or(f32::NEG_INFINITY, |w| w.score);
         }
     };
     match filt.allow() {

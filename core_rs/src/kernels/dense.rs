@@ -174,35 +174,49 @@ mod simd {
     pub unsafe fn scores_avx2(f: &[f32], dim: usize, user: &[f32], out: &mut [f32]) {
         let vecs = dim / 8;
         let up = user.as_ptr();
-        for (j, o) in out.iter_mut().enumerate() {
-            let row = f.as_ptr().add(j * dim);
-            let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-            let mut c = 0;
-            while c + 2 <= vecs {
-                a0 = _mm256_fmadd_ps(
-                    _mm256_loadu_ps(row.add(c * 8)),
-                    _mm256_loadu_ps(up.add(c * 8)),
-                    a0,
-                );
-                a1 = _mm256_fmadd_ps(
-                    _mm256_loadu_ps(row.add(c * 8 + 8)),
-                    _mm256_loadu_ps(up.add(c * 8 + 8)),
-                    a1,
-                );
-                c += 2;
-            }
-            if c < vecs {
-                a0 = _mm256_fmadd_ps(
-                    _mm256_loadu_ps(row.add(c * 8)),
-                    _mm256_loadu_ps(up.add(c * 8)),
-                    a0,
-                );
-            }
-            let mut s = hsum(_mm256_add_ps(a0, a1));
+        let tail = |row: *const f32, mut s: f32| {
             for t in vecs * 8..dim {
                 s += *row.add(t) * *up.add(t);
             }
-            *o = s;
+            s
+        };
+        // Four rows at a time, as in `scan_avx2`.
+        let mut quads = out.chunks_exact_mut(4);
+        let mut j = 0;
+        for o in &mut quads {
+            let r0 = f.as_ptr().add(j * dim);
+            let (r1, r2, r3) = (r0.add(dim), r0.add(2 * dim), r0.add(3 * dim));
+            let (mut a0, mut a1, mut a2, mut a3) = (
+                _mm256_setzero_ps(),
+                _mm256_setzero_ps(),
+                _mm256_setzero_ps(),
+                _mm256_setzero_ps(),
+            );
+            for c in 0..vecs {
+                let u = _mm256_loadu_ps(up.add(c * 8));
+                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(r0.add(c * 8)), u, a0);
+                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(r1.add(c * 8)), u, a1);
+                a2 = _mm256_fmadd_ps(_mm256_loadu_ps(r2.add(c * 8)), u, a2);
+                a3 = _mm256_fmadd_ps(_mm256_loadu_ps(r3.add(c * 8)), u, a3);
+            }
+            o[0] = tail(r0, hsum(a0));
+            o[1] = tail(r1, hsum(a1));
+            o[2] = tail(r2, hsum(a2));
+            o[3] = tail(r3, hsum(a3));
+            j += 4;
+        }
+        for o in quads.into_remainder() {
+            let r0 = f.as_ptr().add(j * dim);
+            let mut a0 = _mm256_setzero_ps();
+            for c in 0..vecs {
+                a0 = _mm256_fmadd_ps(
+                    _mm256_loadu_ps(r0.add(c * 8)),
+                    _mm256_loadu_ps(up.add(c * 8)),
+                    a0,
+                );
+            }
+            *o = tail(r0, hsum(a0));
+            j += 1;
         }
     }
 
