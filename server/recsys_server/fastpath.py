@@ -27,6 +27,7 @@ import scipy.sparse as sp
 
 import recsys_core as rc
 from recsys_trainer.models import SVD, Explanation, Hybrid, ItemCF, Popularity, Recommender, UserCF
+from recsys_trainer.models.hybrid import blend_explanation
 
 
 def mix_rows(m: sp.csr_matrix, rows: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -180,24 +181,12 @@ class ServingHybrid(Hybrid):
         pos = {int(j): r for r, j in enumerate(chosen)}
         if any(int(j) not in pos for j in items):
             return super().explain(user, history, items)
-        out = []
-        for j in items:
-            r = pos[int(j)]
-            contrib = {n: weights[n] * float(parts[n][r]) for n in parts}
-            total = sum(contrib.values())
-            out.append(
-                Explanation(
-                    "blend",
-                    {
-                        "cold_start": cold > 0,
-                        "contributions": contrib,
-                        "shares": {
-                            n: (v / total if total > 0 else 0.0) for n, v in contrib.items()
-                        },
-                    },
-                )
+        return [
+            blend_explanation(
+                {n: weights[n] * float(parts[n][pos[int(j)]]) for n in parts}, cold > 0
             )
-        return out
+            for j in items
+        ]
 
     def _popularity(self, m: Popularity) -> np.ndarray:
         cached = getattr(self, "_pop_norm", None)

@@ -140,9 +140,39 @@ def evaluate_models(inter: Interactions, cfg, names, catalog, dataset: str):
         bar.close()
 
 
-def cmd_train(a: argparse.Namespace) -> int:
+def train_and_publish(
+    inter: Interactions,
+    cfg: config_mod.TrainConfig,
+    names: tuple[str, ...],
+    catalog: Catalog | None,
+    out: Path,
+    metrics: dict,
+    extra_params: dict | None = None,
+) -> tuple[Path, dict[str, Recommender], float]:
+    """Fits the models on all of ``inter`` and publishes them as a new version."""
     from recsys_trainer import artifacts
 
+    t0 = time.perf_counter()
+    models = fit_models(inter, cfg, names)
+    train_seconds = time.perf_counter() - t0
+    params = config_mod.to_dict(cfg) | {"train_seconds": train_seconds} | (extra_params or {})
+    with step("publish"):
+        path = artifacts.publish(
+            models,
+            out=out,
+            user_ids=inter.user_ids,
+            item_ids=inter.item_ids,
+            catalog=catalog,
+            data_fingerprint=artifacts.data_fingerprint(inter),
+            metrics=metrics,
+            params=params,
+            keep=cfg.keep_versions,
+            history=inter.to_csr(),
+        )
+    return path, models, train_seconds
+
+
+def cmd_train(a: argparse.Namespace) -> int:
     cfg = config_mod.load(a.config, a.set)
     names = parse_models(a.models)
     inter = load_data(Path(a.interactions), cfg)
@@ -151,22 +181,9 @@ def cmd_train(a: argparse.Namespace) -> int:
     if not a.no_evaluate:
         report = evaluate_models(inter, cfg, names, catalog, Path(a.interactions).name)
         metrics = report.metrics
-    t0 = time.perf_counter()
-    models = fit_models(inter, cfg, names)
-    train_seconds = time.perf_counter() - t0
-    with step("publish"):
-        path = artifacts.publish(
-            models,
-            out=Path(a.out),
-            user_ids=inter.user_ids,
-            item_ids=inter.item_ids,
-            catalog=catalog,
-            data_fingerprint=artifacts.data_fingerprint(inter),
-            metrics=metrics,
-            params=config_mod.to_dict(cfg) | {"train_seconds": train_seconds},
-            keep=cfg.keep_versions,
-            history=inter.to_csr(),
-        )
+    path, models, train_seconds = train_and_publish(
+        inter, cfg, names, catalog, Path(a.out), metrics
+    )
     print(f"published {path} ({', '.join(models)}) in {train_seconds:.1f} s of training")
     return 0
 
@@ -202,8 +219,6 @@ def with_event_log(base: Interactions, log_dir: Path) -> tuple[Interactions, int
 
 
 def cmd_refresh(a: argparse.Namespace) -> int:
-    from recsys_trainer import artifacts
-
     cfg = config_mod.load(a.config, a.set)
     names = parse_models(a.models)
     every = parse_duration(a.every) if a.every else None
@@ -212,22 +227,9 @@ def cmd_refresh(a: argparse.Namespace) -> int:
         catalog = load_catalog_for(a.catalog, Path(a.interactions))
         with step(f"read event log {a.log}"):
             inter, n_events = with_event_log(base, Path(a.log))
-        t0 = time.perf_counter()
-        models = fit_models(inter, cfg, names)
-        train_seconds = time.perf_counter() - t0
-        with step("publish"):
-            path = artifacts.publish(
-                models,
-                out=Path(a.out),
-                user_ids=inter.user_ids,
-                item_ids=inter.item_ids,
-                catalog=catalog,
-                data_fingerprint=artifacts.data_fingerprint(inter),
-                params=config_mod.to_dict(cfg)
-                | {"train_seconds": train_seconds, "event_log_records": n_events},
-                keep=cfg.keep_versions,
-                history=inter.to_csr(),
-            )
+        path, _, _ = train_and_publish(
+            inter, cfg, names, catalog, Path(a.out), {}, {"event_log_records": n_events}
+        )
         print(f"published {path}: base data + {n_events} logged events", flush=True)
         if every is None:
             return 0

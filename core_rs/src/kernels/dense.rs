@@ -94,6 +94,89 @@ mod simd {
         _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)))
     }
 
+    /// Dot products of the four rows starting at `r0` (stride `dim`) with `up`; each slice of
+    /// the user vector is loaded once for the four rows, and four independent FMA chains keep
+    /// the units busy.
+    #[inline(always)]
+    unsafe fn dot4(r0: *const f32, dim: usize, up: *const f32) -> [f32; 4] {
+        let vecs = dim / 8;
+        let (r1, r2, r3) = (r0.add(dim), r0.add(2 * dim), r0.add(3 * dim));
+        let (mut a0, mut a1, mut a2, mut a3) = (
+            _mm256_setzero_ps(),
+            _mm256_setzero_ps(),
+            _mm256_setzero_ps(),
+            _mm256_setzero_ps(),
+        );
+        for c in 0..vecs {
+            let u = _mm256_loadu_ps(up.add(c * 8));
+            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(r0.add(c * 8)), u, a0);
+            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(r1.add(c * 8)), u, a1);
+            a2 = _mm256_fmadd_ps(_mm256_loadu_ps(r2.add(c * 8)), u, a2);
+            a3 = _mm256_fmadd_ps(_mm256_loadu_ps(r3.add(c * 8)), u, a3);
+        }
+        [
+            tail(r0, dim, up, hsum(a0)),
+            tail(r1, dim, up, hsum(a1)),
+            tail(r2, dim, up, hsum(a2)),
+            tail(r3, dim, up, hsum(a3)),
+        ]
+    }
+
+    /// Dot products of the eight rows starting at `r0` with `up`, as one vector: the eight
+    /// accumulators are reduced together with horizontal adds instead of one by one.
+    #[inline(always)]
+    unsafe fn dot8(r0: *const f32, dim: usize, up: *const f32) -> __m256 {
+        let vecs = dim / 8;
+        let mut a = [_mm256_setzero_ps(); 8];
+        for c in 0..vecs {
+            let u = _mm256_loadu_ps(up.add(c * 8));
+            for (r, acc) in a.iter_mut().enumerate() {
+                *acc = _mm256_fmadd_ps(_mm256_loadu_ps(r0.add(r * dim + c * 8)), u, *acc);
+            }
+        }
+        let t0 = _mm256_hadd_ps(a[0], a[1]);
+        let t1 = _mm256_hadd_ps(a[2], a[3]);
+        let t2 = _mm256_hadd_ps(a[4], a[5]);
+        let t3 = _mm256_hadd_ps(a[6], a[7]);
+        let u0 = _mm256_hadd_ps(t0, t1);
+        let u1 = _mm256_hadd_ps(t2, t3);
+        let sums = _mm256_add_ps(
+            _mm256_permute2f128_ps(u0, u1, 0x20),
+            _mm256_permute2f128_ps(u0, u1, 0x31),
+        );
+        if dim % 8 == 0 {
+            return sums;
+        }
+        let mut out = [0f32; 8];
+        _mm256_storeu_ps(out.as_mut_ptr(), sums);
+        for (r, o) in out.iter_mut().enumerate() {
+            *o = tail(r0.add(r * dim), dim, up, *o);
+        }
+        _mm256_loadu_ps(out.as_ptr())
+    }
+
+    #[inline(always)]
+    unsafe fn dot1(r0: *const f32, dim: usize, up: *const f32) -> f32 {
+        let mut a0 = _mm256_setzero_ps();
+        for c in 0..dim / 8 {
+            a0 = _mm256_fmadd_ps(
+                _mm256_loadu_ps(r0.add(c * 8)),
+                _mm256_loadu_ps(up.add(c * 8)),
+                a0,
+            );
+        }
+        tail(r0, dim, up, hsum(a0))
+    }
+
+    /// Adds the products of the `dim % 8` last entries.
+    #[inline(always)]
+    unsafe fn tail(row: *const f32, dim: usize, up: *const f32, mut s: f32) -> f32 {
+        for t in dim / 8 * 8..dim {
+            s += *row.add(t) * *up.add(t);
+        }
+        s
+    }
+
     /// # Safety
     /// The CPU must support AVX2 and FMA (`has_avx2_fma`); `f` holds `rows.end * dim` values
     /// and `user` holds `dim`.
@@ -106,62 +189,46 @@ mod simd {
         filt: &Filters<'_>,
         top: &mut TopK,
     ) {
-        let vecs = dim / 8;
         let up = user.as_ptr();
         // The current k-th score: one float compare rejects almost every item.
-        let mut bar = top.worst().map_or(f32::NEG_INFINITY, |w| w.score);
-        let mut offer = |j: usize, s: f32, top: &mut TopK| {
+        let mut bar = f32::NEG_INFINITY;
+        if let Some(w) = top.worst() {
+            bar = w.score;
+        }
+        #[inline(always)]
+        fn offer(j: usize, s: f32, top: &mut TopK, filt: &Filters<'_>, bar: &mut f32) {
             // Not-less also lets NaN through to the exact check, which ranks it last.
-            if s.partial_cmp(&bar) != Some(std::cmp::Ordering::Less) {
+            if s.partial_cmp(bar) != Some(std::cmp::Ordering::Less) {
                 let e = Entry::new(j as u32, s);
                 if top.accepts(&e) && filt.eligible(j as u32) {
                     top.push(e);
-                    bar = top.worst().map_or(f32::NEG_INFINITY, |w| w.score);
+                    *bar = top.worst().map_or(f32::NEG_INFINITY, |w| w.score);
                 }
             }
-        };
-        let tail = |row: *const f32, mut s: f32| {
-            for t in vecs * 8..dim {
-                s += *row.add(t) * *up.add(t);
-            }
-            s
-        };
-        // Four rows at a time: each slice of the user vector is loaded once for four rows, and
-        // four independent accumulators keep the FMA units busy.
+        }
         let mut j = rows.start;
-        while j + 4 <= rows.end {
-            let r0 = f.as_ptr().add(j * dim);
-            let (r1, r2, r3) = (r0.add(dim), r0.add(2 * dim), r0.add(3 * dim));
-            let (mut a0, mut a1, mut a2, mut a3) = (
-                _mm256_setzero_ps(),
-                _mm256_setzero_ps(),
-                _mm256_setzero_ps(),
-                _mm256_setzero_ps(),
-            );
-            for c in 0..vecs {
-                let u = _mm256_loadu_ps(up.add(c * 8));
-                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(r0.add(c * 8)), u, a0);
-                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(r1.add(c * 8)), u, a1);
-                a2 = _mm256_fmadd_ps(_mm256_loadu_ps(r2.add(c * 8)), u, a2);
-                a3 = _mm256_fmadd_ps(_mm256_loadu_ps(r3.add(c * 8)), u, a3);
+        // Eight rows at a time; one vector compare against the bar skips the whole group in
+        // the common case.
+        while j + 8 <= rows.end {
+            let sums = dot8(f.as_ptr().add(j * dim), dim, up);
+            let pass = _mm256_cmp_ps::<_CMP_NLT_UQ>(sums, _mm256_set1_ps(bar));
+            if _mm256_movemask_ps(pass) != 0 {
+                let mut s8 = [0f32; 8];
+                _mm256_storeu_ps(s8.as_mut_ptr(), sums);
+                for (o, s) in s8.into_iter().enumerate() {
+                    offer(j + o, s, top, filt, &mut bar);
+                }
             }
-            offer(j, tail(r0, hsum(a0)), top);
-            offer(j + 1, tail(r1, hsum(a1)), top);
-            offer(j + 2, tail(r2, hsum(a2)), top);
-            offer(j + 3, tail(r3, hsum(a3)), top);
-            j += 4;
+            j += 8;
         }
         while j < rows.end {
-            let r0 = f.as_ptr().add(j * dim);
-            let mut a0 = _mm256_setzero_ps();
-            for c in 0..vecs {
-                a0 = _mm256_fmadd_ps(
-                    _mm256_loadu_ps(r0.add(c * 8)),
-                    _mm256_loadu_ps(up.add(c * 8)),
-                    a0,
-                );
-            }
-            offer(j, tail(r0, hsum(a0)), top);
+            offer(
+                j,
+                dot1(f.as_ptr().add(j * dim), dim, up),
+                top,
+                filt,
+                &mut bar,
+            );
             j += 1;
         }
     }
@@ -172,50 +239,15 @@ mod simd {
     /// The CPU must support AVX2 and FMA (`has_avx2_fma`); `f` holds `out.len() * dim` values.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn scores_avx2(f: &[f32], dim: usize, user: &[f32], out: &mut [f32]) {
-        let vecs = dim / 8;
         let up = user.as_ptr();
-        let tail = |row: *const f32, mut s: f32| {
-            for t in vecs * 8..dim {
-                s += *row.add(t) * *up.add(t);
-            }
-            s
-        };
-        // Four rows at a time, as in `scan_avx2`.
         let mut quads = out.chunks_exact_mut(4);
         let mut j = 0;
         for o in &mut quads {
-            let r0 = f.as_ptr().add(j * dim);
-            let (r1, r2, r3) = (r0.add(dim), r0.add(2 * dim), r0.add(3 * dim));
-            let (mut a0, mut a1, mut a2, mut a3) = (
-                _mm256_setzero_ps(),
-                _mm256_setzero_ps(),
-                _mm256_setzero_ps(),
-                _mm256_setzero_ps(),
-            );
-            for c in 0..vecs {
-                let u = _mm256_loadu_ps(up.add(c * 8));
-                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(r0.add(c * 8)), u, a0);
-                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(r1.add(c * 8)), u, a1);
-                a2 = _mm256_fmadd_ps(_mm256_loadu_ps(r2.add(c * 8)), u, a2);
-                a3 = _mm256_fmadd_ps(_mm256_loadu_ps(r3.add(c * 8)), u, a3);
-            }
-            o[0] = tail(r0, hsum(a0));
-            o[1] = tail(r1, hsum(a1));
-            o[2] = tail(r2, hsum(a2));
-            o[3] = tail(r3, hsum(a3));
+            o.copy_from_slice(&dot4(f.as_ptr().add(j * dim), dim, up));
             j += 4;
         }
         for o in quads.into_remainder() {
-            let r0 = f.as_ptr().add(j * dim);
-            let mut a0 = _mm256_setzero_ps();
-            for c in 0..vecs {
-                a0 = _mm256_fmadd_ps(
-                    _mm256_loadu_ps(r0.add(c * 8)),
-                    _mm256_loadu_ps(up.add(c * 8)),
-                    a0,
-                );
-            }
-            *o = tail(r0, hsum(a0));
+            *o = dot1(f.as_ptr().add(j * dim), dim, up);
             j += 1;
         }
     }

@@ -126,6 +126,24 @@ fn csr_to_py<'py>(py: Python<'py>, m: Csr) -> PyResult<Bound<'py, PyTuple>> {
     )
 }
 
+/// A batch call's exclusions as a CSR whose values are ignored (`ones` lends it the values).
+fn exclude_view<'a>(
+    indptr: Option<&'a [i64]>,
+    indices: Option<&'a [i32]>,
+    ones: &'a mut Vec<f32>,
+    n_rows: usize,
+    n_cols: usize,
+) -> PyResult<Option<CsrRef<'a>>> {
+    match (indptr, indices) {
+        (Some(p), Some(i)) => {
+            ones.resize(i.len(), 1.0);
+            let ones: &'a [f32] = ones;
+            Ok(Some(CsrRef::new("exclude", n_rows, n_cols, p, i, ones)?))
+        }
+        _ => Ok(None),
+    }
+}
+
 /// Borrowed CSR arrays from Python.
 struct PyCsr<'py> {
     indptr: PyReadonlyArray1<'py, i64>,
@@ -309,15 +327,14 @@ fn select_topk<'py>(
     let s = scores
         .as_slice()
         .map_err(|_| InvalidArgumentError::new_err("scores must be C-contiguous"))?;
-    let ex_data;
-    let ex = match (&exclude_indptr, &exclude_indices) {
-        (Some(p), Some(i)) => {
-            let (p, i) = (slice("exclude.indptr", p)?, slice("exclude.indices", i)?);
-            ex_data = vec![1.0f32; i.len()];
-            Some(CsrRef::new("exclude", n_rows, n_items, p, i, &ex_data)?)
-        }
-        _ => None,
-    };
+    let mut ones = Vec::new();
+    let ex = exclude_view(
+        opt_slice("exclude.indptr", &exclude_indptr)?,
+        opt_slice("exclude.indices", &exclude_indices)?,
+        &mut ones,
+        n_rows,
+        n_items,
+    )?;
     let allow = opt_slice("allow", &allow)?;
     let deny = opt_slice("deny", &deny)?.unwrap_or(&[]);
     let (k, nt) = (count("k", k)?, threads(num_threads)?);
@@ -510,22 +527,14 @@ impl SparseScorer {
             data,
         };
         let hist = hist.view("history", n_users, self.model.n_sources())?;
-        let ex_data;
-        let ex = match (&exclude_indptr, &exclude_indices) {
-            (Some(p), Some(i)) => {
-                let (p, i) = (slice("exclude.indptr", p)?, slice("exclude.indices", i)?);
-                ex_data = vec![1.0f32; i.len()];
-                Some(CsrRef::new(
-                    "exclude",
-                    n_users,
-                    self.model.n_items(),
-                    p,
-                    i,
-                    &ex_data,
-                )?)
-            }
-            _ => None,
-        };
+        let mut ones = Vec::new();
+        let ex = exclude_view(
+            opt_slice("exclude.indptr", &exclude_indptr)?,
+            opt_slice("exclude.indices", &exclude_indices)?,
+            &mut ones,
+            n_users,
+            self.model.n_items(),
+        )?;
         let allow = opt_slice("allow", &allow)?;
         let deny = opt_slice("deny", &deny)?.unwrap_or(&[]);
         let (k, explain, nt) = (
@@ -617,22 +626,14 @@ impl DenseScorer {
         let u = user_vectors
             .as_slice()
             .map_err(|_| InvalidArgumentError::new_err("user_vectors must be C-contiguous"))?;
-        let ex_data;
-        let ex = match (&exclude_indptr, &exclude_indices) {
-            (Some(p), Some(i)) => {
-                let (p, i) = (slice("exclude.indptr", p)?, slice("exclude.indices", i)?);
-                ex_data = vec![1.0f32; i.len()];
-                Some(CsrRef::new(
-                    "exclude",
-                    n_users,
-                    self.model.n_items(),
-                    p,
-                    i,
-                    &ex_data,
-                )?)
-            }
-            _ => None,
-        };
+        let mut ones = Vec::new();
+        let ex = exclude_view(
+            opt_slice("exclude.indptr", &exclude_indptr)?,
+            opt_slice("exclude.indices", &exclude_indices)?,
+            &mut ones,
+            n_users,
+            self.model.n_items(),
+        )?;
         let allow = opt_slice("allow", &allow)?;
         let deny = opt_slice("deny", &deny)?.unwrap_or(&[]);
         let (k, nt) = (count("k", k)?, threads(num_threads)?);

@@ -38,6 +38,19 @@ class HybridConfig:
     seed: int = 42
 
 
+def blend_explanation(contributions: dict[str, float], cold_start: bool) -> Explanation:
+    """The "blend" explanation: each component's weighted score and its share of the sum."""
+    total = sum(contributions.values())
+    return Explanation(
+        "blend",
+        {
+            "cold_start": cold_start,
+            "contributions": contributions,
+            "shares": {n: (v / total if total > 0 else 0.0) for n, v in contributions.items()},
+        },
+    )
+
+
 class Hybrid(Recommender):
     name = "hybrid"
 
@@ -178,24 +191,13 @@ class Hybrid(Recommender):
         items = np.asarray(items, dtype=np.int64)
         cold = float(self.cold_share(history)[0])
         weights = {"popularity": cold, "item_cf": 1 - cold} if cold > 0 else dict(self.weights_)
-        out = []
-        for j in items:
-            contrib = {n: weights.get(n, 0.0) * float(s[0, j]) for n, s in parts.items()}
-            contrib = {n: v for n, v in contrib.items() if weights.get(n, 0.0) > 0}
-            total = sum(contrib.values())
-            out.append(
-                Explanation(
-                    "blend",
-                    {
-                        "cold_start": cold > 0,
-                        "contributions": contrib,
-                        "shares": {
-                            n: (v / total if total > 0 else 0.0) for n, v in contrib.items()
-                        },
-                    },
-                )
+        return [
+            blend_explanation(
+                {n: weights[n] * float(s[0, j]) for n, s in parts.items() if weights.get(n, 0) > 0},
+                cold > 0,
             )
-        return out
+            for j in items
+        ]
 
     def _arrays(self) -> dict[str, np.ndarray]:
         names = sorted(self.weights_)
