@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections import Counter
 
 import grpc
@@ -40,7 +41,19 @@ def scraped(trained, tmp_path_factory):  # noqa: F811
                 c.SimilarItems(pb.SimilarItemsRequest(item_id="no-such", k=3))
         finally:
             c.close()
-        yield scrape(srv.metrics_url), artifacts.latest_version(trained), served
+        # The server records a call's metrics as the call completes, which can be a moment
+        # after the client has its answer: wait until the last call shows, then assert.
+        deadline = time.monotonic() + 5
+        while True:
+            text = scrape(srv.metrics_url)
+            done = (
+                metric(text, "recsys_requests_total", method="SimilarItems", code="NOT_FOUND") == 1
+                and metric(text, "recsys_inflight_requests") == 0
+            )
+            if done or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        yield text, artifacts.latest_version(trained), served
 
 
 def test_series_exist_before_their_first_event(scraped):
