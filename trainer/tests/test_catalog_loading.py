@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import numpy as np
@@ -6,7 +7,15 @@ import pytest
 from recsys_trainer.catalog import ML_GENRES, Catalog, load_catalog
 from recsys_trainer.data import DataError
 
-ML_ITEM = Path("/work/shared/datasets/ml-100k/u.item")
+# shared/ beside the repository, or RECSYS_ML100K_DIR.
+ML_ITEM = (
+    Path(
+        os.environ.get(
+            "RECSYS_ML100K_DIR", Path(__file__).resolve().parents[3] / "shared/datasets/ml-100k"
+        )
+    )
+    / "u.item"
+)
 
 
 def ml_line(item: int, title: str, flags: list[int]) -> str:

@@ -1,5 +1,6 @@
 import datetime as dt
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,14 @@ from recsys_trainer.data import (
     load_interactions,
 )
 
-ML_100K = Path("/work/shared/datasets/ml-100k/u.data")
+# The data set lives in shared/ beside the repository (never inside it); RECSYS_ML100K_DIR
+# points elsewhere.
+ML_100K_DIR = Path(
+    os.environ.get(
+        "RECSYS_ML100K_DIR", Path(__file__).resolve().parents[3] / "shared/datasets/ml-100k"
+    )
+)
+ML_100K = ML_100K_DIR / "u.data"
 
 
 def write(path: Path, text: str) -> Path:
