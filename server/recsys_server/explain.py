@@ -168,16 +168,16 @@ def _trending(f: Mapping) -> Reason:
 def _blend(f: Mapping) -> Reason:
     shares: Mapping[str, float] = f["shares"]
     contrib: Mapping[str, float] = f["contributions"]
-    comps = sorted(
-        (Component(n, float(shares.get(n, 0.0)), float(contrib.get(n, 0.0))) for n in contrib),
-        key=lambda c: (-c.share, c.model),
+    comps = [Component(n, float(shares.get(n, 0.0)), float(v)) for n, v in contrib.items()]
+    comps.sort(key=lambda c: (-c.share, c.model))
+    shown = [
+        f"{COMPONENT_NAMES.get(c.model, c.model)} {c.share:.0%}" for c in comps if c.share >= 0.005
+    ]
+    text = (
+        "Blend of " + ", ".join(shown)
+        if shown
+        else "Blend of the models (no strong signal for this item)"
     )
-    shown = [c for c in comps if round(c.share * 100) > 0]
-    if shown:
-        parts = ", ".join(f"{COMPONENT_NAMES.get(c.model, c.model)} {c.share:.0%}" for c in shown)
-        text = f"Blend of {parts}"
-    else:
-        text = "Blend of the models (no strong signal for this item)"
     if f.get("cold_start"):
         text += " (short history)"
     return Reason(text, "blend", components=comps)

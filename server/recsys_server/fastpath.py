@@ -147,7 +147,8 @@ class ServingHybrid(Hybrid):
         at the chosen items are kept for `explain`. None when a component is of a kind the
         kernel does not take (then the generic path runs)."""
         h = row.tocsr()
-        cold = float(self.cold_share(h)[0])
+        t = self.config.cold_start_threshold
+        cold = (t - h.nnz) / max(t, 1) if h.nnz < t else 0.0  # Hybrid.cold_share for one row
         if cold > 0:
             weights = {"popularity": cold, "item_cf": 1 - cold}
         else:

@@ -109,6 +109,9 @@ def user_history(
     """(user index or -1, 1-row CSR of training row + live events + session items, the latest
     event kind per item for explanations)."""
     user = snap.user_index.get(user_id, -1)
+    items = live.get(user_id) if live is not None else None
+    if user >= 0 and not items and not recent:
+        return user, snap.user_row(user), {}
     h = snap.history
     idx: list[np.ndarray] = []
     wts: list[np.ndarray] = []
@@ -118,7 +121,6 @@ def user_history(
         if b > a:
             idx.append(h.indices[a:b])
             wts.append(h.data[a:b])
-    items = live.get(user_id) if live is not None else None
     if items:
         idx.append(np.fromiter(items.keys(), np.int32, len(items)))
         wts.append(np.fromiter((v.weight for v in items.values()), np.float32, len(items)))
