@@ -85,6 +85,33 @@ def split(inter: Interactions, cfg: config_mod.EvalConfig) -> tuple[Interactions
     )
 
 
+def overrides(a: argparse.Namespace) -> list[str]:
+    """--set values plus the data flags, as configuration overrides."""
+    out = list(a.set)
+    if getattr(a, "format", None):
+        out.append(f"data.format={json.dumps(a.format)}")
+    for col in ("user", "item", "weight", "event", "timestamp"):
+        name = getattr(a, f"{col}_col", None)
+        if name:
+            out.append(f"data.columns.{col}={json.dumps(name)}")
+    if getattr(a, "event_weights", None):
+        pairs = []
+        for part in a.event_weights.split(","):
+            key, sep, value = part.partition("=")
+            try:
+                weight = float(value)
+            except ValueError:
+                weight = None
+            if not sep or not key.strip() or weight is None:
+                raise config_mod.ConfigError(
+                    f"--event-weights {a.event_weights!r}: expected TYPE=WEIGHT,... "
+                    f"(bad part {part!r})"
+                )
+            pairs.append(f"{json.dumps(key.strip())} = {weight}")
+        out.append("data.event_weights.weights={" + ", ".join(pairs) + "}")
+    return out
+
+
 def parse_models(value: str | None) -> tuple[str, ...]:
     if not value:
         return ALL
@@ -173,7 +200,7 @@ def train_and_publish(
 
 
 def cmd_train(a: argparse.Namespace) -> int:
-    cfg = config_mod.load(a.config, a.set)
+    cfg = config_mod.load(a.config, overrides(a))
     names = parse_models(a.models)
     inter = load_data(Path(a.interactions), cfg)
     catalog = load_catalog_for(a.catalog, Path(a.interactions))
@@ -219,7 +246,7 @@ def with_event_log(base: Interactions, log_dir: Path) -> tuple[Interactions, int
 
 
 def cmd_refresh(a: argparse.Namespace) -> int:
-    cfg = config_mod.load(a.config, a.set)
+    cfg = config_mod.load(a.config, overrides(a))
     names = parse_models(a.models)
     every = parse_duration(a.every) if a.every else None
     while True:
@@ -237,8 +264,8 @@ def cmd_refresh(a: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
-    overrides = [*a.set, f"evaluation.split={json.dumps(a.split)}", f"evaluation.k={a.k}"]
-    cfg = config_mod.load(a.config, overrides)
+    extra = [f"evaluation.split={json.dumps(a.split)}", f"evaluation.k={a.k}"]
+    cfg = config_mod.load(a.config, [*overrides(a), *extra])
     names = parse_models(a.models)
     inter = load_data(Path(a.interactions), cfg)
     catalog = load_catalog_for(a.catalog, Path(a.interactions))
@@ -319,6 +346,16 @@ def build_parser() -> argparse.ArgumentParser:
             help="override a configuration value, e.g. models.item_cf.k_neighbors=100",
         )
         sp_.add_argument("--models", help=f"comma-separated subset of {','.join(ALL)}")
+        sp_.add_argument(
+            "--format", choices=["auto", "ml-100k", "ml-csv", "delimited", "parquet"],
+            help="input format (default: detected from the file)",
+        )  # fmt: skip
+        for col in ("user", "item", "weight", "event", "timestamp"):
+            sp_.add_argument(f"--{col}-col", metavar="NAME", help=f"name of the {col} column")
+        sp_.add_argument(
+            "--event-weights", metavar="TYPE=W,...",
+            help="weight of each event type, e.g. view=1,click=2,purchase=8",
+        )  # fmt: skip
 
     t = sub.add_parser("train", help="fit models and publish a new artifact version")
     common(t)

@@ -1,0 +1,101 @@
+"""recsys-train end to end on tiny data: generate, train, evaluate, recommend, refresh."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from recsys_trainer import artifacts
+from recsys_trainer.cli import main
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("cli") / "data" / "interactions.tsv"
+    args = ["generate", "--out", str(out), "--users", "300", "--items", "120"]
+    assert main([*args, "--interactions", "6000", "--seed", "5"]) == 0
+    return out
+
+
+def test_train_publishes_every_model_with_metrics(data, tmp_path):
+    assert main(["train", "--interactions", str(data), "--out", str(tmp_path)]) == 0
+    loaded = artifacts.load_version(tmp_path / artifacts.latest_version(tmp_path))
+    assert set(loaded.models) == {"popularity", "user_cf", "item_cf", "svd", "hybrid"}
+    assert loaded.catalog is not None and loaded.history is not None
+    for name in loaded.models:
+        assert 0 <= loaded.manifest["metrics"][name]["ndcg@10"] <= 1
+
+
+def test_recommend_exports_json_lines_and_cold_start(data, tmp_path):
+    art = tmp_path / "art"
+    assert main(["train", "--interactions", str(data), "--out", str(art), "--no-evaluate"]) == 0
+    loaded = artifacts.load_version(art / artifacts.latest_version(art))
+    known = loaded.user_ids[0]
+    users = tmp_path / "users.txt"
+    users.write_text(f"{known}\nnobody\n")
+    out = tmp_path / "recs.jsonl"
+    args = ["recommend", "--artifacts", str(art), "--model", "item_cf", "--users", str(users)]
+    assert main([*args, "--k", "5", "--out", str(out)]) == 0
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [x["user"] for x in lines] == [known, "nobody"]
+    assert all(len(x["items"]) == 5 for x in lines)
+    seen = set(loaded.item_ids[loaded.history[0].indices])
+    assert not seen & set(lines[0]["items"])
+    pop = loaded.models["popularity"].scores_.argsort()[::-1][:5]
+    assert lines[1]["items"] == loaded.item_ids[pop].tolist()
+
+
+def test_evaluate_writes_the_report(data, tmp_path):
+    args = ["evaluate", "--interactions", str(data), "--report", str(tmp_path)]
+    assert main([*args, "--models", "popularity,item_cf", "--k", "5"]) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert set(report["metrics"]) == {"popularity", "item_cf"}
+    assert (tmp_path / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_column_flags_and_event_weights(tmp_path, capsys):
+    log = tmp_path / "log.csv"
+    log.write_text("user_id,item_id,action,ts\nu1,i1,view,5\nu1,i2,buy,6\nu2,i1,view,7\n")
+    base = ["train", "--interactions", str(log), "--out", str(tmp_path / "a"), "--no-evaluate"]
+    cols = ["--user-col", "user_id", "--item-col", "item_id", "--event-col", "action"]
+    cols += ["--timestamp-col", "ts", "--models", "popularity"]
+    assert main([*base, *cols, "--event-weights", "view=1,buy=5"]) == 0
+    loaded = artifacts.load_version(tmp_path / "a" / artifacts.latest_version(tmp_path / "a"))
+    scores = dict(zip(loaded.item_ids.tolist(), loaded.models["popularity"].scores_, strict=True))
+    assert scores["i2"] > scores["i1"]  # one purchase (5) outweighs two views
+    assert main([*base, *cols, "--event-weights", "view=1"]) == 2
+    assert "row 3, column 'action'" in capsys.readouterr().err
+    assert main([*base, *cols, "--event-weights", "view=1,buy"]) == 2
+
+
+def test_bad_file_exits_2_naming_file_row_and_column(tmp_path, capsys):
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("user\titem\tweight\ttimestamp\nu1\ti1\t-3\t5\n")
+    assert main(["train", "--interactions", str(bad), "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert "bad.tsv" in err and "row 2" in err and "'weight'" in err
+    assert not (tmp_path / "a").exists() or artifacts.list_versions(tmp_path / "a") == []
+
+
+def test_refresh_counts_logged_events(data, tmp_path):
+    import asyncio
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "server"))
+    from recsys_server.interaction_log import InteractionLog
+    from recsys_trainer.eventlog import Event
+
+    async def record() -> None:
+        log = await InteractionLog.open(tmp_path / "events")
+        await log.append([Event(f"e{i}", "fresh-user", "i0001", "click", 1.7e9 + i, None)
+                          for i in range(3)])  # fmt: skip
+        await log.close()
+
+    asyncio.run(record())
+    args = ["refresh", "--interactions", str(data), "--log", str(tmp_path / "events")]
+    assert main([*args, "--out", str(tmp_path / "art"), "--models", "popularity,item_cf"]) == 0
+    loaded = artifacts.load_version(tmp_path / "art" / artifacts.latest_version(tmp_path / "art"))
+    assert loaded.manifest["params"]["event_log_records"] == 3
+    assert "fresh-user" in loaded.user_ids.tolist()
