@@ -151,6 +151,12 @@ class Bench:
         self._sims: dict[str, tuple[sp.csr_matrix, str]] = {}
         self.core, why = load_core()
         self.core_missing = why
+        # what was loaded and checked out when the run started (the tree may change during it)
+        self.start = {
+            "git": h.git_state(str(REPO)),
+            "date": h.now_utc(),
+            "recsys_core": core_version(self.core),
+        }
         self.ref, self.ref_missing = load_reference()
         self.imp, self.imp_missing = load_implicit()
         for name, mod, missing in (
@@ -793,12 +799,12 @@ def environment(bench: Bench) -> dict:
         "numpy": np.__version__,
         "scipy": scipy.__version__,
         "implicit": getattr(bench.imp, "__version__", "not installed"),
-        "recsys_core": core_version(bench.core),
+        "recsys_core": bench.start["recsys_core"],
         "threadpoolctl": blas,
         "removed_env": bench.removed_env,
         "threads": bench.T,
-        "git": h.git_state(str(REPO)),
-        "date": h.now_utc(),
+        "git": bench.start["git"],
+        "date": bench.start["date"],
         "command": command_line(),
         "other_cpu_load": bench.load,
     }
@@ -922,7 +928,7 @@ def write_docs(bench: Bench, tabs: dict[str, str], env: dict, path: Path) -> Non
         env["command"],
         "```",
         "",
-        f"* date: {env['date']}",
+        f"* date: {env['date']} (start of the run)",
         f"* git commit: {env['git']}",
         f"* threads: `--threads {env['threads']}` (ours via `num_threads=` or "
         f"`RECSYS_NUM_THREADS`, implicit via `num_threads=`, BLAS via threadpoolctl)",

@@ -182,11 +182,13 @@ class ServingHybrid(Hybrid):
         pos = {int(j): r for r, j in enumerate(chosen)}
         if any(int(j) not in pos for j in items):
             return super().explain(user, history, items)
+        rows = [pos[int(j)] for j in items]
+        names = list(parts)
+        # contributions[p, i]: part p's weighted score at item i, for every item at once
+        contrib = np.array([weights[n] * parts[n][rows].astype(np.float64) for n in names])
         return [
-            blend_explanation(
-                {n: weights[n] * float(parts[n][pos[int(j)]]) for n in parts}, cold > 0
-            )
-            for j in items
+            blend_explanation(dict(zip(names, col.tolist(), strict=True)), cold > 0)
+            for col in contrib.T
         ]
 
     def _popularity(self, m: Popularity) -> np.ndarray:

@@ -59,6 +59,9 @@ def dir_signature(path: Path) -> tuple:
     return tuple(sorted(entries))
 
 
+PREBUILT_ROWS = 100_000
+
+
 def warm_up(snap: Snapshot, config: ServerConfig) -> None:
     """A few real requests per route (known users, an unknown user with session items), with
     explanations, so the first user request finds everything initialised."""
@@ -71,6 +74,10 @@ def warm_up(snap: Snapshot, config: ServerConfig) -> None:
     for name in scoring.SIMILAR_MODELS:
         if name in snap.models and snap.item_ids:
             scoring.similar(snap, snap.item_ids[0], 10, name)
+    # Every known user's training row as a ready 1-row matrix (about 70 us each to build, so
+    # it is done here, off the request path; beyond PREBUILT_ROWS users rows are built lazily).
+    for user in range(min(len(snap.user_ids), PREBUILT_ROWS)):
+        snap.user_row(user)
 
 
 class ModelStore:

@@ -512,29 +512,35 @@ def blend_topk(
     for n, part in enumerate(parts):
         if isinstance(part[0], SparseScorer):
             s, items, weights, w = part
-            items = _index_array(items, f"parts[{n}].history_items")
-            weights = (
-                np.ones(len(items), np.float32)
-                if weights is None
-                else _float_array(weights, f"parts[{n}].history_weights", 1)
-            )
+            if not _exact(items, _I32):
+                items = _index_array(items, f"parts[{n}].history_items")
+            if weights is None:
+                weights = np.ones(len(items), np.float32)
+            elif not _exact(weights, _F32):
+                weights = _float_array(weights, f"parts[{n}].history_weights", 1)
             order.append(("s", len(sparse)))
             sparse.append((s._native, items, weights, float(w)))
         elif isinstance(part[0], DenseScorer):
             d, vec, w = part
+            if not _exact(vec, _F32):
+                vec = _float_array(vec, f"parts[{n}].user_vector", 1)
             order.append(("d", len(dense)))
-            dense.append((d._native, _float_array(vec, f"parts[{n}].user_vector", 1), float(w)))
+            dense.append((d._native, vec, float(w)))
         else:
             scores, w = part
+            if not _exact(scores, _F32):
+                scores = _float_array(scores, f"parts[{n}].scores", 1)
             order.append(("f", len(fixed)))
-            fixed.append((_float_array(scores, f"parts[{n}].scores", 1), float(w)))
+            fixed.append((scores, float(w)))
+    if exclude is not None and not _exact(exclude, _I32):
+        exclude = _index_array(exclude, "exclude")
     items, scores, flat = _blend_topk(
         sparse,
         dense,
         fixed,
         _count(n_items, "n_items"),
         _count(k, "k"),
-        _opt_index(exclude, "exclude"),
+        exclude,
         _opt_index(allow, "allow"),
         _opt_index(deny, "deny"),
     )

@@ -95,10 +95,13 @@ pub fn blend_topk(
     }
     let filt = shared.for_user(exclude, &[]);
     let mut top = TopK::new(k);
-    // The current k-th score: one float compare rejects almost every item.
+    // The current k-th score once K items are held. Items are offered in increasing index
+    // order, so one that only ties the bar loses the tie to everything held: `<=` rejects it
+    // with one compare (a catalogue of mostly-zero scores would otherwise pay a full
+    // comparison per item).
     let mut bar = f32::NEG_INFINITY;
     let mut offer = |j: usize| {
-        if blend[j] < bar {
+        if blend[j] <= bar {
             return;
         }
         let e = Entry::new(j as u32, blend[j]);
