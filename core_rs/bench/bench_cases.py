@@ -912,8 +912,10 @@ def write_docs(bench: Bench, tabs: dict[str, str], env: dict, path: Path) -> Non
         + (f"; not measured: {len(missing)}" if missing else "")
         + "."
     )
+    versus = {"agreement": "ours vs reference", "agreement_implicit": "ours vs implicit"}
     agreements = [
-        f"* {r.case} {r.dataset} {r.what}: {v}"
+        f"* {r.case} {r.dataset} {r.what}, "
+        f"{'ours vs numpy' if r.case == 'd' else versus.get(k, k)}: {v}"
         for r in bench.rows
         for k, v in r.extra.items()
         if k.startswith("agreement")
