@@ -1,0 +1,97 @@
+"""Smoke test of the load-test harness: a short real run passes, an impossible budget fails."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("locust")
+
+REPO = Path(__file__).resolve().parents[2]
+RUN = REPO / "load_tests" / "run.py"
+RPCS = ["Recommend", "SimilarItems", "RecordInteractions", "RecommendBatch"]
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("load")
+    train = [sys.executable, "-m", "recsys_trainer.cli"]
+    subprocess.run(
+        [
+            *train,
+            "generate",
+            "--users",
+            "2000",
+            "--items",
+            "1000",
+            "--interactions",
+            "60000",
+            "--out",
+            str(d / "data.tsv"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [
+            *train,
+            "train",
+            "--interactions",
+            str(d / "data.tsv"),
+            "--catalog",
+            str(d / "catalog.tsv"),
+            "--out",
+            str(d / "artifacts"),
+            "--no-evaluate",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return d / "artifacts"
+
+
+def run(artifacts: Path, out: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            str(RUN),
+            "--artifacts",
+            str(artifacts),
+            "--out",
+            str(out),
+            "--users",
+            "5",
+            "--spawn-rate",
+            "5",
+            "--rps-per-user",
+            "10",
+            *args,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_short_run_passes_and_reports_every_rpc(artifacts: Path, tmp_path: Path) -> None:
+    out = tmp_path / "load-test.md"
+    p = run(artifacts, out, "--duration", "15s", "--floor-duration", "3s", "--budget-ms", "200")
+    assert p.returncode == 0, p.stdout + p.stderr
+    text = out.read_text()
+    assert "**Result: PASS**" in text
+    for rpc in RPCS:
+        assert f"| {rpc} |" in text, rpc
+    assert "| health Check |" in text
+    assert "| server |" in text and "| Locust |" in text
+
+
+def test_impossible_budget_fails(artifacts: Path, tmp_path: Path) -> None:
+    out = tmp_path / "load-test.md"
+    p = run(artifacts, out, "--duration", "5s", "--floor-duration", "2s", "--budget-ms", "0.001")
+    assert p.returncode == 1, p.stdout + p.stderr  # the budget check, not a broken run (2)
+    assert "FAIL" in p.stdout
+    assert "**Result: FAIL**" in out.read_text()
