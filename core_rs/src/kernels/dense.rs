@@ -64,14 +64,6 @@ fn sum_range(a: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + r.iter().sum::<f32>()
 }
 
-/// Whether the CPU has AVX2 (detected once).
-#[cfg(target_arch = "x86_64")]
-pub fn has_avx2() -> bool {
-    use std::sync::OnceLock;
-    static HAS: OnceLock<bool> = OnceLock::new();
-    *HAS.get_or_init(|| is_x86_feature_detected!("avx2"))
-}
-
 /// Whether the CPU has AVX2 and FMA (detected once).
 #[cfg(target_arch = "x86_64")]
 pub fn has_avx2_fma() -> bool {
@@ -389,13 +381,6 @@ impl DenseModel {
         shared: &SharedFilters,
         num_threads: Option<usize>,
     ) -> Result<Recs> {
-        if user.len() != self.dim {
-            return Err(CoreError::arg(format!(
-                "user_vector has {} values; the model has {} factors",
-                user.len(),
-                self.dim
-            )));
-        }
         self.check_user("user_vector", user, 1)?;
         check_indices("exclude", exclude, self.n_items)?;
         let filt = shared.for_user(exclude, &[]);

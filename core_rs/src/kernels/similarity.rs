@@ -325,8 +325,8 @@ fn row_topk_dispatch(
     s: &mut Accumulator,
 ) -> Vec<(u32, f32)> {
     #[cfg(target_arch = "x86_64")]
-    if super::dense::has_avx2() {
-        #[target_feature(enable = "avx2")]
+    if super::dense::has_avx2_fma() {
+        #[target_feature(enable = "avx2,fma")]
         #[allow(clippy::too_many_arguments)]
         unsafe fn avx2(
             i: usize,

@@ -91,22 +91,7 @@ impl SparseModel {
 
     /// Every item's score for one weighted history (checked like `recommend`'s).
     pub fn all_scores(&self, items: &[i32], weights: &[f32]) -> Result<Vec<f32>> {
-        check_indices("history_items", items, self.n_sources())?;
-        if weights.len() != items.len() {
-            return Err(CoreError::arg(format!(
-                "history_weights has length {} but history_items has length {}",
-                weights.len(),
-                items.len()
-            )));
-        }
-        if let Some(p) = weights.iter().position(|v| !v.is_finite()) {
-            return Err(CoreError::NonFinite {
-                name: "history_weights".into(),
-                pos: p,
-                row: 0,
-                value: weights[p],
-            });
-        }
+        self.check_history(items, Some(weights))?;
         let mut out = vec![0f32; self.n_items()];
         for (&h, &w) in items.iter().zip(weights) {
             let (cols, vals) = self.nbrs.row(h as usize);
@@ -115,6 +100,28 @@ impl SparseModel {
             }
         }
         Ok(out)
+    }
+
+    /// One user's history: indices in range, weights (when given) as many and finite.
+    fn check_history(&self, items: &[i32], weights: Option<&[f32]>) -> Result<()> {
+        check_indices("history_items", items, self.n_sources())?;
+        let Some(w) = weights else { return Ok(()) };
+        if w.len() != items.len() {
+            return Err(CoreError::arg(format!(
+                "history_weights has length {} but history_items has length {}",
+                w.len(),
+                items.len()
+            )));
+        }
+        match w.iter().position(|v| !v.is_finite()) {
+            None => Ok(()),
+            Some(p) => Err(CoreError::NonFinite {
+                name: "history_weights".into(),
+                pos: p,
+                row: 0,
+                value: w[p],
+            }),
+        }
     }
 
     fn check_exclude_history(&self, exclude_history: bool) -> Result<()> {
@@ -141,24 +148,7 @@ impl SparseModel {
         exclude_history: bool,
         explain: usize,
     ) -> Result<Recs> {
-        check_indices("history_items", items, self.n_sources())?;
-        if let Some(w) = weights {
-            if w.len() != items.len() {
-                return Err(CoreError::arg(format!(
-                    "history_weights has length {} but history_items has length {}",
-                    w.len(),
-                    items.len()
-                )));
-            }
-            if let Some(p) = w.iter().position(|v| !v.is_finite()) {
-                return Err(CoreError::NonFinite {
-                    name: "history_weights".into(),
-                    pos: p,
-                    row: 0,
-                    value: w[p],
-                });
-            }
-        }
+        self.check_history(items, weights)?;
         check_indices("exclude", exclude, self.n_items())?;
         self.check_exclude_history(exclude_history)?;
         Ok(self.recommend_checked(items, weights, k, exclude, shared, exclude_history, explain))
