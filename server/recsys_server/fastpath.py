@@ -2,10 +2,6 @@
 code is not changed). Each one computes what the model itself computes, only faster for the
 one-user calls a server makes:
 
-* `GramFoldIn` replaces ``SVD.fold_in``: the model's fold-in runs one ALS half-step, which
-  rebuilds the n_items x f Gram matrix YᵀY on every call (~15 ms for 5k items x 100 factors).
-  Here YᵀY + reg·I is computed once per loaded version and the same conjugate-gradient solve
-  (same start, same number of steps) runs in numpy, so the vectors agree to float32 rounding.
 * `ServingHybrid` is a `Hybrid` that scores a one-user history without scipy's per-call
   overhead (the item-CF and user-CF parts are a weighted sum of a few CSR rows: gathered and
   summed with numpy instead of a sparse matrix product, same values up to float rounding), and
@@ -43,55 +39,6 @@ def mix_rows(m: sp.csr_matrix, rows: np.ndarray, weights: np.ndarray) -> np.ndar
     vals = m.data[pos] * np.repeat(np.asarray(weights, np.float32), lens)
     out = np.bincount(m.indices[pos], vals, minlength=m.shape[1])
     return out.astype(np.float32)[None, :]
-
-
-class GramFoldIn:
-    """``SVD.fold_in`` with a precomputed Gram matrix (see the module doc)."""
-
-    def __init__(self, svd: SVD) -> None:
-        c = svd.config
-        y = np.ascontiguousarray(svd.item_factors_, np.float32)
-        self.y = y
-        f = y.shape[1]
-        g = y.astype(np.float64).T @ y.astype(np.float64)
-        g[np.diag_indices(f)] += c.regularization
-        self.gram = g.astype(np.float32)
-        self.alpha = np.float32(c.alpha)
-        self.steps = max(c.cg_steps, 10)  # what SVD.fold_in uses
-        self.f = f
-
-    def __call__(self, history: sp.csr_matrix) -> np.ndarray:
-        h = sp.csr_matrix(history, dtype=np.float32)
-        out = np.zeros((h.shape[0], self.f), np.float32)
-        for r in range(h.shape[0]):
-            a, b = h.indptr[r], h.indptr[r + 1]
-            if b > a:
-                out[r] = self._solve(h.indices[a:b], h.data[a:b])
-        return out
-
-    def _solve(self, cols: np.ndarray, vals: np.ndarray) -> np.ndarray:
-        # Solves (YᵀY + reg I + Σ alpha w_i y_i y_iᵀ) x = Σ (1 + alpha w_i) y_i from x = 0 by CG,
-        # as recsys_core's als half-step does for one row.
-        yh = self.y[cols]
-        aw = self.alpha * vals.astype(np.float32)
-        r = ((1 + aw) @ yh).astype(np.float32)
-        x = np.zeros(self.f, np.float32)
-        d = r.copy()
-        rs_old = np.float32(r @ r)
-        for _ in range(self.steps):
-            if rs_old < 1e-20:
-                break
-            ap = self.gram @ d + (aw * (yh @ d)) @ yh
-            denom = np.float32(d @ ap)
-            if denom <= 0 or not np.isfinite(denom):
-                break
-            step = rs_old / denom
-            x += step * d
-            r -= step * ap
-            rs_new = np.float32(r @ r)
-            d = r + (rs_new / rs_old) * d
-            rs_old = rs_new
-        return x
 
 
 class ServingHybrid(Hybrid):
@@ -159,7 +106,7 @@ class ServingHybrid(Hybrid):
             if isinstance(m, ItemCF) and m.similarity_ is not None:
                 parts.append((m._scorer, h.indices, h.data, w))
             elif isinstance(m, UserCF) and m.user_items_ is not None:
-                nb, sims = neighbours_of(m, user, h)
+                nb, sims = m.neighbours_of(user, h)
                 parts.append((m._scorer, nb, sims, w))
             elif isinstance(m, SVD):
                 parts.append((m._scorer, m.user_vectors(np.array([user]), h)[0], w))
@@ -205,23 +152,9 @@ class ServingHybrid(Hybrid):
             h = history.tocsr()
             return mix_rows(m.similarity_, h.indices, h.data)
         if isinstance(m, UserCF) and m.user_items_ is not None:
-            nb, sims = neighbours_of(m, user, history)
+            nb, sims = m.neighbours_of(user, history)
             return mix_rows(m.user_items_, nb, sims)
         return m.score(np.array([user]), history)
-
-
-def neighbours_of(m: UserCF, user: int, history: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
-    """``UserCF.neighbours_of``, reading a training user's stored neighbours (history
-    unchanged) straight from the CSR arrays instead of through scipy row indexing."""
-    h = history.tocsr()
-    ui = m.user_items_
-    if 0 <= user < m.n_users:
-        a, b = ui.indptr[user], ui.indptr[user + 1]
-        if b - a == h.nnz and np.array_equal(ui.indices[a:b], np.sort(h.indices)):
-            nb = m.neighbours_
-            a, b = nb.indptr[user], nb.indptr[user + 1]
-            return nb.indices[a:b].astype(np.int32), nb.data[a:b].astype(np.float32)
-    return m.neighbours_of(user, history)
 
 
 _ONE = np.ones(1, np.float32)
@@ -240,11 +173,6 @@ class OneUser:
 
     def __init__(self, model: Recommender) -> None:
         self.model = model
-        self._pop = (
-            rc.DenseScorer(model.scores_[:, None].astype(np.float32))
-            if isinstance(model, Popularity) and model.scores_.size
-            else None
-        )
 
     def __call__(
         self, user: int, row: sp.csr_matrix, k: int, allow=None, deny=None
@@ -257,12 +185,12 @@ class OneUser:
             vec = m.user_vectors(np.array([user]), row)[0]
             return m._scorer.recommend(vec, k, exclude=seen, allow=allow, deny=deny, num_threads=1)
         if isinstance(m, UserCF) and m.user_items_ is not None:
-            nb, sims = neighbours_of(m, user, row)
+            nb, sims = m.neighbours_of(user, row)
             return m._scorer.recommend(
                 nb, sims, k, exclude=seen, allow=allow, deny=deny, exclude_history=False
             )
-        if self._pop is not None:
-            return self._pop.recommend(_ONE, k, exclude=seen, allow=allow, deny=deny, num_threads=1)
+        if isinstance(m, Popularity) and m.scores_.size:
+            return m._scorer.recommend(_ONE, k, exclude=seen, allow=allow, deny=deny, num_threads=1)
         if isinstance(m, ServingHybrid):
             fast = m.recommend_one(user, row, k, allow=allow, deny=deny)
             if fast is not None:
@@ -278,9 +206,6 @@ class OneUser:
 def accelerate(models: dict[str, Recommender]) -> dict[str, Recommender]:
     """The loaded models with the speedups applied (a hybrid shares the same components)."""
     out = dict(models)
-    svd = out.get("svd")
-    if isinstance(svd, SVD) and svd.item_factors_.size:
-        svd.fold_in = GramFoldIn(svd)  # type: ignore[method-assign]
     hybrid = out.get("hybrid")
     if isinstance(hybrid, Hybrid):
         out["hybrid"] = ServingHybrid(hybrid)

@@ -56,30 +56,6 @@ def test_rank_matches_model_recommend(both, model):
             np.testing.assert_allclose(got.scores, want.scores, rtol=1e-5, atol=1e-6)
 
 
-def test_fold_in_matches_svd(both):
-    loaded, _ = both
-    svd = loaded.models["svd"]
-    fast = fastpath.GramFoldIn(svd)
-    for u in range(0, 300, 30):
-        row = loaded.history[u]
-        np.testing.assert_allclose(fast(row), svd.fold_in(row), rtol=2e-2, atol=2e-3)
-    empty = sp.csr_matrix((2, loaded.history.shape[1]), dtype=np.float32)
-    assert not fast(empty).any()
-
-
-def test_neighbours_match_user_cf(both):
-    loaded, _ = both
-    m = loaded.models["user_cf"]
-    for u in range(0, 300, 17):
-        row = loaded.history[u]
-        for user in (u, -1):
-            a_nb, a_s = m.neighbours_of(user, row)
-            b_nb, b_s = fastpath.neighbours_of(m, user, row)
-            oa, ob = np.argsort(a_nb), np.argsort(b_nb)
-            assert a_nb[oa].tolist() == b_nb[ob].tolist()
-            np.testing.assert_allclose(a_s[oa], b_s[ob], rtol=1e-6)
-
-
 def test_hybrid_scores_and_explanations_match(both):
     loaded, snap = both
     ref, fast = loaded.models["hybrid"], snap.models["hybrid"]

@@ -54,7 +54,8 @@ def fixed_hybrid_load(monkeypatch):
 
 
 def hybrid_of(models, inter) -> Hybrid:
-    return Hybrid(HybridConfig(tune=False)).use_fitted(dict(models), inter)
+    hybrid = Hybrid(HybridConfig(tune=False), components=dict(models), fit_components=False)
+    return hybrid.fit(inter)
 
 
 def pub(out: Path, data, models, **kw) -> Path:

@@ -301,3 +301,22 @@ def test_personalised_models_beat_popularity(name, popularity_ndcg):
     assert all(math.isfinite(v) for v in ndcg)
     assert np.mean(ndcg) > np.mean(popularity_ndcg), (ndcg, popularity_ndcg)
     assert sum(a > b for a, b in zip(ndcg, popularity_ndcg, strict=True)) >= 2
+
+
+def test_svd_fold_in_solves_what_the_training_half_step_solves():
+    """fold_in (numpy CG on a cached Gram matrix) against the Rust ALS half-step on the same
+    rows: both solve each row's normal equations from 0 with the same number of CG steps."""
+    import recsys_core as rc
+
+    data = synthetic()
+    model = SVD(SVDConfig(n_factors=16)).fit(data)
+    rows = data.to_csr()[:30]
+    c = model.config
+    want = np.zeros((rows.shape[0], c.n_factors), np.float32)
+    rc.als_half_step(
+        rows, want, model.item_factors_, alpha=c.alpha, reg=c.regularization,
+        cg_steps=max(c.cg_steps, 10),
+    )  # fmt: skip
+    np.testing.assert_allclose(model.fold_in(rows), want, rtol=2e-2, atol=2e-3)
+    empty = sp.csr_matrix((2, data.n_items), dtype=np.float32)
+    assert not model.fold_in(empty).any()

@@ -30,10 +30,6 @@ class Explanation:
     fields: dict[str, Any] = field(default_factory=dict)
 
 
-def history_rows(matrix: sp.csr_matrix, users: np.ndarray) -> sp.csr_matrix:
-    return matrix[np.asarray(users, dtype=np.int64)]
-
-
 def single_row(items, weights, n_items: int) -> sp.csr_matrix:
     items = np.asarray(items, dtype=np.int32)
     w = np.ones(len(items), np.float32) if weights is None else np.asarray(weights, np.float32)

@@ -103,14 +103,6 @@ class Hybrid(Recommender):
         self.n_users, self.n_items = train.n_users, train.n_items
         return self
 
-    def use_fitted(self, components: dict[str, Recommender], train: Interactions) -> Self:
-        """Adopts components already fitted on ``train`` (the trainer fits each model once)."""
-        self.components = components
-        if self.config.tune:
-            self.weights_ = self._tune(train)
-        self.n_users, self.n_items = train.n_users, train.n_items
-        return self
-
     def _tune(self, train: Interactions) -> dict[str, float]:
         c = self.config
         fit_part, val_part = random_holdout(

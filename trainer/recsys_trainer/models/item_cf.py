@@ -91,13 +91,13 @@ class ItemCF(Recommender):
             explain=self.config.explain_top,
         )
         pos = {int(it): n for n, it in enumerate(r.items)}
+        w = dict(zip(h.indices.tolist(), h.data.tolist(), strict=True))
         out = []
         for it in items:
             n = pos.get(int(it))
             src, val = (np.zeros(0, np.int32), np.zeros(0, np.float32))
             if n is not None and r.explanations is not None:
                 src, val = r.explanations.for_item(n)
-            w = dict(zip(h.indices.tolist(), h.data.tolist(), strict=True))
             out.append(
                 Explanation(
                     "because_you_interacted",

@@ -44,16 +44,19 @@ class Popularity(Recommender):
         scores = np.bincount(train.item_idx, weights=train.weight * decay, minlength=self.n_items)
         self.scores_ = scores.astype(np.float32)
         self.window_ = np.array([ts.min() if len(ts) else 0, now], dtype=np.int64)
-        self._rank = None
+        self._prepare()
         return self
+
+    def _prepare(self) -> None:
+        # One shared score vector: the dense scorer with a 1-factor model does the top-K.
+        self._scorer = rc.DenseScorer(self.scores_[:, None])
+        self._rank = None
 
     def score(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
         return np.broadcast_to(self.scores_, (len(users), self.n_items)).copy()
 
     def recommend(self, users, history, k=10, *, exclude_seen=True, allow=None, deny=None):
-        # One shared score vector: the dense scorer with a 1-factor model does the top-K.
-        scorer = rc.DenseScorer(self.scores_[:, None])
-        return scorer.recommend_batch(
+        return self._scorer.recommend_batch(
             np.ones((len(users), 1), np.float32),
             k,
             exclude=history if exclude_seen else None,
@@ -92,4 +95,4 @@ class Popularity(Recommender):
     def _restore(self, arrays: dict[str, np.ndarray]) -> None:
         self.scores_ = arrays["scores"].astype(np.float32)
         self.window_ = arrays["window"]
-        self._rank = None
+        self._prepare()

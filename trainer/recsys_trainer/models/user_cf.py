@@ -64,21 +64,27 @@ class UserCF(Recommender):
             self._idf = np.where(df > 0, np.log(n / np.maximum(df, 1)), 0.0)
         else:
             self._idf = np.log(n) - np.log1p(df)
-        weighted = x.copy().astype(np.float64)
-        for r in range(weighted.shape[0]):  # rows are short; once per fit/load
-            a, b = weighted.indptr[r], weighted.indptr[r + 1]
-            weighted.data[a:b] = self._weigh(weighted.indices[a:b], weighted.data[a:b])
+        weighted = x.astype(np.float64)
+        weighted.data = self._weigh_all(weighted)
         self._item_users = weighted.T.tocsr()
         self._norms = np.sqrt(np.asarray(weighted.multiply(weighted).sum(axis=1))).ravel()
 
     def _weigh(self, items: np.ndarray, w: np.ndarray) -> np.ndarray:
         """One user's weights under the configured weighting (float64)."""
         w = np.asarray(w, dtype=np.float64)
+        return self._weighted(items, w, np.full(len(w), w.sum()))
+
+    def _weigh_all(self, m: sp.csr_matrix) -> np.ndarray:
+        """Every stored weight of ``m`` (users x items, float64) under the weighting."""
+        lens = np.repeat(np.asarray(m.sum(axis=1)).ravel(), np.diff(m.indptr))
+        return self._weighted(m.indices, m.data, lens)
+
+    def _weighted(self, items: np.ndarray, w: np.ndarray, row_len: np.ndarray) -> np.ndarray:
         if self.config.weighting == "tfidf":
             return w * self._idf[items]
         if self.config.weighting == "bm25":
             k1, b = 1.2, 0.75
-            length = (1 - b) + b * w.sum() / self._avg_len if self._avg_len else 1.0
+            length = (1 - b) + b * row_len / self._avg_len if self._avg_len else np.ones_like(w)
             denom = k1 * length + w
             tf = np.divide(w * (k1 + 1), denom, out=np.zeros_like(w), where=denom != 0)
             return tf * self._idf[items]
@@ -89,8 +95,10 @@ class UserCF(Recommender):
         with an unchanged history uses the stored neighbours; anyone else is folded in."""
         h = history.tocsr()
         if 0 <= user < self.n_users and _same_row(self.user_items_, user, h):
-            row = self.neighbours_[user]
-            return row.indices.astype(np.int32), row.data.astype(np.float32)
+            # Read straight from the arrays: scipy row indexing costs more than the lookup.
+            nb = self.neighbours_
+            a, b = nb.indptr[user], nb.indptr[user + 1]
+            return nb.indices[a:b].astype(np.int32), nb.data[a:b].astype(np.float32)
         hw = self._weigh(h.indices, h.data)
         dots = np.asarray(self._item_users[h.indices].T @ hw).ravel()
         if 0 <= user < self.n_users:
