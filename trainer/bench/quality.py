@@ -528,12 +528,18 @@ def run_synthetic(quick: bool, report_dir: Path | None) -> Report:
 # Targets and the Markdown report
 
 
+# The peers the issue names (implicit's three and count popularity) plus the plain user-KNN the
+# User-CF target needs. EASE is run too, as the reference level the issue quotes, and reported
+# in its own row (`REFERENCE`), outside the pass/fail targets.
+PEERS = ("pop_count", "user_knn", "implicit_cosine", "implicit_bm25", "implicit_als")
+REFERENCE = "ease"
+
+
 def targets(report: Report) -> list[tuple[str, str, float, float, bool]]:
     """(target, compared with, ours, bar, pass) on NDCG@10."""
     v = {m: report.value(m, "ndcg") for m in report.models}
     knn = max(("implicit_cosine", "implicit_bm25"), key=lambda m: v[m])
-    peers = ["pop_count", "user_knn", "implicit_cosine", "implicit_bm25", "implicit_als", "ease"]
-    best_peer = max(peers, key=lambda m: v[m])
+    best_peer = max(PEERS, key=lambda m: v[m])
     rows = [
         ("Item-CF ≥ best peer item-KNN", knn, v["item_cf"], v[knn]),
         ("User-CF ≥ plain cosine user-KNN", "user_knn", v["user_cf"], v["user_knn"]),
@@ -684,6 +690,15 @@ def render(
                 f"| {t} | {ours:.4f} | {bar:.4f} | {ref} ({report.value(ref, 'ndcg'):.4f}) | "
                 f"{'PASS' if ok else '**FAIL**'} |"
             )
+        hyb, ref = report.value("hybrid", "ndcg"), report.value(REFERENCE, "ndcg")
+        out += [
+            "",
+            f"Reference, not a target: the issue quotes EASE at about 0.43 on this protocol; "
+            f"ours, with λ tuned like every model, reaches {ref:.4f}, and the Hybrid is "
+            f"{hyb / ref:.3f} × that (1.02 × would be {1.02 * ref:.4f}). Blends that include EASE "
+            "itself do not get there: `trainer/bench/blend_probe.py` (results in "
+            "docs/trainer.md, *Hybrid and EASE*) finds every blend within 0.002 of EASE on test.",
+        ]
         out += [
             "",
             "### Beyond accuracy and serving cost (test)",
