@@ -3,6 +3,10 @@
 //! The scan is memory-bound, so it streams the matrix once, rejects most items with a single
 //! comparison against the current k-th score, and checks filters only for the few that pass.
 //! The inner loop is compiled twice, plain and with AVX2, and picked at run time.
+//!
+//! A matrix whose every factor is exactly representable in half precision is stored as f16:
+//! half the bytes to stream, and the same products, since each factor converts back to the
+//! same f32 and the sums run in f32 in the same order (bit-identical scores).
 
 use super::csr::CsrRef;
 use super::filters::{check_indices, Filters, SharedFilters};
@@ -10,33 +14,54 @@ use super::pool;
 use super::sparse::{BatchRecs, Recs};
 use super::topk::{Entry, TopK};
 use crate::error::{CoreError, Result};
+use half::f16;
 use rayon::prelude::*;
+use std::borrow::Cow;
 use std::ops::Range;
+
+/// A stored factor: f32, or f16 for matrices that lose nothing in half precision.
+pub trait Elem: Copy + Send + Sync {
+    fn get(self) -> f32;
+}
+
+impl Elem for f32 {
+    #[inline(always)]
+    fn get(self) -> f32 {
+        self
+    }
+}
+
+impl Elem for f16 {
+    #[inline(always)]
+    fn get(self) -> f32 {
+        self.to_f32()
+    }
+}
 
 /// Below this many matrix entries a single-user call stays on the calling thread: a pool
 /// round trip costs more than it saves.
 const PARALLEL_MIN_ENTRIES: usize = 1 << 21;
 
 #[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+fn dot<E: Elem>(a: &[E], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
     let (ra, rb) = (ca.remainder(), cb.remainder());
     for (x, y) in ca.zip(cb) {
         for l in 0..8 {
-            acc[l] += x[l] * y[l];
+            acc[l] += x[l].get() * y[l];
         }
     }
     let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
     for (x, y) in ra.iter().zip(rb) {
-        s += x * y;
+        s += x.get() * y;
     }
     s
 }
 
 #[inline(always)]
-fn scan_range(
-    f: &[f32],
+fn scan_range<E: Elem>(
+    f: &[E],
     dim: usize,
     user: &[f32],
     rows: Range<usize>,
@@ -72,12 +97,43 @@ pub fn has_avx2_fma() -> bool {
     *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
 }
 
+/// Whether the CPU also converts half floats in vectors (F16C; detected once).
+#[cfg(target_arch = "x86_64")]
+pub fn has_avx2_fma_f16c() -> bool {
+    use std::sync::OnceLock;
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| has_avx2_fma() && is_x86_feature_detected!("f16c"))
+}
+
 /// Explicit 256-bit kernels: left to itself the compiler keeps an 8-lane accumulator in two
 /// 128-bit registers and reduces every row through scalar adds.
 #[cfg(target_arch = "x86_64")]
 mod simd {
     use super::*;
     use std::arch::x86_64::*;
+
+    /// Eight stored factors as f32 lanes, and one as f32.
+    pub trait Load: Elem {
+        unsafe fn load8(p: *const Self) -> __m256;
+        #[inline(always)]
+        unsafe fn at(p: *const Self) -> f32 {
+            (*p).get()
+        }
+    }
+
+    impl Load for f32 {
+        #[inline(always)]
+        unsafe fn load8(p: *const f32) -> __m256 {
+            _mm256_loadu_ps(p)
+        }
+    }
+
+    impl Load for f16 {
+        #[inline(always)]
+        unsafe fn load8(p: *const f16) -> __m256 {
+            _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+        }
+    }
 
     #[inline(always)]
     unsafe fn hsum(v: __m256) -> f32 {
@@ -90,7 +146,7 @@ mod simd {
     /// the user vector is loaded once for the four rows, and four independent FMA chains keep
     /// the units busy.
     #[inline(always)]
-    unsafe fn dot4(r0: *const f32, dim: usize, up: *const f32) -> [f32; 4] {
+    unsafe fn dot4<E: Load>(r0: *const E, dim: usize, up: *const f32) -> [f32; 4] {
         let vecs = dim / 8;
         let (r1, r2, r3) = (r0.add(dim), r0.add(2 * dim), r0.add(3 * dim));
         let (mut a0, mut a1, mut a2, mut a3) = (
@@ -101,10 +157,10 @@ mod simd {
         );
         for c in 0..vecs {
             let u = _mm256_loadu_ps(up.add(c * 8));
-            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(r0.add(c * 8)), u, a0);
-            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(r1.add(c * 8)), u, a1);
-            a2 = _mm256_fmadd_ps(_mm256_loadu_ps(r2.add(c * 8)), u, a2);
-            a3 = _mm256_fmadd_ps(_mm256_loadu_ps(r3.add(c * 8)), u, a3);
+            a0 = _mm256_fmadd_ps(E::load8(r0.add(c * 8)), u, a0);
+            a1 = _mm256_fmadd_ps(E::load8(r1.add(c * 8)), u, a1);
+            a2 = _mm256_fmadd_ps(E::load8(r2.add(c * 8)), u, a2);
+            a3 = _mm256_fmadd_ps(E::load8(r3.add(c * 8)), u, a3);
         }
         [
             tail(r0, dim, up, hsum(a0)),
@@ -117,13 +173,13 @@ mod simd {
     /// Dot products of the eight rows starting at `r0` with `up`, as one vector: the eight
     /// accumulators are reduced together with horizontal adds instead of one by one.
     #[inline(always)]
-    unsafe fn dot8(r0: *const f32, dim: usize, up: *const f32) -> __m256 {
+    unsafe fn dot8<E: Load>(r0: *const E, dim: usize, up: *const f32) -> __m256 {
         let vecs = dim / 8;
         let mut a = [_mm256_setzero_ps(); 8];
         for c in 0..vecs {
             let u = _mm256_loadu_ps(up.add(c * 8));
             for (r, acc) in a.iter_mut().enumerate() {
-                *acc = _mm256_fmadd_ps(_mm256_loadu_ps(r0.add(r * dim + c * 8)), u, *acc);
+                *acc = _mm256_fmadd_ps(E::load8(r0.add(r * dim + c * 8)), u, *acc);
             }
         }
         let t0 = _mm256_hadd_ps(a[0], a[1]);
@@ -148,23 +204,19 @@ mod simd {
     }
 
     #[inline(always)]
-    unsafe fn dot1(r0: *const f32, dim: usize, up: *const f32) -> f32 {
+    unsafe fn dot1<E: Load>(r0: *const E, dim: usize, up: *const f32) -> f32 {
         let mut a0 = _mm256_setzero_ps();
         for c in 0..dim / 8 {
-            a0 = _mm256_fmadd_ps(
-                _mm256_loadu_ps(r0.add(c * 8)),
-                _mm256_loadu_ps(up.add(c * 8)),
-                a0,
-            );
+            a0 = _mm256_fmadd_ps(E::load8(r0.add(c * 8)), _mm256_loadu_ps(up.add(c * 8)), a0);
         }
         tail(r0, dim, up, hsum(a0))
     }
 
     /// Adds the products of the `dim % 8` last entries.
     #[inline(always)]
-    unsafe fn tail(row: *const f32, dim: usize, up: *const f32, mut s: f32) -> f32 {
+    unsafe fn tail<E: Load>(row: *const E, dim: usize, up: *const f32, mut s: f32) -> f32 {
         for t in dim / 8 * 8..dim {
-            s += *row.add(t) * *up.add(t);
+            s += E::at(row.add(t)) * *up.add(t);
         }
         s
     }
@@ -175,6 +227,34 @@ mod simd {
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn scan_avx2(
         f: &[f32],
+        dim: usize,
+        user: &[f32],
+        rows: Range<usize>,
+        filt: &Filters<'_>,
+        top: &mut TopK,
+    ) {
+        scan_impl(f, dim, user, rows, filt, top)
+    }
+
+    /// `scan_avx2` over half-precision factors.
+    ///
+    /// # Safety
+    /// As `scan_avx2`, and the CPU must support F16C (`has_avx2_fma_f16c`).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn scan_avx2_f16(
+        f: &[f16],
+        dim: usize,
+        user: &[f32],
+        rows: Range<usize>,
+        filt: &Filters<'_>,
+        top: &mut TopK,
+    ) {
+        scan_impl(f, dim, user, rows, filt, top)
+    }
+
+    #[inline(always)]
+    unsafe fn scan_impl<E: Load>(
+        f: &[E],
         dim: usize,
         user: &[f32],
         rows: Range<usize>,
@@ -231,6 +311,20 @@ mod simd {
     /// The CPU must support AVX2 and FMA (`has_avx2_fma`); `f` holds `out.len() * dim` values.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn scores_avx2(f: &[f32], dim: usize, user: &[f32], out: &mut [f32]) {
+        scores_impl(f, dim, user, out)
+    }
+
+    /// `scores_avx2` over half-precision factors.
+    ///
+    /// # Safety
+    /// As `scores_avx2`, and the CPU must support F16C (`has_avx2_fma_f16c`).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn scores_avx2_f16(f: &[f16], dim: usize, user: &[f32], out: &mut [f32]) {
+        scores_impl(f, dim, user, out)
+    }
+
+    #[inline(always)]
+    unsafe fn scores_impl<E: Load>(f: &[E], dim: usize, user: &[f32], out: &mut [f32]) {
         let up = user.as_ptr();
         let mut quads = out.chunks_exact_mut(4);
         let mut j = 0;
@@ -269,20 +363,63 @@ mod simd {
     }
 }
 
+/// The stored matrix (row-major, n_items x dim).
+#[derive(Clone, Debug)]
+enum Factors {
+    F32(Vec<f32>),
+    F16(Vec<f16>),
+}
+
+impl Factors {
+    /// Half precision when that loses nothing (every value converts back to itself).
+    fn new(v: Vec<f32>) -> Self {
+        if v.iter().all(|&x| f16::from_f32(x).to_f32().to_bits() == x.to_bits()) {
+            Factors::F16(v.iter().map(|&x| f16::from_f32(x)).collect())
+        } else {
+            Factors::F32(v)
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Factors::F32(f) => f.len(),
+            Factors::F16(f) => f.len(),
+        }
+    }
+}
+
 fn scan(
-    f: &[f32],
+    f: &Factors,
     dim: usize,
     user: &[f32],
     rows: Range<usize>,
     filt: &Filters<'_>,
     top: &mut TopK,
 ) {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
-        // SAFETY: AVX2 and FMA were detected at run time; callers pass rows inside `f`.
-        return unsafe { simd::scan_avx2(f, dim, user, rows, filt, top) };
+    match f {
+        Factors::F32(f) => {
+            #[cfg(target_arch = "x86_64")]
+            if has_avx2_fma() {
+                // SAFETY: AVX2 and FMA were detected at run time; callers pass rows inside `f`.
+                return unsafe { simd::scan_avx2(f, dim, user, rows, filt, top) };
+            }
+            scan_range(f, dim, user, rows, filt, top)
+        }
+        Factors::F16(f) => {
+            #[cfg(target_arch = "x86_64")]
+            if has_avx2_fma_f16c() {
+                // SAFETY: AVX2, FMA and F16C were detected; callers pass rows inside `f`.
+                return unsafe { simd::scan_avx2_f16(f, dim, user, rows, filt, top) };
+            }
+            scan_range(f, dim, user, rows, filt, top)
+        }
     }
-    scan_range(f, dim, user, rows, filt, top)
+}
+
+fn scores_into<E: Elem>(f: &[E], dim: usize, user: &[f32], out: &mut [f32]) {
+    for (j, o) in out.iter_mut().enumerate() {
+        *o = dot(&f[j * dim..(j + 1) * dim], user);
+    }
 }
 
 fn sum(a: &[f32]) -> f32 {
@@ -305,7 +442,7 @@ fn chunks(n: usize, parts: usize) -> Vec<Range<usize>> {
 /// An item-factor matrix held for repeated scoring.
 #[derive(Clone, Debug)]
 pub struct DenseModel {
-    factors: Vec<f32>,
+    factors: Factors,
     n_items: usize,
     dim: usize,
 }
@@ -323,7 +460,7 @@ impl DenseModel {
         }
         check_finite("item_factors", &factors, dim)?;
         Ok(DenseModel {
-            factors,
+            factors: Factors::new(factors),
             n_items,
             dim,
         })
@@ -336,16 +473,32 @@ impl DenseModel {
     /// Every item's score for one user vector (checked by the caller: `dim` finite values).
     pub fn all_scores(&self, user: &[f32]) -> Vec<f32> {
         let mut out = vec![0f32; self.n_items];
-        #[cfg(target_arch = "x86_64")]
-        if has_avx2_fma() {
-            // SAFETY: AVX2 and FMA were detected; factors hold n_items * dim values.
-            unsafe { simd::scores_avx2(&self.factors, self.dim, user, &mut out) };
-            return out;
-        }
-        for (j, o) in out.iter_mut().enumerate() {
-            *o = dot(&self.factors[j * self.dim..(j + 1) * self.dim], user);
+        match &self.factors {
+            Factors::F32(f) => {
+                #[cfg(target_arch = "x86_64")]
+                if has_avx2_fma() {
+                    // SAFETY: AVX2 and FMA were detected; f holds n_items * dim values.
+                    unsafe { simd::scores_avx2(f, self.dim, user, &mut out) };
+                    return out;
+                }
+                scores_into(f, self.dim, user, &mut out);
+            }
+            Factors::F16(f) => {
+                #[cfg(target_arch = "x86_64")]
+                if has_avx2_fma_f16c() {
+                    // SAFETY: AVX2, FMA and F16C were detected; f holds n_items * dim values.
+                    unsafe { simd::scores_avx2_f16(f, self.dim, user, &mut out) };
+                    return out;
+                }
+                scores_into(f, self.dim, user, &mut out);
+            }
         }
         out
+    }
+
+    /// Whether the factors are held in half precision (exactly; see the module doc).
+    pub fn is_half(&self) -> bool {
+        matches!(self.factors, Factors::F16(_))
     }
 
     /// Checks one user vector (length and finiteness).
@@ -357,8 +510,11 @@ impl DenseModel {
         self.dim
     }
 
-    pub fn factors(&self) -> &[f32] {
-        &self.factors
+    pub fn factors(&self) -> Cow<'_, [f32]> {
+        match &self.factors {
+            Factors::F32(f) => Cow::Borrowed(f),
+            Factors::F16(f) => Cow::Owned(f.iter().map(|x| x.to_f32()).collect()),
+        }
     }
 
     fn check_user(&self, name: &str, v: &[f32], n_users: usize) -> Result<()> {
@@ -601,6 +757,43 @@ mod tests {
         assert_eq!(r.items, vec![0, 1, 3, 4]);
     }
 
+    /// A matrix of half-exact values (k / 64 for small k) and the same matrix forced to f32
+    /// storage score bit for bit alike, on both the SIMD and the scalar paths.
+    #[test]
+    fn half_storage_scores_like_f32() {
+        for dim in [3usize, 8, 13, 100] {
+            let n = 301;
+            let f: Vec<f32> = (0..n * dim)
+                .map(|i| ((i * 2654435761usize) % 257) as f32 / 64.0 - 2.0)
+                .collect();
+            let half = DenseModel::new(f.clone(), n, dim).unwrap();
+            assert!(half.is_half());
+            let full = DenseModel {
+                factors: Factors::F32(f.clone()),
+                n_items: n,
+                dim,
+            };
+            let u: Vec<f32> = (0..dim).map(|i| (i as f32 * 0.37).sin()).collect();
+            assert_eq!(half.all_scores(&u), full.all_scores(&u));
+            let shared = SharedFilters::new(n, &[3], None).unwrap();
+            let a = half.recommend(&u, 20, &[5], &shared, Some(1)).unwrap();
+            let b = full.recommend(&u, 20, &[5], &shared, Some(1)).unwrap();
+            assert_eq!(a, b);
+            let Factors::F16(h) = &half.factors else {
+                unreachable!()
+            };
+            let mut scalar = vec![0f32; n];
+            scores_into(h, dim, &u, &mut scalar);
+            let mut scalar32 = vec![0f32; n];
+            scores_into(&f, dim, &u, &mut scalar32);
+            assert_eq!(scalar, scalar32);
+            assert_eq!(half.factors().as_ref(), &f[..]);
+        }
+        // One value half precision cannot hold keeps the whole matrix in f32.
+        let m = DenseModel::new(vec![1.0, 0.1, 0.5, 0.25], 2, 2).unwrap();
+        assert!(!m.is_half());
+    }
+
     #[test]
     fn allow_and_deny() {
         let m = model();
@@ -630,7 +823,7 @@ mod tests {
         assert_eq!(batch.items.len(), 25);
         let expected: f64 = m.factors().iter().map(|&x| x as f64).sum();
         for threads in [1, 2] {
-            let got = stream_read(m.factors(), dim, Some(threads)).unwrap();
+            let got = stream_read(&m.factors(), dim, Some(threads)).unwrap();
             assert!((got - expected).abs() < 1.0, "{got} vs {expected}");
         }
     }

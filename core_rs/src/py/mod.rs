@@ -578,6 +578,11 @@ impl DenseScorer {
         self.model.dim()
     }
 
+    #[getter]
+    fn half_precision(&self) -> bool {
+        self.model.is_half()
+    }
+
     #[pyo3(signature = (user_vector, k, exclude, allow, deny, num_threads=None))]
     #[allow(clippy::too_many_arguments)]
     fn recommend<'py>(
