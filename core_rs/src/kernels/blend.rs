@@ -8,6 +8,7 @@ use super::filters::{check_indices, SharedFilters};
 use super::sparse::SparseModel;
 use super::topk::{Entry, TopK};
 use crate::error::{CoreError, Result};
+use std::borrow::Cow;
 
 pub enum Part<'a> {
     /// `score[j] = sum_h w_h * N[h, j]` (item-KNN on a history, user-KNN on neighbours).
@@ -34,15 +35,11 @@ pub struct Blend {
     pub part_scores: Vec<f32>,
 }
 
-fn normalised(mut v: Vec<f32>) -> Vec<f32> {
+/// The largest magnitude in `v` (0 for an all-zero part, which then blends as it is).
+fn peak(v: &[f32]) -> f32 {
     // A plain compare-and-select (not f32::max) so the reduction vectorises.
-    let peak = v
-        .iter()
-        .fold(0f32, |m, x| if x.abs() > m { x.abs() } else { m });
-    if peak > 0.0 {
-        v.iter_mut().for_each(|x| *x /= peak);
-    }
-    v
+    v.iter()
+        .fold(0f32, |m, x| if x.abs() > m { x.abs() } else { m })
 }
 
 pub fn blend_topk(
@@ -53,22 +50,26 @@ pub fn blend_topk(
     shared: &SharedFilters,
 ) -> Result<Blend> {
     check_indices("exclude", exclude, n_items)?;
-    let mut vectors = Vec::with_capacity(parts.len());
+    // Each part's scores, and what they are divided by; the division happens as they are
+    // added (the same x / peak, then w * that, as normalising first), which saves a pass and
+    // a copy per part.
+    let mut vectors: Vec<(Cow<'_, [f32]>, f32)> = Vec::with_capacity(parts.len());
+    let mut blend = vec![0f32; n_items];
     for (n, (part, w)) in parts.iter().enumerate() {
         if !w.is_finite() {
             return Err(CoreError::arg(format!(
                 "part {n}: weight {w} is not finite"
             )));
         }
-        let v = match part {
+        let v: Cow<'_, [f32]> = match part {
             Part::Sparse {
                 model,
                 items,
                 weights,
-            } => model.all_scores(items, weights)?,
+            } => Cow::Owned(model.all_scores(items, weights)?),
             Part::Dense { model, user } => {
                 model.check_vector("user_vector", user)?;
-                model.all_scores(user)
+                Cow::Owned(model.all_scores(user))
             }
             Part::Fixed { scores } => {
                 if let Some(p) = scores.iter().position(|x| !x.is_finite()) {
@@ -76,7 +77,7 @@ pub fn blend_topk(
                         "part {n}: scores[{p}] is not finite"
                     )));
                 }
-                scores.to_vec()
+                Cow::Borrowed(*scores)
             }
         };
         if v.len() != n_items {
@@ -85,13 +86,21 @@ pub fn blend_topk(
                 v.len()
             )));
         }
-        vectors.push(normalised(v));
-    }
-    let mut blend = vec![0f32; n_items];
-    for (v, (_, w)) in vectors.iter().zip(parts) {
+        let p = peak(&v);
         if *w != 0.0 {
-            blend.iter_mut().zip(v).for_each(|(b, x)| *b += w * x);
+            if p > 0.0 {
+                blend
+                    .iter_mut()
+                    .zip(v.iter())
+                    .for_each(|(b, x)| *b += w * (x / p));
+            } else {
+                blend
+                    .iter_mut()
+                    .zip(v.iter())
+                    .for_each(|(b, x)| *b += w * x);
+            }
         }
+        vectors.push((v, p));
     }
     let filt = shared.for_user(exclude, &[]);
     let mut top = TopK::new(k);
@@ -120,9 +129,15 @@ pub fn blend_topk(
         scores: best.iter().map(|e| e.score).collect(),
         part_scores: Vec::with_capacity(vectors.len() * best.len()),
     };
-    for v in &vectors {
-        out.part_scores
-            .extend(best.iter().map(|e| v[e.idx as usize]));
+    for (v, p) in &vectors {
+        out.part_scores.extend(best.iter().map(|e| {
+            let x = v[e.idx as usize];
+            if *p > 0.0 {
+                x / p
+            } else {
+                x
+            }
+        }));
     }
     Ok(out)
 }

@@ -373,7 +373,9 @@ enum Factors {
 impl Factors {
     /// Half precision when that loses nothing (every value converts back to itself).
     fn new(v: Vec<f32>) -> Self {
-        if v.iter().all(|&x| f16::from_f32(x).to_f32().to_bits() == x.to_bits()) {
+        if v.iter()
+            .all(|&x| f16::from_f32(x).to_f32().to_bits() == x.to_bits())
+        {
             Factors::F16(v.iter().map(|&x| f16::from_f32(x)).collect())
         } else {
             Factors::F32(v)
