@@ -1,0 +1,3 @@
+from recsys_dashboard.launcher import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The dashboard pages, run by Streamlit as scripts (see app.py)."""

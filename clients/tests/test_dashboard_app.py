@@ -1,0 +1,215 @@
+"""Every dashboard page under Streamlit's AppTest against a real server: the page shows what
+the SDK returns, and failures show a clear message instead of a traceback."""
+
+# The fixtures imported from test_dashboard_support are used as same-named parameters.
+# ruff: noqa: F811
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from streamlit.testing.v1 import AppTest
+from test_dashboard_support import APP, PAGES, Live, dash_env, dash_trained, live  # noqa: F401
+
+from recsys_client import RecsysClient
+from recsys_dashboard import blend, promtext
+
+TIMEOUT = 60
+
+
+def page(name: str, **state: object) -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    for key, value in state.items():
+        at.session_state[key] = value
+    at.run()
+    if name != "overview":
+        at.switch_page(PAGES[name]).run()
+    assert_clean(at)
+    return at
+
+
+def assert_clean(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    assert "Traceback" not in text(at)
+
+
+def text(at: AppTest) -> str:
+    parts = [m.value for m in at.markdown] + [c.value for c in at.caption]
+    parts += [w.value for w in at.warning] + [e.value for e in at.error]
+    parts += [i.value for i in at.info]
+    return "\n".join(parts)
+
+
+def ids_in_order(markup: str) -> list[str]:
+    """Item ids of the ranked rows in one rendered panel, in order."""
+    return re.findall(r'class="rs-item-id">([^<]+)<', markup)
+
+
+def panels(at: AppTest) -> dict[str, str]:
+    """Panel title -> its markup."""
+    out = {}
+    for m in at.markdown:
+        found = re.search(r'class="rs-panel-name">.*?</span>(.*?)</div>', m.value)
+        if found:
+            out[found.group(1)] = m.value
+    return out
+
+
+def active_users(live: Live) -> list[str]:
+    """Users of the training data, most active first."""
+    counts: dict[str, int] = {}
+    for line in live.trained.data.read_text().splitlines()[1:]:
+        user = line.split("\t", 1)[0]
+        counts[user] = counts.get(user, 0) + 1
+    return sorted(counts, key=lambda u: (-counts[u], u))
+
+
+@pytest.fixture
+def sdk(dash_env: Live):
+    with RecsysClient(dash_env.address) as c:
+        yield c
+
+
+def test_overview_shows_counts_models_metrics_and_live_traffic(dash_env: Live, sdk) -> None:
+    models = sdk.list_models()
+    at = page("overview")
+    body = text(at)
+    manifest = json.loads(next(dash_env.trained.artifacts.glob("*/manifest.json")).read_text())
+    assert f"{manifest['n_users']:,}" in body  # users
+    assert f"{manifest['catalog']['n_items']:,}" in body  # catalog items
+    assert models.version in body
+    assert "Requests / s" in body and "Latency p95" in body
+    table = at.dataframe[-1].value
+    assert sorted(table["model"].str.replace(" (default)", "")) == sorted(
+        m.name for m in models.models
+    )
+    for m in models.models:
+        row = table[table["model"].str.startswith(m.name)].iloc[0]
+        assert row["NDCG@10"] == pytest.approx(m.metrics["ndcg@10"])
+        assert row["version"] == models.version
+    # A second run compares two scrapes: the rate is measured over a window, not since start.
+    sdk.recommend(active_users(dash_env)[0], 5)
+    at.run()
+    assert re.search(r"last \d+ s|since the server started", text(at))
+
+
+def test_user_explorer_matches_the_sdk_model_by_model(dash_env: Live, sdk) -> None:
+    user = active_users(dash_env)[5]
+    at = page("users", user=user)
+    shown = panels(at)
+    for m in sdk.list_models().models:
+        expected = sdk.recommend(user, 8, model=m.name, explain=True)
+        assert ids_in_order(shown[m.name]) == expected.item_ids
+        for rec in expected.items:  # titles, explanation text
+            assert rec.explanation is not None
+            assert rec.explanation.text.replace("$", "&#36;")[:30] in shown[m.name]
+    routed = sdk.recommend(user, 8)
+    body = text(at)
+    assert routed.fallback_tier.replace("_", " ") in body
+    assert f"{routed.experiment} / {routed.variant}" in body
+    # The history table lists the user's training events with types and times.
+    history = at.dataframe[0].value
+    lines = dash_env.trained.data.read_text().splitlines()
+    mine = [line for line in lines[1:] if line.split("\t")[0] == user]
+    assert len(history) == len(mine)
+    assert set(history["event"]) <= {"view", "click", "add_to_cart", "purchase", "rating"}
+    assert history["time"].notna().all()
+    # The structured explanations are there too.
+    assert at.json, "explanation structure missing"
+
+
+def test_user_explorer_unknown_user_gets_a_clear_note(dash_env: Live) -> None:
+    at = page("users", user="nobody-at-all")
+    body = text(at)
+    assert "is not a known user" in body
+    assert "popularity" in body
+
+
+def test_lab_table_charts_and_weights(dash_env: Live, sdk) -> None:
+    user = active_users(dash_env)[20]
+    models = sdk.list_models()
+    at = page("lab", user=user)
+    table = at.dataframe[0].value
+    for m in models.models:
+        row = table[table["model"] == m.name].iloc[0]
+        assert row["NDCG@10"] == pytest.approx(m.metrics["ndcg@10"])
+        assert row["MAP@10"] == pytest.approx(m.metrics["map@10"])
+        assert row["Train time (s)"] == pytest.approx(m.metrics["train_time_s"])
+    assert len(at.tabs) == 3
+    # At the trained weights the client-side blend is the server's hybrid list.
+    server = sdk.recommend(user, 8, model="hybrid")
+    shown = panels(at)
+    assert ids_in_order(shown["server hybrid · trained weights"]) == server.item_ids
+    assert ids_in_order(shown["re-blended · your weights"]) == server.item_ids
+    # Only item-CF weighted: the blend ranks like item-CF itself.
+    for name in blend.COMPONENTS:
+        at.slider(key=f"w_{name}").set_value(4.0 if name == "item_cf" else 0.0)
+    at.run()
+    assert_clean(at)
+    item_cf = sdk.recommend(user, 8, model="item_cf")
+    assert ids_in_order(panels(at)["re-blended · your weights"]) == item_cf.item_ids
+
+
+def test_similar_items_per_model_and_unknown_item(dash_env: Live, sdk) -> None:
+    item = sdk.recommend(active_users(dash_env)[0], 1, model="popularity").item_ids[0]
+    at = page("similar", item=item)
+    shown = panels(at)
+    for model in ("item_cf", "svd"):
+        assert ids_in_order(shown[model]) == sdk.similar_items(item, 8, model).item_ids
+    at = page("similar", item="no-such-item")
+    assert "is not in the serving model's catalog" in text(at)
+
+
+def test_simulation_warms_a_cold_user_up(dash_env: Live, sdk) -> None:
+    at = page("simulate")
+    at.button[0].click().run()  # "New cold user"
+    assert_clean(at)
+    user = at.session_state["user"]
+    assert user.startswith("sim-")
+    assert "popularity" in text(at)
+    tiers = []
+    for _ in range(5):
+        first = next(b for b in at.button if (b.key or "").startswith("click_"))
+        first.click().run()
+        assert_clean(at)
+        tiers.append(sdk.recommend(user, 6).fallback_tier)
+        assert at.session_state["sim_last"]["item"] == first.key.removeprefix("click_")
+    assert tiers == ["cold_start"] * 4 + ["personalized"]
+    timeline = at.dataframe[-1].value
+    assert len(timeline) == 5 and timeline["tier after"].iloc[0] == "personalized"
+    assert "Past the threshold" in text(at)
+    # The page shows what the server now recommends.
+    now = [i for m in at.markdown if "rs-compact" in m.value for i in ids_in_order(m.value)]
+    assert now == sdk.recommend(user, 6).item_ids
+    before = panels(at)[next(p for p in panels(at) if p.startswith("before the click"))]
+    assert "clicked" in before and "Why it changed" in text(at)
+
+
+@pytest.mark.parametrize("name", list(PAGES))
+def test_server_down_shows_a_clear_message(
+    name: str, dash_env: Live, dead_address: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RECSYS_TARGET", dead_address)
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
+    if name != "overview":
+        at.switch_page(PAGES[name]).run()
+    assert not at.exception
+    assert [e.value for e in at.error] and "Cannot reach the recsys server" in at.error[0].value
+    assert dead_address in at.error[0].value and "Traceback" not in text(at)
+    assert "OFFLINE" in text(at)
+
+
+def test_metrics_endpoint_down_is_a_warning(dash_env: Live, monkeypatch) -> None:
+    monkeypatch.setenv("RECSYS_METRICS_URL", "http://127.0.0.1:9/metrics")
+    at = page("overview")
+    assert any("metrics endpoint" in w.value for w in at.warning)
+
+
+def test_histogram_quantiles() -> None:
+    buckets = {0.001: 0.0, 0.005: 50.0, 0.01: 90.0, 0.025: 100.0, float("inf"): 100.0}
+    assert promtext.quantile(buckets, 0.5) == pytest.approx(0.005)
+    assert promtext.quantile(buckets, 0.95) == pytest.approx(0.0175)
+    assert promtext.quantile({}, 0.5) is None
