@@ -7,11 +7,14 @@ Environment:
   RECSYS_ARTIFACTS          artifacts dir (its latest version's ids.npz gives the ids); required
   RECSYS_LOAD_WEIGHTS       task weights, default "recommend=70,cold=8,anon=7,similar=8,
                             record=5,batch=2" (names not given keep their default; 0 disables)
-  RECSYS_LOAD_RPS_PER_USER  target calls/s per user (constant_throughput), default 10;
-                            0 = no pacing (closed loop, as fast as answers come)
+  RECSYS_LOAD_RPS_PER_USER  target calls/s per user, default 10; 0 = no pacing (closed
+                            loop, as fast as answers come)
+  RECSYS_LOAD_ARRIVALS      steady (default: every 1/rps s, a random phase per user) or
+                            poisson (exponential gaps)
   RECSYS_LOAD_ZIPF          Zipf exponent of the user/item popularity, default 1.1
-  RECSYS_LOAD_SAMPLES       when set, a JSON file to write every call's exact latency to at
-                            the end (Locust's own percentiles are rounded to whole ms)
+  RECSYS_LOAD_SAMPLES       when set, every call's exact latency is written at the end to
+                            the JSON file <this>.<pid> (one per Locust process; Locust's own
+                            percentiles are rounded to whole ms)
 
 `HealthUser` only calls grpc.health.v1 Check: the floor at the same concurrency.
 """
@@ -22,13 +25,15 @@ import json
 import os
 import random
 import sys
+import time
 import uuid
 from collections import defaultdict
 from pathlib import Path
 
+import gevent
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from locust import constant, constant_throughput, events, task
+from locust import events, task
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from grpc_user import GrpcUser
@@ -55,9 +60,39 @@ def parse_weights(text: str) -> dict[str, int]:
     return weights
 
 
-def pacing():
-    rps = float(os.environ.get("RECSYS_LOAD_RPS_PER_USER", "10"))
-    return constant_throughput(rps) if rps > 0 else constant(0)
+def rps_per_user() -> float:
+    return float(os.environ.get("RECSYS_LOAD_RPS_PER_USER", "10"))
+
+
+def paced(user: GrpcUser) -> float:
+    """Wait time of a user calling at RECSYS_LOAD_RPS_PER_USER on its own schedule: calls at
+    ``phase + n / rps`` with a random phase per user (RECSYS_LOAD_ARRIVALS=steady, the default),
+    or with exponential gaps (``poisson``: all users together then make a Poisson stream).
+
+    Not Locust's constant_throughput: it anchors every user's schedule at its spawn time, and
+    users spawn at a steady rate, so their calls line up (at 20 users/s and 10 calls/s each,
+    every other user calls at the same instant): the load then arrives as bursts of 10
+    simultaneous calls instead of a stream, which alone multiplied the median latency by 5.
+    A late call is not made up for: a user never fires calls back to back to catch up."""
+    rps = rps_per_user()
+    if rps <= 0:
+        return 0.0
+    now = time.perf_counter()
+    rng: random.Random = user.rng
+    nxt = getattr(user, "next_call", None)
+    if nxt is None:  # the first wait: a random phase
+        nxt = now + rng.random() / rps
+    elif os.environ.get("RECSYS_LOAD_ARRIVALS", "steady") == "poisson":
+        nxt += rng.expovariate(rps)
+    else:
+        nxt += 1.0 / rps
+    user.next_call = max(nxt, now)
+    return user.next_call - now
+
+
+def stagger(user: GrpcUser) -> None:
+    """Waits for the user's first call slot (a random phase), see `paced`."""
+    gevent.sleep(paced(user))
 
 
 class ZipfIds:
@@ -106,12 +141,12 @@ def _sample(name: str, response_time: float, exception: object = None, **_: obje
 def _dump(**_: object) -> None:
     path = os.environ.get("RECSYS_LOAD_SAMPLES")
     if path:
-        Path(path).write_text(json.dumps(SAMPLES), encoding="utf-8")
+        Path(f"{path}.{os.getpid()}").write_text(json.dumps(SAMPLES), encoding="utf-8")
 
 
 class RecsysUser(GrpcUser):
     stub_class = pb_grpc.RecommenderStub
-    wait_time = pacing()
+    wait_time = paced
 
     def on_start(self) -> None:
         if IDS is None:
@@ -119,6 +154,7 @@ class RecsysUser(GrpcUser):
         self.users, self.items = IDS
         self.rng = random.Random()
         self.session = uuid.uuid4().hex[:12]
+        stagger(self)
 
     def _known(self, explain: bool = True) -> pb.RecommendRequest:
         return pb.RecommendRequest(user_id=self.users.draw(self.rng), k=10, explain=explain)
@@ -182,7 +218,11 @@ class HealthUser(GrpcUser):
     """Only grpc.health.v1 Check: the transport + server floor at the same concurrency."""
 
     stub_class = health_pb2_grpc.HealthStub
-    wait_time = pacing()
+    wait_time = paced
+
+    def on_start(self) -> None:
+        self.rng = random.Random()
+        stagger(self)
 
     @task
     def check(self) -> None:

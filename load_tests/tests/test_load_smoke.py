@@ -99,3 +99,56 @@ def test_impossible_budget_fails(artifacts: Path, tmp_path: Path) -> None:
     assert p.returncode == 1, p.stdout + p.stderr  # the budget check, not a broken run (2)
     assert "FAIL" in p.stdout
     assert "**Result: FAIL**" in out.read_text()
+
+
+SWEEP = REPO / "load_tests" / "sweep.py"
+
+
+def sweep(artifacts: Path, out: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            str(SWEEP),
+            "--artifacts",
+            str(artifacts),
+            "--out",
+            str(out),
+            "--step-duration",
+            "4s",
+            "--floor-duration",
+            "2s",
+            *args,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def test_sweep_reports_the_highest_rate_holding_the_budget(artifacts: Path, tmp_path: Path) -> None:
+    out = tmp_path / "sweep.md"
+    p = sweep(
+        artifacts, out, "--start", "20", "--step", "20", "--max-rate", "40",
+        "--target-rate", "40", "--budget-ms", "200", "--target-ms", "200",
+    )  # fmt: skip
+    assert p.returncode == 0, p.stdout + p.stderr
+    text = out.read_text()
+    assert "**Highest rate holding the budget: 40 calls/s**" in text
+    assert "**Recommend p99 stayed at or under 200 ms at every step.**" in text
+    assert "## Target step: 40 calls/s" in text and "Floor (grpc.health.v1 Check" in text
+    rows = [line for line in text.splitlines() if line.startswith(("| 20 |", "| 40 |"))]
+    assert len(rows) == 2 and all(line.endswith("| ok |") for line in rows), rows
+
+
+def test_sweep_with_an_impossible_budget_fails(artifacts: Path, tmp_path: Path) -> None:
+    out = tmp_path / "sweep.md"
+    p = sweep(
+        artifacts, out, "--start", "20", "--step", "20", "--max-rate", "100",
+        "--target-rate", "20", "--budget-ms", "0.001",
+    )  # fmt: skip
+    assert p.returncode == 1, p.stdout + p.stderr
+    text = out.read_text()
+    assert "**No step held the budget**" in text
+    # It stopped at the first step over the budget.
+    assert "| 20 |" in text and "| 40 |" not in text

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import math
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -100,6 +101,8 @@ class RecommenderCore:
         self.store = store
         self.log = log
         self.metrics = metrics
+        if metrics is not None:  # the drift and freshness gauges read these at scrape time
+            metrics.watch(lambda: store.snapshot, log)
 
     def state(self) -> State:
         s = self.store.state
@@ -114,7 +117,7 @@ class RecommenderCore:
         s = self.state()
         a = scoring.recommend(s.snapshot, s.live, self.config.experiments, q)
         if self.metrics is not None:
-            self.metrics.served(a.model, a.experiment, a.variant, a.tier)
+            self.metrics.served(a.model, a.experiment, a.variant, a.tier, a.items)
         return a
 
     async def recommend_batch(self, queries: Sequence[Query]) -> list[Answer]:
@@ -125,13 +128,26 @@ class RecommenderCore:
         s = self.state()  # one version for the whole batch
         exps = self.config.experiments
 
-        def run() -> list[Answer]:
-            return [scoring.recommend(s.snapshot, s.live, exps, q) for q in queries]
+        stop = threading.Event()  # set when the caller gave up (deadline, cancel)
 
-        answers = await asyncio.to_thread(run) if len(queries) > 1 else run()
+        def run() -> list[Answer]:
+            out = []
+            for q in queries:
+                if stop.is_set():  # nobody waits for the answer: stop working for it
+                    if self.metrics is not None:
+                        self.metrics.abandoned.labels("RecommendBatch").inc()
+                    return out
+                out.append(scoring.recommend(s.snapshot, s.live, exps, q))
+            return out
+
+        try:
+            answers = await asyncio.to_thread(run) if len(queries) > 1 else run()
+        except asyncio.CancelledError:
+            stop.set()
+            raise
         if self.metrics is not None:
             for a in answers:
-                self.metrics.served(a.model, a.experiment, a.variant, a.tier)
+                self.metrics.served(a.model, a.experiment, a.variant, a.tier, a.items)
         return answers
 
     def similar(self, item_id: str, k: int, model: str = "") -> SimilarAnswer:

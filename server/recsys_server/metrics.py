@@ -7,12 +7,17 @@ front is initialised, so a series exists (at 0) before its first event.
 
 from __future__ import annotations
 
+import math
 import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from recsys_server.config import Experiment
+from recsys_server.drift import DriftCollector, DriftTracker
 from recsys_server.router import TIERS
 from recsys_server.snapshot import variant_key
 from recsys_trainer.artifacts import REASONS
@@ -39,7 +44,8 @@ CODES = (
     "DEADLINE_EXCEEDED",
 )
 LOAD_FAILURES = (*sorted(REASONS), "warmup_failed", "error")
-BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
+# Sub-millisecond buckets too: a Recommend is handled in a few hundred microseconds.
+BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
 NO_VARIANT = "none"
 
 
@@ -93,6 +99,37 @@ class Metrics:
             "recsys_interaction_log_errors", "Failed interaction log writes", registry=r
         )
         self.inflight = Gauge("recsys_inflight_requests", "RPCs being handled", registry=r)
+        self.abandoned = Counter(
+            "recsys_work_abandoned",
+            "RPCs whose work stopped early because the caller gave up (deadline or cancel)",
+            ["method"],
+            registry=r,
+        )
+        self.corrupt_tails = Counter(
+            "recsys_interaction_log_corrupt_tails",
+            "Damaged interaction log tails found at startup (valid prefix kept, rest set aside)",
+            registry=r,
+        )
+        self.abandoned.labels("RecommendBatch")
+        # Freshness and drift (docs/monitoring.md); the gauges below are computed at scrape.
+        self.loaded = Gauge(
+            "recsys_model_loaded", "1 once a model version serves, else 0", registry=r
+        )
+        self._trained_at: float | None = None
+        Gauge(
+            "recsys_model_age_seconds",
+            "Seconds since the served version was trained (NaN before the first load)",
+            registry=r,
+        ).set_function(self._age)
+        self._since_training: Callable[[], float] = lambda: math.nan
+        Gauge(
+            "recsys_interactions_since_training",
+            "Events in the interaction log after those the served version was trained on",
+            registry=r,
+        ).set_function(lambda: self._since_training())
+        self.drift = DriftTracker(TIERS)
+        r.register(DriftCollector(self.drift))
+        self._served: dict[tuple[str, str, str, str], Any] = {}
 
         for m in METHODS:
             self.duration.labels(m)
@@ -110,14 +147,40 @@ class Metrics:
         self._http: WSGIServer | None = None
         self._thread: threading.Thread | None = None
 
-    def served(self, model: str, experiment: str, variant: str, tier: str) -> None:
-        v = variant_key(experiment, variant) if variant else NO_VARIANT
-        self.recommendations.labels(model, v, tier).inc()
+    def served(
+        self, model: str, experiment: str, variant: str, tier: str, items: Sequence[Any] = ()
+    ) -> None:
+        key = (model, experiment, variant, tier)
+        child = self._served.get(key)  # .labels() costs microseconds on every request
+        if child is None:
+            v = variant_key(experiment, variant) if variant else NO_VARIANT
+            child = self._served[key] = self.recommendations.labels(model, v, tier)
+        child.inc()
+        self.drift.served(tier, items)
+
+    def watch(self, snapshot: Callable[[], Any], log: Any = None) -> None:
+        """Where the scrape-time signals read the serving `Snapshot` (or None) and the
+        interaction log (its ``stored_events``; None: no log)."""
+        self.drift.follow(snapshot)
+
+        def since() -> float:
+            snap = snapshot()
+            if snap is None or log is None:
+                return math.nan
+            return float(max(0, log.stored_events - snap.event_log_records))
+
+        self._since_training = since
+
+    def _age(self) -> float:
+        t = self._trained_at
+        return math.nan if t is None else time.time() - t
 
     def swapped(self, version: str, trained_at: float, load_seconds: float) -> None:
         self.model_info.clear()
         self.model_info.labels(version).set(1)
         self.trained.set(trained_at)
+        self._trained_at = trained_at
+        self.loaded.set(1)
         self.load_seconds.set(load_seconds)
         self.reloads.inc()
 
