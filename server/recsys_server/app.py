@@ -32,6 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-key", type=Path, help="PEM private key (with --tls-cert)")
     p.add_argument("--default-model", help="model for requests that name none")
     p.add_argument("--poll-seconds", type=float, help="artifact poll interval")
+    p.add_argument(
+        "--precompute-users",
+        type=int,
+        help="most active known users whose hybrid ranking is computed at load (default 20000)",
+    )
     p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     return p
 
@@ -62,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             "tls_key": args.tls_key,
             "default_model": args.default_model,
             "poll_seconds": args.poll_seconds,
+            "precompute_users": args.precompute_users,
         }
         cfg = cfg.replace(**{k: v for k, v in flags.items() if v is not None})
         if cfg.artifacts is None:

@@ -74,6 +74,14 @@ class ServerConfig:
     default_model: str = "hybrid"
     max_concurrent_rpcs: int = 256
     grace_seconds: float = 5.0
+    precompute_users: int = 20_000
+    """The hybrid's ranking of this many of the most active known users is computed when a
+    version loads; their requests without filters then read it (``fastpath.precompute``).
+    0: rank every request."""
+    warmup_seconds: float = 0.0
+    """Extra warm-up when a version loads: score known users (every route, with explanations)
+    until each was scored once or this time is up, so their first requests find warm rows and
+    caches. The old version serves meanwhile; a large version takes longer to swap in."""
     experiments: tuple[Experiment, ...] = ()
     write_token: str | None = None
     admin_token: str | None = None
@@ -116,6 +124,10 @@ def check(c: ServerConfig) -> None:
         raise ConfigError(f"poll_seconds must be > 0, got {c.poll_seconds}")
     if not (c.grace_seconds >= 0 and math.isfinite(c.grace_seconds)):
         raise ConfigError(f"grace_seconds must be >= 0, got {c.grace_seconds}")
+    if not (math.isfinite(c.warmup_seconds) and c.warmup_seconds >= 0):
+        raise ConfigError(f"warmup_seconds must be >= 0, got {c.warmup_seconds}")
+    if c.precompute_users < 0:
+        raise ConfigError(f"precompute_users must be >= 0, got {c.precompute_users}")
     if c.max_concurrent_rpcs < 1:
         raise ConfigError("max_concurrent_rpcs must be >= 1")
     if c.default_model not in MODELS:
@@ -171,13 +183,13 @@ def from_dict(data: dict[str, Any], base: ServerConfig | None = None) -> ServerC
             values[key] = None if raw is None else Path(raw)
         elif key == "experiments":
             values[key] = tuple(_experiment(e) for e in raw)
-        elif key in ("poll_seconds", "grace_seconds"):
+        elif key in ("poll_seconds", "grace_seconds", "warmup_seconds"):
             if isinstance(raw, bool) or not isinstance(raw, int | float):
                 raise ConfigError(f"{key}: expected a number, got {raw!r}")
             values[key] = float(raw)
         else:
             values[key] = raw
-    for key in ("port", "metrics_port", "max_concurrent_rpcs"):
+    for key in ("port", "metrics_port", "max_concurrent_rpcs", "precompute_users"):
         if key in values and (isinstance(values[key], bool) or not isinstance(values[key], int)):
             raise ConfigError(f"{key}: expected an integer, got {values[key]!r}")
     try:

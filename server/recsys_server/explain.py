@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import numpy as np
+
 from recsys_server.snapshot import Snapshot
 from recsys_trainer.models import Explanation
 
@@ -19,6 +21,7 @@ VERBS = {
     "session": "viewed",  # request.recent_item_ids
 }
 DEFAULT_VERB = "watched"  # ratings, training history
+NO_BLEND_SIGNAL = "Blend of the models (no strong signal for this item)"
 COMPONENT_NAMES = {
     "item_cf": "item-CF",
     "user_cf": "user-CF",
@@ -166,18 +169,31 @@ def _trending(f: Mapping) -> Reason:
 
 
 def _blend(f: Mapping) -> Reason:
-    shares: Mapping[str, float] = f["shares"]
-    contrib: Mapping[str, float] = f["contributions"]
-    comps = [Component(n, float(shares.get(n, 0.0)), float(v)) for n, v in contrib.items()]
-    comps.sort(key=lambda c: (-c.share, c.model))
-    shown = [
-        f"{COMPONENT_NAMES.get(c.model, c.model)} {c.share:.0%}" for c in comps if c.share >= 0.005
-    ]
-    text = (
-        "Blend of " + ", ".join(shown)
-        if shown
-        else "Blend of the models (no strong signal for this item)"
-    )
-    if f.get("cold_start"):
-        text += " (short history)"
-    return Reason(text, "blend", components=comps)
+    names = list(f["contributions"])
+    contrib = np.array([[float(f["contributions"][n])] for n in names], np.float64)
+    shares = np.array([[float(f["shares"].get(n, 0.0))] for n in names], np.float64)
+    return blend_reasons(names, contrib, shares, bool(f.get("cold_start")))[0]
+
+
+def blend_reasons(
+    names: list[str], contrib: np.ndarray, shares: np.ndarray, cold_start: bool
+) -> list[Reason]:
+    """One "blend" reason per column of ``contrib`` / ``shares`` (parts x items: each part's
+    weighted score at the item and its share of the item's score). Vectorised because the
+    hybrid is the default model and this runs for every item of most responses: the per-item
+    Python work is a sort of a few tuples and a join of preformatted labels."""
+    # Parts by share, largest first, ties by name: a stable sort of the name-ordered parts.
+    by_name = sorted(range(len(names)), key=names.__getitem__)
+    ranked = np.asarray(by_name)[np.argsort(-shares[by_name], axis=0, kind="stable")]
+    pcts = np.rint(shares * 100).astype(np.int64).T.tolist()  # each "{share:.0%}"
+    visible = (shares >= 0.005).T.tolist()
+    labels = [COMPONENT_NAMES.get(n, n) for n in names]
+    suffix = " (short history)" if cold_start else ""
+    out = []
+    cols = zip(contrib.T.tolist(), shares.T.tolist(), pcts, visible, ranked.T.tolist(), strict=True)
+    for c, sh, pct, vis, order in cols:
+        words = [f"{labels[p]} {pct[p]}%" for p in order if vis[p]]
+        text = "Blend of " + ", ".join(words) if words else NO_BLEND_SIGNAL
+        comps = [Component(names[p], sh[p], c[p]) for p in order]
+        out.append(Reason(text + suffix, "blend", components=comps))
+    return out

@@ -23,7 +23,6 @@ import scipy.sparse as sp
 
 import recsys_core as rc
 from recsys_trainer.models import SVD, Explanation, Hybrid, ItemCF, Popularity, Recommender, UserCF
-from recsys_trainer.models.hybrid import blend_explanation
 
 
 def mix_rows(m: sp.csr_matrix, rows: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -41,6 +40,10 @@ def mix_rows(m: sp.csr_matrix, rows: np.ndarray, weights: np.ndarray) -> np.ndar
     return out.astype(np.float32)[None, :]
 
 
+PRECOMPUTED_K = 50
+"""How long a list `ServingHybrid.precompute` keeps: requests for up to this many items."""
+
+
 class ServingHybrid(Hybrid):
     """A `Hybrid` over already-loaded components, with a one-entry cache of component scores
     (per thread) so that explaining what was just recommended costs no second scoring pass."""
@@ -52,6 +55,8 @@ class ServingHybrid(Hybrid):
             self.weights_.update({k: float(v) for k, v in weights.items()})
         self.n_users, self.n_items = base.n_users, base.n_items
         self._memo = threading.local()
+        # user -> (the row it was ranked for, then what `_rank` returns); see `precompute`
+        self._ranked: dict[int, tuple] = {}
 
     def _component_scores(self, users, history: sp.csr_matrix) -> dict[str, np.ndarray]:
         users = np.asarray(users)
@@ -90,18 +95,47 @@ class ServingHybrid(Hybrid):
     def recommend_one(
         self, user: int, row: sp.csr_matrix, k: int, allow=None, deny=None
     ) -> rc.Recommendations | None:
-        """The whole blend in one Rust call (``recsys_core.blend_topk``); the parts' scores
-        at the chosen items are kept for `explain`. None when a component is of a kind the
-        kernel does not take (then the generic path runs)."""
+        """The whole blend in one Rust call (``recsys_core.blend_topk``), or the head of the
+        list `precompute` ranked for this very row; the parts' scores at the chosen items are
+        kept for `explain`. None when a component is of a kind the kernel does not take (then
+        the generic path runs)."""
+        hit = self._ranked.get(user) if allow is None and deny is None else None
+        if hit is not None and hit[0] is row and k <= PRECOMPUTED_K:
+            _, items, scores, names, weights, part_scores, cold = hit
+            items, scores, part_scores = items[:k], scores[:k], part_scores[:, :k]
+        else:
+            ranked = self._rank(user, row, k, allow, deny)
+            if ranked is None:
+                return None
+            items, scores, names, weights, part_scores, cold = ranked
+        # each part's normalised score at each chosen item, kept for `blend_parts`
+        self._memo.blend = (row, user, items, names, weights, part_scores, cold)
+        return rc.Recommendations(items, scores, None)
+
+    def precompute(self, user: int, row: sp.csr_matrix) -> bool:
+        """Ranks a known user's top PRECOMPUTED_K for ``row`` (their training history) now, at
+        load time: their requests with that history and no allow/deny filters then read the
+        head of this list instead of scoring the catalogue (the same items, scores and
+        explanations: the top k of a ranking is the head of its top PRECOMPUTED_K). A live
+        event or session items make another history, which is ranked on the request."""
+        ranked = self._rank(user, row, PRECOMPUTED_K, None, None)
+        if ranked is not None:
+            self._ranked[user] = (row, *ranked)
+        return ranked is not None
+
+    def _rank(self, user: int, row: sp.csr_matrix, k: int, allow, deny):
+        """(items, scores, part names, weights, part scores, cold share) of the blend's top k,
+        or None (a component the kernel does not take)."""
         h = row.tocsr()
         t = self.config.cold_start_threshold
-        cold = (t - h.nnz) / max(t, 1) if h.nnz < t else 0.0  # Hybrid.cold_share for one row
+        nnz = len(h.indices)
+        cold = (t - nnz) / max(t, 1) if nnz < t else 0.0  # Hybrid.cold_share for one row
         if cold > 0:
             weights = {"popularity": cold, "item_cf": 1 - cold}
         else:
             weights = {n: w for n, w in self.weights_.items() if w > 0}
-        names, parts = [], []
-        for n in sorted(weights):  # Hybrid.score's summation order
+        names, parts = sorted(weights), []  # Hybrid.score's summation order
+        for n in names:
             m, w = self.components.get(n), float(weights[n])
             if isinstance(m, ItemCF) and m.similarity_ is not None:
                 parts.append((m._scorer, h.indices, h.data, w))
@@ -109,34 +143,60 @@ class ServingHybrid(Hybrid):
                 nb, sims = m.neighbours_of(user, h)
                 parts.append((m._scorer, nb, sims, w))
             elif isinstance(m, SVD):
-                parts.append((m._scorer, m.user_vectors(np.array([user]), h)[0], w))
+                # SVD.user_vectors for one user: the trained vector, else folded in
+                vec = m.user_factors_[user] if 0 <= user < m.n_users else m.fold_in(h)[0]
+                parts.append((m._scorer, vec, w))
             elif isinstance(m, Popularity):
-                parts.append((m.scores_.astype(np.float32, copy=False), w))
+                parts.append((self._pop_scores(m), w))
             else:
                 return None
-            names.append(n)
         b = rc.blend_topk(parts, self.n_items, k, exclude=h.indices, allow=allow, deny=deny)
-        shares = {n: b.part_scores[i] for i, n in enumerate(names)}
-        self._memo.blend = (row, user, b.items, shares, weights, cold)
-        return rc.Recommendations(b.items, b.scores, None)
+        return b.items, b.scores, names, weights, b.part_scores, cold
+
+    def blend_parts(
+        self, user, history: sp.csr_matrix, items
+    ) -> tuple[list[str], np.ndarray, np.ndarray, bool] | None:
+        """(part names, contributions, shares, cold start) at ``items``, parts x items, from
+        the `recommend_one` call just made for this history; None if there was none."""
+        memo = getattr(self._memo, "blend", None)
+        if memo is None or memo[0] is not history or memo[1] != user:
+            return None
+        _, _, chosen, names, weights, part_scores, cold = memo
+        if items is not chosen and not np.array_equal(items, chosen):
+            # explaining other items than those just ranked
+            pos = {int(j): r for r, j in enumerate(chosen)}
+            if any(int(j) not in pos for j in np.asarray(items)):
+                return None
+            part_scores = part_scores[:, [pos[int(j)] for j in np.asarray(items)]]
+        w = np.array([weights[n] for n in names], np.float64)
+        contrib = w[:, None] * part_scores.astype(np.float64)
+        # blend_explanation's shares, for every item at once
+        total = contrib.sum(axis=0)
+        return names, contrib, contrib / np.where(total > 0, total, np.inf), cold > 0
 
     def explain(self, user, history: sp.csr_matrix, items) -> list[Explanation]:
-        memo = getattr(self._memo, "blend", None)
-        items = np.asarray(items)
-        if memo is None or memo[0] is not history or memo[1] != user:
+        got = self.blend_parts(user, history, items)
+        if got is None:
             return super().explain(user, history, items)
-        _, _, chosen, parts, weights, cold = memo
-        pos = {int(j): r for r, j in enumerate(chosen)}
-        if any(int(j) not in pos for j in items):
-            return super().explain(user, history, items)
-        rows = [pos[int(j)] for j in items]
-        names = list(parts)
-        # contributions[p, i]: part p's weighted score at item i, for every item at once
-        contrib = np.array([weights[n] * parts[n][rows].astype(np.float64) for n in names])
+        names, contrib, shares, cold_start = got
         return [
-            blend_explanation(dict(zip(names, col.tolist(), strict=True)), cold > 0)
-            for col in contrib.T
+            Explanation(
+                "blend",
+                {
+                    "cold_start": cold_start,
+                    "contributions": dict(zip(names, c, strict=True)),
+                    "shares": dict(zip(names, sh, strict=True)),
+                },
+            )
+            for c, sh in zip(contrib.T.tolist(), shares.T.tolist(), strict=True)
         ]
+
+    def _pop_scores(self, m: Popularity) -> np.ndarray:
+        """The popularity scores as float32, converted once per model."""
+        cached = getattr(self, "_pop32", None)
+        if cached is None or cached[0] is not m.scores_:
+            cached = self._pop32 = (m.scores_, m.scores_.astype(np.float32))
+        return cached[1]
 
     def _popularity(self, m: Popularity) -> np.ndarray:
         cached = getattr(self, "_pop_norm", None)

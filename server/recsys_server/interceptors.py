@@ -1,12 +1,17 @@
-"""Server interceptors for the Recommender service (health and reflection pass through):
+"""What runs around every Recommender handler. The wrappers are applied once, when the
+service is registered (`recsys_server.service.add_to_server`), not as grpc interceptors, which
+cost two coroutines per call on every method, health included:
 
-* `ObserveInterceptor` (outermost): request metrics, and the one place where errors become
-  gRPC statuses: `ServingError` -> its code with its message; anything unexpected -> INTERNAL
+* `Observe` (outermost): request metrics, and the one place where errors become gRPC
+  statuses: `ServingError` -> its code with its message; anything unexpected -> INTERNAL
   with a generic message and the traceback in the server log. A handler never ends UNKNOWN.
-* `AuthInterceptor`: bearer tokens from the ``authorization`` metadata, compared in constant
-  time. Tokens are never logged.
-
-Each wraps a method's handler once and reuses the wrapper (the per-call work is in the wrapper).
+  It also admits at most ``limit`` Recommender RPCs at a time: the next one is refused at
+  once with RESOURCE_EXHAUSTED (a short queue and fast refusals rather than a growing queue;
+  health and reflection are not wrapped, so they answer under overload), a request whose
+  bytes are not a valid message is INVALID_ARGUMENT, and a call whose deadline passed is
+  counted as DEADLINE_EXCEEDED rather than CANCELLED.
+* `Auth`: bearer tokens from the ``authorization`` metadata, compared in constant time.
+  Tokens are never logged.
 """
 
 from __future__ import annotations
@@ -20,7 +25,13 @@ from typing import Any
 
 import grpc
 
-from recsys_server.errors import PermissionDenied, ServingError, Unauthenticated
+from recsys_server.errors import (
+    InvalidArgument,
+    PermissionDenied,
+    ResourceExhausted,
+    ServingError,
+    Unauthenticated,
+)
 from recsys_server.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -31,42 +42,33 @@ WRITE_METHODS = frozenset({"RecordInteractions"})
 ADMIN_METHODS = frozenset({"ReloadModels"})
 
 
-class _Wrapping(grpc.aio.ServerInterceptor):
-    """Wraps the unary handlers of one service's methods, once per method."""
+class Undecodable:
+    """Stands for a request whose bytes did not parse (the handler answers INVALID_ARGUMENT;
+    grpc's own answer would be INTERNAL "Exception deserializing request!")."""
 
-    def __init__(self, service: str) -> None:
-        self.prefix = f"/{service}/"
-        self._cache: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+    __slots__ = ("error",)
 
-    def wrap(self, method: str, behavior: Behavior) -> Behavior | None:
-        raise NotImplementedError
-
-    async def intercept_service(self, continuation, handler_call_details):
-        handler = await continuation(handler_call_details)
-        full = handler_call_details.method or ""
-        hit = self._cache.get(full)
-        if hit is not None and hit[0] is handler:
-            return hit[1]
-        if handler is None or handler.unary_unary is None or not full.startswith(self.prefix):
-            return handler
-        behavior = self.wrap(full[len(self.prefix) :], handler.unary_unary)
-        wrapped = (
-            handler
-            if behavior is None
-            else grpc.unary_unary_rpc_method_handler(
-                behavior,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        )
-        self._cache[full] = (handler, wrapped)
-        return wrapped
+    def __init__(self, error: Exception) -> None:
+        self.error = error
 
 
-class ObserveInterceptor(_Wrapping):
-    def __init__(self, service: str, metrics: Metrics | None) -> None:
-        super().__init__(service)
+class Observe:
+    def __init__(self, metrics: Metrics | None, limit: int | None = None) -> None:
         self.metrics = metrics
+        self.limit = limit
+        self.active = 0  # Recommender RPCs being handled (all methods)
+
+    def deserializer(self, method: str, deserialize: Any) -> Any:
+        if deserialize is None:
+            return None
+
+        def safe(data: bytes):
+            try:
+                return deserialize(data)
+            except Exception as e:  # DecodeError, invalid UTF-8, recursion limit ...
+                return Undecodable(e)
+
+        return safe
 
     def wrap(self, method: str, behavior: Behavior) -> Behavior:
         metrics = self.metrics
@@ -78,13 +80,26 @@ class ObserveInterceptor(_Wrapping):
             t0 = time.perf_counter()
             if metrics is not None:
                 metrics.inflight.inc()
+            self.active += 1
             try:
+                # Over the limit: refused before anything else runs (no auth, no work), so a
+                # refusal costs far less than an answer and the server keeps up under overload.
+                if self.limit is not None and self.active > self.limit:
+                    raise ResourceExhausted(
+                        f"server busy: {self.limit} requests in flight (max_concurrent_rpcs); "
+                        "retry with backoff"
+                    )
+                if isinstance(request, Undecodable):
+                    raise InvalidArgument(
+                        "request", f"not a valid {method} request message ({request.error})"[:300]
+                    )
                 return await behavior(request, context)
             except ServingError as e:
                 code = e.code
                 await context.abort(grpc.StatusCode[code], str(e))
             except asyncio.CancelledError:
-                code = "CANCELLED"
+                left = context.time_remaining()
+                code = "DEADLINE_EXCEEDED" if left is not None and left <= 0 else "CANCELLED"
                 raise
             except grpc.aio.AbortError:
                 c = context.code()
@@ -95,6 +110,7 @@ class ObserveInterceptor(_Wrapping):
                 log.exception("%s failed", method)
                 await context.abort(grpc.StatusCode.INTERNAL, "internal error (see server log)")
             finally:
+                self.active -= 1
                 if metrics is not None:
                     metrics.inflight.dec()
                     duration.observe(time.perf_counter() - t0)
@@ -126,7 +142,7 @@ def _matches(token: str, candidates: list[str]) -> bool:
     return ok
 
 
-class AuthInterceptor(_Wrapping):
+class Auth:
     """Write RPCs need the write or admin token when a write token is configured; ReloadModels
     needs the admin token when one is configured; with a read token configured, every other
     call (and those two when their token is not configured) needs one of the configured tokens.
@@ -134,13 +150,11 @@ class AuthInterceptor(_Wrapping):
 
     def __init__(
         self,
-        service: str,
         *,
         read: str | None = None,
         write: str | None = None,
         admin: str | None = None,
     ) -> None:
-        super().__init__(service)
         self.read, self.write, self.admin = read, write, admin
         self.all = [t for t in (read, write, admin) if t]
 

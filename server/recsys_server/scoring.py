@@ -12,7 +12,7 @@ import scipy.sparse as sp
 from recsys_server import router
 from recsys_server.config import Experiment
 from recsys_server.errors import InvalidArgument, NotFound
-from recsys_server.explain import Reason, describe
+from recsys_server.explain import Reason, blend_reasons, describe
 from recsys_server.live import LiveHistory
 from recsys_server.snapshot import Snapshot
 
@@ -132,12 +132,11 @@ def user_history(
             wts.append(np.ones(len(r), np.float32))
             for i in r.tolist():
                 kinds.setdefault(i, SESSION)
-    n = snap.n_items
     if not idx:
-        return user, sp.csr_matrix((1, n), dtype=np.float32), kinds
+        return user, snap.empty_row, kinds
     indices = np.concatenate(idx) if len(idx) > 1 else idx[0]
     data = np.concatenate(wts) if len(wts) > 1 else wts[0]
-    row = sp.csr_matrix((data, indices, np.array([0, len(indices)])), shape=(1, n))
+    row = sp.csr_matrix((data, indices, np.array([0, len(indices)])), shape=(1, snap.n_items))
     if len(idx) > 1:
         row.sum_duplicates()
     return user, row, kinds
@@ -161,19 +160,34 @@ def recommend(
     items = rec.items.tolist()
     if not items:
         return answer
-    scores = rec.scores.astype(np.float64)
-    conf = np.clip(scores / snap.reference(choice.key), 0.0, 1.0)
-    conf[~np.isfinite(conf)] = 0.0
+    scores = rec.scores.tolist()
+    ref = snap.reference(choice.key)
     reasons: list[Reason | None] = [None] * len(items)
     if q.explain:
-        expl = choice.model.explain(user, row, rec.items)
-        reasons = [describe(e, snap, kinds) for e in expl]
+        reasons = explain_items(choice.model, user, row, rec.items, snap, kinds)
     titles, cats, ids = snap.titles, snap.categories, snap.item_ids
     answer.items = [
-        Scored(ids[i], s, c, titles[i], cats[i], why)
-        for i, s, c, why in zip(items, scores.tolist(), conf.tolist(), reasons, strict=True)
+        Scored(ids[i], s, confidence(s, ref), titles[i], cats[i], why)
+        for i, s, why in zip(items, scores, reasons, strict=True)
     ]
     return answer
+
+
+def explain_items(model, user: int, row, items, snap: Snapshot, kinds) -> list[Reason]:
+    """The reasons for ``items``: a serving hybrid's blend shares straight from its last
+    ranking (vectorised, `explain.blend_reasons`), else the model's explanations described."""
+    parts = getattr(model, "blend_parts", None)
+    got = parts(user, row, items) if parts is not None else None
+    if got is not None:
+        return blend_reasons(*got)
+    return [describe(e, snap, kinds) for e in model.explain(user, row, items)]
+
+
+def confidence(score: float, reference: float) -> float:
+    """score / reference (> 0, snapshot.measure_references) clipped to [0, 1], 0 for NaN. Plain
+    floats: for the k items of a response that costs less than the numpy calls."""
+    c = score / reference
+    return 0.0 if c != c else min(max(c, 0.0), 1.0)
 
 
 # -- similar items -----------------------------------------------------------------------------
@@ -195,14 +209,11 @@ def similar(snap: Snapshot, item_id: str, k: int, model: str = "") -> SimilarAns
     if item is None:
         raise NotFound(f"item {item_id!r} is not in model version {snap.version}")
     r = m.similar_items(item, k)
-    scores = np.asarray(r.scores, np.float64)
     ref = snap.reference(f"similar:{name}")
-    conf = np.clip(scores / ref, 0.0, 1.0)
-    conf[~np.isfinite(conf)] = 0.0
     ids, titles, cats = snap.item_ids, snap.titles, snap.categories
     items = [
-        Scored(ids[i], s, c, titles[i], cats[i])
-        for i, s, c in zip(r.items.tolist(), scores.tolist(), conf.tolist(), strict=True)
+        Scored(ids[i], s, confidence(s, ref), titles[i], cats[i])
+        for i, s in zip(r.items.tolist(), np.asarray(r.scores).tolist(), strict=True)
     ]
     return SimilarAnswer(item_id, items, name, snap.version)
 

@@ -16,7 +16,7 @@ from grpc_reflection.v1alpha import reflection
 from recsys_server.config import ServerConfig
 from recsys_server.core import RecommenderCore
 from recsys_server.interaction_log import InteractionLog, LogLockedError
-from recsys_server.interceptors import AuthInterceptor, ObserveInterceptor
+from recsys_server.interceptors import Auth, Observe
 from recsys_server.metrics import Metrics
 from recsys_server.service import SERVICE_NAME, RecommenderService, add_to_server
 from recsys_server.snapshot import Snapshot
@@ -95,18 +95,21 @@ async def start(cfg: ServerConfig, *, poll: bool = True) -> Running:
 
     store = ModelStore(cfg, metrics, on_swap)
     server = grpc.aio.server(
-        interceptors=[
-            ObserveInterceptor(SERVICE_NAME, metrics),
-            AuthInterceptor(
-                SERVICE_NAME, read=cfg.read_token, write=cfg.write_token, admin=cfg.admin_token
-            ),
-        ],
         options=[
             ("grpc.so_reuseport", 0),  # a port in use must fail, not be shared
             ("grpc.max_receive_message_length", MAX_MESSAGE),
             ("grpc.max_send_message_length", MAX_MESSAGE),
+            # Calls not yet taken up wait in grpc's core, where nothing in Python sees them:
+            # past max_concurrent_rpcs of them, grpc refuses new ones at once (CANCELLED, its
+            # only status for it), so under overload the wait stays bounded (about that many
+            # calls' worth) instead of growing. A small cap would also refuse the bursts of
+            # ordinary load while a batch holds the interpreter.
+            ("grpc.server.max_pending_requests", cfg.max_concurrent_rpcs),
+            ("grpc.server.max_pending_requests_hard_limit", 2 * cfg.max_concurrent_rpcs),
         ],
-        maximum_concurrent_rpcs=cfg.max_concurrent_rpcs,
+        # Not grpc's maximum_concurrent_rpcs: its limiter stops taking calls off the queue
+        # (a growing queue, health included). `Observe` refuses with RESOURCE_EXHAUSTED when
+        # more than max_concurrent_rpcs calls are in flight.
     )
     address = f"{_host(cfg.host)}:{cfg.port}"
     creds = _credentials(cfg)
@@ -139,8 +142,20 @@ async def start(cfg: ServerConfig, *, poll: bool = True) -> Running:
         await server.stop(None)
         raise StartupError(f"cannot open the interaction log {cfg.events_dir}: {e}") from e
 
+    if event_log.recovered_corrupt_tails:
+        metrics.corrupt_tails.inc(event_log.recovered_corrupt_tails)
+        log.warning(
+            "interaction log: %d damaged tail(s) set aside: %s",
+            event_log.recovered_corrupt_tails,
+            "; ".join(event_log.recovery.details),
+        )
     core = RecommenderCore(cfg, store, event_log, metrics)
-    add_to_server(RecommenderService(core), server)
+    add_to_server(
+        RecommenderService(core),
+        server,
+        Observe(metrics, limit=cfg.max_concurrent_rpcs),
+        Auth(read=cfg.read_token, write=cfg.write_token, admin=cfg.admin_token),
+    )
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (SERVICE_NAME, HEALTH_NAME, reflection.SERVICE_NAME), server

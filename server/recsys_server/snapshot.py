@@ -3,6 +3,7 @@ so the request path does no per-item Python work beyond its own k results."""
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -59,6 +60,11 @@ class Snapshot:
     @property
     def n_items(self) -> int:
         return len(self.item_ids)
+
+    @functools.cached_property
+    def empty_row(self) -> sp.csr_matrix:
+        """The 1-row history of a user with none (shared; never modified in place)."""
+        return sp.csr_matrix((1, self.n_items), dtype=np.float32)
 
     def user_row(self, user: int) -> sp.csr_matrix:
         row = self.rows.get(user)

@@ -1,0 +1,141 @@
+"""3. Overload at 3x capacity and 4. deadlines shorter than the work.
+
+Overload runs the deployment the docs prescribe for it: recsys-serve behind nginx with
+deploy/nginx's config, which refuses Recommender calls beyond a number in flight with
+RESOURCE_EXHAUSTED before they reach Python (refusing in Python costs ~40% of an answer, so
+3x capacity cannot be refused there). Capacity: RECSYS_FAULTS_CAPACITY (requests/s, e.g.
+from the load-test sweep) when set, else measured here: a closed loop of 8 callers for a few
+seconds through the same front."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import grpc
+from fsupport import (
+    LONG,
+    HealthProbe,
+    NginxFront,
+    ServerProcess,
+    calls,
+    loadgen,
+    metric_value,
+    pct,
+    report,
+    summary,
+)
+
+from recsys_proto.v1 import recommender_pb2 as pb
+from recsys_proto.v1 import recommender_pb2_grpc as pb_grpc
+
+OVERLOAD_SECONDS = 60.0 if LONG else 15.0
+
+
+def test_overload(trained, tmp_path):
+    srv = ServerProcess("--artifacts", str(trained), "--log-dir", str(tmp_path / "ev")).start()
+    front = None
+    try:
+        srv.wait_serving()
+        front = NginxFront(srv.address, tmp_path / "nginx").start()
+        target = front.address
+        if os.environ.get("RECSYS_FAULTS_CAPACITY"):
+            capacity = float(os.environ["RECSYS_FAULTS_CAPACITY"])
+        else:
+            out = tmp_path / "capacity.json"
+            loadgen(target, out, closed=8, duration=5).wait(60)
+            ok = [c for c in calls(out) if c[2] == "OK"]
+            capacity = len(ok) / 5.0
+        offered = 3 * capacity
+        probe = HealthProbe(target, every=0.1)
+        probe.start()
+        # Two generator processes: one Python process cannot offer that much on its own.
+        outs = [tmp_path / f"over{i}.json" for i in range(2)]
+        gens = [
+            loadgen(target, o, rate=offered / 2, duration=OVERLOAD_SECONDS, timeout=5, seed=i)
+            for i, o in enumerate(outs)
+        ]
+        for g in gens:
+            g.wait(OVERLOAD_SECONDS + 120)
+        t_end = time.time()
+        # Recovery: a normal call answers promptly within 5 s of the load stopping.
+        stub = pb_grpc.RecommenderStub(grpc.insecure_channel(target))
+        recovered = None
+        while time.time() - t_end < 5 and recovered is None:
+            t0 = time.perf_counter()
+            try:
+                stub.Recommend(pb.RecommendRequest(user_id="u001", k=10), timeout=1)
+                if time.perf_counter() - t0 < 0.1:
+                    recovered = time.time() - t_end
+            except grpc.RpcError:
+                time.sleep(0.05)
+        samples = probe.stop()
+        cs = calls(*outs)
+        s = summary(cs)
+        refused = [c[1] for c in cs if c[2] == "RESOURCE_EXHAUSTED"]
+        health = [x for x in samples if x[0] <= t_end]
+        figures = {
+            "capacity_rps": round(capacity, 1),
+            "offered_rps": round(offered, 1),
+            **s,
+            "refused_p99_ms": round(pct(refused, 0.99) * 1e3, 2),
+            "health_checks": len(health),
+            "health_max_ms": round(max((x[1] for x in health), default=0) * 1e3, 2),
+            "health_statuses": sorted({x[2] for x in health}),
+            "recovered_after_s": recovered,
+        }
+        report("overload", figures)
+        assert set(s["codes"]) <= {"OK", "RESOURCE_EXHAUSTED"}, figures
+        assert s["ok_p99_ms"] < 100, figures
+        assert figures["refused_p99_ms"] < 100, figures
+        assert figures["health_statuses"] == ["SERVING"], figures
+        assert figures["health_max_ms"] < 50, figures
+        assert recovered is not None, figures
+    finally:
+        if front is not None:
+            front.stop()
+        srv.kill()
+
+
+def test_deadline_stops_the_work(trained, tmp_path):
+    srv = ServerProcess("--artifacts", str(trained), "--log-dir", str(tmp_path / "ev")).start()
+    try:
+        srv.wait_serving()
+        opts = [("grpc.max_receive_message_length", 64 << 20)]
+        stub = pb_grpc.RecommenderStub(grpc.insecure_channel(srv.address, options=opts))
+        big = pb.RecommendBatchRequest(
+            requests=[
+                pb.RecommendRequest(user_id=f"u{i % 600:03d}", k=50, explain=True)
+                for i in range(1000)
+            ]
+        )
+        t0 = time.perf_counter()
+        stub.RecommendBatch(big, timeout=60)
+        full = time.perf_counter() - t0
+        url = srv.metrics_url
+        before = metric_value(url, "recsys_work_abandoned_total", method="RecommendBatch")
+        codes = []
+        for _ in range(3):
+            try:
+                stub.RecommendBatch(big, timeout=full / 10)
+                codes.append("OK")
+            except grpc.RpcError as e:
+                codes.append(e.code().name)
+        time.sleep(full)  # the work would have finished by now had it not stopped
+        abandoned = metric_value(url, "recsys_work_abandoned_total", method="RecommendBatch")
+        counted = metric_value(
+            url, "recsys_requests_total", method="RecommendBatch", code="DEADLINE_EXCEEDED"
+        )
+        figures = {
+            "batch_seconds": round(full, 3),
+            "deadline_seconds": round(full / 10, 3),
+            "codes": codes,
+            "work_abandoned": abandoned - before,
+            "requests_total_deadline_exceeded": counted,
+        }
+        report("deadlines", figures)
+        assert codes == ["DEADLINE_EXCEEDED"] * 3, figures
+        assert abandoned - before == 3, figures
+        assert counted == 3, figures
+    finally:
+        srv.kill()
