@@ -239,6 +239,15 @@ def start_server(artifacts: str, tmp: str) -> tuple[subprocess.Popen[str], str, 
     return proc, address, url.group(1) if url else ""
 
 
+def stop_server(proc: subprocess.Popen) -> None:
+    """SIGTERM (a graceful stop), SIGKILL if it is still running 30 s later."""
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 def read_stats(prefix: str, samples: dict[str, list[float]]) -> list[Row]:
     rows = []
     with open(f"{prefix}_stats.csv", newline="") as f:
@@ -545,11 +554,7 @@ def main() -> int:
             main_run = run_locust(a, address, server, "RecsysUser", a.duration_s, tmp, metrics_url)
             floor = run_locust(a, address, server, "HealthUser", a.floor_duration_s, tmp)
         finally:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_server(proc)
     problems = []
     seen = {r.name for r in main_run.rows if r.count}
     for name in sorted(expected_rpcs(a.weights or "") - seen):

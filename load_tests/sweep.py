@@ -26,7 +26,6 @@ import math
 import os
 import platform
 import shlex
-import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -134,11 +133,7 @@ def sweep(a: argparse.Namespace) -> list[Step]:
                 if step.problems() and rate >= a.target_rate:
                     break  # past the budget (and the target step is measured)
         finally:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            harness.stop_server(proc)
     return steps
 
 
