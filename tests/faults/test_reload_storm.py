@@ -32,10 +32,15 @@ def test_reload_storm(artifacts_root, tmp_path):
         stop = threading.Event()
 
         def publisher() -> None:
-            while not stop.wait(EVERY):
+            # On a fixed schedule (one every EVERY seconds from the start), so the time each
+            # publish takes does not stretch the interval.
+            first = time.monotonic()
+            n = 1
+            while not stop.wait(max(0.0, first + n * EVERY - time.monotonic())):
                 started = time.time()  # it cannot be served before this
                 path = republish(artifacts_root, keep=4)
                 published.append((started, path.name))
+                n += 1
 
         out = tmp_path / "calls.json"
         gen = loadgen(srv.address, out, rate=RATE, duration=DURATION, timeout=5)
