@@ -57,6 +57,8 @@ class ServingHybrid(Hybrid):
         self._memo = threading.local()
         # user -> (the row it was ranked for, then what `_rank` returns); see `precompute`
         self._ranked: dict[int, tuple] = {}
+        self.keep = 0
+        """How many users' rankings requests may add (`precompute` sets it)."""
 
     def _component_scores(self, users, history: sp.csr_matrix) -> dict[str, np.ndarray]:
         users = np.asarray(users)
@@ -99,15 +101,21 @@ class ServingHybrid(Hybrid):
         list `precompute` ranked for this very row; the parts' scores at the chosen items are
         kept for `explain`. None when a component is of a kind the kernel does not take (then
         the generic path runs)."""
-        hit = self._ranked.get(user) if allow is None and deny is None else None
-        if hit is not None and hit[0] is row and k <= PRECOMPUTED_K:
-            _, items, scores, names, weights, part_scores, cold = hit
-            items, scores, part_scores = items[:k], scores[:k], part_scores[:, :k]
-        else:
-            ranked = self._rank(user, row, k, allow, deny)
+        plain = allow is None and deny is None and k <= PRECOMPUTED_K
+        hit = self._ranked.get(user) if plain else None
+        if hit is None or hit[0] is not row:
+            # Ranked now; a known user's top PRECOMPUTED_K is kept for the next request with
+            # this history (while there is room), so a user with new events is ranked once.
+            keep = plain and user >= 0 and (hit is not None or len(self._ranked) < self.keep)
+            ranked = self._rank(user, row, PRECOMPUTED_K if keep else k, allow, deny)
             if ranked is None:
                 return None
-            items, scores, names, weights, part_scores, cold = ranked
+            hit = (row, *ranked)
+            if keep:
+                self._ranked[user] = hit
+        _, items, scores, names, weights, part_scores, cold = hit
+        if len(items) > k:
+            items, scores, part_scores = items[:k], scores[:k], part_scores[:, :k]
         # each part's normalised score at each chosen item, kept for `blend_parts`
         self._memo.blend = (row, user, items, names, weights, part_scores, cold)
         return rc.Recommendations(items, scores, None)

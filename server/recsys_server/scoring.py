@@ -112,6 +112,12 @@ def user_history(
     items = live.get(user_id) if live is not None else None
     if user >= 0 and not items and not recent:
         return user, snap.user_row(user), {}
+    if items and not recent:
+        # The same live history (a new dict per recorded event) gives the same row object,
+        # which a model may have ranked already (fastpath.ServingHybrid keeps rankings by row).
+        hit = snap.live_rows.get(user_id)
+        if hit is not None and hit[0] is items:
+            return user, hit[1], hit[2]
     h = snap.history
     idx: list[np.ndarray] = []
     wts: list[np.ndarray] = []
@@ -139,6 +145,8 @@ def user_history(
     row = sp.csr_matrix((data, indices, np.array([0, len(indices)])), shape=(1, snap.n_items))
     if len(idx) > 1:
         row.sum_duplicates()
+    if items and not recent:
+        snap.live_rows[user_id] = (items, row, kinds)
     return user, row, kinds
 
 

@@ -53,6 +53,9 @@ class Snapshot:
     """id(model) -> its single-user ranking path, for every model and variant model."""
     references: dict[str, float] = field(default_factory=dict)
     """Route key (model name or variant key, "popularity", "cold_start") -> reference score."""
+    live_rows: dict[str, tuple] = field(default_factory=dict)
+    """User id -> (their live events mapping, the 1-row history built from it, event kinds):
+    rebuilt only when a recorded event replaces the mapping (`scoring.user_history`)."""
     rows: dict[int, sp.csr_matrix] = field(default_factory=dict)
     """Known user -> their training row as a 1-row CSR, built on first use: building a scipy
     matrix costs about 0.1 ms, a large share of a request. Never modified in place."""

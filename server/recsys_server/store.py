@@ -110,6 +110,8 @@ def precompute(snap: Snapshot, n_users: int) -> None:
     if not hybrids or n_users <= 0:
         return
     active = np.argsort(-np.diff(snap.history.indptr), kind="stable")[:n_users]
+    for m in hybrids.values():  # room for users who record events, then are ranked anew
+        m.keep = 2 * n_users
     for user in active.tolist():
         row = snap.user_row(user)
         for m in hybrids.values():

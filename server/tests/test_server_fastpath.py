@@ -118,3 +118,34 @@ def test_precomputed_ranking_is_the_online_one(both):
     row = snap.user_row(u)
     deny = hybrid.recommend_one(u, row, 3).items[:1]
     assert deny[0] not in hybrid.recommend_one(u, row, 10, deny=deny).items.tolist()
+
+
+def test_live_history_rows_and_rankings_follow_recorded_events(both):
+    """A user's live history gives one row object until their next event; the hybrid ranks
+    that row once and keeps it, and a new event gives a new row, ranked anew, equal to an
+    on-arrival ranking of it."""
+    from recsys_server import scoring
+    from recsys_server.live import LiveHistory
+    from recsys_trainer.eventlog import Event
+
+    _, snap = both
+    hybrid = fastpath.ServingHybrid(snap.models["hybrid"])
+    hybrid.keep = 10
+    fresh = fastpath.ServingHybrid(snap.models["hybrid"])
+    live = LiveHistory(snap.item_index)
+    user_id = str(snap.user_ids[0])
+    seen = set(snap.user_row(0).indices.tolist())
+    new_items = [i for i in range(snap.n_items) if i not in seen][:2]
+    rows = []
+    for item in new_items:
+        live.fold([Event(f"e{item}", user_id, snap.item_ids[item], "purchase", 1.7e9)])
+        u, row, kinds = scoring.user_history(snap, live, user_id)
+        assert scoring.user_history(snap, live, user_id)[1] is row  # same events, same row
+        assert kinds[item] == "purchase"
+        got = hybrid.recommend_one(u, row, 10).items.tolist()
+        assert hybrid._ranked[u][0] is row
+        assert hybrid.recommend_one(u, row, 10).items.tolist() == got
+        assert got == fresh.recommend_one(u, row, 10).items.tolist()
+        assert item not in got  # an item the user just bought is history now
+        rows.append(row)
+    assert rows[0] is not rows[1]
