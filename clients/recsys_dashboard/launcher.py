@@ -74,7 +74,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     os.environ.update(settings.to_env())
     print(f"recsys-dashboard: http://{a.host}:{a.port}  (server {a.target})", flush=True)
-    from streamlit.web import cli as stcli
+    try:
+        from streamlit.web import cli as stcli
+    except ImportError:
+        print(
+            "recsys-dashboard: error: Streamlit is not installed; "
+            "pip install './clients[dashboard]'",
+            file=sys.stderr,
+        )
+        return 2
 
     sys.argv = ["streamlit", *streamlit_args(a)]
     return stcli.main(prog_name="streamlit")

@@ -282,7 +282,12 @@ def test_sdk_needs_only_grpcio_and_protobuf():
     meta = tomllib.loads((CLIENTS / "pyproject.toml").read_text())["project"]
     names = {d.split(">")[0].split("=")[0].split("<")[0].strip() for d in meta["dependencies"]}
     assert names == {"grpcio", "protobuf"}
-    assert meta["scripts"] == {"recsys": "recsys_client.cli:main"}
+    assert meta["scripts"] == {
+        "recsys": "recsys_client.cli:main",
+        "recsys-dashboard": "recsys_dashboard.launcher:main",
+    }
+    # The dashboard's own dependencies stay in its extra.
+    assert set(meta["optional-dependencies"]["dashboard"]) >= {"streamlit>=1.67"}
     # ... and imports without grpcio-health-checking (nor anything else from the dev venv).
     code = (
         "import sys\n"
