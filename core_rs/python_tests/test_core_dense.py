@@ -21,6 +21,8 @@ from _core_support import (
 from hypothesis import given
 from hypothesis import strategies as st
 
+import recsys_core
+
 DENSE_KINDS = ["small_int", "sixteenths", "float"]
 
 
@@ -170,3 +172,28 @@ def test_stream_read_exact_on_integers():
     a = np.arange(1000 * 16, dtype=np.float32).reshape(1000, 16) % 7
     assert rc.stream_read(a) == float(a.sum(dtype=np.float64))
     assert rc.stream_read(a, num_threads=2) == float(a.sum(dtype=np.float64))
+
+
+def test_half_exact_factors_are_held_in_half_precision_with_the_same_scores():
+    rng = np.random.default_rng(5)
+    f = recsys_core.half_exact(rng.standard_normal((300, 37)) * 0.3)
+    assert np.array_equal(f.astype(np.float16).astype(np.float32), f)
+    half = recsys_core.DenseScorer(f)
+    assert half.half_precision
+    # One value half precision cannot hold keeps the matrix in f32; the other values are the
+    # same, so the top items of users far from that item agree with the f16 matrix's.
+    g = f.copy()
+    g[-1, 0] += np.float32(1e-4)
+    full = recsys_core.DenseScorer(g)
+    assert not full.half_precision
+    for _ in range(20):
+        u = rng.standard_normal(37).astype(np.float32)
+        a = half.recommend(u, 10, exclude=[299])
+        b = full.recommend(u, 10, exclude=[299])
+        assert a.items.tolist() == b.items.tolist()
+        assert a.scores.tolist() == b.scores.tolist()  # bit for bit
+        want = f[a.items].astype(np.float64) @ u.astype(np.float64)
+        np.testing.assert_allclose(a.scores, want, rtol=1e-5, atol=1e-5)
+    big = np.array([[1e6, 0.5]], np.float32)  # beyond f16's range: kept as it is
+    assert recsys_core.half_exact(big)[0, 0] == np.float32(1e6)
+    assert not recsys_core.DenseScorer(recsys_core.half_exact(big)).half_precision

@@ -72,7 +72,7 @@ class ServingHybrid(Hybrid):
         for n, m in self.components.items():
             if self.weights_.get(n, 0.0) > 0 or n in ("popularity", "item_cf"):
                 if isinstance(m, Popularity):
-                    parts[n] = self._popularity(m)
+                    parts[n] = self._pop(m)[1]
                 else:
                     parts[n] = _normalize_row(self._one_row(m, user, history))
         # Holding ``history`` keeps its id from being reused by another object.
@@ -155,7 +155,7 @@ class ServingHybrid(Hybrid):
                 vec = m.user_factors_[user] if 0 <= user < m.n_users else m.fold_in(h)[0]
                 parts.append((m._scorer, vec, w))
             elif isinstance(m, Popularity):
-                parts.append((self._pop_scores(m), w))
+                parts.append((self._pop(m)[0], w))
             else:
                 return None
         b = rc.blend_topk(parts, self.n_items, k, exclude=h.indices, allow=allow, deny=deny)
@@ -199,20 +199,16 @@ class ServingHybrid(Hybrid):
             for c, sh in zip(contrib.T.tolist(), shares.T.tolist(), strict=True)
         ]
 
-    def _pop_scores(self, m: Popularity) -> np.ndarray:
-        """The popularity scores as float32, converted once per model."""
-        cached = getattr(self, "_pop32", None)
+    def _pop(self, m: Popularity) -> tuple[np.ndarray, np.ndarray]:
+        """The popularity scores as float32 (a blend part) and as a normalised 1-row matrix
+        (a component score), computed once per model."""
+        cached = getattr(self, "_pop_cache", None)
         if cached is None or cached[0] is not m.scores_:
-            cached = self._pop32 = (m.scores_, m.scores_.astype(np.float32))
-        return cached[1]
-
-    def _popularity(self, m: Popularity) -> np.ndarray:
-        cached = getattr(self, "_pop_norm", None)
-        if cached is None or cached[0] is not m.scores_:
-            cached = (m.scores_, _normalize_row(m.scores_[None, :].astype(np.float32)))
-            cached[1].setflags(write=False)
-            self._pop_norm = cached
-        return cached[1]
+            raw = m.scores_.astype(np.float32)
+            row = _normalize_row(raw[None, :].copy())
+            row.setflags(write=False)
+            cached = self._pop_cache = (m.scores_, raw, row)
+        return cached[1], cached[2]
 
     @staticmethod
     def _one_row(m: Recommender, user: int, history: sp.csr_matrix) -> np.ndarray:
