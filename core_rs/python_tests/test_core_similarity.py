@@ -66,6 +66,60 @@ def test_similarity_matches_oracle(impl, weighting, measure, data):
     check_similarity(result, oracle, k, exact=exact)
 
 
+# Inputs Hypothesis found (issue 16): X = [[], [1], [1]] with one column held by N - 1 = 2 rows,
+# so BM25's idf = ln 3 - ln(1 + 2) is exactly 0 and no row has a neighbour. The scipy reference
+# used log1p and returned row 1 -> [(2, 3.4e-32)].
+FOUND_BM25 = Csr(
+    np.array([0, 0, 1, 2], dtype=np.int32),
+    np.array([0, 0], dtype=np.int32),
+    np.array([1.0, 1.0], dtype=np.float32),
+    (3, 1),
+)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("measure", ["dot", "cosine"])
+def test_bm25_zero_idf_regression(impl, measure):
+    kw = dict(weighting="bm25", bm25_k1=1.2, bm25_b=0.75, measure=measure, include_self=False)
+    r = similarity(impl, FOUND_BM25.scipy(), 1, shrink=0.0, **kw)
+    oracle = oracle_similarity(
+        FOUND_BM25,
+        shrink=0.0,
+        weighting="bm25",
+        k1=1.2,
+        b=0.75,
+        measure=measure,
+        include_self=False,
+    )
+    assert r.nnz == 0, r.toarray()
+    check_similarity(r, oracle, 1, exact=False)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("measure", ["dot", "cosine"])
+@pytest.mark.parametrize("n_rows", [4, 5, 17, 100, 1001])
+@pytest.mark.parametrize("k1_b", BM25_PARAMS)
+def test_bm25_column_in_all_but_one_row_has_no_weight(impl, measure, n_rows, k1_b):
+    """The input class of the regression: a column held by N - 1 rows weighs exactly 0 in
+    BM25 whatever the values, so it links no rows; a second column in two rows still does."""
+    rng = np.random.default_rng(n_rows)
+    dense = np.zeros((n_rows, 2), dtype=np.float32)
+    dense[1:, 0] = rng.integers(1, 5, n_rows - 1)
+    dense[[0, 2], 1] = 1.0
+    k1, b = k1_b
+    r = similarity(
+        impl,
+        sp.csr_matrix(dense),
+        n_rows,
+        weighting="bm25",
+        bm25_k1=k1,
+        bm25_b=b,
+        measure=measure,
+    )
+    assert r.nnz == 2, r.toarray()
+    assert sorted(zip(*r.nonzero(), strict=True)) == [(0, 2), (2, 0)]
+
+
 @pytest.mark.parametrize("impl", IMPLS)
 @SETTINGS
 @given(

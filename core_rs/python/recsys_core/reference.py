@@ -171,7 +171,11 @@ def _apply_weighting(x: sp.csr_matrix, weighting: str, k1: float, b: float) -> s
     avg = row_len.mean()
     length_norm = (1.0 - b) + b * row_len / avg
     rows = np.repeat(np.arange(n_rows), np.diff(x.indptr))
-    idf = np.log(n_rows) - np.log1p(col_df)
+    # ln(N / (1 + df)): exactly 0 for a column held by N - 1 rows, as in the Rust kernel's
+    # ln N - ln(1 + df). A difference of two logs taken by different routines (np.log1p, or
+    # numpy's scalar and SIMD paths) can differ by an ulp on some CPUs and surface a 1e-32
+    # "neighbour" (issue 16).
+    idf = np.log(n_rows / (1.0 + col_df))
     x.data = x.data * (k1 + 1.0) / (k1 * length_norm[rows] + x.data) * idf
     return x
 
