@@ -74,6 +74,13 @@ class ServerConfig:
     default_model: str = "hybrid"
     max_concurrent_rpcs: int = 256
     grace_seconds: float = 5.0
+    """Shutdown budget from SIGTERM to exit: draining, then what is still running."""
+    drain_seconds: float = 2.0
+    """Longest the port stays open after NOT_SERVING, refusing new calls with UNAVAILABLE while
+    the calls already accepted finish; capped by ``grace_seconds``."""
+    drain_quiet_seconds: float = 0.5
+    """Draining ends early once the accepted calls have finished and no call has arrived for
+    this long (the clients have moved away)."""
     precompute_users: int = 20_000
     """The hybrid's ranking of this many of the most active known users is computed when a
     version loads; their requests without filters then read it (``fastpath.precompute``).
@@ -122,8 +129,10 @@ def check(c: ServerConfig) -> None:
         raise ConfigError("port and metrics_port must be in 0..65535")
     if not (c.poll_seconds > 0 and math.isfinite(c.poll_seconds)):
         raise ConfigError(f"poll_seconds must be > 0, got {c.poll_seconds}")
-    if not (c.grace_seconds >= 0 and math.isfinite(c.grace_seconds)):
-        raise ConfigError(f"grace_seconds must be >= 0, got {c.grace_seconds}")
+    for name in ("grace_seconds", "drain_seconds", "drain_quiet_seconds"):
+        value = getattr(c, name)
+        if not (value >= 0 and math.isfinite(value)):
+            raise ConfigError(f"{name} must be >= 0, got {value}")
     if not (math.isfinite(c.warmup_seconds) and c.warmup_seconds >= 0):
         raise ConfigError(f"warmup_seconds must be >= 0, got {c.warmup_seconds}")
     if c.precompute_users < 0:
@@ -183,7 +192,13 @@ def from_dict(data: dict[str, Any], base: ServerConfig | None = None) -> ServerC
             values[key] = None if raw is None else Path(raw)
         elif key == "experiments":
             values[key] = tuple(_experiment(e) for e in raw)
-        elif key in ("poll_seconds", "grace_seconds", "warmup_seconds"):
+        elif key in (
+            "poll_seconds",
+            "grace_seconds",
+            "drain_seconds",
+            "drain_quiet_seconds",
+            "warmup_seconds",
+        ):
             if isinstance(raw, bool) or not isinstance(raw, int | float):
                 raise ConfigError(f"{key}: expected a number, got {raw!r}")
             values[key] = float(raw)

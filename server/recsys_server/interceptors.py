@@ -9,7 +9,9 @@ cost two coroutines per call on every method, health included:
   once with RESOURCE_EXHAUSTED (a short queue and fast refusals rather than a growing queue;
   health and reflection are not wrapped, so they answer under overload), a request whose
   bytes are not a valid message is INVALID_ARGUMENT, and a call whose deadline passed is
-  counted as DEADLINE_EXCEEDED rather than CANCELLED.
+  counted as DEADLINE_EXCEEDED rather than CANCELLED. Once `drain` is called (shutdown,
+  after health turned NOT_SERVING), every new call is refused with UNAVAILABLE, and the calls
+  that were in flight are counted by how they end (``recsys_shutdown_calls_total``).
 * `Auth`: bearer tokens from the ``authorization`` metadata, compared in constant time.
   Tokens are never logged.
 """
@@ -31,8 +33,9 @@ from recsys_server.errors import (
     ResourceExhausted,
     ServingError,
     Unauthenticated,
+    Unavailable,
 )
-from recsys_server.metrics import Metrics
+from recsys_server.metrics import SHUTDOWN_OUTCOMES, Metrics
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +60,18 @@ class Observe:
         self.metrics = metrics
         self.limit = limit
         self.active = 0  # Recommender RPCs being handled (all methods)
+        self.draining = False
+        self.last_arrival = 0.0  # perf_counter() when the latest Recommender RPC arrived
+        self.shutdown_counts = dict.fromkeys(SHUTDOWN_OUTCOMES, 0)
+
+    def drain(self) -> None:
+        """From now on every new call is refused with UNAVAILABLE (the server is stopping)."""
+        self.draining = True
+
+    def _count_shutdown(self, outcome: str) -> None:
+        self.shutdown_counts[outcome] += 1
+        if self.metrics is not None:
+            self.metrics.shutdown_calls.labels(outcome).inc()
 
     def deserializer(self, method: str, deserialize: Any) -> Any:
         if deserialize is None:
@@ -77,11 +92,16 @@ class Observe:
 
         async def observed(request, context):
             code = "OK"
-            t0 = time.perf_counter()
+            t0 = self.last_arrival = time.perf_counter()
+            accepted = not self.draining
             if metrics is not None:
                 metrics.inflight.inc()
             self.active += 1
             try:
+                if not accepted:
+                    raise Unavailable(
+                        "server is shutting down (health NOT_SERVING); retry on another replica"
+                    )
                 # Over the limit: refused before anything else runs (no auth, no work), so a
                 # refusal costs far less than an answer and the server keeps up under overload.
                 if self.limit is not None and self.active > self.limit:
@@ -111,6 +131,12 @@ class Observe:
                 await context.abort(grpc.StatusCode.INTERNAL, "internal error (see server log)")
             finally:
                 self.active -= 1
+                if not accepted:
+                    self._count_shutdown("refused")
+                elif self.draining:
+                    self._count_shutdown(
+                        "cancelled" if code in ("CANCELLED", "DEADLINE_EXCEEDED") else "completed"
+                    )
                 if metrics is not None:
                     metrics.inflight.dec()
                     duration.observe(time.perf_counter() - t0)

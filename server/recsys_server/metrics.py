@@ -43,6 +43,7 @@ CODES = (
     "CANCELLED",
     "DEADLINE_EXCEEDED",
 )
+SHUTDOWN_OUTCOMES = ("completed", "cancelled", "refused")
 LOAD_FAILURES = (*sorted(REASONS), "warmup_failed", "error")
 # Sub-millisecond buckets too: a Recommend is handled in a few hundred microseconds.
 BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
@@ -111,6 +112,15 @@ class Metrics:
             registry=r,
         )
         self.abandoned.labels("RecommendBatch")
+        self.shutdown_calls = Counter(
+            "recsys_shutdown_calls",
+            "Recommender RPCs at shutdown: in flight at NOT_SERVING and completed, or cancelled "
+            "(grace ran out, or the caller gave up); refused with UNAVAILABLE while draining",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in SHUTDOWN_OUTCOMES:
+            self.shutdown_calls.labels(outcome)
         # Freshness and drift (docs/monitoring.md); the gauges below are computed at scrape.
         self.loaded = Gauge(
             "recsys_model_loaded", "1 once a model version serves, else 0", registry=r

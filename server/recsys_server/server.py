@@ -4,8 +4,10 @@ metrics endpoint, event log, model polling, graceful shutdown."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import signal
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -46,21 +48,49 @@ class Running:
     health: health.aio.HealthServicer
     metrics: Metrics
     log: InteractionLog
+    observe: Observe
     poller: asyncio.Task | None = None
 
     @property
     def address(self) -> str:
         return f"{_host(self.config.host)}:{self.port}"
 
-    async def stop(self) -> None:
-        """Health NOT_SERVING first (load balancers drain), then stop accepting and let
-        in-flight RPCs finish for ``grace_seconds``, then close the event log."""
+    async def stop(self) -> dict:
+        """The shutdown sequence, within ``grace_seconds`` of its start:
+
+        1. health turns NOT_SERVING (client-side balancers and probes move away) and every new
+           Recommender call is refused with UNAVAILABLE;
+        2. drain: wait until the calls accepted before (1) have finished and no call has
+           arrived for ``drain_quiet_seconds``, for at most ``drain_seconds``;
+        3. stop: grpc stops accepting and gives what is still open (health watches, calls
+           still running) the rest of the grace period, then the event log is closed.
+
+        grpc cancels (CANCELLED, no handler run) a call that reached its core but not yet Python
+        when the server stops, and any call that arrives on an open connection after that, so
+        the port stays open while calls still arrive: they get UNAVAILABLE instead. Returns
+        the counts also exported as ``recsys_shutdown_calls_total`` and logged.
+        """
+        t0 = time.perf_counter()
+        grace = self.config.grace_seconds
         await self.health.enter_graceful_shutdown()
+        self.observe.drain()
         if self.poller is not None:
             self.poller.cancel()
-        await self.server.stop(self.config.grace_seconds)
+        drain_until = t0 + min(self.config.drain_seconds, grace)
+        quiet = self.config.drain_quiet_seconds
+        while (now := time.perf_counter()) < drain_until:
+            if self.observe.active == 0 and now - self.observe.last_arrival >= quiet:
+                break
+            await asyncio.sleep(0.01)
+        drained = time.perf_counter() - t0
+        await self.server.stop(max(0.0, grace - drained))
+        await asyncio.sleep(0)  # let cancelled handlers count themselves
         await self.log.close()
         self.metrics.stop_http()
+        counts = dict(self.observe.shutdown_counts, drain_seconds=round(drained, 3))
+        # completed / cancelled: in flight at NOT_SERVING; refused: UNAVAILABLE while draining.
+        log.info("shutdown counts %s", json.dumps(counts))
+        return counts
 
 
 def _host(host: str) -> str:
@@ -150,10 +180,11 @@ async def start(cfg: ServerConfig, *, poll: bool = True) -> Running:
             "; ".join(event_log.recovery.details),
         )
     core = RecommenderCore(cfg, store, event_log, metrics)
+    observe = Observe(metrics, limit=cfg.max_concurrent_rpcs)
     add_to_server(
         RecommenderService(core),
         server,
-        Observe(metrics, limit=cfg.max_concurrent_rpcs),
+        observe,
         Auth(read=cfg.read_token, write=cfg.write_token, admin=cfg.admin_token),
     )
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -161,7 +192,9 @@ async def start(cfg: ServerConfig, *, poll: bool = True) -> Running:
         (SERVICE_NAME, HEALTH_NAME, reflection.SERVICE_NAME), server
     )
     await server.start()
-    running = Running(cfg, server, port, metrics_port, core, health_servicer, metrics, event_log)
+    running = Running(
+        cfg, server, port, metrics_port, core, health_servicer, metrics, event_log, observe
+    )
     if poll:
         running.poller = asyncio.create_task(store.poll_forever(), name="model-poll")
     return running
@@ -182,6 +215,10 @@ async def serve(cfg: ServerConfig, announce: Callable[[str], None] = print) -> N
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    log.info("shutting down: health NOT_SERVING, %.1f s grace", cfg.grace_seconds)
+    log.info(
+        "shutting down: health NOT_SERVING, drain up to %.1f s, %.1f s grace in all",
+        min(cfg.drain_seconds, cfg.grace_seconds),
+        cfg.grace_seconds,
+    )
     await running.stop()
     log.info("stopped")

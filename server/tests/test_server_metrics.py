@@ -11,7 +11,7 @@ import pytest
 from srv_support import Client, event, metric, scrape, serving, trained  # noqa: F401 (fixtures)
 
 from recsys_proto.v1 import recommender_pb2 as pb
-from recsys_server.metrics import BUCKETS, CODES, LOAD_FAILURES, METHODS
+from recsys_server.metrics import BUCKETS, CODES, LOAD_FAILURES, METHODS, SHUTDOWN_OUTCOMES
 from recsys_server.router import COLD_START, PERSONALIZED, POPULARITY, TIERS
 from recsys_trainer import artifacts
 from recsys_trainer.models import MODELS
@@ -111,6 +111,7 @@ def test_label_values_are_bounded(scraped):
         "reason": set(LOAD_FAILURES),
         "version": {version},
         "le": {*(str(b) for b in BUCKETS), "+Inf"},
+        "outcome": set(SHUTDOWN_OUTCOMES),
     }
     for line in text.splitlines():
         if line.startswith("#") or "{" not in line or not line.startswith("recsys_"):

@@ -9,7 +9,8 @@ so a slow server sees a growing backlog instead of a politely slowing client. Cl
 (``--closed N``): N workers each send the next call when the last one answered (what a
 capacity measurement needs). Every call is recorded as [wall-clock start, seconds, status code
 name, model_version, error details], written as JSON at the end. Users come from ``--users``
-(comma-separated; unknown users are fine: they get the popularity tier).
+(comma-separated; unknown users are fine: they get the popularity tier). ``--health-check
+SERVICE`` makes the channels watch the server's health like a client-side balancer.
 """
 
 from __future__ import annotations
@@ -52,6 +53,14 @@ async def run(args: argparse.Namespace) -> list[list]:
     users = args.users.split(",")
     rnd = random.Random(args.seed)
     options = [("grpc.max_concurrent_streams", 1 << 20)]
+    if args.health_check:
+        # Client-side health checking, as a balancer in front of replicas does it: once the
+        # server turns NOT_SERVING, calls fail here with UNAVAILABLE and are not sent.
+        config = {
+            "loadBalancingConfig": [{"round_robin": {}}],
+            "healthCheckConfig": {"serviceName": args.health_check},
+        }
+        options.append(("grpc.service_config", json.dumps(config)))
     channels = [grpc.aio.insecure_channel(args.target, options=options) for _ in range(4)]
     stubs = [pb_grpc.RecommenderStub(c) for c in channels]
     method = {"recommend": "Recommend", "batch": "RecommendBatch", "record": "RecordInteractions"}[
@@ -122,6 +131,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=5.0)
     p.add_argument("--token", default="")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--health-check",
+        "--health_check",
+        default="",
+        metavar="SERVICE",
+        help="client-side health checking",
+    )
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     # Hundreds of thousands of recorded calls make every full collection slower; the pauses
