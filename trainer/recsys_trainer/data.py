@@ -3,21 +3,26 @@
 Supported inputs:
 
 * ``ml-100k``: MovieLens 100k ``u.data`` (tab-separated, no header: user item rating timestamp).
+* ``ml-1m``: MovieLens 1M/10M ``ratings.dat`` (the same columns separated by ``::``).
 * ``ml-csv``: MovieLens ``ratings.csv`` (header ``userId,movieId,rating,timestamp``).
+* ``steam``: the Steam play log (header ``user-id,game-title,value,``: user, item, hours played
+  as the weight; the unnamed last column is ignored; no time).
 * ``delimited``: CSV/TSV with a header; by default ``user item weight timestamp`` (+ ``event``),
-  other names through `ColumnMap`.
+  other names through `ColumnMap`. With column positions instead of names the file has no header.
 * ``parquet``: the same columns as ``delimited``, typed or as strings.
+
+Text that is not valid UTF-8 is read as latin-1 (MovieLens' encoding).
 
 Error rows are 1-based line numbers in the file, counting the header line (assuming one record
 per line, i.e. no quoted newlines); for Parquet and in-memory frames they are 1-based record
-numbers.
+numbers. Columns of a file without a header are named by their 1-based position.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -26,7 +31,7 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
-Format = Literal["auto", "ml-100k", "ml-csv", "delimited", "parquet"]
+Format = Literal["auto", "ml-100k", "ml-1m", "ml-csv", "steam", "delimited", "parquet"]
 
 ROW = "__row"  # row-number column carried through parsing, for error messages
 
@@ -61,22 +66,76 @@ class DataError(ValueError):
 
 @dataclass(frozen=True)
 class ColumnMap:
-    """Names of the input columns.
+    """The input columns: names in the header, or 1-based positions (ints) in a file without one.
 
     ``weight``: used when present in the file, else every weight is 1.
     ``event``: used when present in the file; weights then come from `EventWeights`.
     ``timestamp``: required when set; ``None`` means the data has no time (all timestamps 0).
+
+    Positions go for every column or none: with positions, a column left at its default name is
+    absent (weight 1, no time, no events), and user and item need positions.
     """
 
-    user: str = "user"
-    item: str = "item"
-    weight: str | None = "weight"
-    timestamp: str | None = "timestamp"
-    event: str | None = "event"
+    user: str | int = "user"
+    item: str | int = "item"
+    weight: str | int | None = "weight"
+    timestamp: str | int | None = "timestamp"
+    event: str | int | None = "event"
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, str | int | None):
+                raise ValueError(f"{f.name} column: expected a name or a position, got {value!r}")
+            if isinstance(value, int) and value < 1:
+                raise ValueError(f"{f.name} column: positions count from 1, got {value}")
+        if not self.positions():
+            return
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("user", "item") and not isinstance(value, int):
+                raise ValueError(f"{f.name} column: give its position too (got {value!r})")
+            if isinstance(value, str) and value != f.default:
+                raise ValueError(
+                    f"{f.name} column: {value!r} is a name but other columns are positions; "
+                    "use positions for all"
+                )
+
+    def positions(self) -> dict[str, int]:
+        """Role -> 1-based position, for the columns given by position."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return {role: v for role, v in values.items() if isinstance(v, int)}
+
+    def named(self, header: list[str]) -> ColumnMap:
+        """This map with positions replaced by names from ``header`` (the others absent)."""
+        pos = self.positions()
+        if not pos:
+            return self
+        names = {f.name: header[pos[f.name] - 1] if f.name in pos else None for f in fields(self)}
+        return ColumnMap(**names)
 
 
-ML_100K_COLUMNS = ColumnMap(user="user", item="item", weight="rating", event=None)
+ML_COLUMNS = ColumnMap(user="user", item="item", weight="rating", event=None)
 ML_CSV_COLUMNS = ColumnMap(user="userId", item="movieId", weight="rating", event=None)
+STEAM_COLUMNS = ColumnMap(
+    user="user-id", item="game-title", weight="value", timestamp=None, event=None
+)
+
+# Column maps of the known formats; the others default to ColumnMap().
+FORMAT_COLUMNS: dict[str, ColumnMap] = {
+    "ml-100k": ML_COLUMNS,
+    "ml-1m": ML_COLUMNS,
+    "ml-csv": ML_CSV_COLUMNS,
+    "steam": STEAM_COLUMNS,
+}
+# Headerless MovieLens ratings: their separator; the columns are ML_RATING_FIELDS.
+ML_SEPARATORS = {"ml-100k": "\t", "ml-1m": "::"}
+ML_RATING_FIELDS = ["user", "item", "rating", "timestamp"]
+# Formats known by the start of their header (see `header_key`).
+KNOWN_HEADERS: dict[str, Format] = {
+    "userid,movieid,rating": "ml-csv",
+    "user-id,game-title,value": "steam",
+}
 
 
 def _default_event_weights() -> dict[str, float]:
@@ -203,11 +262,19 @@ def first_line(path: Path, encoding: str = "utf-8") -> str:
     return raw.decode(encoding, errors="replace").lstrip("\ufeff").rstrip("\r\n")
 
 
+def header_key(line: str) -> str:
+    """A header line without quotes and spaces, lower case: for matching known headers."""
+    return line.replace('"', "").replace(" ", "").lower()
+
+
 def sniff_separator(header: str, path: Path) -> str:
-    """Separator from the extension when the header agrees, else the most frequent candidate."""
+    """Separator from the extension when the header agrees, else ``::`` when present (MovieLens
+    ``.dat``), else the most frequent candidate."""
     hint = {".tsv": "\t", ".tab": "\t", ".csv": ","}.get(path.suffix.lower())
     if hint is not None and hint in header:
         return hint
+    if "::" in header:
+        return "::"
     counts = {sep: header.count(sep) for sep in ("\t", ",", ";", "|")}
     best = max(counts, key=lambda s: counts[s])
     if counts[best] == 0:
@@ -224,6 +291,19 @@ def _head(path: Path, n: int) -> bytes:
         return f.read(n)
 
 
+def as_utf8(raw: bytes) -> bytes:
+    """``raw`` itself when it is valid UTF-8, else ``raw`` read as latin-1, re-encoded."""
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1").encode("utf-8")
+    return raw
+
+
+# polars splits on one byte, so a longer separator (MovieLens' '::') is replaced by this one.
+ONE_BYTE_SEPARATOR = "\x1f"
+
+
 def read_table(
     path: Path,
     separator: str,
@@ -233,12 +313,16 @@ def read_table(
 ) -> tuple[pl.DataFrame, list[str]]:
     """Read a delimited file as all-String columns plus a ``ROW`` line-number column.
 
-    ``names=None``: the first line is the header. Otherwise the file has no header and
-    ``names`` are the columns. ``data`` replaces the file's bytes (e.g. re-encoded text).
-    Fully blank lines are dropped; rows with too many fields are an error. ``empty_column`` is
-    the column an empty file's error names.
+    ``names=None``: the first line is the header; a header ending in a separator has an
+    unnamed last column, named by its position. Otherwise the file has no header and ``names``
+    are the columns. ``data`` replaces the file's bytes. The separator may be longer than one
+    character (``::``). Fully blank lines are dropped; rows with too many fields are an error.
+    ``empty_column`` is the column an empty file's error names.
     """
-    source: Path | bytes = path if data is None else data
+    if len(separator) > 1:
+        raw = path.read_bytes() if data is None else data
+        data = raw.replace(separator.encode(), ONE_BYTE_SEPARATOR.encode())
+        separator = ONE_BYTE_SEPARATOR
     head = data[: 1 << 16] if data is not None else _head(path, 1 << 16)
     if not head.strip() and (data is not None or path.stat().st_size <= len(head)):
         raise DataError(path, 1, empty_column or (names[0] if names else None), "empty file")
@@ -246,6 +330,8 @@ def read_table(
     if names is None:
         header_line = head.split(b"\n", 1)[0].decode("utf-8", errors="replace")
         names = split_header(header_line.lstrip("\ufeff").rstrip("\r"), separator)
+        if len(names) > 1 and not names[-1]:  # e.g. Steam's 'user-id,game-title,value,'
+            names[-1] = str(len(names))
         if any(not n for n in names):
             raise DataError(path, 1, None, f"header has an empty column name: {header_line!r}")
         dup = [n for n in names if names.count(n) > 1]
@@ -254,8 +340,9 @@ def read_table(
     # One spare column catches rows with more fields than the header.
     spare = "__extra"
     schema = {n: pl.String for n in [*names, spare]}
-    try:
-        df = pl.read_csv(
+
+    def read(source: Path | bytes) -> pl.DataFrame:
+        return pl.read_csv(
             source,
             has_header=False,
             skip_rows=1 if has_header else 0,
@@ -266,7 +353,17 @@ def read_table(
             quote_char='"' if separator in ",;" else None,
             encoding="utf8",
         )
-    except pl.exceptions.PolarsError as e:  # malformed beyond what we check (encoding, quotes)
+
+    try:
+        try:
+            df = read(path if data is None else data)
+        except pl.exceptions.ComputeError:
+            raw = path.read_bytes() if data is None else data
+            text = as_utf8(raw)
+            if text is raw:  # valid UTF-8: the problem is elsewhere
+                raise
+            df = read(text)
+    except pl.exceptions.PolarsError as e:  # malformed beyond what we check (quotes, ...)
         raise DataError(path, None, None, f"cannot read file: {e}") from e
     first = 2 if has_header else 1
     df = df.with_row_index(ROW, offset=first).with_columns(pl.col(ROW).cast(pl.Int64))
@@ -422,12 +519,19 @@ def from_frame(
 
     Error rows are taken from a ``ROW`` column when present, else are record numbers counted
     from ``first_row`` (2 for a file with a header line). A missing column is reported at the
-    header row (``first_row - 1``, at least 1).
+    header row (``first_row - 1``, at least 1). Positions in ``columns`` count the frame's
+    columns (``ROW`` aside).
     """
     columns = columns or ColumnMap()
     event_weights = event_weights or EventWeights()
     if ROW not in df.columns:
         df = df.with_row_index(ROW, offset=first_row).with_columns(pl.col(ROW).cast(pl.Int64))
+    header = [c for c in df.columns if c != ROW]
+    for role, pos in columns.positions().items():
+        if pos > len(header):
+            reason = f"no {role} column {pos}: the file has {len(header)} columns"
+            raise DataError(source, max(first_row - 1, 1), str(pos), reason)
+    columns = columns.named(header)
     for name in (columns.user, columns.item, columns.timestamp):
         if name is not None and name not in df.columns:
             have = ", ".join(c for c in df.columns if c != ROW)
@@ -514,7 +618,8 @@ def from_frame(
     )
 
 
-_INT_FIELDS = re.compile(r"^\s*\d+\t\d+\t\d+(\.\d+)?\t\d+\s*$")
+# user item rating timestamp, separated by a tab (ML-100k) or '::' (ML-1M, ML-10M).
+_ML_RATINGS_LINE = re.compile(r"^\s*\d+(\t|::)\d+\1\d+(\.\d+)?\1\d+\s*$")
 
 
 def detect_format(path: Path) -> Format:
@@ -525,9 +630,14 @@ def detect_format(path: Path) -> Format:
         if f.read(4) == b"PAR1":
             return "parquet"
     line = first_line(path)
-    if line.replace('"', "").replace(" ", "").lower().startswith("userid,movieid,rating"):
-        return "ml-csv"
-    if _INT_FIELDS.match(line) or (path.name == "u.data" and not line.strip()):
+    key = header_key(line)
+    for start, fmt in KNOWN_HEADERS.items():
+        if key.startswith(start):
+            return fmt
+    match = _ML_RATINGS_LINE.match(line)
+    if match:
+        return "ml-100k" if match.group(1) == "\t" else "ml-1m"
+    if path.name == "u.data" and not line.strip():
         return "ml-100k"
     return "delimited"
 
@@ -542,27 +652,28 @@ def load_interactions(
 ) -> Interactions:
     """Load a behaviour log. ``format="auto"`` detects it (see `detect_format`).
 
-    ``columns`` overrides the format's column names (MovieLens formats have their own defaults).
-    ``separator`` overrides the delimiter of delimited formats.
+    ``columns`` overrides the format's column names (see `FORMAT_COLUMNS`); with positions the
+    file is read as having no header. ``separator`` overrides the delimiter of text formats.
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(path)
     fmt = detect_format(path) if format == "auto" else format
+    if fmt not in FORMAT_COLUMNS and fmt not in ("delimited", "parquet"):
+        raise ValueError(f"unknown format {format!r}")
+    columns = columns or FORMAT_COLUMNS.get(fmt, ColumnMap())
     if fmt == "parquet":
         try:
             df = pl.read_parquet(path)
         except pl.exceptions.PolarsError as e:
             raise DataError(path, None, None, f"cannot read parquet: {e}") from e
         return from_frame(df, columns, event_weights, source=path)
-    if fmt == "ml-100k":
-        names = ["user", "item", "rating", "timestamp"]
-        columns = columns or ML_100K_COLUMNS
-        df, _ = read_table(path, separator or "\t", names=names, empty_column=columns.user)
-        return from_frame(df, columns, event_weights, source=path, first_row=1)
-    if fmt == "ml-csv" or fmt == "delimited":
-        columns = columns or (ML_CSV_COLUMNS if fmt == "ml-csv" else ColumnMap())
-        sep = separator or sniff_separator(first_line(path), path)
-        df, _ = read_table(path, sep, empty_column=columns.user)
-        return from_frame(df, columns, event_weights, source=path, first_row=2)
-    raise ValueError(f"unknown format {format!r}")
+    line = first_line(path)
+    sep = separator or ML_SEPARATORS.get(fmt) or sniff_separator(line, path)
+    names = None  # the first line is the header
+    if fmt in ML_SEPARATORS:
+        names = ML_RATING_FIELDS
+    elif fmt == "delimited" and columns.positions():
+        names = [str(i) for i in range(1, len(line.split(sep)) + 1)]
+    df, _ = read_table(path, sep, names=names, empty_column=str(columns.user))
+    return from_frame(df, columns, event_weights, source=path, first_row=1 if names else 2)

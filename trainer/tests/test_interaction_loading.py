@@ -438,3 +438,153 @@ def test_error_found_in_a_large_file(tmp_path):
 def test_missing_file_raises_file_not_found(tmp_path):
     with pytest.raises(FileNotFoundError):
         load_interactions(tmp_path / "nope.csv")
+
+
+# --- MovieLens 1M, headerless files with column positions, the Steam play log ---------------
+
+STEAM = (
+    Path(
+        os.environ.get(
+            "RECSYS_STEAM_DIR",
+            Path(__file__).resolve().parents[3] / "shared/datasets/steam-200k-play",
+        )
+    )
+    / "steam-200k-play.csv"
+)
+
+STEAM_HEADER = "user-id,game-title,value,\n"
+
+
+def test_ml_1m_ratings_dat(tmp_path):
+    path = write(tmp_path / "ratings.dat", "1::1193::5::978300760\n10::661::3::978302109\n")
+    assert detect_format(path) == "ml-1m"
+    assert external(load_interactions(path)) == [
+        ("1", "1193", 5.0, 978300760),
+        ("10", "661", 3.0, 978302109),
+    ]
+
+
+def test_ml_10m_half_star_ratings_with_crlf(tmp_path):
+    path = tmp_path / "ratings.dat"
+    path.write_bytes(b"1::122::4.5::838985046\r\n2::185::0.5::838983525\r\n")
+    assert detect_format(path) == "ml-1m"
+    assert external(load_interactions(path)) == [
+        ("1", "122", 4.5, 838985046),
+        ("2", "185", 0.5, 838983525),
+    ]
+
+
+def test_headerless_tsv_with_positions(tmp_path):
+    path = write(tmp_path / "log.tsv", "alice\tx1\t2\t100\nbob\tx2\t0.5\t200\n")
+    cols = ColumnMap(user=1, item=2, weight=3, timestamp=4)
+    assert external(load_interactions(path, columns=cols)) == [
+        ("alice", "x1", 2.0, 100),
+        ("bob", "x2", 0.5, 200),
+    ]
+
+
+def test_positions_in_any_order_and_unused_columns(tmp_path):
+    # item, extra, user: the first line is data, not a header.
+    path = write(tmp_path / "log.csv", 'x1,"note, with comma",alice\nx2,,bob\n')
+    inter = load_interactions(path, columns=ColumnMap(user=3, item=1))
+    # Columns not given by position are absent: weight 1, no time.
+    assert external(inter) == [("alice", "x1", 1.0, 0), ("bob", "x2", 1.0, 0)]
+
+
+def test_positions_on_a_ml_1m_file(tmp_path):
+    path = write(tmp_path / "ratings.dat", "1::1193::5::978300760\n")
+    cols = ColumnMap(user=2, item=1, timestamp=4)
+    assert external(load_interactions(path, columns=cols)) == [("1193", "1", 1.0, 978300760)]
+
+
+def test_steam_play_log(tmp_path):
+    path = write(
+        tmp_path / "steam.csv",
+        STEAM_HEADER
+        + "151603712,The Elder Scrolls V Skyrim,273,1\n"
+        + '53875128,"Sir, You Are Being Hunted",0.5,\n'
+        + "151603712,Duke Nukem Forever ,14.25,\n",
+    )
+    assert detect_format(path) == "steam"
+    inter = load_interactions(path)
+    assert external(inter) == [
+        ("151603712", "The Elder Scrolls V Skyrim", 273.0, 0),
+        ("53875128", "Sir, You Are Being Hunted", 0.5, 0),
+        ("151603712", "Duke Nukem Forever", 14.25, 0),  # ids are stripped
+    ]
+    assert inter.event is None
+
+
+def test_header_with_trailing_separator_names_the_last_column_by_position(tmp_path):
+    path = write(tmp_path / "log.csv", "user,item,timestamp,\nu,a,1,3\nu,b,2,\n")
+    assert external(load_interactions(path)) == [("u", "a", 1.0, 1), ("u", "b", 1.0, 2)]
+    with pytest.raises(DataError) as e:  # the unnamed column can still be used by its name
+        load_interactions(path, columns=ColumnMap(weight="4"))
+    assert_error(e, path, 3, "4", "missing weight")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        ({"user": 1, "item": 2, "weight": "rating"}, "'rating' is a name"),
+        ({"user": 1}, "item column: give its position"),
+        ({"user": 0, "item": 1}, "count from 1"),
+        ({"user": 1, "item": 2, "weight": 1.5}, "a name or a position"),
+        ({"user": True, "item": 2}, "a name or a position"),
+    ],
+)
+def test_column_map_rejects_bad_positions(kwargs, words):
+    with pytest.raises(ValueError, match=words):
+        ColumnMap(**kwargs)
+
+
+def test_real_steam_play_log():
+    if not STEAM.exists():
+        pytest.skip(f"Steam play log not found at {STEAM} (shared data set; never copied here)")
+    inter = load_interactions(STEAM)
+    assert len(inter) == 70_489 and inter.n_users == 9_418
+    # 3,600 titles as written; two differ from another only by a trailing space.
+    assert inter.n_items == 3_598
+    assert "Sir, You Are Being Hunted" in inter.item_index
+    assert inter.weight.min() == pytest.approx(0.1) and (inter.timestamp == 0).all()
+
+
+# --- bad files in these formats ---------------------------------------------------------------
+
+
+def test_error_ml_1m_bad_rating(tmp_path):
+    path = write(tmp_path / "ratings.dat", "1::2::3::4\n1::3::x::5\n")
+    with pytest.raises(DataError) as e:
+        load_interactions(path)
+    assert_error(e, path, 2, "rating", "'x'")
+
+
+def test_error_ml_1m_extra_field(tmp_path):
+    path = write(tmp_path / "ratings.dat", "1::2::3::4\n1::3::3::5::6\n")
+    with pytest.raises(DataError) as e:
+        load_interactions(path)
+    assert "ratings.dat" in str(e.value) and "row 2" in str(e.value)
+
+
+def test_error_steam_non_numeric_hours(tmp_path):
+    path = write(
+        tmp_path / "steam.csv",
+        STEAM_HEADER + '1,"Papers, Please",5.2,\n2,Dota 2,lots,1\n3,Spore,1,\n',
+    )
+    with pytest.raises(DataError) as e:
+        load_interactions(path)
+    assert_error(e, path, 3, "value", "'lots'")
+
+
+def test_error_positional_weight_names_the_position(tmp_path):
+    path = write(tmp_path / "log.tsv", "alice\tx1\t2\t100\nbob\tx2\tmany\t200\n")
+    with pytest.raises(DataError) as e:
+        load_interactions(path, columns=ColumnMap(user=1, item=2, weight=3, timestamp=4))
+    assert_error(e, path, 2, "3", "'many'")
+
+
+def test_error_position_beyond_the_last_column(tmp_path):
+    path = write(tmp_path / "log.tsv", "alice\tx1\t2\t100\n")
+    with pytest.raises(DataError) as e:
+        load_interactions(path, columns=ColumnMap(user=1, item=2, weight=7))
+    assert_error(e, path, 1, "7", "has 4 columns")
