@@ -1,11 +1,19 @@
 """Item catalog: item id -> title and categories.
 
-Formats: MovieLens ``u.item`` (``|``-separated, latin-1, 19 genre flag columns) and a generic
-CSV/TSV with header ``item title categories`` (categories separated by ``|``).
+Formats:
+
+* ``ml-100k``: MovieLens 100k ``u.item`` (``|``-separated, latin-1, 19 genre flag columns).
+* ``ml-1m``: MovieLens 1M/10M ``movies.dat`` (``MovieID::Title::Genres``, no header).
+* ``ml-csv``: MovieLens ``movies.csv`` (header ``movieId,title,genres``).
+* ``delimited``: CSV/TSV with header ``item title categories``.
+
+Categories (genres) are separated by ``|``; MovieLens' ``(no genres listed)`` means none. Text
+that is not valid UTF-8 is read as latin-1.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -16,9 +24,24 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
-from recsys_trainer.data import ROW, DataError, first_line, read_table, sniff_separator
+from recsys_trainer.data import (
+    ROW,
+    DataError,
+    first_line,
+    header_key,
+    read_table,
+    sniff_separator,
+)
 
-CatalogFormat = Literal["auto", "ml-100k", "delimited"]
+CatalogFormat = Literal["auto", "ml-100k", "ml-1m", "ml-csv", "delimited"]
+
+# (item, title, categories) column names of the formats read as a plain table.
+TABLE_COLUMNS = {
+    "ml-1m": ("item", "title", "categories"),
+    "ml-csv": ("movieId", "title", "genres"),
+    "delimited": ("item", "title", "categories"),
+}
+NO_CATEGORIES = "(no genres listed)"  # MovieLens' entry for a film without genres
 
 # u.genre order; used when no u.genre file sits next to u.item.
 ML_GENRES = (
@@ -150,9 +173,7 @@ def _ml_genres(path: Path) -> tuple[str, ...]:
 def _load_ml_items(path: Path) -> Catalog:
     genres = _ml_genres(path)
     names = ML_ITEM_FIELDS + [f"genre_{g}" for g in range(len(genres))]
-    # latin-1 text re-encoded as UTF-8 for polars, which only reads UTF-8.
-    data = path.read_bytes().decode("latin-1").encode("utf-8")
-    df, _ = read_table(path, "|", names=names, data=data, empty_column="item")
+    df, _ = read_table(path, "|", names=names, empty_column="item")
     ids = _check_ids(path, df, "item")
     flags = df.select(pl.col(names[len(ML_ITEM_FIELDS) :]).str.strip_chars())
     bad = flags.select(
@@ -175,26 +196,37 @@ def _load_ml_items(path: Path) -> Catalog:
     return Catalog(np.asarray(ids.to_list()), np.asarray(titles.to_list()), cats, genres)
 
 
-def _load_delimited(path: Path, separator: str | None) -> Catalog:
-    sep = separator or sniff_separator(first_line(path), path)
-    df, names = read_table(path, sep, empty_column="item")
-    for name in ("item", "title"):
+def _load_table(path: Path, fmt: CatalogFormat, separator: str | None) -> Catalog:
+    item, title, categories = TABLE_COLUMNS[fmt]
+    if fmt == "ml-1m":
+        df, names = read_table(path, "::", names=[item, title, categories], empty_column=item)
+    else:
+        sep = separator or sniff_separator(first_line(path), path)
+        df, names = read_table(path, sep, empty_column=item)
+    for name in (item, title):
         if name not in names:
             raise DataError(path, 1, name, f"missing column (have: {', '.join(names)})")
     if df.height == 0:
-        raise DataError(path, 2, "item", "no rows")
-    ids = _check_ids(path, df, "item")
-    titles = df["title"].fill_null("").str.strip_chars()
-    if "categories" in names:
-        parts = df["categories"].fill_null("").str.split("|").to_list()
-        cats = tuple(tuple(c.strip() for c in p if c.strip()) for p in parts)
+        raise DataError(path, 2, item, "no rows")
+    ids = _check_ids(path, df, item)
+    titles = df[title].fill_null("").str.strip_chars()
+    if categories in names:
+        parts = df[categories].fill_null("").str.split("|").to_list()
+        cats = tuple(tuple(n for c in p if (n := c.strip()) and n != NO_CATEGORIES) for p in parts)
     else:
         cats = tuple(() for _ in range(df.height))
     return Catalog(np.asarray(ids.to_list()), np.asarray(titles.to_list()), cats)
 
 
+_ML_1M_LINE = re.compile(r"^\s*\d+::")
+
+
 def detect_catalog_format(path: Path) -> CatalogFormat:
     line = first_line(path, encoding="latin-1")
+    if _ML_1M_LINE.match(line):
+        return "ml-1m"
+    if header_key(line).startswith("movieid,title"):
+        return "ml-csv"
     fields = line.split("|")
     if path.name == "u.item" or (len(fields) >= 6 and fields[0].strip().isdigit()):
         return "ml-100k"
@@ -204,13 +236,14 @@ def detect_catalog_format(path: Path) -> CatalogFormat:
 def load_catalog(
     path: str | Path, *, format: CatalogFormat = "auto", separator: str | None = None
 ) -> Catalog:
-    """Load an item catalog (MovieLens ``u.item`` or a generic ``item title categories`` file)."""
+    """Load an item catalog: a MovieLens ``u.item``, ``movies.dat`` or ``movies.csv``, or a
+    generic ``item title categories`` file."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(path)
     fmt = detect_catalog_format(path) if format == "auto" else format
     if fmt == "ml-100k":
         return _load_ml_items(path)
-    if fmt == "delimited":
-        return _load_delimited(path, separator)
+    if fmt in TABLE_COLUMNS:
+        return _load_table(path, fmt, separator)
     raise ValueError(f"unknown catalog format {format!r}")

@@ -118,3 +118,66 @@ def test_real_movielens_u_item():
     assert cat.title("1") == "Toy Story (1995)"
     assert cat.categories_of("1") == ("Animation", "Children's", "Comedy")
     assert len(cat.category_names) == 19
+
+
+# --- MovieLens movies.dat (1M/10M) and movies.csv (ml-latest) ---------------------------------
+
+
+def test_ml_1m_movies_dat_latin1(tmp_path):
+    lines = [
+        "1::Toy Story (1995)::Animation|Children's|Comedy",
+        "73::Misérables, Les (1995)::Drama|Musical",
+        "260::Star Wars: Episode IV - A New Hope (1977)::Action|Sci-Fi",
+        '1114::"Funeral, The" (1996)::Drama',
+    ]
+    path = tmp_path / "movies.dat"
+    path.write_bytes(("\n".join(lines) + "\n").encode("latin-1"))
+    cat = load_catalog(path)
+    assert cat.item_ids.tolist() == ["1", "73", "260", "1114"]
+    assert cat.title("73") == "Misérables, Les (1995)"
+    assert cat.title("260") == "Star Wars: Episode IV - A New Hope (1977)"
+    assert cat.title("1114") == '"Funeral, The" (1996)'
+    assert cat.categories_of("1") == ("Animation", "Children's", "Comedy")
+    assert cat.category_names[:4] == ("Animation", "Children's", "Comedy", "Drama")
+
+
+def test_ml_1m_movies_dat_in_utf8(tmp_path):
+    path = tmp_path / "movies.dat"
+    path.write_text("73::Misérables, Les (1995)::Drama\n", encoding="utf-8")
+    assert load_catalog(path).title("73") == "Misérables, Les (1995)"
+
+
+def test_movies_csv_quoted_titles_and_no_genres(tmp_path):
+    path = tmp_path / "movies.csv"
+    path.write_text(
+        "movieId,title,genres\n"
+        "1,Toy Story (1995),Adventure|Animation|Children|Comedy|Fantasy\n"
+        '11,"American President, The (1995)",Comedy|Drama|Romance\n'
+        '1444,"""Great Performances"" Cats (1998)",Musical\n'
+        "114335,La cravate (1957),(no genres listed)\n"
+    )
+    cat = load_catalog(path)
+    assert cat.item_ids.tolist() == ["1", "11", "1444", "114335"]
+    assert cat.title("11") == "American President, The (1995)"
+    assert cat.title("1444") == '"Great Performances" Cats (1998)'
+    assert cat.categories_of("11") == ("Comedy", "Drama", "Romance")
+    assert cat.categories_of("114335") == ()
+    assert "(no genres listed)" not in cat.category_names
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "row", "column", "reason"),
+    [
+        ("movies.dat", "1::A::Drama\n2::B::Drama\n1::C::Drama\n", 3, "item", "duplicate"),
+        ("movies.dat", "1::A::Drama\n2::B::Drama::extra\n", 2, None, "more fields"),
+        ("movies.csv", "movieId,title,genres\n1,A,Drama\n,B,Drama\n", 3, "movieId", "empty"),
+    ],
+)
+def test_movielens_catalog_errors(tmp_path, name, text, row, column, reason):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(DataError) as e:
+        load_catalog(path)
+    msg = str(e.value)
+    assert name in msg and f"row {row}" in msg and reason in msg
+    assert e.value.column == column
