@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import polars as pl
@@ -22,6 +23,7 @@ from recsys_trainer.data import (
     ColumnMap,
     DataError,
     EventWeights,
+    Format,
     Interactions,
     from_frame,
     load_interactions,
@@ -92,8 +94,9 @@ def overrides(a: argparse.Namespace) -> list[str]:
         out.append(f"data.format={json.dumps(a.format)}")
     for col in ("user", "item", "weight", "event", "timestamp"):
         name = getattr(a, f"{col}_col", None)
-        if name:
-            out.append(f"data.columns.{col}={json.dumps(name)}")
+        if name:  # a number is a 1-based position
+            value = int(name) if name.strip().isdigit() else json.dumps(name)
+            out.append(f"data.columns.{col}={value}")
     if getattr(a, "event_weights", None):
         pairs = []
         for part in a.event_weights.split(","):
@@ -335,8 +338,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(func=cmd_generate)
 
     def common(sp_: argparse.ArgumentParser) -> None:
-        sp_.add_argument("--interactions", required=True, help="behaviour log (TSV/CSV/Parquet)")
-        sp_.add_argument("--catalog", type=Path, help="item catalog (default: catalog.tsv beside)")
+        sp_.add_argument(
+            "--interactions", required=True,
+            help="behaviour log: MovieLens u.data, ratings.dat or ratings.csv, the Steam play "
+            "log, or TSV/CSV/Parquet",
+        )  # fmt: skip
+        sp_.add_argument(
+            "--catalog", type=Path,
+            help="item catalog: MovieLens u.item, movies.dat or movies.csv, or TSV/CSV with "
+            "item, title, categories (default: catalog.tsv beside the log)",
+        )  # fmt: skip
         sp_.add_argument("--config", help="TOML configuration file")
         sp_.add_argument(
             "--set",
@@ -347,11 +358,18 @@ def build_parser() -> argparse.ArgumentParser:
         )
         sp_.add_argument("--models", help=f"comma-separated subset of {','.join(ALL)}")
         sp_.add_argument(
-            "--format", choices=["auto", "ml-100k", "ml-csv", "delimited", "parquet"],
+            "--format", choices=get_args(Format),
             help="input format (default: detected from the file)",
         )  # fmt: skip
         for col in ("user", "item", "weight", "event", "timestamp"):
-            sp_.add_argument(f"--{col}-col", metavar="NAME", help=f"name of the {col} column")
+            sp_.add_argument(
+                f"--{col}-col", metavar="NAME|N", help=f"{col} column: header name or position"
+            )
+        sp_.epilog = (
+            "A column given as a number N is the Nth field (1-based) of a file without a "
+            "header, e.g. --user-col 1 --item-col 2 --weight-col 3 --timestamp-col 4; then "
+            "give every column you use by position: the others are absent (weight 1, no time)."
+        )
         sp_.add_argument(
             "--event-weights", metavar="TYPE=W,...",
             help="weight of each event type, e.g. view=1,click=2,purchase=8",
