@@ -57,11 +57,19 @@ def load_data(path: Path, cfg: config_mod.TrainConfig) -> Interactions:
         )
 
 
+# Catalogue files looked for beside the interactions when --catalog is not given: ours, then
+# MovieLens's (ml-latest, ML-1M/10M, ML-100k).
+CATALOG_NAMES = ("catalog.tsv", "movies.csv", "movies.dat", "u.item")
+
+
 def load_catalog_for(path: Path | None, interactions: Path) -> Catalog | None:
     if path is not None:
         return load_catalog(path)
-    guess = interactions.with_name("catalog.tsv")
-    return load_catalog(guess) if guess.exists() else None
+    for name in CATALOG_NAMES:
+        guess = interactions.with_name(name)
+        if guess.exists():
+            return load_catalog(guess)
+    return None
 
 
 def fit_models(
@@ -79,7 +87,7 @@ def split(inter: Interactions, cfg: config_mod.EvalConfig) -> tuple[Interactions
     if cfg.split == "random":
         return random_holdout(inter, cfg.test_fraction, seed=cfg.seed)
     if cfg.split == "temporal":
-        return temporal_split(inter, quantile=1 - cfg.test_fraction)
+        return temporal_split(inter, cfg.test_fraction)
     if cfg.split == "leave_last":
         return leave_last_n(inter, 1)
     raise config_mod.ConfigError(
@@ -346,7 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp_.add_argument(
             "--catalog", type=Path,
             help="item catalog: MovieLens u.item, movies.dat or movies.csv, or TSV/CSV with "
-            "item, title, categories (default: catalog.tsv beside the log)",
+            "item, title, categories (default: catalog.tsv, movies.csv, movies.dat or u.item "
+            "beside the log)",
         )  # fmt: skip
         sp_.add_argument("--config", help="TOML configuration file")
         sp_.add_argument(

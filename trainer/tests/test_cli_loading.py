@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -45,13 +46,27 @@ def test_train_on_ml_1m_ratings_dat_with_no_flags(ml_1m, tmp_path):
     assert 0 <= loaded.manifest["metrics"]["hybrid"]["ndcg@10"] <= 1
 
 
-def test_train_with_movies_dat_catalog(ml_1m, tmp_path):
+@pytest.mark.parametrize("given", [True, False], ids=["--catalog", "found-beside"])
+def test_train_with_movies_dat_catalog(ml_1m, tmp_path, given):
+    """movies.dat is the catalogue, named or found beside ratings.dat with no flag."""
     args = ["train", "--interactions", str(ml_1m / "ratings.dat"), "--out", str(tmp_path)]
-    args += ["--catalog", str(ml_1m / "movies.dat"), "--no-evaluate", "--models", "popularity"]
+    args += ["--no-evaluate", "--models", "popularity"]
+    if given:
+        args += ["--catalog", str(ml_1m / "movies.dat")]
     assert main(args) == 0
     catalog = latest(tmp_path).catalog
     assert catalog is not None and catalog.title("6") == "Misérables, Les (1995)"
     assert catalog.categories_of("6") == ("Drama", "Musical")
+
+
+def test_evaluate_with_temporal_split(ml_1m, tmp_path):
+    """The latest 20% of events (by timestamp) are the test part: 400 ratings, 80 of them."""
+    args = ["evaluate", "--interactions", str(ml_1m / "ratings.dat"), "--split", "temporal"]
+    args += ["--models", "popularity", "--report", str(tmp_path)]
+    assert main(args) == 0
+    protocol = json.loads((tmp_path / "report.json").read_text())["protocol"]
+    assert protocol["split"] == "temporal"
+    assert (protocol["n_train_interactions"], protocol["n_test_interactions"]) == (320, 80)
 
 
 def test_headerless_tsv_with_column_positions(tmp_path):
