@@ -129,13 +129,23 @@ class RecommenderCore:
         exps = self.config.experiments
 
         stop = threading.Event()  # set when the caller gave up (deadline, cancel)
+        gate = threading.Lock()  # orders the start of the work against the caller giving up
+        began = False
+
+        def abandoned() -> None:
+            if self.metrics is not None:
+                self.metrics.abandoned.labels("RecommendBatch").inc()
 
         def run() -> list[Answer]:
+            nonlocal began
+            with gate:
+                if stop.is_set():  # gave up before the work began: counted below
+                    return []
+                began = True
             out = []
             for q in queries:
                 if stop.is_set():  # nobody waits for the answer: stop working for it
-                    if self.metrics is not None:
-                        self.metrics.abandoned.labels("RecommendBatch").inc()
+                    abandoned()
                     return out
                 out.append(scoring.recommend(s.snapshot, s.live, exps, q))
             return out
@@ -143,7 +153,10 @@ class RecommenderCore:
         try:
             answers = await asyncio.to_thread(run) if len(queries) > 1 else run()
         except asyncio.CancelledError:
-            stop.set()
+            with gate:
+                stop.set()
+                if not began:  # still waiting for a worker thread: it will do nothing
+                    abandoned()
             raise
         if self.metrics is not None:
             for a in answers:

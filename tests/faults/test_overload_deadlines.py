@@ -10,6 +10,7 @@ seconds through the same front."""
 from __future__ import annotations
 
 import os
+import signal
 import time
 
 import grpc
@@ -20,9 +21,10 @@ from fsupport import (
     ServerProcess,
     calls,
     loadgen,
-    metric_value,
+    metric,
     pct,
     report,
+    scrape,
     summary,
 )
 
@@ -97,45 +99,98 @@ def test_overload(trained, tmp_path):
         srv.kill()
 
 
+# The deadline of each call in test_deadline_stops_the_work; the server is paused for longer.
+DEADLINE_SECONDS = 2.0
+BATCH_RPCS = ("OK", "CANCELLED", "DEADLINE_EXCEEDED")
+
+
+def batch_counts(url: str) -> dict[str, float]:
+    """What the server counted for RecommendBatch: calls by code, work abandoned, in flight."""
+    text = scrape(url)
+    out = {
+        c: metric(text, "recsys_requests_total", method="RecommendBatch", code=c) or 0.0
+        for c in BATCH_RPCS
+    }
+    out["abandoned"] = metric(text, "recsys_work_abandoned_total", method="RecommendBatch") or 0.0
+    out["inflight"] = metric(text, "recsys_inflight_requests") or 0.0
+    return out
+
+
+def wait_for(url: str, done, what: str, limit: float = 60.0) -> dict[str, float]:
+    """Scrapes until ``done(counts)``; `limit` only bounds a hang."""
+    give_up = time.monotonic() + limit
+    while True:
+        c = batch_counts(url)
+        if done(c):
+            return c
+        if time.monotonic() > give_up:
+            raise AssertionError(f"the server never counted {what}: {c}")
+        time.sleep(0.002)
+
+
 def test_deadline_stops_the_work(trained, tmp_path):
+    """A RecommendBatch whose deadline passes while the server works on it stops early.
+
+    No clock race decides the outcome: once the server is seen handling the call it is paused
+    (SIGSTOP) until its deadline has certainly passed, then resumed. So the deadline expires in
+    the middle of the work however fast or slow the machine, and it is the server's own deadline
+    that ends the call (the caller's cancel is still in the server's socket when it resumes).
+    Everything asserted is what the server counted."""
     srv = ServerProcess("--artifacts", str(trained), "--log-dir", str(tmp_path / "ev")).start()
     try:
         srv.wait_serving()
         opts = [("grpc.max_receive_message_length", 64 << 20)]
         stub = pb_grpc.RecommenderStub(grpc.insecure_channel(srv.address, options=opts))
+        # The largest batch (MAX_BATCH) of the most costly requests: ~0.5 s of work.
         big = pb.RecommendBatchRequest(
             requests=[
                 pb.RecommendRequest(user_id=f"u{i % 600:03d}", k=50, explain=True)
                 for i in range(1000)
             ]
         )
-        t0 = time.perf_counter()
-        stub.RecommendBatch(big, timeout=60)
-        full = time.perf_counter() - t0
         url = srv.metrics_url
-        before = metric_value(url, "recsys_work_abandoned_total", method="RecommendBatch")
+        before = batch_counts(url)
         codes = []
-        for _ in range(3):
+        for n in range(1, 4):
+            call = stub.RecommendBatch.future(big, timeout=DEADLINE_SECONDS)
+            # In flight on the server: it received the call, so its deadline is at most
+            # DEADLINE_SECONDS from now (the 0.25 s covers grpc-timeout's rounding up).
+            wait_for(url, lambda c: c["inflight"] >= 1, "the call in flight")
+            expired = time.monotonic() + DEADLINE_SECONDS + 0.25
+            os.kill(srv.proc.pid, signal.SIGSTOP)
             try:
-                stub.RecommendBatch(big, timeout=full / 10)
+                while time.monotonic() < expired:
+                    time.sleep(expired - time.monotonic())
+            finally:
+                os.kill(srv.proc.pid, signal.SIGCONT)
+            try:
+                call.result(timeout=60)
                 codes.append("OK")
             except grpc.RpcError as e:
                 codes.append(e.code().name)
-        time.sleep(full)  # the work would have finished by now had it not stopped
-        abandoned = metric_value(url, "recsys_work_abandoned_total", method="RecommendBatch")
-        counted = metric_value(
-            url, "recsys_requests_total", method="RecommendBatch", code="DEADLINE_EXCEEDED"
-        )
+            # Counted once the handler ended; abandoned once the worker thread stopped.
+            wait_for(
+                url,
+                lambda c, n=n: (
+                    sum(c[k] - before[k] for k in BATCH_RPCS) >= n
+                    and c["abandoned"] - before["abandoned"] >= n
+                ),
+                f"RecommendBatch call {n} ended and its work stopped",
+            )
+        after = batch_counts(url)
         figures = {
-            "batch_seconds": round(full, 3),
-            "deadline_seconds": round(full / 10, 3),
+            "deadline_seconds": DEADLINE_SECONDS,
             "codes": codes,
-            "work_abandoned": abandoned - before,
-            "requests_total_deadline_exceeded": counted,
+            "work_abandoned": after["abandoned"] - before["abandoned"],
+            "requests_total": {k: after[k] - before[k] for k in BATCH_RPCS},
         }
         report("deadlines", figures)
         assert codes == ["DEADLINE_EXCEEDED"] * 3, figures
-        assert abandoned - before == 3, figures
-        assert counted == 3, figures
+        # Each call was ended by its deadline (not counted OK, nor CANCELLED), and each one's
+        # work stopped before the batch was done.
+        assert figures["requests_total"] == {"OK": 0, "CANCELLED": 0, "DEADLINE_EXCEEDED": 3}, (
+            figures
+        )
+        assert figures["work_abandoned"] == 3, figures
     finally:
         srv.kill()
