@@ -85,9 +85,13 @@ def test_sigterm_under_load(trained, tmp_path, run):
         ch = grpc.insecure_channel(srv.address)
         watch = health_pb2_grpc.HealthStub(ch).Watch(health_pb2.HealthCheckRequest(), timeout=30)
         seen: list[tuple[float, int]] = []
-        threading.Thread(
-            target=lambda: [seen.append((time.time(), r.status)) for r in watch], daemon=True
-        ).start()
+
+        def follow() -> None:
+            with contextlib.suppress(grpc.RpcError):  # the stream ends with the server
+                for r in watch:
+                    seen.append((time.time(), r.status))
+
+        threading.Thread(target=follow, daemon=True).start()
         # Two kinds of client: one balances on the server's health (its calls stop at
         # NOT_SERVING, failing locally with UNAVAILABLE), one keeps sending regardless until
         # about 1 s after the signal, inside the drain window. Each is known to be sending
@@ -134,6 +138,7 @@ def test_sigterm_under_load(trained, tmp_path, run):
         figures = {
             **summary(cs),
             "server": server,
+            "codes_after_signal": dict(Counter(c[2] for c in cs if c[0] + c[1] >= t_term)),
             "client_refused_while_draining": len(refused),
             "not_ok_calls": [
                 [round(c[0] - t_term, 3), round(c[1], 3), c[2], c[4]] for c in cs if c[2] != "OK"
@@ -156,9 +161,12 @@ def test_sigterm_under_load(trained, tmp_path, run):
         assert server["cancelled"] == 0, figures
         assert server["refused"] > 0, figures  # the refusal path ran
         assert server["refused"] == len(refused), figures
-        # What the clients saw: OK, or UNAVAILABLE (refused while draining, or withheld by
-        # the health-checking client); never CANCELLED.
-        assert set(figures["codes"]) <= {"OK", "UNAVAILABLE"}, figures
+        # What the clients saw of the shutdown: every call that ended after the signal is OK
+        # or UNAVAILABLE (refused while draining, or withheld by the health-checking client),
+        # never CANCELLED. (Calls that ended before it cannot have met the shutdown; on a
+        # machine starved for seconds grpc may refuse some of those as overload, which the
+        # overload scenario covers.)
+        assert set(figures["codes_after_signal"]) <= {"OK", "UNAVAILABLE"}, figures
         assert set(slow_codes + ack_codes) <= {"OK", "REFUSED"} and "OK" in slow_codes, figures
         assert server["completed"] > 0, figures  # calls in flight at the signal finished
         assert not_serving, figures
