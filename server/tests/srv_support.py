@@ -131,6 +131,19 @@ class Client:
         self.channel.close()
 
 
+def wait_until(condition, what: str, limit: float = 60.0, every: float = 0.01):
+    """Polls ``condition()`` until it returns something truthy, and returns that. ``limit`` only
+    bounds a hang (far above what the condition normally takes): past it, AssertionError."""
+    give_up = time.monotonic() + limit
+    while True:
+        got = condition()
+        if got:
+            return got
+        if time.monotonic() > give_up:
+            raise AssertionError(f"{what}: still not the case after {limit:g} s")
+        time.sleep(every)
+
+
 def code_of(fn, *args, **kw) -> tuple[grpc.StatusCode, str]:
     with pytest.raises(grpc.RpcError) as info:
         fn(*args, **kw)

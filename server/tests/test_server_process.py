@@ -21,6 +21,7 @@ from srv_support import (  # noqa: F401 (fixtures)
     event,
     serving,
     trained,
+    wait_until,
 )
 
 from recsys_proto.v1 import recommender_pb2 as pb
@@ -133,9 +134,16 @@ def test_stop_reports_not_serving_before_draining(trained, tmp_path):  # noqa: F
 
         running.server.stop = spy_stop
         real_batch = core.recommend_batch
+        entered = threading.Event()
 
         async def slow_batch(queries):
-            await asyncio.sleep(1.0)
+            # In flight until the shutdown has begun (health NOT_SERVING), however slow the
+            # machine: the call is certainly one the shutdown must let finish.
+            entered.set()
+            request = health_pb2.HealthCheckRequest(service="")
+            not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+            while (await running.health.Check(request, None)).status != not_serving:
+                await asyncio.sleep(0.01)
             return await real_batch(queries)
 
         core.recommend_batch = slow_batch
@@ -144,10 +152,11 @@ def test_stop_reports_not_serving_before_draining(trained, tmp_path):  # noqa: F
         fut = stub.RecommendBatch.future(
             pb.RecommendBatchRequest(requests=[pb.RecommendRequest(user_id="x", k=2)]), timeout=30
         )
-        time.sleep(0.3)  # in flight
-        srv.run(running.stop())
+        assert entered.wait(30)  # in flight
+        counts = srv.run(running.stop())
         assert order == [f"stop with health {health_pb2.HealthCheckResponse.NOT_SERVING}"]
         assert len(fut.result().responses) == 1  # the in-flight call finished in the grace
+        assert (counts["completed"], counts["cancelled"]) == (1, 0), counts
         ch.close()
     finally:
         with contextlib.suppress(Exception):
@@ -233,19 +242,27 @@ def test_concurrency_limit_is_resource_exhausted(trained, tmp_path):  # noqa: F8
     with serving(trained, tmp_path, max_concurrent_rpcs=2) as srv:
         core = srv.running.core
         real = core.recommend_batch
+        entered: list[int] = []
+        release = threading.Event()
 
         async def slow(queries):
-            await asyncio.sleep(1.5)
+            # In flight until the test has made its third call, however slow the machine.
+            entered.append(1)
+            while not release.is_set():
+                await asyncio.sleep(0.01)
             return await real(queries)
 
         core.recommend_batch = slow
         with grpc.insecure_channel(srv.address) as ch:
             stub = pb_grpc.RecommenderStub(ch)
             req = pb.RecommendBatchRequest(requests=[pb.RecommendRequest(user_id="x", k=1)])
-            slow_calls = [stub.RecommendBatch.future(req, timeout=30) for _ in range(2)]
-            time.sleep(0.5)
-            with pytest.raises(grpc.RpcError) as info:
-                stub.Recommend(pb.RecommendRequest(user_id="x", k=1), timeout=10)
+            slow_calls = [stub.RecommendBatch.future(req, timeout=60) for _ in range(2)]
+            try:
+                wait_until(lambda: len(entered) == 2, "both slow calls in flight")
+                with pytest.raises(grpc.RpcError) as info:
+                    stub.Recommend(pb.RecommendRequest(user_id="x", k=1), timeout=10)
+            finally:
+                release.set()
             assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
             assert all(len(f.result().responses) == 1 for f in slow_calls)
             assert stub.Recommend(pb.RecommendRequest(user_id="x", k=1), timeout=10).items
