@@ -207,8 +207,12 @@ def test_max_batch_bounds_records_per_write(tmp_path):
 
 
 def test_event_loop_keeps_running_during_a_slow_fsync(tmp_path):
+    ticked = threading.Event()  # set by the event loop once it has ticked 10 times
+
     def slow_fsync(fd: int) -> None:
-        time.sleep(0.3)
+        # Lasts until the loop has ticked 10 times: never, if the fsync blocked the loop (then
+        # the wait's limit ends it, with fewer ticks).
+        ticked.wait(30)
 
     async def main():
         async with InteractionLog(tmp_path, _fsync=slow_fsync) as log:
@@ -219,6 +223,8 @@ def test_event_loop_keeps_running_during_a_slow_fsync(tmp_path):
                 while True:
                     await asyncio.sleep(0.01)
                     ticks += 1
+                    if ticks == 10:
+                        ticked.set()
 
             t = asyncio.create_task(ticker())
             await log.append([ev(1)])

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import errno
 import threading
-import time
 
 import grpc
 import pytest
@@ -87,12 +86,13 @@ def test_events_recorded_while_a_version_loads_are_kept_once(
     items,
 ):
     gate = threading.Event()
+    recorded = threading.Event()
     real = LiveHistory.from_log
 
     def slow_from_log(*a, **kw):
         result = real(*a, **kw)
         gate.set()  # the log has been read; events recorded now must come from the capture
-        time.sleep(0.5)
+        recorded.wait(30)  # the load goes on only once the event below was recorded
         return result
 
     with serving(artifacts_copy, tmp_path) as srv:
@@ -106,8 +106,13 @@ def test_events_recorded_while_a_version_loads_are_kept_once(
         t.start()
         assert gate.wait(20)
         during = event("cap-1", "cap-user", items[1], "click")
-        assert c.RecordInteractions(pb.RecordInteractionsRequest(events=[during])).recorded == 1
+        try:
+            r = c.RecordInteractions(pb.RecordInteractionsRequest(events=[during]))
+        finally:
+            recorded.set()
+        assert r.recorded == 1
         t.join(30)
+        assert not t.is_alive()
         assert done and done[0].changed
         state = srv.running.core.store.state
         live = state.live.get("cap-user")
