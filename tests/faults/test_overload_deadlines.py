@@ -5,7 +5,11 @@ deploy/nginx's config, which refuses Recommender calls beyond a number in flight
 RESOURCE_EXHAUSTED before they reach Python (refusing in Python costs ~40% of an answer, so
 3x capacity cannot be refused there). Capacity: RECSYS_FAULTS_CAPACITY (requests/s, e.g.
 from the load-test sweep) when set, else measured here: a closed loop of 8 callers for a few
-seconds through the same front."""
+seconds through the same front.
+
+Both are judged on what the server and the callers counted, not on latencies: those are
+reported (docs/reliability.md), never asserted. The deadlines that remain are far above any
+latency, so that only a queue or a hang can reach them."""
 
 from __future__ import annotations
 
@@ -32,14 +36,47 @@ from recsys_proto.v1 import recommender_pb2 as pb
 from recsys_proto.v1 import recommender_pb2_grpc as pb_grpc
 
 OVERLOAD_SECONDS = 60.0 if LONG else 15.0
+MAX_INFLIGHT = 32  # the front's limit on Recommender calls passed on at once
+OVERLOAD_RPCS = ("OK", "RESOURCE_EXHAUSTED")
+# The deadline of each call in test_deadline_stops_the_work; the server is paused for longer.
+DEADLINE_SECONDS = 2.0
+BATCH_RPCS = ("OK", "CANCELLED", "DEADLINE_EXCEEDED")
+
+
+def counted(url: str, method: str, codes: tuple[str, ...]) -> dict[str, float]:
+    """What the server counted: ``method``'s calls by code, its work abandoned, and the calls
+    in flight now (all methods)."""
+    text = scrape(url)
+    out = {c: metric(text, "recsys_requests_total", method=method, code=c) or 0.0 for c in codes}
+    out["abandoned"] = metric(text, "recsys_work_abandoned_total", method=method) or 0.0
+    out["inflight"] = metric(text, "recsys_inflight_requests") or 0.0
+    return out
+
+
+def wait_for(url: str, method: str, codes, done, what: str, limit: float = 60.0):
+    """Scrapes until ``done(counted(...))``; ``limit`` only bounds a hang."""
+    give_up = time.monotonic() + limit
+    while True:
+        c = counted(url, method, codes)
+        if done(c):
+            return c
+        if time.monotonic() > give_up:
+            raise AssertionError(f"the server never counted {what}: {c}")
+        time.sleep(0.002)
 
 
 def test_overload(trained, tmp_path):
+    """Judged on what was counted, not on latencies (those are reported, for the docs): every
+    call ended OK or RESOURCE_EXHAUSTED within its 5 s deadline (a queue growing at twice the
+    capacity would pass that within seconds), the excess was refused by the front (the server
+    counted exactly the calls answered OK and refused none itself), health answered SERVING
+    throughout (2 s deadline), and afterwards the server held nothing in flight and answered
+    a normal call."""
     srv = ServerProcess("--artifacts", str(trained), "--log-dir", str(tmp_path / "ev")).start()
     front = None
     try:
         srv.wait_serving()
-        front = NginxFront(srv.address, tmp_path / "nginx").start()
+        front = NginxFront(srv.address, tmp_path / "nginx", max_inflight=MAX_INFLIGHT).start()
         target = front.address
         if os.environ.get("RECSYS_FAULTS_CAPACITY"):
             capacity = float(os.environ["RECSYS_FAULTS_CAPACITY"])
@@ -49,6 +86,8 @@ def test_overload(trained, tmp_path):
             ok = [c for c in calls(out) if c[2] == "OK"]
             capacity = len(ok) / 5.0
         offered = 3 * capacity
+        url = srv.metrics_url
+        before = counted(url, "Recommend", OVERLOAD_RPCS)
         probe = HealthProbe(target, every=0.1)
         probe.start()
         # Two generator processes: one Python process cannot offer that much on its own.
@@ -60,17 +99,18 @@ def test_overload(trained, tmp_path):
         for g in gens:
             g.wait(OVERLOAD_SECONDS + 120)
         t_end = time.time()
-        # Recovery: a normal call answers promptly within 5 s of the load stopping.
+        # Recovery: once the load has stopped the server holds no call (a limit that only
+        # bounds a hang), and a normal call answers.
+        after = wait_for(
+            url, "Recommend", OVERLOAD_RPCS, lambda c: c["inflight"] == 0, "nothing in flight"
+        )
         stub = pb_grpc.RecommenderStub(grpc.insecure_channel(target))
-        recovered = None
-        while time.time() - t_end < 5 and recovered is None:
-            t0 = time.perf_counter()
-            try:
-                stub.Recommend(pb.RecommendRequest(user_id="u001", k=10), timeout=1)
-                if time.perf_counter() - t0 < 0.1:
-                    recovered = time.time() - t_end
-            except grpc.RpcError:
-                time.sleep(0.05)
+        recovered_code = "OK"
+        try:
+            stub.Recommend(pb.RecommendRequest(user_id="u001", k=10), timeout=30)
+        except grpc.RpcError as e:
+            recovered_code = e.code().name
+        recovered = time.time() - t_end
         samples = probe.stop()
         cs = calls(*outs)
         s = summary(cs)
@@ -81,51 +121,27 @@ def test_overload(trained, tmp_path):
             "offered_rps": round(offered, 1),
             **s,
             "refused_p99_ms": round(pct(refused, 0.99) * 1e3, 2),
+            "server_counted": {k: after[k] - before[k] for k in OVERLOAD_RPCS},
             "health_checks": len(health),
             "health_max_ms": round(max((x[1] for x in health), default=0) * 1e3, 2),
             "health_statuses": sorted({x[2] for x in health}),
-            "recovered_after_s": recovered,
+            "recovered_code": recovered_code,
+            "recovered_after_s": round(recovered, 3),
         }
         report("overload", figures)
         assert set(s["codes"]) <= {"OK", "RESOURCE_EXHAUSTED"}, figures
-        assert s["ok_p99_ms"] < 100, figures
-        assert figures["refused_p99_ms"] < 100, figures
+        assert s["codes"].get("OK", 0) > 0 and s["codes"].get("RESOURCE_EXHAUSTED", 0) > 0, figures
+        # The excess never reached Python: the server answered each OK call and refused none.
+        assert figures["server_counted"] == {
+            "OK": s["codes"]["OK"],
+            "RESOURCE_EXHAUSTED": 0,
+        }, figures
         assert figures["health_statuses"] == ["SERVING"], figures
-        assert figures["health_max_ms"] < 50, figures
-        assert recovered is not None, figures
+        assert recovered_code == "OK", figures
     finally:
         if front is not None:
             front.stop()
         srv.kill()
-
-
-# The deadline of each call in test_deadline_stops_the_work; the server is paused for longer.
-DEADLINE_SECONDS = 2.0
-BATCH_RPCS = ("OK", "CANCELLED", "DEADLINE_EXCEEDED")
-
-
-def batch_counts(url: str) -> dict[str, float]:
-    """What the server counted for RecommendBatch: calls by code, work abandoned, in flight."""
-    text = scrape(url)
-    out = {
-        c: metric(text, "recsys_requests_total", method="RecommendBatch", code=c) or 0.0
-        for c in BATCH_RPCS
-    }
-    out["abandoned"] = metric(text, "recsys_work_abandoned_total", method="RecommendBatch") or 0.0
-    out["inflight"] = metric(text, "recsys_inflight_requests") or 0.0
-    return out
-
-
-def wait_for(url: str, done, what: str, limit: float = 60.0) -> dict[str, float]:
-    """Scrapes until ``done(counts)``; `limit` only bounds a hang."""
-    give_up = time.monotonic() + limit
-    while True:
-        c = batch_counts(url)
-        if done(c):
-            return c
-        if time.monotonic() > give_up:
-            raise AssertionError(f"the server never counted {what}: {c}")
-        time.sleep(0.002)
 
 
 def test_deadline_stops_the_work(trained, tmp_path):
@@ -149,13 +165,19 @@ def test_deadline_stops_the_work(trained, tmp_path):
             ]
         )
         url = srv.metrics_url
-        before = batch_counts(url)
+        before = counted(url, "RecommendBatch", BATCH_RPCS)
         codes = []
         for n in range(1, 4):
             call = stub.RecommendBatch.future(big, timeout=DEADLINE_SECONDS)
             # In flight on the server: it received the call, so its deadline is at most
             # DEADLINE_SECONDS from now (the 0.25 s covers grpc-timeout's rounding up).
-            wait_for(url, lambda c: c["inflight"] >= 1, "the call in flight")
+            wait_for(
+                url,
+                "RecommendBatch",
+                BATCH_RPCS,
+                lambda c: c["inflight"] >= 1,
+                "the call in flight",
+            )
             expired = time.monotonic() + DEADLINE_SECONDS + 0.25
             os.kill(srv.proc.pid, signal.SIGSTOP)
             try:
@@ -171,13 +193,15 @@ def test_deadline_stops_the_work(trained, tmp_path):
             # Counted once the handler ended; abandoned once the worker thread stopped.
             wait_for(
                 url,
+                "RecommendBatch",
+                BATCH_RPCS,
                 lambda c, n=n: (
                     sum(c[k] - before[k] for k in BATCH_RPCS) >= n
                     and c["abandoned"] - before["abandoned"] >= n
                 ),
                 f"RecommendBatch call {n} ended and its work stopped",
             )
-        after = batch_counts(url)
+        after = counted(url, "RecommendBatch", BATCH_RPCS)
         figures = {
             "deadline_seconds": DEADLINE_SECONDS,
             "codes": codes,
