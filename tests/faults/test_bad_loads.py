@@ -122,7 +122,7 @@ def test_slow_and_broken_versions(artifacts_root, big_root, tmp_path):
         shutil.copytree(big_root / big, artifacts_root / big)
         t_slow = time.time()
         (artifacts_root / "latest").write_text(big + "\n")
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180  # >= 5 s of warm-up: this only bounds a hang
         while metric_value(url, "recsys_model_reloads_total") == reloads:
             assert time.monotonic() < deadline, "the big version never loaded"
             time.sleep(0.1)
@@ -155,7 +155,7 @@ def test_slow_and_broken_versions(artifacts_root, big_root, tmp_path):
         refused["outside_root (dir symlink)"] = wait_count(url, "outside_root", before)
 
         good = stage(artifacts_root, staging)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120  # >= 5 s of warm-up: this only bounds a hang
         while metric(url) != good:
             assert time.monotonic() < deadline, "the next good version did not load"
             time.sleep(0.1)
@@ -163,6 +163,12 @@ def test_slow_and_broken_versions(artifacts_root, big_root, tmp_path):
         samples = probe.stop()
         cs = calls(out)
         during_slow = [s for s in samples if t_slow <= s[0] <= t_big]
+        # The big version began loading after t_slow and was swapped in slow_seconds (the
+        # server's own measure) later: a call that started after t_slow and ended before
+        # t_slow + slow_seconds was answered while it loaded, however slow the machine.
+        loading = [
+            c for c in cs if c[2] == "OK" and t_slow <= c[0] and c[0] + c[1] < t_slow + slow_seconds
+        ]
         s = summary(cs)
         figures = {
             **s,
@@ -170,9 +176,8 @@ def test_slow_and_broken_versions(artifacts_root, big_root, tmp_path):
             "health_during_slow_load": sorted({x[2] for x in during_slow}),
             "health_checks_during_slow_load": len(during_slow),
             "refusals_counted": refused,
-            "served_during_slow_load": sorted(
-                {c[3] for c in cs if c[2] == "OK" and t_slow + 0.5 <= c[0] <= t_big - 0.5}
-            ),
+            "calls_during_slow_load": len(loading),
+            "served_during_slow_load": sorted({c[3] for c in loading}),
         }
         report("slow_and_broken_loads", figures)
         assert s["codes"] == {"OK": len(cs)}, figures

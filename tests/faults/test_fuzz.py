@@ -91,7 +91,7 @@ def test_wire_level_fuzz(server):
         b"\x0a\xff\xff\xff\xff\x0f",  # a length beyond the message
         b"\x1a\x00" * 200_000,  # 200,000 empty repeated strings
     ]
-    while time.monotonic() < end:
+    while time.monotonic() < end or sent < 60:  # the fixed cases, however slow the machine
         for method, base in seeds().items():
             data = fixed[sent % len(fixed)] if sent < 60 else mutate(rnd, rnd.choice(base))
             if sent % 50 == 0:
