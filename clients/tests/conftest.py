@@ -32,7 +32,7 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from recsys_client import AsyncRecsysClient, Backoff, RecsysClient
+from recsys_client import AsyncRecsysClient, Backoff, RecsysClient, _core
 from recsys_proto.v1 import recommender_pb2 as pb
 from recsys_proto.v1 import recommender_pb2_grpc as pb_grpc
 
@@ -369,6 +369,22 @@ def make_client(request: pytest.FixtureRequest) -> Iterator[Callable[..., Any]]:
 
 
 # --- TLS --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def retry_decisions(monkeypatch: pytest.MonkeyPatch) -> list[float | None]:
+    """What the clients decided after each failed attempt, in order: the backoff (seconds)
+    before the next attempt, or None to give up. The client's own count, not a clock's."""
+    decided: list[float | None] = []
+    real = _core.Attempt.retry_delay
+
+    def recording(self: _core.Attempt, err: grpc.RpcError) -> float | None:
+        delay = real(self, err)
+        decided.append(delay)
+        return delay
+
+    monkeypatch.setattr(_core.Attempt, "retry_delay", recording)
+    return decided
 
 
 @pytest.fixture(scope="session")

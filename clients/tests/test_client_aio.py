@@ -4,6 +4,7 @@ test_client_api.py, which runs against both clients)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import pytest
@@ -26,24 +27,29 @@ def test_async_with_and_concurrent_calls(fake):
     assert all(s.metadata["authorization"] == "Bearer t" for s in fake.recorder.seen)
 
 
-def test_backoff_does_not_block_the_event_loop(fake):
-    backoff = Backoff(initial=0.3, multiplier=1.0, maximum=0.3, jitter=0.0)
+def test_backoff_does_not_block_the_event_loop(fake, retry_decisions):
+    # A long backoff: the other call must end while it runs, not after it.
+    backoff = Backoff(initial=30.0, multiplier=1.0, maximum=30.0, jitter=0.0)
 
     async def main():
-        async with AsyncRecsysClient(fake.address, retries=1, backoff=backoff) as client:
-            finished: list[str] = []
+        async with AsyncRecsysClient(
+            fake.address, timeout=None, retries=1, backoff=backoff
+        ) as client:
+            slow = asyncio.create_task(client.recommend("flaky:1:slow", k=1))
+            while not retry_decisions:  # its first attempt failed: it is in its backoff now
+                await asyncio.sleep(0.005)
+            fast = await client.recommend("fast", k=1)
+            in_backoff = not slow.done()
+            slow.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await slow
+            return fast.user_id, in_backoff
 
-            async def call(user: str) -> None:
-                await client.recommend(user, k=1)
-                finished.append(user)
-
-            start = time.monotonic()
-            await asyncio.gather(call("flaky:1:slow"), call("fast"))
-            return finished, time.monotonic() - start
-
-    finished, elapsed = asyncio.run(main())
-    assert finished == ["fast", "flaky:1:slow"]
-    assert 0.3 <= elapsed < 1.5
+    assert asyncio.run(main()) == ("fast", True)
+    assert retry_decisions == [30.0]
+    # The slow call's retry was still waiting when the other call had been answered.
+    seen = [c.request.user_id for c in fake.servicer.calls_of("Recommend")]
+    assert seen == ["flaky:1:slow", "fast"]
 
 
 def test_client_made_outside_the_loop_opens_its_channel_inside_it(fake):
@@ -59,20 +65,22 @@ def test_client_made_outside_the_loop_opens_its_channel_inside_it(fake):
     assert asyncio.run(main()) == ["i1"]
 
 
-def test_cancelling_a_call_during_backoff(fake):
-    backoff = Backoff(initial=5.0, multiplier=1.0, maximum=5.0, jitter=0.0)
+def test_cancelling_a_call_during_backoff(fake, retry_decisions):
+    backoff = Backoff(initial=60.0, multiplier=1.0, maximum=60.0, jitter=0.0)
 
     async def main():
         async with AsyncRecsysClient(fake.address, timeout=None, backoff=backoff) as client:
             task = asyncio.create_task(client.recommend("flaky:5:h"))
-            await asyncio.sleep(0.2)
+            while not retry_decisions:  # its first attempt failed: it is in its backoff now
+                await asyncio.sleep(0.005)
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
 
     start = time.monotonic()
     asyncio.run(main())
-    assert time.monotonic() - start < 2.0
+    assert time.monotonic() - start < 30  # the 60 s backoff did not run to its end
+    assert retry_decisions == [60.0]
     assert len(fake.servicer.calls_of("Recommend")) == 1
 
 

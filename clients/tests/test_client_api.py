@@ -403,85 +403,103 @@ def test_missing_health_service_is_an_error_not_a_status(fake, make_client):
     assert err.value.code == grpc.StatusCode.UNIMPLEMENTED
 
 
-def test_backoff_grows_exponentially_up_to_the_maximum(fake, make_client):
+def test_backoff_grows_exponentially_up_to_the_maximum(fake, make_client, retry_decisions):
     backoff = Backoff(initial=0.04, multiplier=2.0, maximum=0.1, jitter=0.0)
-    client = make_client(fake.address, retries=4, backoff=backoff)
+    client = make_client(fake.address, retries=4, backoff=backoff, timeout=30)
     client.recommend("flaky:4:d")
+    # The waits the client chose, and that it waited at least that long between attempts
+    # (how much longer is the machine's business).
+    assert retry_decisions == [0.04, 0.08, 0.1, 0.1]
     times = [c.at for c in fake.servicer.calls_of("Recommend")]
     gaps = [b - a for a, b in itertools.pairwise(times)]
     assert len(gaps) == 4
-    for gap, want in zip(gaps, [0.04, 0.08, 0.1, 0.1], strict=True):
-        assert want - 0.005 <= gap < want + 0.25
+    for gap, want in zip(gaps, retry_decisions, strict=True):
+        assert gap >= want - 0.005
 
 
-def test_jittered_backoff_stays_in_its_range(fake, make_client):
+def test_jittered_backoff_stays_in_its_range(fake, make_client, retry_decisions):
     backoff = Backoff(initial=0.1, multiplier=1.0, maximum=0.1, jitter=0.5)
-    client = make_client(fake.address, retries=3, backoff=backoff)
+    client = make_client(fake.address, retries=3, backoff=backoff, timeout=30)
     client.recommend("flaky:3:e")
+    assert len(retry_decisions) == 3
+    assert all(0.05 <= d <= 0.1 for d in retry_decisions), retry_decisions
     times = [c.at for c in fake.servicer.calls_of("Recommend")]
-    for a, b in itertools.pairwise(times):
-        assert 0.05 - 0.005 <= b - a < 0.35
+    for (a, b), want in zip(itertools.pairwise(times), retry_decisions, strict=True):
+        assert b - a >= want - 0.005
 
 
-def test_unreachable_server_is_unavailable(dead_address, make_client):
-    client = make_client(dead_address, retries=2)
+def test_unreachable_server_is_unavailable(dead_address, make_client, retry_decisions):
+    client = make_client(dead_address, retries=2, timeout=60)
     start = time.monotonic()
     with pytest.raises(Unavailable):
         client.recommend("u1")
-    assert time.monotonic() - start < 2.0
+    # Each attempt failed at once, not at its deadline: both retries made, then given up.
+    assert retry_decisions == [0.01, 0.02, None]
+    assert time.monotonic() - start < 30
 
 
 # --- deadlines ------------------------------------------------------------------------------
 
 
 def test_slow_call_hits_the_client_timeout(fake, make_client):
+    # The server would answer after 60 s; the 0.2 s deadline ends the call long before.
     client = make_client(fake.address, timeout=0.2)
     start = time.monotonic()
     with pytest.raises(DeadlineExceeded) as err:
-        client.recommend("sleep:3")
-    assert 0.15 < time.monotonic() - start < 1.5
+        client.recommend("sleep:60")
+    assert 0.15 < time.monotonic() - start < 30
     assert err.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
-    assert len(fake.servicer.calls_of("Recommend")) == 1  # not retried
+    (seen,) = fake.servicer.calls_of("Recommend")  # not retried
+    assert seen.time_remaining <= 0.25  # the deadline the server was given
 
 
 def test_per_call_timeout_overrides_the_default(fake, make_client):
-    client = make_client(fake.address, timeout=30.0)
+    # The server would answer after 20 s, within the default timeout: only the per-call one
+    # ends the call.
+    client = make_client(fake.address, timeout=60.0)
     start = time.monotonic()
     with pytest.raises(DeadlineExceeded):
-        client.similar_items("sleep:3", timeout=0.2)
-    assert time.monotonic() - start < 1.5
+        client.similar_items("sleep:20", timeout=0.2)
+    assert time.monotonic() - start < 15
+    (seen,) = fake.servicer.calls_of("SimilarItems")
+    assert seen.time_remaining <= 0.25  # the deadline the server was given
     assert client.recommend("sleep:0.05", k=1).item_ids == ["i1"]
 
 
 def test_deadline_reaches_the_server(fake, make_client):
     make_client(fake.address).recommend("u1")  # default timeout 2.0
     make_client(fake.address, timeout=None).recommend("u2")
-    make_client(fake.address).list_models(timeout=0.75)
+    make_client(fake.address).list_models(timeout=7.5)
     default, unlimited = fake.servicer.calls_of("Recommend")
-    # (gRPC rounds the timeout it puts on the wire up a little)
+    # (gRPC rounds the timeout it puts on the wire up a little; the lower bounds leave a
+    # second or more for the call to reach the server, which takes milliseconds)
     assert 1.0 < default.time_remaining <= 2.05
     assert unlimited.time_remaining is None or unlimited.time_remaining > 1e6  # no deadline
     (models,) = fake.servicer.calls_of("ListModels")
-    assert 0.25 < models.time_remaining <= 0.8
+    assert 5.0 < models.time_remaining <= 7.55
 
 
-def test_deadline_covers_the_retries(fake, make_client):
-    # The first backoff (0.5 s) would end after the deadline (0.3 s): give up at once.
-    backoff = Backoff(initial=0.5, multiplier=2.0, maximum=1.0, jitter=0.0)
-    client = make_client(fake.address, timeout=0.3, retries=3, backoff=backoff)
+def test_deadline_covers_the_retries(fake, make_client, retry_decisions):
+    # The first backoff (20 s) would end after the deadline (10 s): give up at once.
+    backoff = Backoff(initial=20.0, multiplier=2.0, maximum=40.0, jitter=0.0)
+    client = make_client(fake.address, timeout=10.0, retries=3, backoff=backoff)
     start = time.monotonic()
     with pytest.raises(Unavailable):
         client.recommend("flaky:100:f")
-    assert time.monotonic() - start < 0.3
+    assert retry_decisions == [None]
+    assert time.monotonic() - start < 10.0  # no backoff slept, nor the deadline waited out
     assert len(fake.servicer.calls_of("Recommend")) == 1
 
 
-def test_retry_attempts_share_the_deadline(fake, make_client):
-    backoff = Backoff(initial=0.1, multiplier=1.0, maximum=0.1, jitter=0.0)
-    client = make_client(fake.address, timeout=1.0, retries=3, backoff=backoff)
+def test_retry_attempts_share_the_deadline(fake, make_client, retry_decisions):
+    # (gRPC sends a longer timeout with less precision: 29.8 s goes out as 30 s, so the
+    # deadline stays a few seconds; the 2.5 s it leaves for the calls takes milliseconds.)
+    backoff = Backoff(initial=0.5, multiplier=1.0, maximum=0.5, jitter=0.0)
+    client = make_client(fake.address, timeout=3.5, retries=3, backoff=backoff)
     client.recommend("flaky:2:g")
+    assert retry_decisions == [0.5, 0.5]
     first, _, third = fake.servicer.calls_of("Recommend")
-    assert third.time_remaining < first.time_remaining - 0.15
+    assert third.time_remaining < first.time_remaining - 0.95
 
 
 # --- TLS --------------------------------------------------------------------------------------

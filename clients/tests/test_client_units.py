@@ -9,6 +9,7 @@ import sys
 import tomllib
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from types import SimpleNamespace
 
 import grpc
 import pytest
@@ -103,12 +104,18 @@ def test_attempt_never_retries_non_idempotent_calls():
     assert a.retry_delay(FakeRpcError(grpc.StatusCode.UNAVAILABLE)) is None
 
 
-def test_attempt_respects_the_deadline():
+def test_attempt_respects_the_deadline(monkeypatch):
+    now = [1000.0]  # the clock Attempt reads, moved by hand: no race with the real one
+    monkeypatch.setattr(_core, "time", SimpleNamespace(monotonic=lambda: now[0]))
     a = _attempt(timeout=0.12, backoff=Backoff(initial=0.1, jitter=0.0))
-    assert 0.1 < a.timeout() <= 0.12
+    assert a.timeout() == pytest.approx(0.12)
+    now[0] += 0.01
+    assert a.timeout() == pytest.approx(0.11)
     assert a.retry_delay(FakeRpcError(grpc.StatusCode.UNAVAILABLE)) == 0.1
     # the next one (0.2 s) would end past the deadline
     assert a.retry_delay(FakeRpcError(grpc.StatusCode.UNAVAILABLE)) is None
+    now[0] += 1.0  # past the deadline: a last attempt still gets a (tiny) timeout
+    assert a.timeout() == 0.001
     assert _attempt().timeout() is None
 
 
