@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -160,16 +159,29 @@ def test_a_new_version_is_noticed_at_the_next_window_step(clock: Clock) -> None:
     assert s.n_items == 2 and s.lists == 1 and s.coverage == 0.5
 
 
-def test_request_path_cost_is_small(tracker: DriftTracker) -> None:
-    # A loose bound (shared CI machines): the point is microseconds, not milliseconds.
+def test_request_path_only_counts(clock: Clock) -> None:
+    """A list served costs counting only: the catalog (the served snapshot) is read once per
+    window step, by the first list of the step, never again for the lists after it. What that
+    costs in microseconds is for a benchmark, not asserted here."""
+
+    @dataclass
+    class Snap:
+        item_index: dict
+        history: sp.csr_matrix
+
+    snap, reads = Snap(INDEX, HISTORY), []
+    t = DriftTracker(TIERS, window_seconds=100, buckets=10, clock=clock)
+    t.follow(lambda: reads.append(clock.t) or snap)
     lst = items("i0", "i1", "i2", "i3", "i4", "i5", "i0", "i1", "i2", "zz")
     n = 20_000
-    t0 = time.perf_counter()
     for _ in range(n):
-        tracker.served(PERSONALIZED, lst)
-    per_call_us = (time.perf_counter() - t0) / n * 1e6
-    assert per_call_us < 50, per_call_us
-    assert tracker.stats().lists == n
+        t.served(PERSONALIZED, lst)
+    assert reads == [1000.0]
+    clock.t += 10  # the next step
+    for _ in range(n):
+        t.served(PERSONALIZED, lst)
+    assert reads == [1000.0, 1010.0]
+    assert t.stats().lists == 2 * n
 
 
 def test_collector_exports_the_window(tracker: DriftTracker) -> None:

@@ -1,5 +1,3 @@
-import time
-
 import numpy as np
 import polars as pl
 import pytest
@@ -181,9 +179,7 @@ def test_write_and_load_back(tmp_path, data):
     assert back.categories == catalog.categories
 
 
-def test_default_size_is_fast():
-    start = time.perf_counter()
+def test_default_size():
+    # How long it takes is a benchmark's business, not a test's.
     df, catalog = generate()
-    elapsed = time.perf_counter() - start
     assert df.height == 500_000 and len(catalog) == 5_000
-    assert elapsed < 10.0
