@@ -17,6 +17,9 @@ if importlib.util.find_spec("locust") is None:
 REPO = Path(__file__).resolve().parents[2]
 RUN = REPO / "load_tests" / "run.py"
 RPCS = ["Recommend", "SimilarItems", "RecordInteractions", "RecommendBatch"]
+# The runs that must pass test the harness, not the machine's speed: a budget no working server
+# misses, however busy the machine (latency is measured by the harness, never asserted here).
+LOOSE_MS = "10000"
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +86,7 @@ def run(artifacts: Path, out: Path, *args: str) -> subprocess.CompletedProcess[s
 
 def test_short_run_passes_and_reports_every_rpc(artifacts: Path, tmp_path: Path) -> None:
     out = tmp_path / "load-test.md"
-    p = run(artifacts, out, "--duration", "15s", "--floor-duration", "3s", "--budget-ms", "200")
+    p = run(artifacts, out, "--duration", "15s", "--floor-duration", "3s", "--budget-ms", LOOSE_MS)
     assert p.returncode == 0, p.stdout + p.stderr
     text = out.read_text()
     assert "**Result: PASS**" in text
@@ -130,12 +133,12 @@ def test_sweep_reports_the_highest_rate_holding_the_budget(artifacts: Path, tmp_
     out = tmp_path / "sweep.md"
     p = sweep(
         artifacts, out, "--start", "20", "--step", "20", "--max-rate", "40",
-        "--target-rate", "40", "--budget-ms", "200", "--target-ms", "200",
+        "--target-rate", "40", "--budget-ms", LOOSE_MS, "--target-ms", LOOSE_MS,
     )  # fmt: skip
     assert p.returncode == 0, p.stdout + p.stderr
     text = out.read_text()
     assert "**Highest rate holding the budget: 40 calls/s**" in text
-    assert "**Recommend p99 stayed at or under 200 ms at every step.**" in text
+    assert f"**Recommend p99 stayed at or under {LOOSE_MS} ms at every step.**" in text
     assert "## Target step: 40 calls/s" in text and "Floor (grpc.health.v1 Check" in text
     rows = [line for line in text.splitlines() if line.startswith(("| 20 |", "| 40 |"))]
     assert len(rows) == 2 and all(line.endswith("| ok |") for line in rows), rows
