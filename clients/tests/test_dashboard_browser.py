@@ -216,6 +216,9 @@ def test_server_down_in_chromium(browser_page, tmp_path: Path) -> None:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.5)
+        # The message comes once the client has given up on the dead address (its own
+        # retries and deadline); wait for it rather than for a fixed time.
+        page.get_by_text("Cannot reach the recsys server").first.wait_for(timeout=90_000)
         settle(page)
         body = page.inner_text("body")
         assert "Cannot reach the recsys server" in body and "Traceback" not in body
