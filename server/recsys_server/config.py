@@ -178,6 +178,8 @@ def check(c: ServerConfig) -> None:
 
 
 _PATHS = {"artifacts", "log_dir", "tls_cert", "tls_key"}
+# Number-valued settings, read from the dataclass (annotations are strings here).
+_FLOATS = {f.name for f in dataclasses.fields(ServerConfig) if f.type == "float"}
 
 
 def from_dict(data: dict[str, Any], base: ServerConfig | None = None) -> ServerConfig:
@@ -192,13 +194,7 @@ def from_dict(data: dict[str, Any], base: ServerConfig | None = None) -> ServerC
             values[key] = None if raw is None else Path(raw)
         elif key == "experiments":
             values[key] = tuple(_experiment(e) for e in raw)
-        elif key in (
-            "poll_seconds",
-            "grace_seconds",
-            "drain_seconds",
-            "drain_quiet_seconds",
-            "warmup_seconds",
-        ):
+        elif key in _FLOATS:
             if isinstance(raw, bool) or not isinstance(raw, int | float):
                 raise ConfigError(f"{key}: expected a number, got {raw!r}")
             values[key] = float(raw)

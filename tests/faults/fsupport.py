@@ -31,12 +31,13 @@ def users(n: int = 200) -> str:
 
 
 def loadgen(target: str, out: Path, *, rate=200.0, duration=10.0, method="recommend", **kw):
-    """Starts loadgen.py in its own process; ``.wait()`` it, then `calls(out)`."""
+    """Starts loadgen.py in its own process (keyword ``health_check`` -> ``--health-check``);
+    ``.wait()`` it, then `calls(out)`."""
     args = [sys.executable, str(LOADGEN), "--target", target, "--out", str(out)]
     args += ["--rate", str(rate), "--duration", str(duration), "--method", method]
     kw.setdefault("users", users())
     for k, v in kw.items():
-        args += [f"--{k}", str(v)]
+        args += [f"--{k.replace('_', '-')}", str(v)]
     return subprocess.Popen(args, stderr=subprocess.DEVNULL)
 
 

@@ -132,11 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--token", default="")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
-        "--health-check",
-        "--health_check",
-        default="",
-        metavar="SERVICE",
-        help="client-side health checking",
+        "--health-check", default="", metavar="SERVICE", help="client-side health checking"
     )
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
