@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 import math
 import threading
 import time
@@ -84,6 +85,8 @@ def _flat(params: Any, prefix: str = "") -> dict[str, str]:
     if isinstance(params, dict):
         for k, v in params.items():
             out.update(_flat(v, f"{prefix}{k}."))
+    elif isinstance(params, list):  # e.g. the tuner's trials: one JSON value
+        out[prefix[:-1]] = json.dumps(params, sort_keys=True)
     else:
         out[prefix[:-1]] = str(params)
     return out

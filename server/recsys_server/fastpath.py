@@ -146,7 +146,8 @@ class ServingHybrid(Hybrid):
         for n in names:
             m, w = self.components.get(n), float(weights[n])
             if isinstance(m, ItemCF) and m.similarity_ is not None:
-                parts.append((m._scorer, h.indices, h.data, w))
+                hw = m.weigh(h)  # the model's weight transform
+                parts.append((m._scorer, hw.indices, hw.data, w))
             elif isinstance(m, UserCF) and m.user_items_ is not None:
                 nb, sims = m.neighbours_of(user, h)
                 parts.append((m._scorer, nb, sims, w))
@@ -213,7 +214,7 @@ class ServingHybrid(Hybrid):
     @staticmethod
     def _one_row(m: Recommender, user: int, history: sp.csr_matrix) -> np.ndarray:
         if isinstance(m, ItemCF) and m.similarity_ is not None:
-            h = history.tocsr()
+            h = m.weigh(history.tocsr())
             return mix_rows(m.similarity_, h.indices, h.data)
         if isinstance(m, UserCF) and m.user_items_ is not None:
             nb, sims = m.neighbours_of(user, history)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -17,7 +18,7 @@ import scipy.sparse as sp
 from tqdm import tqdm
 
 from recsys_trainer import config as config_mod
-from recsys_trainer import synthetic
+from recsys_trainer import synthetic, tuning
 from recsys_trainer.catalog import Catalog, load_catalog
 from recsys_trainer.data import (
     ColumnMap,
@@ -35,13 +36,13 @@ ALL = tuple(MODELS)
 
 
 @contextmanager
-def step(label: str) -> Iterator[None]:
+def step(label: str) -> Iterator[tqdm]:
     """A one-step progress bar: shows the label while running and the time when done."""
     bar = tqdm(
         total=1, desc=label, leave=True, file=sys.stderr, bar_format="{desc}: {elapsed}{postfix}"
     )
     try:
-        yield
+        yield bar
         bar.update(1)
     finally:
         bar.close()
@@ -72,11 +73,39 @@ def load_catalog_for(path: Path | None, interactions: Path) -> Catalog | None:
     return None
 
 
-def fit_models(
+def tune_models(
     inter: Interactions, cfg: config_mod.TrainConfig, names: tuple[str, ...]
+) -> tuple[config_mod.TrainConfig, dict[str, dict], tuple | None]:
+    """The configuration with each model's hyperparameters searched on a validation split of
+    ``inter`` (see ``recsys_trainer.tuning``), what each search tried, and the models it left
+    fitted on the split (for a hybrid to tune its weights on). Returned with tuning switched
+    off, so fitting with it again does not search again."""
+    if not cfg.tuning.enabled:
+        return cfg, {}, None
+    need = needed(names)
+    configs = {n: getattr(cfg.models, n) for n in need}
+    with step(f"tune {', '.join(n for n in tuning.TUNED if n in need)}") as bar:
+        tuned, records, val = tuning.tune(inter, configs, cfg.tuning, log=bar.set_postfix_str)
+    models = dataclasses.replace(cfg.models, **tuned)
+    off = dataclasses.replace(cfg.tuning, enabled=False)
+    return (
+        dataclasses.replace(cfg, models=models, tuning=off),
+        {n: r.record() for n, r in records.items()},
+        tuning.prefit(val, records),
+    )
+
+
+def fit_models(
+    inter: Interactions,
+    cfg: config_mod.TrainConfig,
+    names: tuple[str, ...],
+    tuned: dict[str, dict] | None = None,
 ) -> dict[str, Recommender]:
-    """Fits each model once (a hybrid's components included) with a progress line each."""
-    models = build_models(cfg, names)
+    """Tunes (unless ``cfg.tuning`` is off), then fits each model once (a hybrid's components
+    included) with a progress line each. ``tuned``: records of an earlier search whose
+    results ``cfg`` already holds, kept with the models."""
+    cfg, records, val = tune_models(inter, cfg, names)
+    models = build_models(cfg, names, records or tuned, val)
     for name, model in models.items():
         with step(f"fit {name}" + (" (tune weights)" if name == "hybrid" else "")):
             model.fit(inter)
@@ -96,8 +125,12 @@ def split(inter: Interactions, cfg: config_mod.EvalConfig) -> tuple[Interactions
 
 
 def overrides(a: argparse.Namespace) -> list[str]:
-    """--set values plus the data flags, as configuration overrides."""
+    """--set values plus the data and tuning flags, as configuration overrides."""
     out = list(a.set)
+    if getattr(a, "no_tune", False):
+        out.append("tuning.enabled=false")
+    if getattr(a, "tune_budget", None) is not None:
+        out.append(f"tuning.budget_seconds={a.tune_budget}")
     if getattr(a, "format", None):
         out.append(f"data.format={json.dumps(a.format)}")
     for col in ("user", "item", "weight", "event", "timestamp"):
@@ -142,28 +175,47 @@ def cmd_generate(a: argparse.Namespace) -> int:
     return 0
 
 
-def build_models(cfg: config_mod.TrainConfig, names: tuple[str, ...]) -> dict[str, Recommender]:
-    """Unfitted models in fitting order; a hybrid shares the component instances, so fitting
-    the components first leaves the hybrid only its weights to tune."""
+def needed(names: tuple[str, ...]) -> list[str]:
+    """``names`` plus a hybrid's components, in fitting order."""
     components = {"popularity", "user_cf", "item_cf", "svd"}
     need = set(names) | (components if "hybrid" in names else set())
+    return [n for n in ALL if n in need]
+
+
+def build_models(
+    cfg: config_mod.TrainConfig,
+    names: tuple[str, ...],
+    tuned: dict[str, dict] | None = None,
+    prefit: tuple | None = None,
+) -> dict[str, Recommender]:
+    """Unfitted models in fitting order; a hybrid shares the component instances, so fitting
+    the components first leaves the hybrid only its weights to tune (on ``prefit``, the
+    search's validation models, when given). ``tuned`` records go into each model's
+    parameters (the manifest, the report, ListModels)."""
     models: dict[str, Recommender] = {
-        n: MODELS[n](getattr(cfg.models, n)) for n in ALL if n in need and n != "hybrid"
+        n: MODELS[n](getattr(cfg.models, n)) for n in needed(names) if n != "hybrid"
     }
     if "hybrid" in names:
         models["hybrid"] = Hybrid(cfg.models.hybrid, components=dict(models), fit_components=False)
+        models["hybrid"].prefit = prefit
+    for name, record in (tuned or {}).items():
+        if name in models:
+            models[name].tuning_ = record
     return models
 
 
 def evaluate_models(inter: Interactions, cfg, names, catalog, dataset: str):
+    """The holdout report, and the configuration tuned on the training part of the split
+    (with each search's records) for the final fit to reuse."""
     from recsys_trainer import evaluate
 
     train, test = split(inter, cfg.evaluation)
-    models = build_models(cfg, names)
+    cfg, records, val = tune_models(train, cfg, names)
+    models = build_models(cfg, names, records, val)
     features = None if catalog is None else catalog.category_matrix(inter.item_ids)
     bar = tqdm(desc="evaluate", file=sys.stderr, bar_format="{desc}: {elapsed}{postfix}")
     try:
-        return evaluate.compare(
+        report = evaluate.compare(
             models,
             train,
             test,
@@ -176,6 +228,12 @@ def evaluate_models(inter: Interactions, cfg, names, catalog, dataset: str):
         )
     finally:
         bar.close()
+    hybrid = models.get("hybrid")
+    if records and isinstance(hybrid, Hybrid) and cfg.models.hybrid.tune:
+        # the final fit keeps the weights tuned here: the search is not repeated on all data
+        fixed = dataclasses.replace(cfg.models.hybrid, weights=dict(hybrid.weights_), tune=False)
+        cfg = dataclasses.replace(cfg, models=dataclasses.replace(cfg.models, hybrid=fixed))
+    return report, cfg, records
 
 
 def train_and_publish(
@@ -186,12 +244,14 @@ def train_and_publish(
     out: Path,
     metrics: dict,
     extra_params: dict | None = None,
+    tuned: dict[str, dict] | None = None,
 ) -> tuple[Path, dict[str, Recommender], float]:
-    """Fits the models on all of ``inter`` and publishes them as a new version."""
+    """Fits the models on all of ``inter`` (tuning first unless ``cfg`` says it is done) and
+    publishes them as a new version."""
     from recsys_trainer import artifacts
 
     t0 = time.perf_counter()
-    models = fit_models(inter, cfg, names)
+    models = fit_models(inter, cfg, names, tuned)
     train_seconds = time.perf_counter() - t0
     params = config_mod.to_dict(cfg) | {"train_seconds": train_seconds} | (extra_params or {})
     with step("publish"):
@@ -215,14 +275,19 @@ def cmd_train(a: argparse.Namespace) -> int:
     names = parse_models(a.models)
     inter = load_data(Path(a.interactions), cfg)
     catalog = load_catalog_for(a.catalog, Path(a.interactions))
-    metrics = {}
+    metrics, tuned = {}, None
+    t0 = time.perf_counter()
     if not a.no_evaluate:
-        report = evaluate_models(inter, cfg, names, catalog, Path(a.interactions).name)
+        # tuned once, on the evaluation's training part; the final fit reuses the choice
+        report, cfg, tuned = evaluate_models(inter, cfg, names, catalog, Path(a.interactions).name)
         metrics = report.metrics
     path, models, train_seconds = train_and_publish(
-        inter, cfg, names, catalog, Path(a.out), metrics
+        inter, cfg, names, catalog, Path(a.out), metrics, tuned=tuned
     )
-    print(f"published {path} ({', '.join(models)}) in {train_seconds:.1f} s of training")
+    print(
+        f"published {path} ({', '.join(models)}) in {train_seconds:.1f} s of training, "
+        f"{time.perf_counter() - t0:.1f} s in all"
+    )
     return 0
 
 
@@ -280,7 +345,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     names = parse_models(a.models)
     inter = load_data(Path(a.interactions), cfg)
     catalog = load_catalog_for(a.catalog, Path(a.interactions))
-    report = evaluate_models(inter, cfg, names, catalog, Path(a.interactions).name)
+    report, _, _ = evaluate_models(inter, cfg, names, catalog, Path(a.interactions).name)
     report.write(Path(a.report))
     print(Path(a.report, "report.md").read_text())
     return 0
@@ -382,6 +447,15 @@ def build_parser() -> argparse.ArgumentParser:
         sp_.add_argument(
             "--event-weights", metavar="TYPE=W,...",
             help="weight of each event type, e.g. view=1,click=2,purchase=8",
+        )  # fmt: skip
+        sp_.add_argument(
+            "--no-tune", action="store_true",
+            help="fit the configured hyperparameters as they are (no validation search)",
+        )  # fmt: skip
+        sp_.add_argument(
+            "--tune-budget", type=float, metavar="SECONDS",
+            help=f"time for the hyperparameter search of all models together, checked "
+            f"before each trial; 0 = no limit (default {tuning.TuneConfig.budget_seconds:g})",
         )  # fmt: skip
 
     t = sub.add_parser("train", help="fit models and publish a new artifact version")

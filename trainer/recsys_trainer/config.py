@@ -29,6 +29,7 @@ from recsys_trainer.models import (
     SVDConfig,
     UserCFConfig,
 )
+from recsys_trainer.tuning import TuneConfig
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
     evaluation: EvalConfig = field(default_factory=EvalConfig)
+    tuning: TuneConfig = field(default_factory=TuneConfig)
     keep_versions: int = 5
 
 

@@ -30,6 +30,30 @@ class Explanation:
     fields: dict[str, Any] = field(default_factory=dict)
 
 
+TRANSFORMS = ("linear", "binary", "log")
+"""How a model reads interaction weights: as given, as 1 for any interaction, or as
+log(1 + w / eps), which keeps order but tames counts (hours played, listens) that span
+orders of magnitude. Part of each model's configuration, chosen by the tuner."""
+
+
+def transform_values(w: np.ndarray, kind: str, eps: float = 1.0) -> np.ndarray:
+    """``w`` (float32) under a weight transform."""
+    if kind == "linear":
+        return w
+    if kind == "binary":
+        return np.ones_like(w)
+    if kind == "log":
+        return np.log1p(np.maximum(w, 0) / np.float32(eps)).astype(w.dtype)
+    raise ValueError(f"transform must be one of {', '.join(TRANSFORMS)}, got {kind!r}")
+
+
+def check_transform(kind: str, eps: float) -> None:
+    if kind not in TRANSFORMS:
+        raise ValueError(f"transform must be one of {', '.join(TRANSFORMS)}, got {kind!r}")
+    if not eps > 0:
+        raise ValueError(f"transform_eps must be > 0, got {eps}")
+
+
 def single_row(items, weights, n_items: int) -> sp.csr_matrix:
     items = np.asarray(items, dtype=np.int32)
     w = np.ones(len(items), np.float32) if weights is None else np.asarray(weights, np.float32)
@@ -47,6 +71,19 @@ class Recommender(ABC):
 
     @abstractmethod
     def fit(self, train: Interactions) -> Self: ...
+
+    def weigh(self, m: sp.csr_matrix) -> sp.csr_matrix:
+        """``m`` (users x items, raw weights) as this model reads it: its configured weight
+        transform applied. The same matrix object when there is nothing to change, and a
+        matrix this model already weighed is returned as is, so entry points that call each
+        other never apply the transform twice."""
+        kind = getattr(getattr(self, "config", None), "transform", "linear")
+        if kind == "linear" or getattr(m, "_weighed_by", None) is self:
+            return m
+        out = sp.csr_matrix(m, dtype=np.float32, copy=True)
+        out.data = transform_values(out.data, kind, self.config.transform_eps)
+        out._weighed_by = self
+        return out
 
     @abstractmethod
     def score(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
@@ -85,8 +122,12 @@ class Recommender(ABC):
     @abstractmethod
     def _restore(self, arrays: dict[str, np.ndarray]) -> None: ...
 
+    tuning_: dict[str, Any] | None = None
+    """What the hyperparameter search tried and chose (``recsys_trainer.tuning``), if any."""
+
     def params(self) -> dict[str, Any]:
-        return asdict(self.config) if hasattr(self, "config") else {}
+        out = asdict(self.config) if hasattr(self, "config") else {}
+        return out | ({"tuning": self.tuning_} if self.tuning_ else {})
 
     def save(self, directory: Path) -> list[Path]:
         directory = Path(directory)
@@ -112,7 +153,10 @@ class Recommender(ABC):
     def load(cls, directory: Path) -> Self:
         directory = Path(directory)
         meta = json.loads((directory / f"{cls.name}.json").read_text())
-        model = cls.from_params(meta["params"])
+        params = dict(meta["params"])
+        tuning = params.pop("tuning", None)
+        model = cls.from_params(params)
+        model.tuning_ = tuning
         model.n_users, model.n_items = int(meta["n_users"]), int(meta["n_items"])
         with np.load(directory / f"{cls.name}.npz", allow_pickle=False) as z:
             model._restore({k: z[k] for k in z.files})

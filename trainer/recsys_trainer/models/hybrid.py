@@ -103,22 +103,31 @@ class Hybrid(Recommender):
         self.n_users, self.n_items = train.n_users, train.n_items
         return self
 
+    prefit: tuple[np.ndarray, sp.csr_matrix, list, dict[str, Recommender]] | None = None
+    """(validation users, their histories, their held-out items, components fitted on the rest)
+    from the hyperparameter search (``recsys_trainer.tuning``): the weights are then tuned on
+    those instead of refitting every component on a split of its own."""
+
     def _tune(self, train: Interactions) -> dict[str, float]:
         c = self.config
-        fit_part, val_part = random_holdout(
-            train, c.validation_fraction, min_interactions=c.cold_start_threshold, seed=c.seed
-        )
-        fresh = {name: type(m).from_params(m.params()) for name, m in self.components.items()}
-        for m in fresh.values():
-            m.fit(fit_part)
-        relevant = relevant_items(val_part)
-        users = np.flatnonzero([len(r) > 0 for r in relevant])
-        cap = min(c.validation_users, max(100, int(2e7 // max(train.n_items, 1))))
-        if len(users) > cap:
-            users = np.sort(np.random.default_rng(c.seed).choice(users, cap, replace=False))
-        history = fit_part.to_csr()[users]
+        if self.prefit is not None:
+            users, history, rel, fresh = self.prefit
+            fresh = {n: fresh[n] for n in self.components}
+        else:
+            fit_part, val_part = random_holdout(
+                train, c.validation_fraction, min_interactions=c.cold_start_threshold, seed=c.seed
+            )
+            fresh = {name: type(m)(m.config) for name, m in self.components.items()}
+            for m in fresh.values():
+                m.fit(fit_part)
+            relevant = relevant_items(val_part)
+            users = np.flatnonzero([len(r) > 0 for r in relevant])
+            cap = min(c.validation_users, max(100, int(2e7 // max(train.n_items, 1))))
+            if len(users) > cap:
+                users = np.sort(np.random.default_rng(c.seed).choice(users, cap, replace=False))
+            history = fit_part.to_csr()[users]
+            rel = [relevant[u] for u in users]
         parts = {name: normalize_rows(m.score(users, history)) for name, m in fresh.items()}
-        rel = [relevant[u] for u in users]
 
         def quality(w: dict[str, float]) -> float:
             blend = sum(w[n] * parts[n] for n in parts if w.get(n, 0) > 0)

@@ -10,7 +10,14 @@ import scipy.sparse as sp
 
 import recsys_core as rc
 from recsys_trainer.data import Interactions
-from recsys_trainer.models.base import Explanation, Recommender, csr_arrays, csr_from
+from recsys_trainer.models.base import (
+    Explanation,
+    Recommender,
+    check_transform,
+    csr_arrays,
+    csr_from,
+    transform_values,
+)
 
 
 @dataclass(frozen=True)
@@ -24,6 +31,12 @@ class ItemCFConfig:
     bm25_b: float = 0.75
     explain_top: int = 3
     """Contributing history items kept per recommendation."""
+    transform: str = "linear"
+    """How interaction weights are read: linear | binary | log (log(1 + w / transform_eps))."""
+    transform_eps: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_transform(self.transform, self.transform_eps)
 
 
 class ItemCF(Recommender):
@@ -46,6 +59,7 @@ class ItemCF(Recommender):
     def fit_matrix(self, user_items: sp.csr_matrix) -> Self:
         c = self.config
         self.n_users, self.n_items = user_items.shape
+        user_items = self.weigh(user_items)
         # The CSC view of user_items is the item-user matrix, read without a conversion.
         self.similarity_ = rc.similarity_topk(
             user_items.T,
@@ -60,16 +74,20 @@ class ItemCF(Recommender):
         return self
 
     def score(self, users, history: sp.csr_matrix) -> np.ndarray:
-        return np.asarray((history @ self.similarity_).toarray(), dtype=np.float32)
+        return np.asarray((self.weigh(history) @ self.similarity_).toarray(), dtype=np.float32)
 
     def recommend(self, users, history, k=10, *, exclude_seen=True, allow=None, deny=None):
         return self._scorer.recommend_batch(
-            history, k, exclude_history=exclude_seen, allow=allow, deny=deny
+            self.weigh(history), k, exclude_history=exclude_seen, allow=allow, deny=deny
         )
 
     def recommend_history(
         self, items, weights=None, k=10, *, exclude=None, allow=None, deny=None, explain=0
     ) -> rc.Recommendations:
+        """One user's top k from their raw history (item indices, weights)."""
+        if weights is not None and self.config.transform != "linear":
+            w = np.asarray(weights, np.float32)
+            weights = transform_values(w, self.config.transform, self.config.transform_eps)
         return self._scorer.recommend(
             items, weights, k, exclude=exclude, allow=allow, deny=deny, explain=explain
         )
@@ -81,7 +99,7 @@ class ItemCF(Recommender):
 
     def explain(self, user, history: sp.csr_matrix, items) -> list[Explanation]:
         items = np.asarray(items, dtype=np.int32)
-        h = history.tocsr()
+        h = self.weigh(history).tocsr()
         r = self._scorer.recommend(
             h.indices,
             h.data,

@@ -10,7 +10,7 @@ import scipy.sparse as sp
 
 import recsys_core as rc
 from recsys_trainer.data import Interactions
-from recsys_trainer.models.base import Explanation, Recommender
+from recsys_trainer.models.base import Explanation, Recommender, check_transform, transform_values
 
 DAY = 86_400.0
 
@@ -21,6 +21,12 @@ class PopularityConfig:
     """An interaction this many days older than the newest one counts half. ``inf`` gives
     plain weighted counts. 90 days keeps "trending" while costing little on data without
     trends (ML-100k validation: 1.4% below plain counts; 30 days costs 11%)."""
+    transform: str = "linear"
+    """How each interaction counts: linear | binary | log (log(1 + w / transform_eps))."""
+    transform_eps: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_transform(self.transform, self.transform_eps)
 
 
 class Popularity(Recommender):
@@ -41,7 +47,16 @@ class Popularity(Recommender):
         now = ts.max() if len(ts) else 0.0
         hl = self.config.half_life_days
         decay = np.ones_like(ts) if not np.isfinite(hl) else 0.5 ** ((now - ts) / (hl * DAY))
-        scores = np.bincount(train.item_idx, weights=train.weight * decay, minlength=self.n_items)
+        # the transform reads each user's (decayed) total for an item, as the other models
+        # read their user-item matrix: "binary" counts distinct users
+        pairs = sp.csr_matrix(
+            (train.weight * decay, (train.user_idx, train.item_idx)),
+            shape=(max(self.n_users, 1), self.n_items),
+        )
+        pairs.sum_duplicates()
+        c = self.config
+        pairs.data = transform_values(pairs.data, c.transform, c.transform_eps)
+        scores = np.asarray(pairs.sum(axis=0)).ravel()
         self.scores_ = scores.astype(np.float32)
         self.window_ = np.array([ts.min() if len(ts) else 0, now], dtype=np.int64)
         self._prepare()

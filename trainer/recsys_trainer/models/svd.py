@@ -16,7 +16,7 @@ import scipy.sparse as sp
 
 import recsys_core as rc
 from recsys_trainer.data import Interactions
-from recsys_trainer.models.base import Explanation, Recommender
+from recsys_trainer.models.base import Explanation, Recommender, check_transform
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,12 @@ class SVDConfig:
     cg_steps: int = 3
     seed: int = 42
     explain_factors: int = 3
+    transform: str = "linear"
+    """How interaction weights are read: linear | binary | log (log(1 + w / transform_eps))."""
+    transform_eps: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_transform(self.transform, self.transform_eps)
 
 
 class SVD(Recommender):
@@ -54,7 +60,7 @@ class SVD(Recommender):
         rng = np.random.default_rng(c.seed)
         x = (rng.standard_normal((self.n_users, c.n_factors)) * 0.01).astype(np.float32)
         y = (rng.standard_normal((self.n_items, c.n_factors)) * 0.01).astype(np.float32)
-        ui = sp.csr_matrix(user_items, dtype=np.float32)
+        ui = sp.csr_matrix(self.weigh(user_items), dtype=np.float32)
         iu = ui.T.tocsr()
         for _ in range(c.iterations):
             rc.als_half_step(ui, x, y, alpha=c.alpha, reg=c.regularization, cg_steps=c.cg_steps)
@@ -84,7 +90,7 @@ class SVD(Recommender):
     def fold_in(self, history: sp.csr_matrix) -> np.ndarray:
         """User vectors for histories the model was not trained on: each row's ALS normal
         equations, solved by conjugate gradient from 0 as the training half-step does."""
-        h = sp.csr_matrix(history, dtype=np.float32)
+        h = sp.csr_matrix(self.weigh(history), dtype=np.float32)
         out = np.zeros((h.shape[0], self.config.n_factors), np.float32)
         for r in range(h.shape[0]):
             a, b = h.indptr[r], h.indptr[r + 1]

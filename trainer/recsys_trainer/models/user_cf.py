@@ -10,7 +10,13 @@ import scipy.sparse as sp
 
 import recsys_core as rc
 from recsys_trainer.data import Interactions
-from recsys_trainer.models.base import Explanation, Recommender, csr_arrays, csr_from
+from recsys_trainer.models.base import (
+    Explanation,
+    Recommender,
+    check_transform,
+    csr_arrays,
+    csr_from,
+)
 
 
 @dataclass(frozen=True)
@@ -23,6 +29,12 @@ class UserCFConfig:
     shrink: float = 0.0
     explain_top: int = 50
     """Neighbours inspected when explaining a recommendation."""
+    transform: str = "linear"
+    """How interaction weights are read: linear | binary | log (log(1 + w / transform_eps))."""
+    transform_eps: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_transform(self.transform, self.transform_eps)
 
 
 class UserCF(Recommender):
@@ -43,7 +55,7 @@ class UserCF(Recommender):
     def fit_matrix(self, user_items: sp.csr_matrix) -> Self:
         c = self.config
         self.n_users, self.n_items = user_items.shape
-        self.user_items_ = sp.csr_matrix(user_items, dtype=np.float32)
+        self.user_items_ = sp.csr_matrix(self.weigh(user_items), dtype=np.float32)
         self.neighbours_ = rc.similarity_topk(
             self.user_items_, c.k_neighbors, shrink=c.shrink, weighting=c.weighting
         )
@@ -93,7 +105,7 @@ class UserCF(Recommender):
     def neighbours_of(self, user: int, history: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
         """(user indices, cosine similarities) of the k nearest users. A user seen in training
         with an unchanged history uses the stored neighbours; anyone else is folded in."""
-        h = history.tocsr()
+        h = self.weigh(history).tocsr()
         if 0 <= user < self.n_users and _same_row(self.user_items_, user, h):
             # Read straight from the arrays: scipy row indexing costs more than the lookup.
             nb = self.neighbours_
