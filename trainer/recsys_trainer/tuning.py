@@ -118,8 +118,9 @@ def space(name: str, train: Interactions) -> list[list[dict[str, Any]]]:
                 for w in ("bm25", "tfidf", "none")
                 for m in ("dot", "cosine")
             ],
-            [{"k_neighbors": k} for k in (25, 50, 100, 200, 400)],
+            [{"k_neighbors": k} for k in (25, 50, 100, 200, 400, 800)],
             [{"shrink": s} for s in (0.0, 10.0, 50.0)],
+            [{"bm25_k1": k1, "bm25_b": b} for k1 in (0.6, 1.2, 2.0) for b in (0.5, 0.75, 1.0)],
         ]
     if name == "user_cf":
         return [
@@ -129,11 +130,12 @@ def space(name: str, train: Interactions) -> list[list[dict[str, Any]]]:
             [{"shrink": s} for s in (0.0, 10.0, 50.0)],
         ]
     if name == "svd":
+        # factors early and smallest first: they set the cost of every later trial
         return [
             tf,
+            [{"n_factors": f} for f in (32, 64, 128)],
             [{"alpha": a} for a in (0.5, 2.0, 8.0, 32.0)],
             [{"regularization": r} for r in (1.0, 5.0, 30.0, 100.0, 300.0)],
-            [{"n_factors": f} for f in (32, 64, 128, 200)],
             [{"alpha": a} for a in (1.0, 4.0, 16.0)],
         ]
     return []
@@ -190,8 +192,8 @@ class Search:
         return 1 + sum(len(axis) for axis in self.axes)
 
     def trial_cost(self) -> float:
-        """What the next trial is assumed to cost: the slowest one so far."""
-        return max((t.seconds for t in self.trials), default=0.0)
+        """What the next trial is assumed to cost: the mean so far."""
+        return self.seconds / len(self.trials) if self.trials else 0.0
 
     def _run(self, cfg: Any) -> float:
         key = _key(cfg)
@@ -258,20 +260,20 @@ def tune(
     """Tuned configs for the models of ``configs`` that have a search space (others are
     returned as given), what each search did, and the validation split it used.
 
-    Each model's configured values are tried first; what is left of the budget is then
-    shared in proportion to each search's size times its first trial's cost, so every model
-    gets through about the same fraction of its space (time a model does not use rolls over
-    to the next)."""
+    Each model's configured values are tried first; then the searches run cheapest first
+    (size times first trial's cost), each given an equal share of the budget left."""
     t0 = time.perf_counter()
     val = Validation(train, cfg)
     budget = cfg.budget_seconds if cfg.budget_seconds > 0 else math.inf
     searches = [Search(n, configs[n], val, space(n, train), log) for n in TUNED if n in configs]
     for s in searches:
         s.begin()
+    # cheapest searches first, each with an equal share of what is left: a cheap one
+    # finishes and its unused time flows to the expensive ones after it
+    searches.sort(key=lambda x: x.size() * x.trial_cost())
     for n, s in enumerate(searches):
         left = budget - (time.perf_counter() - t0)
-        need = [x.size() * max(x.trial_cost(), 1e-3) for x in searches[n:]]
-        s.run(time.perf_counter() + left * need[0] / sum(need), cfg.passes)
+        s.run(time.perf_counter() + left / (len(searches) - n), cfg.passes)
     out, records = dict(configs), {}
     for s in searches:
         out[s.name], records[s.name] = s.best, s.result()
