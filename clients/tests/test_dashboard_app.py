@@ -145,7 +145,7 @@ def test_lab_table_charts_and_weights(dash_env: Live, sdk) -> None:
     assert ids_in_order(shown["server hybrid · trained weights"]) == server.item_ids
     assert ids_in_order(shown["re-blended · your weights"]) == server.item_ids
     # Only item-CF weighted: the blend ranks like item-CF itself.
-    for name in blend.COMPONENTS:
+    for name in blend.components(sdk.list_models().get("hybrid").params):
         at.slider(key=f"w_{name}").set_value(4.0 if name == "item_cf" else 0.0)
     at.run()
     assert_clean(at)

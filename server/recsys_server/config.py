@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from recsys_trainer.models import MODELS
-from recsys_trainer.models.hybrid import COMPONENTS
+from recsys_trainer.models.registry import COMPONENTS
 
 TOKEN_ENV = {
     "write_token": "RECSYS_WRITE_TOKEN",

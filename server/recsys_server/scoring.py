@@ -15,11 +15,12 @@ from recsys_server.errors import InvalidArgument, NotFound
 from recsys_server.explain import Reason, blend_reasons, describe
 from recsys_server.live import LiveHistory
 from recsys_server.snapshot import Snapshot
+from recsys_trainer.models.registry import SIMILAR
 
 MAX_K = 1000
 MAX_ID = 256
 MAX_IDS = 1000
-SIMILAR_MODELS = ("item_cf", "svd")
+SIMILAR_MODELS = SIMILAR  # the registered models with ``similar_items``
 SESSION = "session"  # event kind of request.recent_item_ids (explained as "viewed")
 
 

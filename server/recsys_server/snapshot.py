@@ -22,6 +22,8 @@ REFERENCE_USERS = 256
 """Training users sampled at load time to measure each model's reference score."""
 REFERENCE_QUANTILE = 95.0
 DEFAULT_ORDER = ("hybrid", "item_cf", "svd", "user_cf", "popularity")
+"""The default model when the configured one is missing: the first of these present, else
+the first model of the version."""
 
 
 def variant_key(experiment: str, variant: str) -> str:
@@ -146,7 +148,7 @@ def build(path: Path, experiments: tuple[Experiment, ...], default_model: str) -
     hybrid = models.get("hybrid")
     threshold = hybrid.config.cold_start_threshold if isinstance(hybrid, Hybrid) else 5
     if default_model not in models:
-        default_model = next(n for n in DEFAULT_ORDER if n in models)
+        default_model = next((n for n in DEFAULT_ORDER if n in models), next(iter(models)))
     snap = Snapshot(
         version=loaded.version,
         path=loaded.path,

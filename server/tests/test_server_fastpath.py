@@ -10,8 +10,9 @@ from srv_support import trained  # noqa: F401 (fixture)
 
 from recsys_server import fastpath, snapshot
 from recsys_trainer import artifacts
+from recsys_trainer.models.registry import NAMES
 
-MODELS = ("popularity", "user_cf", "item_cf", "svd", "hybrid")
+MODELS = NAMES
 
 
 @pytest.fixture(scope="module")

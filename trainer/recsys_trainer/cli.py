@@ -29,9 +29,10 @@ from recsys_trainer.data import (
     load_interactions,
 )
 from recsys_trainer.models import MODELS, Hybrid, Recommender
+from recsys_trainer.models.registry import COMPONENTS, NAMES
 from recsys_trainer.splits import leave_last_n, random_holdout, temporal_split
 
-ALL = tuple(MODELS)
+ALL = NAMES
 
 
 @contextmanager
@@ -145,8 +146,7 @@ def cmd_generate(a: argparse.Namespace) -> int:
 def build_models(cfg: config_mod.TrainConfig, names: tuple[str, ...]) -> dict[str, Recommender]:
     """Unfitted models in fitting order; a hybrid shares the component instances, so fitting
     the components first leaves the hybrid only its weights to tune."""
-    components = {"popularity", "user_cf", "item_cf", "svd"}
-    need = set(names) | (components if "hybrid" in names else set())
+    need = set(names) | (set(COMPONENTS) if "hybrid" in names else set())
     models: dict[str, Recommender] = {
         n: MODELS[n](getattr(cfg.models, n)) for n in ALL if n in need and n != "hybrid"
     }

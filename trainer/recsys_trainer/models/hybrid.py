@@ -13,21 +13,16 @@ import recsys_core as rc
 from recsys_trainer.data import Interactions
 from recsys_trainer.metrics import ndcg_at_k
 from recsys_trainer.models.base import Explanation, Recommender, normalize_rows
-from recsys_trainer.models.item_cf import ItemCF, ItemCFConfig
-from recsys_trainer.models.popularity import Popularity, PopularityConfig
-from recsys_trainer.models.svd import SVD, SVDConfig
-from recsys_trainer.models.user_cf import UserCF, UserCFConfig
 from recsys_trainer.splits import random_holdout, relevant_items
 
-COMPONENTS = ("item_cf", "user_cf", "svd", "popularity")
+COLD_START_PARTS = ("popularity", "item_cf")
+"""The cold-start fallback blends these two, whatever the weights."""
 WEIGHT_GRID = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0)
 
 
 @dataclass(frozen=True)
 class HybridConfig:
-    weights: dict[str, float] = field(
-        default_factory=lambda: {"item_cf": 1.0, "user_cf": 0.5, "svd": 0.5, "popularity": 0.1}
-    )
+    weights: dict[str, float] = field(default_factory=lambda: _registry().default_weights())
     """Starting weights; replaced by the tuned ones when ``tune``."""
     tune: bool = True
     validation_fraction: float = 0.2
@@ -36,6 +31,13 @@ class HybridConfig:
     cold_start_threshold: int = 5
     """Users with fewer interactions get popularity blended with their item-CF scores."""
     seed: int = 42
+
+
+def _registry():
+    # Imported late: the registry imports this module (the hybrid is a registered model).
+    from recsys_trainer.models import registry
+
+    return registry
 
 
 def blend_explanation(contributions: dict[str, float], cold_start: bool) -> Explanation:
@@ -78,18 +80,10 @@ class Hybrid(Recommender):
         return asdict(self.config) | {"tuned_weights": self.weights_}
 
     @staticmethod
-    def default_components(
-        item_cf: ItemCFConfig | None = None,
-        user_cf: UserCFConfig | None = None,
-        svd: SVDConfig | None = None,
-        popularity: PopularityConfig | None = None,
-    ) -> dict[str, Recommender]:
-        return {
-            "item_cf": ItemCF(item_cf),
-            "user_cf": UserCF(user_cf),
-            "svd": SVD(svd),
-            "popularity": Popularity(popularity),
-        }
+    def default_components(**configs) -> dict[str, Recommender]:
+        """One unfitted model per registered component; ``configs``: name -> its config."""
+        reg = _registry()
+        return {n: reg.REGISTRY[n].model(configs.get(n)) for n in reg.COMPONENTS}
 
     def fit(self, train: Interactions) -> Self:
         """Fits the components (unless ``fit_components`` is off) and tunes the weights."""
@@ -148,7 +142,7 @@ class Hybrid(Recommender):
         return {
             n: normalize_rows(m.score(users, history))
             for n, m in self.components.items()
-            if self.weights_.get(n, 0.0) > 0 or n in ("popularity", "item_cf")
+            if self.weights_.get(n, 0.0) > 0 or n in COLD_START_PARTS
         }
 
     def score(self, users, history: sp.csr_matrix) -> np.ndarray:
