@@ -67,6 +67,13 @@ class ItemCF(Recommender):
             history, k, exclude_history=exclude_seen, allow=allow, deny=deny
         )
 
+    def recommend_one(self, user, row, k, allow=None, deny=None) -> rc.Recommendations:
+        row = self.weigh(row)
+        return self._scorer.recommend(row.indices, row.data, k, allow=allow, deny=deny)
+
+    def blend_part(self, user, row, weight):
+        return (self._scorer, row.indices, row.data, weight)
+
     def recommend_history(
         self, items, weights=None, k=10, *, exclude=None, allow=None, deny=None, explain=0
     ) -> rc.Recommendations:
