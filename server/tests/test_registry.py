@@ -36,6 +36,8 @@ def test_registry_agrees_with_the_model_classes():
         assert spec.model.name == name
         overrides = spec.model.similar_items is not Recommender.similar_items
         assert spec.similar_items == overrides, name
+        if spec.blend_weight is not None:  # a component gives its part of the blend
+            assert spec.model.blend_part is not Recommender.blend_part, name
     assert set(Hybrid.default_components()) == set(COMPONENTS)
     assert Hybrid().config.weights == default_weights()
 
