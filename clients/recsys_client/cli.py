@@ -2,7 +2,7 @@
 
     recsys [--target HOST:PORT] [--token T] recommend --user 42 --k 10 [--model M] [--explain]
                                                       [--recent a,b] [--exclude a,b] [--allow a,b]
-    recsys similar --item X [--k 10] [--model item_cf|svd]
+    recsys similar --item X [--k 10] [--model M]
     recsys models
     recsys record --user U --item I --event click [--rating 4.5] [--event-id ID] [--time T]
     recsys reload
@@ -240,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = command("recommend", _recommend, "top-k recommendations for a user")
     c.add_argument("--user", required=True)
     c.add_argument("-k", "--k", type=int, default=10)
-    c.add_argument("--model", help="popularity | user_cf | item_cf | svd | hybrid")
+    c.add_argument("--model", help="a loaded model (`recsys models` lists them)")
     c.add_argument("--explain", action="store_true", help="explain each recommendation")
     for name, what in [
         ("recent", "session context: recently seen items"),
@@ -252,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = command("similar", _similar, "items similar to an item")
     c.add_argument("--item", required=True)
     c.add_argument("-k", "--k", type=int, default=10)
-    c.add_argument("--model", help="item_cf (default) | svd")
+    c.add_argument("--model", help="a model with item similarity (the server's default: item_cf)")
 
     command("models", _models, "the loaded models and their offline metrics")
 

@@ -111,8 +111,8 @@ class RecsysClient:
     ) -> RecommendResult:
         """The top-``k`` items for ``user_id``.
 
-        ``model``: popularity | user_cf | item_cf | svd | hybrid (None: the server's default or
-        the user's A/B variant). ``exclude`` items are never returned; when ``allow`` is given
+        ``model``: one of the loaded models (`list_models`; None: the server's default or the
+        user's A/B variant). ``exclude`` items are never returned; when ``allow`` is given
         only those items may be. ``recent`` item ids are session context added to the user's
         history (works for unknown users). ``explain`` asks for an explanation per item.
         """
@@ -146,7 +146,8 @@ class RecsysClient:
     def similar_items(
         self, item_id: str, k: int = 10, model: str | None = None, *, timeout: float | None = None
     ) -> SimilarItemsResult:
-        """The ``k`` nearest neighbours of ``item_id`` (model item_cf by default, or svd)."""
+        """The ``k`` nearest neighbours of ``item_id`` by a model with item similarity (None:
+        the server's default, item_cf)."""
         return self._invoke(_core.similar_items(item_id, k, model), timeout)
 
     def record_interactions(

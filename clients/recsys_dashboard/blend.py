@@ -16,8 +16,6 @@ from dataclasses import dataclass
 
 from recsys_client import RecommendRequest, RecommendResult, RecsysClient
 
-COMPONENTS = ("item_cf", "user_cf", "svd", "popularity")
-
 
 @dataclass(frozen=True)
 class Parts:
@@ -42,10 +40,20 @@ class Blended:
     contributions: dict[str, float]
 
 
+def components(params: dict[str, str]) -> tuple[str, ...]:
+    """The hybrid's components, from its ListModels params (``tuned_weights.<model>``, else
+    ``weights.<model>``): the server's list, so a newly registered model shows up here."""
+    for prefix in ("tuned_weights.", "weights."):
+        names = tuple(sorted(k[len(prefix) :] for k in params if k.startswith(prefix)))
+        if names:
+            return names
+    return ()
+
+
 def trained_weights(params: dict[str, str]) -> dict[str, float]:
     """The hybrid's tuned weights from its ListModels params (``tuned_weights.<model>``)."""
     out = {}
-    for m in COMPONENTS:
+    for m in components(params):
         raw = params.get(f"tuned_weights.{m}", params.get(f"weights.{m}", "0"))
         try:
             out[m] = float(raw)
@@ -58,7 +66,7 @@ def fetch(
     client: RecsysClient,
     user_id: str,
     weights: dict[str, float],
-    components: tuple[str, ...] = COMPONENTS,
+    components: tuple[str, ...],
     k: int = 10,
     pool: int = 50,
 ) -> Parts:

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import streamlit as st
 
-# One color per model and per tier, used by cards and charts alike.
+# The dashboard's copies of model facts (it does not import the trainer, and ListModels does
+# not send them); server/tests/test_registry.py checks them against the model registry.
+SIMILAR_MODELS = ("item_cf", "svd")
+"""The models SimilarItems supports."""
+
+# One color per model and per tier, used by cards and charts alike (others get ui's grey).
 MODEL_COLORS = {
     "hybrid": "#a78bfa",
     "item_cf": "#34d399",

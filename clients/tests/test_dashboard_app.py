@@ -14,7 +14,7 @@ from streamlit.testing.v1 import AppTest
 from test_dashboard_support import APP, PAGES, Live, dash_env, dash_trained, live  # noqa: F401
 
 from recsys_client import RecsysClient
-from recsys_dashboard import blend, promtext
+from recsys_dashboard import blend, promtext, style
 
 TIMEOUT = 60
 
@@ -145,7 +145,7 @@ def test_lab_table_charts_and_weights(dash_env: Live, sdk) -> None:
     assert ids_in_order(shown["server hybrid · trained weights"]) == server.item_ids
     assert ids_in_order(shown["re-blended · your weights"]) == server.item_ids
     # Only item-CF weighted: the blend ranks like item-CF itself.
-    for name in blend.COMPONENTS:
+    for name in blend.components(sdk.list_models().get("hybrid").params):
         at.slider(key=f"w_{name}").set_value(4.0 if name == "item_cf" else 0.0)
     at.run()
     assert_clean(at)
@@ -157,7 +157,7 @@ def test_similar_items_per_model_and_unknown_item(dash_env: Live, sdk) -> None:
     item = sdk.recommend(active_users(dash_env)[0], 1, model="popularity").item_ids[0]
     at = page("similar", item=item)
     shown = panels(at)
-    for model in ("item_cf", "svd"):
+    for model in style.SIMILAR_MODELS:
         assert ids_in_order(shown[model]) == sdk.similar_items(item, 8, model).item_ids
     at = page("similar", item="no-such-item")
     assert "is not in the serving model's catalog" in text(at)

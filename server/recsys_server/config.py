@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from recsys_trainer.models import MODELS
-from recsys_trainer.models.hybrid import COMPONENTS
+from recsys_trainer.models.registry import COMPONENTS
 
 TOKEN_ENV = {
     "write_token": "RECSYS_WRITE_TOKEN",
@@ -83,7 +83,7 @@ class ServerConfig:
     this long (the clients have moved away)."""
     precompute_users: int = 20_000
     """The hybrid's ranking of this many of the most active known users is computed when a
-    version loads; their requests without filters then read it (``fastpath.precompute``).
+    version loads; their requests without filters then read it (``rankings.RankingCache``).
     0: rank every request."""
     warmup_seconds: float = 0.0
     """Extra warm-up when a version loads: score known users (every route, with explanations)

@@ -12,6 +12,7 @@ import numpy as np
 
 from recsys_server.snapshot import Snapshot
 from recsys_trainer.models import Explanation
+from recsys_trainer.models.registry import REGISTRY
 
 VERBS = {
     "view": "viewed",
@@ -22,12 +23,7 @@ VERBS = {
 }
 DEFAULT_VERB = "watched"  # ratings, training history
 NO_BLEND_SIGNAL = "Blend of the models (no strong signal for this item)"
-COMPONENT_NAMES = {
-    "item_cf": "item-CF",
-    "user_cf": "user-CF",
-    "svd": "SVD",
-    "popularity": "popularity",
-}
+COMPONENT_NAMES = {name: spec.label for name, spec in REGISTRY.items()}
 
 
 @dataclass(slots=True)
@@ -90,18 +86,10 @@ def join(words: list[str]) -> str:
 
 def describe(e: Explanation, snap: Snapshot, kinds: Mapping[int, str]) -> Reason:
     """``kinds``: the user's latest event type per item index (for the verb)."""
-    f = e.fields
-    if e.kind == "because_you_interacted":
-        return _item_cf(f, snap, kinds)
-    if e.kind == "similar_users":
-        return _user_cf(f)
-    if e.kind == "latent_factors":
-        return _svd(f, snap)
-    if e.kind == "trending":
-        return _trending(f)
-    if e.kind == "blend":
-        return _blend(f)
-    return Reason(text=f"Recommended by {e.kind}", kind=e.kind)
+    text = DESCRIBERS.get(e.kind)
+    if text is None:
+        return Reason(text=f"Recommended by {e.kind}", kind=e.kind)
+    return text(e.fields, snap, kinds)
 
 
 def _item_cf(f: Mapping, snap: Snapshot, kinds: Mapping[int, str]) -> Reason:
@@ -121,7 +109,7 @@ def _item_cf(f: Mapping, snap: Snapshot, kinds: Mapping[int, str]) -> Reason:
     return Reason(text, "because_you_interacted", items=items)
 
 
-def _user_cf(f: Mapping) -> Reason:
+def _user_cf(f: Mapping, snap: Snapshot, kinds: Mapping[int, str]) -> Reason:
     su = SimilarUsers(
         int(f["n_similar_users"]),
         int(f["n_neighbours"]),
@@ -140,7 +128,7 @@ def _user_cf(f: Mapping) -> Reason:
     return Reason(text, "similar_users", similar_users=su)
 
 
-def _svd(f: Mapping, snap: Snapshot) -> Reason:
+def _svd(f: Mapping, snap: Snapshot, kinds: Mapping[int, str]) -> Reason:
     lf = LatentFactors(
         [int(x) for x in f["factors"]],
         [float(x) for x in f["contributions"]],
@@ -156,7 +144,7 @@ def _svd(f: Mapping, snap: Snapshot) -> Reason:
     return Reason(text, "latent_factors", latent_factors=lf)
 
 
-def _trending(f: Mapping) -> Reason:
+def _trending(f: Mapping, snap: Snapshot, kinds: Mapping[int, str]) -> Reason:
     t = Trending(
         int(f["rank"]), float(f["half_life_days"]), int(f["window_start"]), int(f["window_end"])
     )
@@ -168,11 +156,21 @@ def _trending(f: Mapping) -> Reason:
     return Reason(text, "trending", trending=t)
 
 
-def _blend(f: Mapping) -> Reason:
+def _blend(f: Mapping, snap: Snapshot, kinds: Mapping[int, str]) -> Reason:
     names = list(f["contributions"])
     contrib = np.array([[float(f["contributions"][n])] for n in names], np.float64)
     shares = np.array([[float(f["shares"].get(n, 0.0))] for n in names], np.float64)
     return blend_reasons(names, contrib, shares, bool(f.get("cold_start")))[0]
+
+
+DESCRIBERS = {
+    "because_you_interacted": _item_cf,
+    "similar_users": _user_cf,
+    "latent_factors": _svd,
+    "trending": _trending,
+    "blend": _blend,
+}
+"""Explanation kind (``ModelSpec.explanation``) -> its text and structured evidence."""
 
 
 def blend_reasons(

@@ -1,5 +1,5 @@
 """The transport-agnostic request path: validate a query, build the user's scoring history,
-route, score one user through the model's batch API, explain, attach confidences."""
+route, rank one user (``model.recommend_one``), explain, attach confidences."""
 
 from __future__ import annotations
 
@@ -15,11 +15,13 @@ from recsys_server.errors import InvalidArgument, NotFound
 from recsys_server.explain import Reason, blend_reasons, describe
 from recsys_server.live import LiveHistory
 from recsys_server.snapshot import Snapshot
+from recsys_trainer.models import Hybrid
+from recsys_trainer.models.registry import SIMILAR
 
 MAX_K = 1000
 MAX_ID = 256
 MAX_IDS = 1000
-SIMILAR_MODELS = ("item_cf", "svd")
+SIMILAR_MODELS = SIMILAR  # the registered models with ``similar_items``
 SESSION = "session"  # event kind of request.recent_item_ids (explained as "viewed")
 
 
@@ -114,7 +116,7 @@ def user_history(
         return user, snap.user_row(user), {}
     if items and not recent:
         # The same live history (a new dict per recorded event) gives the same row object,
-        # which a model may have ranked already (fastpath.ServingHybrid keeps rankings by row).
+        # which a route may have ranked already (rankings.RankingCache keeps them by row).
         hit = snap.live_rows.get(user_id)
         if hit is not None and hit[0] is items:
             return user, hit[1], hit[2]
@@ -182,12 +184,12 @@ def recommend(
 
 
 def explain_items(model, user: int, row, items, snap: Snapshot, kinds) -> list[Reason]:
-    """The reasons for ``items``: a serving hybrid's blend shares straight from its last
-    ranking (vectorised, `explain.blend_reasons`), else the model's explanations described."""
-    parts = getattr(model, "blend_parts", None)
-    got = parts(user, row, items) if parts is not None else None
-    if got is not None:
-        return blend_reasons(*got)
+    """The reasons for ``items``: a hybrid's blend shares straight from the ranking it just
+    answered (vectorised, `explain.blend_reasons`), else the model's explanations described."""
+    if isinstance(model, Hybrid):
+        got = model.blend_parts(user, row, items)
+        if got is not None:
+            return blend_reasons(*got)
     return [describe(e, snap, kinds) for e in model.explain(user, row, items)]
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recsys_server.config import Experiment
-from recsys_server.fastpath import OneUser, ServingHybrid, accelerate
+from recsys_server.rankings import RankingCache
 from recsys_trainer.artifacts import ArtifactError, load_version
 from recsys_trainer.models import Hybrid, Popularity, Recommender
 
@@ -22,6 +22,8 @@ REFERENCE_USERS = 256
 """Training users sampled at load time to measure each model's reference score."""
 REFERENCE_QUANTILE = 95.0
 DEFAULT_ORDER = ("hybrid", "item_cf", "svd", "user_cf", "popularity")
+"""The default model when the configured one is missing: the first of these present, else
+the first model of the version."""
 
 
 def variant_key(experiment: str, variant: str) -> str:
@@ -34,7 +36,7 @@ class Snapshot:
     path: Path
     manifest: dict[str, Any]
     models: dict[str, Recommender]
-    """name -> model; the hybrid is a `ServingHybrid` over the other models."""
+    """name -> model, as loaded (the hybrid shares the other models as its components)."""
     variant_models: dict[str, Recommender]
     """``experiment/variant`` -> model (a hybrid with the variant's weights, or the named one)."""
     user_ids: np.ndarray
@@ -49,8 +51,8 @@ class Snapshot:
     default_model: str
     cold_threshold: int
     event_log_records: int
-    one_user: dict[int, OneUser] = field(default_factory=dict)
-    """id(model) -> its single-user ranking path, for every model and variant model."""
+    caches: dict[int, RankingCache] = field(default_factory=dict)
+    """id(model) -> the stored rankings of a hybrid route (default or variant)."""
     references: dict[str, float] = field(default_factory=dict)
     """Route key (model name or variant key, "popularity", "cold_start") -> reference score."""
     live_rows: dict[str, tuple] = field(default_factory=dict)
@@ -84,11 +86,12 @@ class Snapshot:
         return self.titles[item] or self.item_ids[item]
 
     def rank(self, model: Recommender, user: int, row: sp.csr_matrix, k: int, allow, deny):
-        """Top-k for one user: ``model.recommend`` on the 1-row history, excluding it."""
-        fast = self.one_user.get(id(model))
-        if fast is not None:
-            return fast(user, row, k, allow, deny)
-        return model.recommend(np.array([user]), row, k, allow=allow, deny=deny).user(0)
+        """Top-k for one user: ``model.recommend_one`` (through the route's stored rankings
+        when it has them)."""
+        cache = self.caches.get(id(model))
+        if cache is not None:
+            return cache.recommend_one(user, row, k, allow, deny)
+        return model.recommend_one(user, row, k, allow, deny)
 
     def reference(self, key: str) -> float:
         return self.references.get(key, 1.0)
@@ -102,12 +105,13 @@ def _parse_time(value: Any) -> datetime:
 
 
 def build(path: Path, experiments: tuple[Experiment, ...], default_model: str) -> Snapshot:
-    """Loads and validates one version directory (raises `ArtifactError`), applies the serving
-    speedups and measures the confidence references. Runs in a worker thread."""
+    """Loads and validates one version directory (raises `ArtifactError`), sets up the
+    hybrid routes' stored rankings and measures the confidence references. Runs in a worker
+    thread."""
     loaded = load_version(path)
     if not loaded.models:
         raise ArtifactError("empty", f"{path}: the version holds no models")
-    models = accelerate(loaded.models)
+    models = dict(loaded.models)
     n_users, n_items = len(loaded.user_ids), len(loaded.item_ids)
     history = loaded.history
     if history is None:
@@ -137,8 +141,8 @@ def build(path: Path, experiments: tuple[Experiment, ...], default_model: str) -
             base = models.get(v.model)
             if base is None:
                 continue  # routed to the default model while this version lacks it
-            if v.hybrid_weights and isinstance(base, ServingHybrid):
-                base = ServingHybrid(base, v.hybrid_weights)
+            if v.hybrid_weights and isinstance(base, Hybrid):
+                base = base.with_weights(v.hybrid_weights)
             variant_models[variant_key(exp.name, v.name)] = base
 
     params = loaded.manifest.get("params")
@@ -146,7 +150,7 @@ def build(path: Path, experiments: tuple[Experiment, ...], default_model: str) -
     hybrid = models.get("hybrid")
     threshold = hybrid.config.cold_start_threshold if isinstance(hybrid, Hybrid) else 5
     if default_model not in models:
-        default_model = next(n for n in DEFAULT_ORDER if n in models)
+        default_model = next((n for n in DEFAULT_ORDER if n in models), next(iter(models)))
     snap = Snapshot(
         version=loaded.version,
         path=loaded.path,
@@ -166,7 +170,8 @@ def build(path: Path, experiments: tuple[Experiment, ...], default_model: str) -
         event_log_records=int(records) if isinstance(records, int) and records > 0 else 0,
     )
     for m in [*models.values(), *variant_models.values()]:
-        snap.one_user[id(m)] = OneUser(m)
+        if isinstance(m, Hybrid):
+            snap.caches[id(m)] = RankingCache(m)
     snap.references.update(measure_references(snap))
     return snap
 

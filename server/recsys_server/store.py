@@ -21,7 +21,6 @@ import numpy as np
 
 from recsys_server import scoring
 from recsys_server.config import ServerConfig
-from recsys_server.fastpath import ServingHybrid
 from recsys_server.live import LiveHistory
 from recsys_server.metrics import Metrics
 from recsys_server.snapshot import Snapshot, build
@@ -101,21 +100,17 @@ def warm_up(snap: Snapshot, config: ServerConfig) -> None:
 
 def precompute(snap: Snapshot, n_users: int) -> None:
     """Ranks the ``n_users`` most active known users on every hybrid route now, off the
-    request path (`ServingHybrid.precompute`): about 0.15 ms and 1.5 KB per user and route."""
-    hybrids = {
-        id(m): m
-        for m in [*snap.models.values(), *snap.variant_models.values()]
-        if isinstance(m, ServingHybrid)
-    }
-    if not hybrids or n_users <= 0:
+    request path (`RankingCache.precompute`): about 0.15 ms and 1.5 KB per user and route."""
+    caches = list(snap.caches.values())
+    if not caches or n_users <= 0:
         return
     active = np.argsort(-np.diff(snap.history.indptr), kind="stable")[:n_users]
-    for m in hybrids.values():  # room for users who record events, then are ranked anew
-        m.keep = 2 * n_users
+    for c in caches:  # room for users who record events, then are ranked anew
+        c.keep = 2 * n_users
     for user in active.tolist():
         row = snap.user_row(user)
-        for m in hybrids.values():
-            m.precompute(user, row)
+        for c in caches:
+            c.precompute(user, row)
 
 
 def unloadable(root: Path) -> dict[str, tuple[tuple, str, str]]:

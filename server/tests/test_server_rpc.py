@@ -16,15 +16,10 @@ from srv_support import Client, code_of, event, serving, trained  # noqa: F401 (
 from recsys_proto.v1 import recommender_pb2 as pb
 from recsys_trainer import artifacts
 from recsys_trainer.eventlog import read_events
+from recsys_trainer.models.registry import COMPONENTS, NAMES, REGISTRY, SIMILAR
 
-MODELS = ("popularity", "user_cf", "item_cf", "svd", "hybrid")
-KINDS = {
-    "popularity": "trending",
-    "user_cf": "similar_users",
-    "item_cf": "because_you_interacted",
-    "svd": "latent_factors",
-    "hybrid": "blend",
-}
+MODELS = NAMES
+KINDS = {name: spec.explanation for name, spec in REGISTRY.items()}
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 
 
@@ -199,7 +194,7 @@ def test_explanation_hybrid(client, users):
         e = i.explanation
         assert e.kind == "blend" and e.text.startswith("Blend of ")
         shares = {c.model: c.share for c in e.components}
-        assert set(shares) <= {"item_cf", "user_cf", "svd", "popularity"}
+        assert set(shares) <= set(COMPONENTS)
         assert sum(shares.values()) == pytest.approx(1.0, abs=1e-4)
         top = max(shares, key=shares.get)
         name = {"item_cf": "item-CF", "user_cf": "user-CF", "svd": "SVD"}.get(top, top)
@@ -307,13 +302,13 @@ def test_recommend_invalid_arguments(client, request_kw, field):
 def test_unknown_model_not_found_lists_available(client):
     code, msg = code_of(client.Recommend, pb.RecommendRequest(user_id="u", k=3, model="bpr"))
     assert code == grpc.StatusCode.NOT_FOUND
-    assert "bpr" in msg and "available: hybrid, item_cf, popularity, svd, user_cf" in msg
+    assert "bpr" in msg and f"available: {', '.join(sorted(MODELS))}" in msg
 
 
 # -- SimilarItems ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("model", ["", "item_cf", "svd"])
+@pytest.mark.parametrize("model", ["", *SIMILAR])
 def test_similar_items(client, loaded, model):
     item = str(loaded.item_ids[5])
     r = client.SimilarItems(pb.SimilarItemsRequest(item_id=item, k=7, model=model))
@@ -339,6 +334,13 @@ def test_similar_items(client, loaded, model):
 def test_similar_items_errors(client, kw, code, start):
     got, msg = code_of(client.SimilarItems, pb.SimilarItemsRequest(**kw))
     assert got == code and msg.startswith(start), msg
+
+
+@pytest.mark.parametrize("model", [n for n in MODELS if n not in SIMILAR])
+def test_similar_items_refuses_models_without_it(client, loaded, model):
+    req = pb.SimilarItemsRequest(item_id=str(loaded.item_ids[5]), k=5, model=model)
+    got, msg = code_of(client.SimilarItems, req)
+    assert got == INVALID and msg.startswith("model:"), msg
 
 
 # -- RecordInteractions ------------------------------------------------------------------------

@@ -18,10 +18,12 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+from recsys_trainer.models.registry import NAMES
+
 REPO = Path(__file__).resolve().parents[2]
 DOCS = REPO / "docs" / "benchmarks.md"
 SECTION = "## Training time (trainer/bench/train_time.py)"
-MODELS = ("popularity", "user_cf", "item_cf", "svd", "hybrid")
+MODELS = NAMES
 SIZES = {"500k": (10_000, 5_000, 500_000), "5M": (100_000, 20_000, 5_000_000)}
 TARGETS = {"ML-100k": (10, None), "500k": (60, None), "5M": (600, 8 * 1024)}
 
@@ -38,8 +40,8 @@ else:
     inter = from_frame(df)
 times = {}
 t0 = time.perf_counter()
-names = ("popularity", "user_cf", "item_cf", "svd", "hybrid")
-for name, model in build_models(config.load(), names).items():
+from recsys_trainer.models.registry import NAMES
+for name, model in build_models(config.load(), NAMES).items():
     t = time.perf_counter()
     model.fit(inter)
     times[name] = time.perf_counter() - t
@@ -102,19 +104,15 @@ def write_docs(rows, command: str) -> None:
         " 2 cores. Default configuration; the hybrid's time is its weight tuning (it refits its"
         " four components on a validation split), the components' own fits are listed apart.",
         "",
-        "| data | events | popularity | user_cf | item_cf | svd | hybrid | total | peak RSS "
-        "| target | result |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
+        "| data | events | " + " | ".join(MODELS) + " | total | peak RSS | target | result |",
+        "|---|---:|" + "---:|" * (len(MODELS) + 2) + "---|---|",
     ]
     for name, r, limit_s, limit_mib, ok in rows:
         t = r["times"]
         target = f"< {limit_s} s" + (f", < {limit_mib // 1024} GB" if limit_mib else "")
         lines.append(
             f"| {name} | {r['rows']:,} | "
-            + " | ".join(
-                f"{t[m]:.1f} s"
-                for m in ("popularity", "user_cf", "item_cf", "svd", "hybrid", "total")
-            )
+            + " | ".join(f"{t[m]:.1f} s" for m in (*MODELS, "total"))
             + f" | {r['peak_mib']:,.0f} MiB | {target} | {'PASS' if ok else 'FAIL'} |"
         )
     text = DOCS.read_text()

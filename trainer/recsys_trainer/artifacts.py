@@ -41,6 +41,8 @@ from recsys_trainer.catalog import Catalog, load_catalog
 from recsys_trainer.data import DataError, Interactions
 from recsys_trainer.models import MODELS, Recommender
 from recsys_trainer.models.base import csr_arrays, csr_from
+from recsys_trainer.models.hybrid import COLD_START_PARTS
+from recsys_trainer.models.registry import COMPONENTS
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -500,10 +502,10 @@ def _attach_hybrid(models: dict[str, Recommender], root: Path) -> None:
     if hybrid is None:
         return
     # Hybrid saves only its weights; it scores through the other models of the same version.
-    hybrid.components = {n: m for n, m in models.items() if n != "hybrid"}  # type: ignore[attr-defined]
+    hybrid.components = {n: m for n, m in models.items() if n in COMPONENTS}  # type: ignore[attr-defined]
     weights: dict[str, float] = getattr(hybrid, "weights_", {})
-    # popularity and item_cf are its cold-start fallback, used whatever the weights.
-    needed = {n for n, w in weights.items() if w > 0} | {"popularity", "item_cf"}
+    # The cold-start fallback's parts are used whatever the weights.
+    needed = {n for n, w in weights.items() if w > 0} | set(COLD_START_PARTS)
     if missing := sorted(needed - set(models)):
         raise ArtifactError("bad_model", f"{root}: hybrid needs models {missing}, not published")
 

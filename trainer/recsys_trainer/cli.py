@@ -30,9 +30,10 @@ from recsys_trainer.data import (
     load_interactions,
 )
 from recsys_trainer.models import MODELS, Hybrid, Recommender
+from recsys_trainer.models.registry import COMPONENTS, NAMES
 from recsys_trainer.splits import leave_last_n, random_holdout, temporal_split
 
-ALL = tuple(MODELS)
+ALL = NAMES
 
 
 @contextmanager
@@ -177,8 +178,7 @@ def cmd_generate(a: argparse.Namespace) -> int:
 
 def needed(names: tuple[str, ...]) -> list[str]:
     """``names`` plus a hybrid's components, in fitting order."""
-    components = {"popularity", "user_cf", "item_cf", "svd"}
-    need = set(names) | (components if "hybrid" in names else set())
+    need = set(names) | (set(COMPONENTS) if "hybrid" in names else set())
     return [n for n in ALL if n in need]
 
 

@@ -53,6 +53,9 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class ModelsConfig:
+    """One field per registered model (``models.registry``), named after it and typed with its
+    config class; test_config checks the two agree."""
+
     popularity: PopularityConfig = field(default_factory=PopularityConfig)
     user_cf: UserCFConfig = field(default_factory=UserCFConfig)
     item_cf: ItemCFConfig = field(default_factory=ItemCFConfig)

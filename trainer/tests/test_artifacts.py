@@ -18,10 +18,13 @@ from recsys_trainer.artifacts import (
     publish,
 )
 from recsys_trainer.data import from_frame
-from recsys_trainer.models import SVD, Hybrid, HybridConfig, ItemCF, Popularity, SVDConfig, UserCF
+from recsys_trainer.models import Hybrid, HybridConfig, Popularity, SVDConfig
+from recsys_trainer.models.registry import COMPONENTS, NAMES, REGISTRY
 from recsys_trainer.synthetic import generate
 
-BASE = ("popularity", "user_cf", "item_cf", "svd")
+BASE = COMPONENTS
+SMALL = {"svd": SVDConfig(n_factors=8, iterations=4)}
+"""Configs that keep these tests fast (default config for the other models)."""
 
 
 @pytest.fixture(scope="module")
@@ -33,12 +36,7 @@ def data():
 @pytest.fixture(scope="module")
 def models(data):
     inter, _ = data
-    return {
-        "popularity": Popularity().fit(inter),
-        "user_cf": UserCF().fit(inter),
-        "item_cf": ItemCF().fit(inter),
-        "svd": SVD(SVDConfig(n_factors=8, iterations=4)).fit(inter),
-    }
+    return {n: REGISTRY[n].model(SMALL.get(n)).fit(inter) for n in BASE}
 
 
 @pytest.fixture
@@ -133,6 +131,19 @@ def test_round_trip_same_recommendations_ids_and_catalog(tmp_path, data, models)
     assert m["metrics"]["svd"] == {"ndcg@10": 0.1} and m["params"] == {"seed": 1}
     assert m["models"]["svd"]["params"]["n_factors"] == 8
     assert m["models"]["svd"]["files"] == ["svd.npz", "svd.json"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_registered_model_round_trips(tmp_path, data, models, name, fixed_hybrid_load):
+    """Published alone (a hybrid with its components) and loaded: the same recommendations."""
+    inter, _ = data
+    if name == "hybrid":
+        chosen = {**models, "hybrid": hybrid_of(models, inter)}
+    else:
+        chosen = {name: models.get(name) or REGISTRY[name].model(SMALL.get(name)).fit(inter)}
+    loaded = load_version(pub(tmp_path, data, chosen))
+    assert set(loaded.models) == set(chosen)
+    assert_same_recs(chosen, loaded.models, inter)
 
 
 def test_hybrid_round_trip_gets_components(tmp_path, data, models, fixed_hybrid_load):

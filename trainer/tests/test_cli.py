@@ -9,6 +9,7 @@ import pytest
 
 from recsys_trainer import artifacts
 from recsys_trainer.cli import main
+from recsys_trainer.models.registry import COMPONENTS, NAMES
 
 
 @pytest.fixture(scope="module")
@@ -22,10 +23,19 @@ def data(tmp_path_factory) -> Path:
 def test_train_publishes_every_model_with_metrics(data, tmp_path):
     assert main(["train", "--interactions", str(data), "--out", str(tmp_path)]) == 0
     loaded = artifacts.load_version(tmp_path / artifacts.latest_version(tmp_path))
-    assert set(loaded.models) == {"popularity", "user_cf", "item_cf", "svd", "hybrid"}
+    assert set(loaded.models) == set(NAMES)
     assert loaded.catalog is not None and loaded.history is not None
     for name in loaded.models:
         assert 0 <= loaded.manifest["metrics"][name]["ndcg@10"] <= 1
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_train_one_model(data, tmp_path, name):
+    """``--models NAME`` publishes that model (a hybrid also gets its components)."""
+    args = ["train", "--interactions", str(data), "--out", str(tmp_path), "--no-evaluate"]
+    assert main([*args, "--models", name]) == 0
+    loaded = artifacts.load_version(tmp_path / artifacts.latest_version(tmp_path))
+    assert set(loaded.models) == {name} | (set(COMPONENTS) if name == "hybrid" else set())
 
 
 def test_recommend_exports_json_lines_and_cold_start(data, tmp_path):

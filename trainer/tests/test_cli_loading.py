@@ -10,6 +10,7 @@ import pytest
 
 from recsys_trainer import artifacts
 from recsys_trainer.cli import main
+from recsys_trainer.models.registry import NAMES
 
 
 def latest(root: Path) -> artifacts.LoadedArtifacts:
@@ -41,7 +42,7 @@ def test_train_on_ml_1m_ratings_dat_with_no_flags(ml_1m, tmp_path):
         main(["train", "--interactions", str(ml_1m / "ratings.dat"), "--out", str(tmp_path)]) == 0
     )
     loaded = latest(tmp_path)
-    assert set(loaded.models) == {"popularity", "user_cf", "item_cf", "svd", "hybrid"}
+    assert set(loaded.models) == set(NAMES)
     assert loaded.user_ids.tolist() == [str(u) for u in range(1, 41)]
     assert 0 <= loaded.manifest["metrics"]["hybrid"]["ndcg@10"] <= 1
 

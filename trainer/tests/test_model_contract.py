@@ -1,9 +1,10 @@
-"""The contract every recommender keeps, written once and run against all five models.
+"""The contract every recommender keeps, written once and run against every registered model.
 
-In the style of implicit's ``RecommenderBaseTestMixin``: `RecommenderContract` holds the tests,
-each ``Test<Model>`` subclass only says how to build its (unfitted) model. Every test runs on
-two logs: a hand-built "checkerboard" whose right answers are known (two user groups, each
-interacting only with its own half of the items) and a small synthetic store log.
+`TestContract` holds the tests; the ``name`` fixture is parametrised over the model registry
+(``recsys_trainer.models.registry``), so a newly registered model is tested without a change
+here (server/tests/test_registry.py checks it is). Every test runs on two logs: a hand-built
+"checkerboard" whose right answers are known (two user groups, each interacting only with its
+own half of the items) and a small synthetic store log.
 """
 
 from __future__ import annotations
@@ -16,21 +17,13 @@ import pytest
 import scipy.sparse as sp
 
 from recsys_trainer.data import Interactions, from_frame
-from recsys_trainer.models import (
-    MODELS,
-    SVD,
-    Explanation,
-    Hybrid,
-    ItemCF,
-    Popularity,
-    Recommender,
-    UserCF,
-)
+from recsys_trainer.models import MODELS, Explanation, Hybrid, Recommender
+from recsys_trainer.models.registry import NAMES, REGISTRY, SIMILAR
 from recsys_trainer.synthetic import generate
 
 DAY = 86_400
-PERSONALISED = ("item_cf", "user_cf", "svd", "hybrid")
-WITH_SIMILAR_ITEMS = ("item_cf", "svd")
+NOT_PERSONALISED = ("popularity",)
+"""Models whose list ignores the user's history; every other model must use it."""
 
 # Checkerboard: users [0, 12) only touch items [0, 10), users [12, 24) only items [10, 20).
 GROUP_USERS, HALF_ITEMS, PER_USER = 12, 10, 6
@@ -169,54 +162,60 @@ def check_blend(model, data, row, item, score, expl):
 
 
 EXPLANATION_CHECKS = {
-    "popularity": ("trending", check_trending),
-    "item_cf": ("because_you_interacted", check_because_you_interacted),
-    "user_cf": ("similar_users", check_similar_users),
-    "svd": ("latent_factors", check_latent_factors),
-    "hybrid": ("blend", check_blend),
+    "trending": check_trending,
+    "because_you_interacted": check_because_you_interacted,
+    "similar_users": check_similar_users,
+    "latent_factors": check_latent_factors,
+    "blend": check_blend,
 }
+"""Explanation kind (``ModelSpec.explanation``) -> its check."""
 
 
 # -- the contract ----------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="class", params=list(DATASETS))
+@pytest.fixture(scope="module", params=NAMES)
+def name(request) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="module", params=list(DATASETS))
 def data(request) -> Interactions:
     return DATASETS[request.param]()
 
 
-@pytest.fixture(scope="class")
-def model(request, data) -> Recommender:
-    """Fitted once per (model class, dataset); tests must not mutate it."""
-    return request.cls().make_model().fit(data)
+@pytest.fixture(scope="module")
+def model(name, data) -> Recommender:
+    """Fitted once per (model, dataset); tests must not mutate it."""
+    return make_model(name).fit(data)
 
 
-@pytest.fixture(scope="class")
+@pytest.fixture(scope="module")
 def users(data) -> np.ndarray:
     return np.arange(data.n_users)
 
 
-@pytest.fixture(scope="class")
+@pytest.fixture(scope="module")
 def history(data, users) -> sp.csr_matrix:
     return data.to_csr()[users]
 
 
-class RecommenderContract:
-    """Subclasses define ``make_model()`` returning an unfitted model."""
+def make_model(name: str) -> Recommender:
+    """The registered model with its default config, unfitted."""
+    return REGISTRY[name].model()
 
-    def make_model(self) -> Recommender:
-        raise NotImplementedError
 
+class TestContract:
     # fit --------------------------------------------------------------------------------
 
-    def test_fit_returns_self(self, data):
-        m = self.make_model()
+    def test_fit_returns_self(self, name, data):
+        m = make_model(name)
         assert m.fit(data) is m
         assert (m.n_users, m.n_items) == (data.n_users, data.n_items)
 
-    def test_deterministic_across_fits(self, data, users, history):
-        a = self.make_model().fit(data).recommend(users, history, 10)
-        b = self.make_model().fit(data).recommend(users, history, 10)
+    def test_deterministic_across_fits(self, name, data, users, history):
+        a = make_model(name).fit(data).recommend(users, history, 10)
+        b = make_model(name).fit(data).recommend(users, history, 10)
         np.testing.assert_array_equal(a.indptr, b.indptr)
         np.testing.assert_array_equal(a.items, b.items)
         np.testing.assert_array_equal(a.scores, b.scores)
@@ -316,7 +315,7 @@ class RecommenderContract:
             assert not set(got.items.tolist()) & seen
             assert np.isfinite(got.scores).all()
             lists.append(tuple(got.items.tolist()))
-        if model.name in PERSONALISED:
+        if model.name not in NOT_PERSONALISED:
             assert len(set(lists)) > 1, "an unknown user's list ignores their history"
         s = model.score(np.full(rows.shape[0], -1), rows)
         assert s.shape == (rows.shape[0], data.n_items) and np.isfinite(s).all()
@@ -347,7 +346,8 @@ class RecommenderContract:
     # explain ------------------------------------------------------------------------------
 
     def test_explain(self, model, data, history):
-        kind, check = EXPLANATION_CHECKS[model.name]
+        kind = REGISTRY[model.name].explanation
+        check = EXPLANATION_CHECKS[kind]
         for u in (0, data.n_users // 2, data.n_users - 1):
             row = history[[u]]
             got = model.recommend(np.array([u]), row, 5).user(0)
@@ -362,7 +362,8 @@ class RecommenderContract:
                 assert ranks == sorted(ranks) and len(set(ranks)) == len(ranks)
 
     def test_explain_unknown_user(self, model, data, history):
-        kind, check = EXPLANATION_CHECKS[model.name]
+        kind = REGISTRY[model.name].explanation
+        check = EXPLANATION_CHECKS[kind]
         row = history[[0]]
         got = model.recommend(np.array([-1]), row, 3).user(0)
         expls = model.explain(-1, row, got.items)
@@ -373,7 +374,7 @@ class RecommenderContract:
     # similar items ------------------------------------------------------------------------
 
     def test_similar_items(self, model, data):
-        if model.name not in WITH_SIMILAR_ITEMS:
+        if model.name not in SIMILAR:
             with pytest.raises(NotImplementedError):
                 model.similar_items(0, 5)
             return
@@ -399,43 +400,6 @@ class RecommenderContract:
         u = min(3, data.n_users - 1)
         items = a.user(u).items
         assert model.explain(u, history[[u]], items) == loaded.explain(u, history[[u]], items)
-
-
-# -- one subclass per model ------------------------------------------------------------------
-
-
-class TestPopularity(RecommenderContract):
-    def make_model(self):
-        return Popularity()
-
-
-class TestUserCF(RecommenderContract):
-    def make_model(self):
-        return UserCF()
-
-
-class TestItemCF(RecommenderContract):
-    def make_model(self):
-        return ItemCF()
-
-
-class TestSVD(RecommenderContract):
-    def make_model(self):
-        return SVD()
-
-
-class TestHybrid(RecommenderContract):
-    def make_model(self):
-        return Hybrid()
-
-
-def test_every_model_has_a_contract_subclass():
-    tested = {
-        cls().make_model().name
-        for cls in RecommenderContract.__subclasses__()
-        if cls.__name__.startswith("Test")
-    }
-    assert tested == set(MODELS)
 
 
 def test_checkerboard_is_what_the_tests_assume():

@@ -105,7 +105,8 @@ else:
 
 st.subheader("Hybrid weights")
 hybrid = models.get("hybrid")
-present = [m for m in blend.COMPONENTS if models.get(m) is not None]
+named = blend.components(hybrid.params) if hybrid is not None else ()
+present = [m for m in named if models.get(m) is not None]
 if hybrid is None or len(present) < 2:
     st.info("The serving version has no hybrid with at least two components to re-weight.")
     st.stop()

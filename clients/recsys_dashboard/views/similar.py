@@ -6,9 +6,8 @@ import streamlit as st
 
 from recsys_client import NotFound
 from recsys_dashboard import context, pickers
+from recsys_dashboard.style import SIMILAR_MODELS
 from recsys_dashboard.ui import Kpi, chip, esc, hero, item_row, kpis, model_color, note, panel
-
-SIMILAR_MODELS = ("item_cf", "svd")  # the models SimilarItems supports
 
 client = context.client()
 models = client.list_models()

@@ -1,24 +1,25 @@
-"""The five recommenders behind one interface (``Recommender``)."""
+"""The recommenders behind one interface (``Recommender``), listed in ``registry``."""
 
 from recsys_trainer.models.base import Explanation, Recommender
 from recsys_trainer.models.hybrid import Hybrid, HybridConfig
 from recsys_trainer.models.item_cf import ItemCF, ItemCFConfig
 from recsys_trainer.models.popularity import Popularity, PopularityConfig
+from recsys_trainer.models.registry import REGISTRY, ModelSpec
 from recsys_trainer.models.svd import SVD, SVDConfig
 from recsys_trainer.models.user_cf import UserCF, UserCFConfig
 
-MODELS: dict[str, type[Recommender]] = {
-    m.name: m for m in (Popularity, UserCF, ItemCF, SVD, Hybrid)
-}
+MODELS: dict[str, type[Recommender]] = {name: s.model for name, s in REGISTRY.items()}
 
 __all__ = [
     "MODELS",
+    "REGISTRY",
     "SVD",
     "Explanation",
     "Hybrid",
     "HybridConfig",
     "ItemCF",
     "ItemCFConfig",
+    "ModelSpec",
     "Popularity",
     "PopularityConfig",
     "Recommender",

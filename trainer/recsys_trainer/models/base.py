@@ -62,8 +62,14 @@ def single_row(items, weights, n_items: int) -> sp.csr_matrix:
     return m
 
 
+BlendPart = tuple
+"""What ``recsys_core.blend_topk`` takes for one component: ``(SparseScorer, history items,
+history weights, weight)``, ``(DenseScorer, user vector, weight)`` or ``(scores, weight)``."""
+
+
 class Recommender(ABC):
-    """fit / recommend (batch, with exclusions) / similar_items / explain / save / load."""
+    """fit / recommend (batch, with exclusions) / recommend_one (one user, as a server asks) /
+    similar_items / explain / save / load."""
 
     name: ClassVar[str]
     n_users: int = 0
@@ -105,6 +111,21 @@ class Recommender(ABC):
         return rc.select_topk(
             scores, k, exclude=history if exclude_seen else None, allow=allow, deny=deny
         )
+
+    def recommend_one(
+        self, user: int, row: sp.csr_matrix, k: int, allow=None, deny=None
+    ) -> rc.Recommendations:
+        """``recommend`` for one user (index or -1) and their 1-row history, excluding it: the
+        same items in the same order. Models override it with recsys_core's single-user calls,
+        which run on the calling thread (the batch calls always hand the work to a pool thread,
+        a wake-up per request)."""
+        row = self.weigh(row)
+        return self.recommend(np.array([user]), row, k, allow=allow, deny=deny).user(0)
+
+    def blend_part(self, user: int, row: sp.csr_matrix, weight: float) -> BlendPart:
+        """This model's part of a hybrid blend for one user (see `BlendPart`); ``row`` is
+        already weighed (the hybrid calls ``weigh`` first)."""
+        raise NotImplementedError(f"{self.name} cannot be a hybrid component")
 
     def similar_items(self, item: int, k: int = 10) -> rc.Recommendations:
         """Items most like ``item`` by this model's notion of similarity."""

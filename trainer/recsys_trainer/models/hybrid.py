@@ -3,6 +3,7 @@ from the training data, with a cold-start fallback for users with short historie
 
 from __future__ import annotations
 
+import threading
 from dataclasses import asdict, dataclass, field
 from typing import Any, Self
 
@@ -13,21 +14,16 @@ import recsys_core as rc
 from recsys_trainer.data import Interactions
 from recsys_trainer.metrics import ndcg_at_k
 from recsys_trainer.models.base import Explanation, Recommender, normalize_rows
-from recsys_trainer.models.item_cf import ItemCF, ItemCFConfig
-from recsys_trainer.models.popularity import Popularity, PopularityConfig
-from recsys_trainer.models.svd import SVD, SVDConfig
-from recsys_trainer.models.user_cf import UserCF, UserCFConfig
 from recsys_trainer.splits import random_holdout, relevant_items
 
-COMPONENTS = ("item_cf", "user_cf", "svd", "popularity")
+COLD_START_PARTS = ("popularity", "item_cf")
+"""The cold-start fallback blends these two, whatever the weights."""
 WEIGHT_GRID = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0)
 
 
 @dataclass(frozen=True)
 class HybridConfig:
-    weights: dict[str, float] = field(
-        default_factory=lambda: {"item_cf": 1.0, "user_cf": 0.5, "svd": 0.5, "popularity": 0.1}
-    )
+    weights: dict[str, float] = field(default_factory=lambda: _registry().default_weights())
     """Starting weights; replaced by the tuned ones when ``tune``."""
     tune: bool = True
     validation_fraction: float = 0.2
@@ -36,6 +32,13 @@ class HybridConfig:
     cold_start_threshold: int = 5
     """Users with fewer interactions get popularity blended with their item-CF scores."""
     seed: int = 42
+
+
+def _registry():
+    # Imported late: the registry imports this module (the hybrid is a registered model).
+    from recsys_trainer.models import registry
+
+    return registry
 
 
 def blend_explanation(contributions: dict[str, float], cold_start: bool) -> Explanation:
@@ -49,6 +52,33 @@ def blend_explanation(contributions: dict[str, float], cold_start: bool) -> Expl
             "shares": {n: (v / total if total > 0 else 0.0) for n, v in contributions.items()},
         },
     )
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """One user's blended top k (`Hybrid.rank`), with what explains it: each part's normalised
+    score at each item (parts x items, parts in ``names`` order)."""
+
+    items: np.ndarray
+    scores: np.ndarray
+    names: list[str]
+    weights: dict[str, float]
+    part_scores: np.ndarray
+    cold: float
+    """Popularity's cold-start share (0: the weighted blend)."""
+
+    def head(self, k: int) -> Ranking:
+        """The top ``k`` (the top k of a ranking is the head of a longer one)."""
+        if len(self.items) <= k:
+            return self
+        return Ranking(
+            self.items[:k],
+            self.scores[:k],
+            self.names,
+            self.weights,
+            self.part_scores[:, :k],
+            self.cold,
+        )
 
 
 class Hybrid(Recommender):
@@ -68,6 +98,8 @@ class Hybrid(Recommender):
         self.weights_ = dict(self.config.weights)
         self.components = components or {}
         self.validation_ndcg_: float | None = None
+        # per thread: the last `answer` (row, user, ranking), so explaining it scores nothing
+        self._memo = threading.local()
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> Self:
@@ -78,18 +110,10 @@ class Hybrid(Recommender):
         return asdict(self.config) | {"tuned_weights": self.weights_}
 
     @staticmethod
-    def default_components(
-        item_cf: ItemCFConfig | None = None,
-        user_cf: UserCFConfig | None = None,
-        svd: SVDConfig | None = None,
-        popularity: PopularityConfig | None = None,
-    ) -> dict[str, Recommender]:
-        return {
-            "item_cf": ItemCF(item_cf),
-            "user_cf": UserCF(user_cf),
-            "svd": SVD(svd),
-            "popularity": Popularity(popularity),
-        }
+    def default_components(**configs) -> dict[str, Recommender]:
+        """One unfitted model per registered component; ``configs``: name -> its config."""
+        reg = _registry()
+        return {n: reg.REGISTRY[n].model(configs.get(n)) for n in reg.COMPONENTS}
 
     def fit(self, train: Interactions) -> Self:
         """Fits the components (unless ``fit_components`` is off) and tunes the weights."""
@@ -157,7 +181,7 @@ class Hybrid(Recommender):
         return {
             n: normalize_rows(m.score(users, history))
             for n, m in self.components.items()
-            if self.weights_.get(n, 0.0) > 0 or n in ("popularity", "item_cf")
+            if self.weights_.get(n, 0.0) > 0 or n in COLD_START_PARTS
         }
 
     def score(self, users, history: sp.csr_matrix) -> np.ndarray:
@@ -186,7 +210,85 @@ class Hybrid(Recommender):
     def is_cold(self, history: sp.csr_matrix) -> bool:
         return history.nnz < self.config.cold_start_threshold
 
+    def with_weights(self, weights: dict[str, float]) -> Hybrid:
+        """The same hybrid (sharing the fitted components) with some weights replaced."""
+        h = Hybrid(self.config, components=self.components, fit_components=False)
+        h.weights_ = self.weights_ | {k: float(v) for k, v in weights.items()}
+        h.n_users, h.n_items = self.n_users, self.n_items
+        return h
+
+    # -- one user: the whole blend in one recsys_core.blend_topk call ---------------------------
+
+    def recommend_one(self, user, row, k, allow=None, deny=None) -> rc.Recommendations:
+        """The same items as ``recommend`` on the 1-row history; the parts' scores at them are
+        kept (per thread) for ``explain`` and ``blend_parts`` on the same row."""
+        weighed = self.weigh(row)
+        return self.answer(user, row, self.rank(user, weighed, k, allow, deny))
+
+    def rank(self, user: int, row: sp.csr_matrix, k: int, allow=None, deny=None) -> Ranking:
+        """The blend's top k for one user, ``Hybrid.score`` for one row: each component's part
+        (its ``blend_part`` on its ``weigh`` of the row) normalised to a maximum of 1, weighted,
+        summed; the cold-start fallback below the threshold."""
+        t = self.config.cold_start_threshold
+        nnz = len(row.indices)
+        cold = (t - nnz) / max(t, 1) if nnz < t else 0.0  # cold_share for one row
+        if cold > 0:
+            weights = dict(zip(COLD_START_PARTS, (cold, 1 - cold), strict=True))
+        else:
+            weights = dict(self.weights_)
+        weights = {n: w for n, w in weights.items() if w > 0}  # as `explain` lists them
+        # sorted: `score`'s summation order; a component not loaded counts 0, as in `score`
+        names = sorted(n for n in weights if n in self.components)
+        parts = []
+        for n in names:
+            m = self.components[n]
+            parts.append(m.blend_part(user, m.weigh(row), float(weights[n])))
+        b = rc.blend_topk(parts, self.n_items, k, exclude=row.indices, allow=allow, deny=deny)
+        return Ranking(b.items, b.scores, names, weights, b.part_scores, cold)
+
+    def answer(self, user: int, row: sp.csr_matrix, ranking: Ranking) -> rc.Recommendations:
+        """``ranking``'s items for this user and row (one `rank` made, or the head of one made
+        earlier for the same row), kept for explaining them."""
+        # Holding ``row`` keeps its id from being reused by another object.
+        self._memo.last = (row, user, ranking)
+        return rc.Recommendations(ranking.items, ranking.scores, None)
+
+    def blend_parts(
+        self, user, history: sp.csr_matrix, items
+    ) -> tuple[list[str], np.ndarray, np.ndarray, bool] | None:
+        """(part names, contributions, shares, cold start) at ``items``, parts x items, from
+        the ranking last answered on this thread for this row; None if there is none or it
+        lacks an item."""
+        memo = getattr(self._memo, "last", None)
+        if memo is None or memo[0] is not history or memo[1] != user:
+            return None
+        r: Ranking = memo[2]
+        part_scores = r.part_scores
+        if items is not r.items and not np.array_equal(items, r.items):
+            pos = {int(j): n for n, j in enumerate(r.items)}
+            if any(int(j) not in pos for j in np.asarray(items)):
+                return None
+            part_scores = part_scores[:, [pos[int(j)] for j in np.asarray(items)]]
+        w = np.array([r.weights[n] for n in r.names], np.float64)
+        contrib = w[:, None] * part_scores.astype(np.float64)
+        total = contrib.sum(axis=0)  # blend_explanation's shares, every item at once
+        return r.names, contrib, contrib / np.where(total > 0, total, np.inf), r.cold > 0
+
     def explain(self, user, history: sp.csr_matrix, items) -> list[Explanation]:
+        got = self.blend_parts(user, history, items)
+        if got is not None:
+            names, contrib, shares, cold_start = got
+            return [
+                Explanation(
+                    "blend",
+                    {
+                        "cold_start": cold_start,
+                        "contributions": dict(zip(names, c, strict=True)),
+                        "shares": dict(zip(names, sh, strict=True)),
+                    },
+                )
+                for c, sh in zip(contrib.T.tolist(), shares.T.tolist(), strict=True)
+            ]
         users = np.array([user])
         parts = self._component_scores(users, history)
         items = np.asarray(items, dtype=np.int64)

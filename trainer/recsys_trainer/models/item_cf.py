@@ -16,7 +16,6 @@ from recsys_trainer.models.base import (
     check_transform,
     csr_arrays,
     csr_from,
-    transform_values,
 )
 
 
@@ -81,16 +80,12 @@ class ItemCF(Recommender):
             self.weigh(history), k, exclude_history=exclude_seen, allow=allow, deny=deny
         )
 
-    def recommend_history(
-        self, items, weights=None, k=10, *, exclude=None, allow=None, deny=None, explain=0
-    ) -> rc.Recommendations:
-        """One user's top k from their raw history (item indices, weights)."""
-        if weights is not None and self.config.transform != "linear":
-            w = np.asarray(weights, np.float32)
-            weights = transform_values(w, self.config.transform, self.config.transform_eps)
-        return self._scorer.recommend(
-            items, weights, k, exclude=exclude, allow=allow, deny=deny, explain=explain
-        )
+    def recommend_one(self, user, row, k, allow=None, deny=None) -> rc.Recommendations:
+        row = self.weigh(row)
+        return self._scorer.recommend(row.indices, row.data, k, allow=allow, deny=deny)
+
+    def blend_part(self, user, row, weight):
+        return (self._scorer, row.indices, row.data, weight)
 
     def similar_items(self, item: int, k: int = 10) -> rc.Recommendations:
         row = self.similarity_[item]

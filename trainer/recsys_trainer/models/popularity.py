@@ -13,6 +13,7 @@ from recsys_trainer.data import Interactions
 from recsys_trainer.models.base import Explanation, Recommender, check_transform, transform_values
 
 DAY = 86_400.0
+_ONE = np.ones(1, np.float32)
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,15 @@ class Popularity(Recommender):
             allow=allow,
             deny=deny,
         )
+
+    def recommend_one(self, user, row, k, allow=None, deny=None) -> rc.Recommendations:
+        row = self.weigh(row)
+        return self._scorer.recommend(
+            _ONE, k, exclude=row.indices, allow=allow, deny=deny, num_threads=1
+        )
+
+    def blend_part(self, user, row, weight):
+        return (self.scores_, weight)  # the same for everyone
 
     def trending_rank(self) -> np.ndarray:
         """1-based rank of every item by decayed popularity (ties by index)."""

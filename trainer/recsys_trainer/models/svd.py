@@ -143,6 +143,19 @@ class SVD(Recommender):
             deny=deny,
         )
 
+    def recommend_one(self, user, row, k, allow=None, deny=None) -> rc.Recommendations:
+        row = self.weigh(row)
+        return self._scorer.recommend(
+            self._vector(user, row), k, exclude=row.indices, allow=allow, deny=deny, num_threads=1
+        )
+
+    def blend_part(self, user, row, weight):
+        return (self._scorer, self._vector(user, row), weight)
+
+    def _vector(self, user: int, row: sp.csr_matrix) -> np.ndarray:
+        """`user_vectors` for one user: the trained vector, else folded in."""
+        return self.user_factors_[user] if 0 <= user < self.n_users else self.fold_in(row)[0]
+
     def similar_items(self, item: int, k: int = 10) -> rc.Recommendations:
         return self._unit_scorer.recommend(self._unit[item], k, exclude=[item])
 

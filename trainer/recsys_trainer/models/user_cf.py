@@ -145,6 +145,17 @@ class UserCF(Recommender):
             users, history, k, exclude_seen=exclude_seen, allow=allow, deny=deny
         )
 
+    def recommend_one(self, user, row, k, allow=None, deny=None) -> rc.Recommendations:
+        row = self.weigh(row)
+        nb, sims = self.neighbours_of(user, row)
+        return self._scorer.recommend(
+            nb, sims, k, exclude=row.indices, allow=allow, deny=deny, exclude_history=False
+        )
+
+    def blend_part(self, user, row, weight):
+        nb, sims = self.neighbours_of(user, row)
+        return (self._scorer, nb, sims, weight)
+
     def explain(self, user, history: sp.csr_matrix, items) -> list[Explanation]:
         nb, sims = self.neighbours_of(int(user), history)
         order = np.argsort(-sims)[: self.config.explain_top]

@@ -1,5 +1,7 @@
-"""The serving speedups compute what the models compute: same items in the same order, scores
-equal up to float rounding (fold-ins: float32 conjugate-gradient rounding)."""
+"""The server's ranking of one user is the model's: `Snapshot.rank` (routes, stored rankings)
+gives what the loaded model's batch ``recommend`` gives, and a stored ranking gives what ranking
+on arrival gives. The models' own ``recommend_one`` is tested in
+trainer/tests/test_recommend_one.py."""
 
 from __future__ import annotations
 
@@ -8,10 +10,12 @@ import pytest
 import scipy.sparse as sp
 from srv_support import trained  # noqa: F401 (fixture)
 
-from recsys_server import fastpath, snapshot
+from recsys_server import snapshot
+from recsys_server.rankings import PRECOMPUTED_K, RankingCache
 from recsys_trainer import artifacts
+from recsys_trainer.models.registry import NAMES
 
-MODELS = ("popularity", "user_cf", "item_cf", "svd", "hybrid")
+MODELS = NAMES
 
 
 @pytest.fixture(scope="module")
@@ -47,36 +51,8 @@ def test_rank_matches_model_recommend(both, model):
         want = loaded.models[model].recommend(np.array([u]), row, 10, allow=allow, deny=deny)
         want = want.user(0)
         got = snap.rank(snap.models[model], u, row, 10, allow, deny)
-        folded = u < 0 and model in ("svd", "hybrid") and row.nnz >= 5
-        if folded:  # CG fold-in in float32: the top items agree, scores to ~1e-2
-            assert len(set(got.items[:5]) & set(want.items[:5])) >= 4
-            np.testing.assert_allclose(got.scores[:3], want.scores[:3], rtol=2e-2, atol=1e-3)
-        else:
-            assert got.items.tolist() == want.items.tolist(), (model, u, row.nnz)
-            np.testing.assert_allclose(got.scores, want.scores, rtol=1e-5, atol=1e-6)
-
-
-def test_hybrid_scores_and_explanations_match(both):
-    loaded, snap = both
-    ref, fast = loaded.models["hybrid"], snap.models["hybrid"]
-    for u, row in cases(loaded, 10):
-        if u < 0 and row.nnz >= 5:
-            continue  # fold-in rounding, covered above
-        users = np.array([u])
-        np.testing.assert_allclose(fast.score(users, row), ref.score(users, row), atol=1e-5)
-        items = np.array([0, 5, 9])
-        for a, b in zip(ref.explain(u, row, items), fast.explain(u, row, items), strict=True):
-            assert a.kind == b.kind and a.fields["cold_start"] == b.fields["cold_start"]
-            assert a.fields["shares"] == pytest.approx(b.fields["shares"], abs=1e-5)
-
-
-def test_mix_rows():
-    m = sp.random(50, 40, density=0.2, format="csr", dtype=np.float32, random_state=1)
-    rows = np.array([3, 7, 3, 49], np.int32)
-    w = np.array([1.0, 0.5, 2.0, -1.0], np.float32)
-    want = (sp.csr_matrix((w, rows, [0, 4]), shape=(1, 50)) @ m).toarray()
-    np.testing.assert_allclose(fastpath.mix_rows(m, rows, w), want, rtol=1e-6)
-    assert not fastpath.mix_rows(m, np.zeros(0, np.int32), np.zeros(0, np.float32)).any()
+        assert got.items.tolist() == want.items.tolist(), (model, u, row.nnz)
+        np.testing.assert_allclose(got.scores, want.scores, rtol=1e-5, atol=1e-6)
 
 
 def test_precomputed_ranking_is_the_online_one(both):
@@ -84,22 +60,22 @@ def test_precomputed_ranking_is_the_online_one(both):
     scores and blend shares an on-arrival ranking of the same row gives; another row object
     for the same user (new events) is ranked on arrival; filters bypass the stored list."""
     _, snap = both
-    hybrid = snap.models["hybrid"]
-    fresh = fastpath.ServingHybrid(hybrid)  # same model, nothing precomputed
+    fresh = snap.models["hybrid"]  # the model itself: ranks on arrival
+    hybrid = RankingCache(fresh)
     users = np.flatnonzero(np.diff(snap.history.indptr) > 0)[:40].tolist()
     for u in users:
         row = snap.user_row(u)
-        assert hybrid.precompute(u, row)
-        for k in (1, 10, fastpath.PRECOMPUTED_K):
+        hybrid.precompute(u, row)
+        for k in (1, 10, PRECOMPUTED_K):
             got = hybrid.recommend_one(u, row, k)
-            got_parts = hybrid.blend_parts(u, row, got.items)
+            got_parts = fresh.blend_parts(u, row, got.items)
             want = fresh.recommend_one(u, row, k)
             want_parts = fresh.blend_parts(u, row, want.items)
             assert got.items.tolist() == want.items.tolist(), (u, k)
             assert got.scores.tolist() == want.scores.tolist()
             np.testing.assert_array_equal(got_parts[1], want_parts[1])
             np.testing.assert_array_equal(got_parts[2], want_parts[2])
-        assert hybrid._ranked[u][0] is row
+        assert hybrid.ranked_row(u) is row
     # Another history for a user with a stored ranking: all but one of their items, so the
     # one left out may come back; it must be ranked for that history, not read from the list.
     changed = 0
@@ -129,9 +105,9 @@ def test_live_history_rows_and_rankings_follow_recorded_events(both):
     from recsys_trainer.eventlog import Event
 
     _, snap = both
-    hybrid = fastpath.ServingHybrid(snap.models["hybrid"])
+    fresh = snap.models["hybrid"]
+    hybrid = RankingCache(fresh)
     hybrid.keep = 10
-    fresh = fastpath.ServingHybrid(snap.models["hybrid"])
     live = LiveHistory(snap.item_index)
     user_id = str(snap.user_ids[0])
     seen = set(snap.user_row(0).indices.tolist())
@@ -143,7 +119,7 @@ def test_live_history_rows_and_rankings_follow_recorded_events(both):
         assert scoring.user_history(snap, live, user_id)[1] is row  # same events, same row
         assert kinds[item] == "purchase"
         got = hybrid.recommend_one(u, row, 10).items.tolist()
-        assert hybrid._ranked[u][0] is row
+        assert hybrid.ranked_row(u) is row
         assert hybrid.recommend_one(u, row, 10).items.tolist() == got
         assert got == fresh.recommend_one(u, row, 10).items.tolist()
         assert item not in got  # an item the user just bought is history now
