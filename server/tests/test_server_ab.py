@@ -12,6 +12,7 @@ from recsys_proto.v1 import recommender_pb2 as pb
 from recsys_server.config import Experiment, Variant
 from recsys_server.router import assign, bucket
 from recsys_trainer import artifacts
+from recsys_trainer.models.registry import COMPONENTS
 
 EXPERIMENT = Experiment(
     "blend",
@@ -22,7 +23,7 @@ EXPERIMENT = Experiment(
             "svd-only",
             "hybrid",
             0.2,
-            {"svd": 1.0, "item_cf": 0.0, "user_cf": 0.0, "popularity": 0.0},
+            {n: 0.0 for n in COMPONENTS} | {"svd": 1.0},
         ),
     ),
 )

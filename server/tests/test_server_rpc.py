@@ -197,8 +197,7 @@ def test_explanation_hybrid(client, users):
         assert set(shares) <= set(COMPONENTS)
         assert sum(shares.values()) == pytest.approx(1.0, abs=1e-4)
         top = max(shares, key=shares.get)
-        name = {"item_cf": "item-CF", "user_cf": "user-CF", "svd": "SVD"}.get(top, top)
-        assert e.text.startswith(f"Blend of {name} {shares[top]:.0%}")
+        assert e.text.startswith(f"Blend of {REGISTRY[top].label} {shares[top]:.0%}")
 
 
 def test_tiers_no_history_short_history_and_explicit_model(client, loaded):

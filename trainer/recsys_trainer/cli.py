@@ -83,9 +83,9 @@ def tune_models(
     off, so fitting with it again does not search again."""
     if not cfg.tuning.enabled:
         return cfg, {}, None
-    need = needed(names)
+    need = needed(names, cfg, inter)
     configs = {n: getattr(cfg.models, n) for n in need}
-    with step(f"tune {', '.join(n for n in tuning.TUNED if n in need)}") as bar:
+    with step(f"tune {', '.join(need)}") as bar:
         tuned, records, val = tuning.tune(inter, configs, cfg.tuning, log=bar.set_postfix_str)
     models = dataclasses.replace(cfg.models, **tuned)
     off = dataclasses.replace(cfg.tuning, enabled=False)
@@ -106,7 +106,7 @@ def fit_models(
     included) with a progress line each. ``tuned``: records of an earlier search whose
     results ``cfg`` already holds, kept with the models."""
     cfg, records, val = tune_models(inter, cfg, names)
-    models = build_models(cfg, names, records or tuned, val)
+    models = build_models(cfg, names, records or tuned, val, inter)
     for name, model in models.items():
         with step(f"fit {name}" + (" (tune weights)" if name == "hybrid" else "")):
             model.fit(inter)
@@ -176,10 +176,26 @@ def cmd_generate(a: argparse.Namespace) -> int:
     return 0
 
 
-def needed(names: tuple[str, ...]) -> list[str]:
-    """``names`` plus a hybrid's components, in fitting order."""
+def needed(
+    names: tuple[str, ...], cfg: config_mod.TrainConfig, data: Interactions | None = None
+) -> list[str]:
+    """``names`` plus a hybrid's components, in fitting order; with ``data``, a component
+    that cannot fit it (EASE on a catalogue above its ``max_items``) is left out, and a model
+    asked for by name that cannot is an error."""
     need = set(names) | (set(COMPONENTS) if "hybrid" in names else set())
-    return [n for n in ALL if n in need]
+    out = []
+    for n in (n for n in ALL if n in need):
+        if data is not None and n != "hybrid":
+            probe = MODELS[n](getattr(cfg.models, n))
+            if not probe.can_fit(data.n_users, data.n_items):
+                if n in names:
+                    raise config_mod.ConfigError(
+                        f"model {n} cannot fit {data.n_users} users x {data.n_items} items "
+                        f"with its settings (models.{n})"
+                    )
+                continue
+        out.append(n)
+    return out
 
 
 def build_models(
@@ -187,13 +203,14 @@ def build_models(
     names: tuple[str, ...],
     tuned: dict[str, dict] | None = None,
     prefit: tuple | None = None,
+    data: Interactions | None = None,
 ) -> dict[str, Recommender]:
     """Unfitted models in fitting order; a hybrid shares the component instances, so fitting
     the components first leaves the hybrid only its weights to tune (on ``prefit``, the
     search's validation models, when given). ``tuned`` records go into each model's
     parameters (the manifest, the report, ListModels)."""
     models: dict[str, Recommender] = {
-        n: MODELS[n](getattr(cfg.models, n)) for n in needed(names) if n != "hybrid"
+        n: MODELS[n](getattr(cfg.models, n)) for n in needed(names, cfg, data) if n != "hybrid"
     }
     if "hybrid" in names:
         models["hybrid"] = Hybrid(cfg.models.hybrid, components=dict(models), fit_components=False)
@@ -211,7 +228,7 @@ def evaluate_models(inter: Interactions, cfg, names, catalog, dataset: str):
 
     train, test = split(inter, cfg.evaluation)
     cfg, records, val = tune_models(train, cfg, names)
-    models = build_models(cfg, names, records, val)
+    models = build_models(cfg, names, records, val, train)
     features = None if catalog is None else catalog.category_matrix(inter.item_ids)
     bar = tqdm(desc="evaluate", file=sys.stderr, bar_format="{desc}: {elapsed}{postfix}")
     try:

@@ -29,6 +29,7 @@ from recsys_trainer.models import (
     SVDConfig,
     UserCFConfig,
 )
+from recsys_trainer.models.ease import EASEConfig
 from recsys_trainer.tuning import TuneConfig
 
 
@@ -60,6 +61,7 @@ class ModelsConfig:
     user_cf: UserCFConfig = field(default_factory=UserCFConfig)
     item_cf: ItemCFConfig = field(default_factory=ItemCFConfig)
     svd: SVDConfig = field(default_factory=SVDConfig)
+    ease: EASEConfig = field(default_factory=EASEConfig)
     hybrid: HybridConfig = field(default_factory=HybridConfig)
 
 

@@ -26,12 +26,9 @@ import numpy as np
 from recsys_trainer.data import Interactions
 from recsys_trainer.metrics import ndcg_at_k
 from recsys_trainer.models import MODELS, Recommender
+from recsys_trainer.models.base import Axes
 from recsys_trainer.splits import random_holdout, relevant_items
 
-DAY = 86_400.0
-TUNED = ("popularity", "item_cf", "user_cf", "svd")
-"""Models with a search space, tuned in this order (cheapest first: the budget left over by
-one rolls to the next)."""
 TRIAL_SCHEDULE = {"svd": {"iterations": 6}}
 """Trials fit a shorter schedule than the final model (the configured ``iterations`` stay in
 the chosen config): ALS ranks configurations after 6 sweeps as it does after 15, at 40% of
@@ -83,62 +80,9 @@ class ModelTuning:
         }
 
 
-# -- search spaces --------------------------------------------------------------------------
-# Values are tried in the order given; each space depends only on the data's shape (its time
-# span, catalogue size), never on a particular data set.
-
-
-def _transforms(train: Interactions) -> list[dict[str, Any]]:
-    w = train.weight
-    if len(w) == 0 or np.all(w == w[0]):
-        return [
-            {"transform": "linear", "transform_eps": 1.0}
-        ]  # all weights equal: every transform is the same
-    median = float(np.median(w[w > 0])) if np.any(w > 0) else 1.0
-    out = [{"transform": t, "transform_eps": 1.0} for t in ("linear", "binary", "log")]
-    if not math.isclose(median, 1.0, rel_tol=0.25):
-        out.append({"transform": "log", "transform_eps": median})
-    return out
-
-
-def space(name: str, train: Interactions) -> list[list[dict[str, Any]]]:
-    """The coordinates searched for ``name``: a list of axes, each a list of the partial
-    configurations it tries."""
-    tf = _transforms(train)
-    if name == "popularity":
-        ts = train.timestamp.astype(np.float64)
-        span = (ts.max() - ts.min()) / DAY if len(ts) else 0.0
-        lives = [math.inf] + [span * f for f in (1.0, 0.25, 1 / 16, 1 / 64) if span * f >= 1 / 24]
-        return [tf, [{"half_life_days": h} for h in lives]]
-    if name == "item_cf":
-        return [
-            tf,
-            [
-                {"weighting": w, "measure": m}
-                for w in ("bm25", "tfidf", "none")
-                for m in ("dot", "cosine")
-            ],
-            [{"k_neighbors": k} for k in (25, 50, 100, 200, 400, 800)],
-            [{"shrink": s} for s in (0.0, 10.0, 50.0)],
-            [{"bm25_k1": k1, "bm25_b": b} for k1 in (0.6, 1.2, 2.0) for b in (0.5, 0.75, 1.0)],
-        ]
-    if name == "user_cf":
-        return [
-            tf,
-            [{"weighting": w} for w in ("bm25", "tfidf", "none")],
-            [{"k_neighbors": k} for k in (25, 50, 100, 200, 400)],
-            [{"shrink": s} for s in (0.0, 10.0, 50.0)],
-        ]
-    if name == "svd":
-        # factors early and smallest first: they set the cost of every later trial
-        return [
-            tf,
-            [{"n_factors": f} for f in (32, 64, 128)],
-            [{"alpha": a} for a in (0.5, 2.0, 8.0, 32.0)],
-            [{"regularization": r} for r in (1.0, 5.0, 30.0, 100.0, 300.0)],
-            [{"alpha": a} for a in (1.0, 4.0, 16.0)],
-        ]
-    return []
+def space(name: str, train: Interactions) -> Axes:
+    """The axes searched for ``name`` on ``train`` (the model's ``search_space``)."""
+    return MODELS[name].search_space(train)
 
 
 # -- the search -----------------------------------------------------------------------------
@@ -265,7 +209,8 @@ def tune(
     t0 = time.perf_counter()
     val = Validation(train, cfg)
     budget = cfg.budget_seconds if cfg.budget_seconds > 0 else math.inf
-    searches = [Search(n, configs[n], val, space(n, train), log) for n in TUNED if n in configs]
+    axes = {n: space(n, train) for n in configs}
+    searches = [Search(n, configs[n], val, axes[n], log) for n in configs if axes[n]]
     for s in searches:
         s.begin()
     # cheapest searches first, each with an equal share of what is left: a cheap one
@@ -275,7 +220,7 @@ def tune(
         left = budget - (time.perf_counter() - t0)
         s.run(time.perf_counter() + left / (len(searches) - n), cfg.passes)
     out, records = dict(configs), {}
-    for s in searches:
+    for s in sorted(searches, key=lambda x: list(configs).index(x.name)):
         out[s.name], records[s.name] = s.best, s.result()
     return out, records, val
 

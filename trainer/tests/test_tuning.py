@@ -24,6 +24,7 @@ from recsys_trainer.models import (
     UserCFConfig,
 )
 from recsys_trainer.models.base import transform_values
+from recsys_trainer.models.ease import EASE, EASEConfig
 from recsys_trainer.tuning import TuneConfig, space, tune
 
 
@@ -168,3 +169,44 @@ def test_train_records_the_search_in_the_manifest_and_no_tune_keeps_the_config(t
     params = loaded.manifest["models"]["svd"]["params"]
     assert "tuning" not in params
     assert params == dataclasses.asdict(SVDConfig())
+
+
+def test_ease_is_the_closed_form_with_each_row_cut_to_its_largest_weights():
+    inter = counts_log()
+    x = (inter.to_csr() > 0).astype(np.float64).toarray()  # binary: EASE's default transform
+    lam = 50.0
+    p = np.linalg.inv(x.T @ x + lam * np.eye(x.shape[1]))
+    b = -p / np.diag(p)[None, :]
+    np.fill_diagonal(b, 0.0)
+    k = 7
+    ref = np.zeros_like(b)
+    for i in range(len(b)):
+        top = np.argsort(-np.abs(b[i]), kind="stable")[:k]
+        ref[i, top] = b[i, top]
+    m = EASE(EASEConfig(l2=lam, k_neighbors=k)).fit(inter)
+    np.testing.assert_allclose(m.similarity_.toarray(), ref, rtol=1e-3, atol=1e-6)
+    users = np.arange(0, inter.n_users, 5)
+    got = m.recommend(users, inter.to_csr()[users], 5)
+    scores = x[users] @ ref
+    scores[x[users] > 0] = -np.inf
+    for n in range(len(users)):
+        np.testing.assert_allclose(
+            got.user(n).scores, np.sort(scores[n])[::-1][:5], rtol=1e-3, atol=1e-6
+        )
+
+
+def test_ease_beyond_max_items_is_refused_alone_and_left_out_of_the_hybrid(tmp_path):
+    inter = counts_log()
+    with pytest.raises(ValueError, match="max_items=50"):
+        EASE(EASEConfig(max_items=50)).fit(inter)
+    data = tmp_path / "data" / "interactions.tsv"
+    args = ["generate", "--out", str(data), "--users", "200", "--items", "80"]
+    assert main([*args, "--interactions", "4000", "--seed", "9"]) == 0
+    small = ["--set", "models.ease.max_items=50", "--tune-budget", "5"]
+    out = tmp_path / "art"
+    train = ["train", "--interactions", str(data), "--out", str(out), *small]
+    assert main([*train, "--models", "hybrid"]) == 0
+    loaded = artifacts.load_version(out / artifacts.latest_version(out))
+    assert "ease" not in loaded.models
+    assert "ease" not in loaded.models["hybrid"].components
+    assert main([*train, "--models", "ease"]) == 2  # asked for by name: a clear error

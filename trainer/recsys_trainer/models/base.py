@@ -54,6 +54,23 @@ def check_transform(kind: str, eps: float) -> None:
         raise ValueError(f"transform_eps must be > 0, got {eps}")
 
 
+Axes = list[list[dict[str, Any]]]
+"""A search space: axes searched one at a time, each a list of partial configurations."""
+
+
+def transform_axis(train: Interactions) -> list[dict[str, Any]]:
+    """The weight transforms worth trying on ``train``: one when all weights are equal (every
+    transform is then the same), else linear, binary, log(1 + w) and log(1 + w / median)."""
+    w = train.weight
+    if len(w) == 0 or np.all(w == w[0]):
+        return [{"transform": "linear", "transform_eps": 1.0}]
+    median = float(np.median(w[w > 0])) if np.any(w > 0) else 1.0
+    out = [{"transform": t, "transform_eps": 1.0} for t in ("linear", "binary", "log")]
+    if not np.isclose(median, 1.0, rtol=0.25):
+        out.append({"transform": "log", "transform_eps": median})
+    return out
+
+
 def single_row(items, weights, n_items: int) -> sp.csr_matrix:
     items = np.asarray(items, dtype=np.int32)
     w = np.ones(len(items), np.float32) if weights is None else np.asarray(weights, np.float32)
@@ -77,6 +94,17 @@ class Recommender(ABC):
 
     @abstractmethod
     def fit(self, train: Interactions) -> Self: ...
+
+    @classmethod
+    def search_space(cls, train: Interactions) -> Axes:
+        """What the trainer's hyperparameter search tries for this model on ``train``
+        (``recsys_trainer.tuning``); values in the order tried, each list depending only on
+        the data's shape, never on a named data set. Empty: not tuned."""
+        return []
+
+    def can_fit(self, n_users: int, n_items: int) -> bool:
+        """Whether data of this shape is within the model's limits (its settings)."""
+        return True
 
     def weigh(self, m: sp.csr_matrix) -> sp.csr_matrix:
         """``m`` (users x items, raw weights) as this model reads it: its configured weight

@@ -11,11 +11,13 @@ import scipy.sparse as sp
 import recsys_core as rc
 from recsys_trainer.data import Interactions
 from recsys_trainer.models.base import (
+    Axes,
     Explanation,
     Recommender,
     check_transform,
     csr_arrays,
     csr_from,
+    transform_axis,
 )
 
 
@@ -49,6 +51,20 @@ class ItemCF(Recommender):
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> Self:
         return cls(ItemCFConfig(**params))
+
+    @classmethod
+    def search_space(cls, train: Interactions) -> Axes:
+        return [
+            transform_axis(train),
+            [
+                {"weighting": w, "measure": m}
+                for w in ("bm25", "tfidf", "none")
+                for m in ("dot", "cosine")
+            ],
+            [{"k_neighbors": k} for k in (25, 50, 100, 200, 400, 800)],
+            [{"shrink": s} for s in (0.0, 10.0, 50.0)],
+            [{"bm25_k1": k1, "bm25_b": b} for k1 in (0.6, 1.2, 2.0) for b in (0.5, 0.75, 1.0)],
+        ]
 
     def fit(self, train: Interactions) -> Self:
         self.n_users, self.n_items = train.n_users, train.n_items

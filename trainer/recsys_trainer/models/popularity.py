@@ -10,7 +10,14 @@ import scipy.sparse as sp
 
 import recsys_core as rc
 from recsys_trainer.data import Interactions
-from recsys_trainer.models.base import Explanation, Recommender, check_transform, transform_values
+from recsys_trainer.models.base import (
+    Axes,
+    Explanation,
+    Recommender,
+    check_transform,
+    transform_axis,
+    transform_values,
+)
 
 DAY = 86_400.0
 _ONE = np.ones(1, np.float32)
@@ -41,6 +48,13 @@ class Popularity(Recommender):
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> Self:
         return cls(PopularityConfig(**params))
+
+    @classmethod
+    def search_space(cls, train: Interactions) -> Axes:
+        ts = train.timestamp.astype(np.float64)
+        span = (ts.max() - ts.min()) / DAY if len(ts) else 0.0
+        lives = [np.inf] + [span * f for f in (1.0, 0.25, 1 / 16, 1 / 64) if span * f >= 1 / 24]
+        return [transform_axis(train), [{"half_life_days": float(h)} for h in lives]]
 
     def fit(self, train: Interactions) -> Self:
         self.n_users, self.n_items = train.n_users, train.n_items

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from recsys_trainer.models.base import Recommender
+from recsys_trainer.models.ease import EASE, EASEConfig
 from recsys_trainer.models.hybrid import Hybrid, HybridConfig
 from recsys_trainer.models.item_cf import ItemCF, ItemCFConfig
 from recsys_trainer.models.popularity import Popularity, PopularityConfig
@@ -34,6 +35,7 @@ SPECS: tuple[ModelSpec, ...] = (
     ModelSpec("user_cf", UserCF, UserCFConfig, "similar_users", "user-CF", False, 0.5),
     ModelSpec("item_cf", ItemCF, ItemCFConfig, "because_you_interacted", "item-CF", True, 1.0),
     ModelSpec("svd", SVD, SVDConfig, "latent_factors", "SVD", True, 0.5),
+    ModelSpec("ease", EASE, EASEConfig, "because_you_interacted", "EASE", True, 0.5),
     ModelSpec("hybrid", Hybrid, HybridConfig, "blend", "hybrid"),
 )
 """In fitting order: a hybrid comes after the components it shares."""

@@ -16,7 +16,13 @@ import scipy.sparse as sp
 
 import recsys_core as rc
 from recsys_trainer.data import Interactions
-from recsys_trainer.models.base import Explanation, Recommender, check_transform
+from recsys_trainer.models.base import (
+    Axes,
+    Explanation,
+    Recommender,
+    check_transform,
+    transform_axis,
+)
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,17 @@ class SVD(Recommender):
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> Self:
         return cls(SVDConfig(**params))
+
+    @classmethod
+    def search_space(cls, train: Interactions) -> Axes:
+        # factors early and smallest first: they set the cost of every later trial
+        return [
+            transform_axis(train),
+            [{"n_factors": f} for f in (32, 64, 128)],
+            [{"alpha": a} for a in (0.5, 2.0, 8.0, 32.0)],
+            [{"regularization": r} for r in (1.0, 5.0, 30.0, 100.0, 300.0)],
+            [{"alpha": a} for a in (1.0, 4.0, 16.0)],
+        ]
 
     def fit(self, train: Interactions) -> Self:
         return self.fit_matrix(train.to_csr())

@@ -11,11 +11,13 @@ import scipy.sparse as sp
 import recsys_core as rc
 from recsys_trainer.data import Interactions
 from recsys_trainer.models.base import (
+    Axes,
     Explanation,
     Recommender,
     check_transform,
     csr_arrays,
     csr_from,
+    transform_axis,
 )
 
 
@@ -48,6 +50,15 @@ class UserCF(Recommender):
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> Self:
         return cls(UserCFConfig(**params))
+
+    @classmethod
+    def search_space(cls, train: Interactions) -> Axes:
+        return [
+            transform_axis(train),
+            [{"weighting": w} for w in ("bm25", "tfidf", "none")],
+            [{"k_neighbors": k} for k in (25, 50, 100, 200, 400)],
+            [{"shrink": s} for s in (0.0, 10.0, 50.0)],
+        ]
 
     def fit(self, train: Interactions) -> Self:
         return self.fit_matrix(train.to_csr())
