@@ -179,23 +179,29 @@ def cmd_generate(a: argparse.Namespace) -> int:
 def needed(
     names: tuple[str, ...], cfg: config_mod.TrainConfig, data: Interactions | None = None
 ) -> list[str]:
-    """``names`` plus a hybrid's components, in fitting order; with ``data``, a component
-    that cannot fit it (EASE on a catalogue above its ``max_items``) is left out, and a model
-    asked for by name that cannot is an error."""
+    """``names`` plus a hybrid's components, in fitting order; with ``data``, a model that
+    cannot fit it (EASE on a catalogue above its ``max_items``) is left out (``check_fits``
+    refuses one the user named)."""
     need = set(names) | (set(COMPONENTS) if "hybrid" in names else set())
-    out = []
-    for n in (n for n in ALL if n in need):
-        if data is not None and n != "hybrid":
-            probe = MODELS[n](getattr(cfg.models, n))
-            if not probe.can_fit(data.n_users, data.n_items):
-                if n in names:
-                    raise config_mod.ConfigError(
-                        f"model {n} cannot fit {data.n_users} users x {data.n_items} items "
-                        f"with its settings (models.{n})"
-                    )
-                continue
-        out.append(n)
-    return out
+    return [n for n in ALL if n in need and (data is None or fits(n, cfg, data))]
+
+
+def fits(name: str, cfg: config_mod.TrainConfig, data: Interactions) -> bool:
+    if name == "hybrid":
+        return True
+    return MODELS[name](getattr(cfg.models, name)).can_fit(data.n_users, data.n_items)
+
+
+def check_fits(a: argparse.Namespace, names, cfg: config_mod.TrainConfig, data) -> None:
+    """Models named with ``--models`` that cannot fit ``data`` are an error, not skipped."""
+    if not a.models:
+        return
+    for n in names:
+        if not fits(n, cfg, data):
+            raise config_mod.ConfigError(
+                f"model {n} cannot fit {data.n_users} users x {data.n_items} items with its "
+                f"settings (models.{n}, e.g. max_items)"
+            )
 
 
 def build_models(
@@ -291,6 +297,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     cfg = config_mod.load(a.config, overrides(a))
     names = parse_models(a.models)
     inter = load_data(Path(a.interactions), cfg)
+    check_fits(a, names, cfg, inter)
     catalog = load_catalog_for(a.catalog, Path(a.interactions))
     metrics, tuned = {}, None
     t0 = time.perf_counter()
@@ -347,6 +354,7 @@ def cmd_refresh(a: argparse.Namespace) -> int:
         catalog = load_catalog_for(a.catalog, Path(a.interactions))
         with step(f"read event log {a.log}"):
             inter, n_events = with_event_log(base, Path(a.log))
+        check_fits(a, names, cfg, inter)
         path, _, _ = train_and_publish(
             inter, cfg, names, catalog, Path(a.out), {}, {"event_log_records": n_events}
         )
@@ -361,6 +369,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     cfg = config_mod.load(a.config, [*overrides(a), *extra])
     names = parse_models(a.models)
     inter = load_data(Path(a.interactions), cfg)
+    check_fits(a, names, cfg, inter)
     catalog = load_catalog_for(a.catalog, Path(a.interactions))
     report, _, _ = evaluate_models(inter, cfg, names, catalog, Path(a.interactions).name)
     report.write(Path(a.report))

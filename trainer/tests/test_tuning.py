@@ -25,6 +25,7 @@ from recsys_trainer.models import (
 )
 from recsys_trainer.models.base import transform_values
 from recsys_trainer.models.ease import EASE, EASEConfig
+from recsys_trainer.models.registry import NAMES
 from recsys_trainer.tuning import TuneConfig, space, tune
 
 
@@ -210,3 +211,7 @@ def test_ease_beyond_max_items_is_refused_alone_and_left_out_of_the_hybrid(tmp_p
     assert "ease" not in loaded.models
     assert "ease" not in loaded.models["hybrid"].components
     assert main([*train, "--models", "ease"]) == 2  # asked for by name: a clear error
+    plain = tmp_path / "plain"  # no --models: every model that fits
+    assert main(["train", "--interactions", str(data), "--out", str(plain), *small]) == 0
+    loaded = artifacts.load_version(plain / artifacts.latest_version(plain))
+    assert set(loaded.models) == set(NAMES) - {"ease"}
