@@ -39,6 +39,9 @@ the cost, so the budget buys more trials."""
 class TuneConfig:
     enabled: bool = True
     budget_seconds: float = 30.0
+    budget_per_million: float = 40.0
+    """Added to the budget per million training interactions: a larger log's trials cost
+    more, and its whole training may take longer (5M events: 230 s of search)."""
     """For all models together, checked before each trial; 0 means no limit."""
     validation_fraction: float = 0.2
     validation_users: int = 2000
@@ -195,6 +198,13 @@ def _key(cfg: Any) -> tuple:
     return tuple(sorted(dataclasses.asdict(cfg).items(), key=lambda kv: kv[0]))
 
 
+def budget_for(cfg: TuneConfig, n_interactions: int) -> float:
+    """Seconds of search for a log of this size; inf when ``budget_seconds`` is 0."""
+    if cfg.budget_seconds <= 0:
+        return math.inf
+    return cfg.budget_seconds + cfg.budget_per_million * n_interactions / 1e6
+
+
 def tune(
     train: Interactions,
     configs: dict[str, Any],
@@ -208,7 +218,7 @@ def tune(
     (size times first trial's cost), each given an equal share of the budget left."""
     t0 = time.perf_counter()
     val = Validation(train, cfg)
-    budget = cfg.budget_seconds if cfg.budget_seconds > 0 else math.inf
+    budget = budget_for(cfg, len(train))
     axes = {n: space(n, train) for n in configs}
     searches = [Search(n, configs[n], val, axes[n], log) for n in configs if axes[n]]
     for s in searches:

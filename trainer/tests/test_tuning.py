@@ -26,7 +26,7 @@ from recsys_trainer.models import (
 from recsys_trainer.models.base import transform_values
 from recsys_trainer.models.ease import EASE, EASEConfig
 from recsys_trainer.models.registry import NAMES
-from recsys_trainer.tuning import TuneConfig, space, tune
+from recsys_trainer.tuning import TuneConfig, budget_for, space, tune
 
 
 def test_transform_values_by_hand():
@@ -142,7 +142,8 @@ def test_tuning_is_deterministic_records_every_trial_and_tames_counts():
 
 def test_a_budget_stops_the_search_and_says_so():
     inter = counts_log()
-    _, rec, _ = tune(inter, {"svd": SVDConfig(n_factors=16)}, TuneConfig(budget_seconds=1e-9))
+    tiny = TuneConfig(budget_seconds=1e-9, budget_per_million=0.0)
+    _, rec, _ = tune(inter, {"svd": SVDConfig(n_factors=16)}, tiny)
     r = rec["svd"].record()
     assert r["stopped_by_budget"] and len(r["trials"]) == 1  # only the configured values
 
@@ -215,3 +216,10 @@ def test_ease_beyond_max_items_is_refused_alone_and_left_out_of_the_hybrid(tmp_p
     assert main(["train", "--interactions", str(data), "--out", str(plain), *small]) == 0
     loaded = artifacts.load_version(plain / artifacts.latest_version(plain))
     assert set(loaded.models) == set(NAMES) - {"ease"}
+
+
+def test_the_default_budget_grows_with_the_log_and_zero_means_none():
+    cfg = TuneConfig()
+    assert budget_for(cfg, 100_000) == pytest.approx(34.0)
+    assert budget_for(cfg, 5_000_000) == pytest.approx(230.0)
+    assert budget_for(dataclasses.replace(cfg, budget_seconds=0), 10**6) == math.inf

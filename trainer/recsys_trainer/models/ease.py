@@ -16,6 +16,7 @@ from typing import Any, Self
 
 import numpy as np
 import scipy.sparse as sp
+from scipy.linalg import lapack
 
 import recsys_core as rc
 from recsys_trainer.data import Interactions
@@ -78,12 +79,19 @@ class EASE(ItemCF):
                 "(its dense item-item inverse); raise models.ease.max_items or leave it out"
             )
         x = sp.csr_matrix(self.weigh(user_items), dtype=np.float32)
-        gram = (x.T @ x).toarray().astype(np.float64)
-        gram[np.diag_indices_from(gram)] += c.l2
-        p = np.linalg.inv(gram)
-        b = p / -np.diag(p)[None, :]
-        np.fill_diagonal(b, 0.0)
-        self.similarity_ = _top_per_row(b.astype(np.float32), c.k_neighbors)
+        # float32 throughout (λ keeps the system well conditioned; half the memory and time),
+        # and the inverse through Cholesky: XᵀX + λI is symmetric positive definite, and
+        # potrf + potri take 60% of a general inverse's time
+        gram = (x.T @ x).toarray()
+        gram[np.diag_indices_from(gram)] += np.float32(c.l2)
+        chol, info = lapack.spotrf(gram, lower=1, overwrite_a=1)
+        p, info2 = lapack.spotri(chol, lower=1, overwrite_c=1)
+        if info or info2:
+            raise ValueError(f"ease: the regularised Gram matrix is not positive definite ({info})")
+        p = np.tril(p) + np.tril(p, -1).T
+        p /= -np.diag(p)[None, :]
+        np.fill_diagonal(p, 0.0)
+        self.similarity_ = _top_per_row(p, c.k_neighbors)
         self._scorer = rc.SparseScorer(self.similarity_)
         return self
 
