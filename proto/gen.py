@@ -1,10 +1,11 @@
-"""Regenerates the Python code for proto/recsys_proto/**/*.proto into clients/recsys_proto.
+"""Regenerates the Python code for proto/recsys_proto/**/*.proto into proto/python/recsys_proto.
 
     python proto/gen.py          # write the generated files
     python proto/gen.py --check  # exit 1 if the committed files differ from a fresh generation
 
-The generated files are committed (the client SDK installs without grpcio-tools) and must not
-be edited by hand.
+The generated files are committed and must not be edited by hand. They are the distribution
+`recsys-proto` (proto/pyproject.toml), which the client SDK and the server depend on; it installs
+without grpcio-tools.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "proto"
-OUT = ROOT / "clients"
+OUT = SRC / "python"
 PACKAGE = "recsys_proto"
 
 

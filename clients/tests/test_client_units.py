@@ -285,10 +285,17 @@ def test_missing_root_cert_file():
         RecsysClient("127.0.0.1:1", tls_root_cert="/nonexistent/ca.pem")
 
 
+def _dep_names(meta: dict) -> set[str]:
+    return {d.split(">")[0].split("=")[0].split("<")[0].strip() for d in meta["dependencies"]}
+
+
 def test_sdk_needs_only_grpcio_and_protobuf():
     meta = tomllib.loads((CLIENTS / "pyproject.toml").read_text())["project"]
-    names = {d.split(">")[0].split("=")[0].split("<")[0].strip() for d in meta["dependencies"]}
-    assert names == {"grpcio", "protobuf"}
+    # The generated code is its own distribution (proto/pyproject.toml), itself only on the
+    # gRPC runtime.
+    assert _dep_names(meta) == {"recsys-proto", "grpcio", "protobuf"}
+    proto_meta = tomllib.loads((CLIENTS.parent / "proto" / "pyproject.toml").read_text())
+    assert _dep_names(proto_meta["project"]) == {"grpcio", "protobuf"}
     assert meta["scripts"] == {
         "recsys": "recsys_client.cli:main",
         "recsys-dashboard": "recsys_dashboard.launcher:main",
