@@ -349,14 +349,16 @@ def entries(budget: int | None) -> list[Entry]:
         Entry(
             "user_knn",
             lambda p: CosineUserKNN(**p),
-            sample(product(k=[25, 50, 100, 200], weights=w), n(12), {"k": 100, "weights": "raw"}),
+            sample(
+                product(k=[25, 50, 100, 200, 400], weights=w), n(15), {"k": 100, "weights": "raw"}
+            ),
         ),
         Entry(
             "implicit_cosine",
             lambda p: ImplicitPeer("cosine", **p),
             sample(
-                product(K=[10, 20, 50, 100, 200, 400], weights=w),
-                n(18),
+                product(K=[10, 20, 50, 100, 200, 400, 800, 1600], weights=w),
+                n(24),
                 {"K": 20, "weights": "raw"},
             ),
         ),
@@ -364,8 +366,13 @@ def entries(budget: int | None) -> list[Entry]:
             "implicit_bm25",
             lambda p: ImplicitPeer("bm25", **p),
             sample(
-                product(K=[20, 50, 100, 200, 400], K1=[0.6, 1.2], B=[0.5, 0.75, 0.9], weights=w),
-                n(30),
+                product(
+                    K=[20, 50, 100, 200, 400, 800, 1600],
+                    K1=[0.6, 1.2],
+                    B=[0.5, 0.75, 0.9],
+                    weights=w,
+                ),
+                n(36),
                 {"K": 20, "K1": 1.2, "B": 0.75, "weights": "raw"},
             ),
         ),
@@ -374,13 +381,13 @@ def entries(budget: int | None) -> list[Entry]:
             lambda p: ImplicitPeer("als", **p),
             sample(
                 product(
-                    factors=[32, 64, 128],
-                    regularization=[0.01, 0.1, 1.0, 10.0],
+                    factors=[16, 32, 64, 128],
+                    regularization=[0.01, 0.1, 1.0, 10.0, 100.0],
                     alpha=[1.0, 5.0, 20.0],
                     iterations=[15],
                     weights=w,
                 ),
-                n(20),
+                n(24),
                 {"factors": 100, "regularization": 0.01, "alpha": 1.0, "iterations": 15}
                 | {"weights": "raw"},
             ),
@@ -391,12 +398,12 @@ def entries(budget: int | None) -> list[Entry]:
             lambda p: ImplicitPeer("bpr", **p),
             sample(
                 product(
-                    factors=[32, 64, 128],
-                    learning_rate=[0.01, 0.05, 0.1],
+                    factors=[16, 32, 64, 128],
+                    learning_rate=[0.003, 0.01, 0.03, 0.1],
                     regularization=[0.001, 0.01, 0.1],
-                    iterations=[50, 100, 200],
+                    iterations=[25, 50, 100, 200],
                 ),
-                n(12),
+                n(16),
                 {"factors": 100, "learning_rate": 0.01, "regularization": 0.01, "iterations": 100},
             ),
         ),
@@ -798,15 +805,16 @@ def render(command: str, quick: bool, budget: int | None, results: list[Result])
         "the transform of those weights (`raw`, `log1p` or `binary`) as a tuned option, as a "
         "tuned deployment would; BPR ignores weights, so its grid has no such axis. Grids "
         "(the usual defaults first, then a seeded draw): implicit `AlternatingLeastSquares` "
-        "20 of factors {32, 64, 128} × regularization {0.01, 0.1, 1, 10} × alpha {1, 5, 20} × "
-        "weights, 15 iterations; `BayesianPersonalizedRanking` 12 of factors {32, 64, 128} × "
-        "learning rate {0.01, 0.05, 0.1} × regularization {0.001, 0.01, 0.1} × iterations "
-        "{50, 100, 200}; `CosineRecommender` K {10, 20, 50, 100, 200, 400} × weights (all "
-        "18); `BM25Recommender` 30 of K {20, 50, 100, 200, 400} × K1 {0.6, 1.2} × "
-        "B {0.5, 0.75, 0.9} × weights; `ease` = EASE (B = I − P/diag(P), P = (XᵀX + λI)⁻¹) "
-        "λ {50, 100, 250, 500, 1000, 2000} × weights (all 18); `user_knn` = plain cosine "
-        "user-KNN (sim = normalised X Xᵀ, top k per row without self, scores = sim X) k "
-        "{25, 50, 100, 200} × weights (all 12); `pop_count` = popularity by interaction count. "
+        "24 of factors {16, 32, 64, 128} × regularization {0.01, 0.1, 1, 10, 100} × alpha "
+        "{1, 5, 20} × weights, 15 iterations; `BayesianPersonalizedRanking` 16 of factors "
+        "{16, 32, 64, 128} × learning rate {0.003, 0.01, 0.03, 0.1} × regularization "
+        "{0.001, 0.01, 0.1} × iterations {25, 50, 100, 200}; `CosineRecommender` K "
+        "{10, 20, 50, 100, 200, 400, 800, 1600} × weights (all 24); `BM25Recommender` 36 of "
+        "K {20, 50, 100, 200, 400, 800, 1600} × K1 {0.6, 1.2} × B {0.5, 0.75, 0.9} × weights; "
+        "`ease` = EASE (B = I − P/diag(P), P = (XᵀX + λI)⁻¹) λ {50, 100, 250, 500, 1000, "
+        "2000} × weights (all 18); `user_knn` = plain cosine user-KNN (sim = normalised X Xᵀ, "
+        "top k per row without self, scores = sim X) k {25, 50, 100, 200, 400} × weights "
+        "(all 15); `pop_count` = popularity by interaction count. "
         f"implicit 0.7 API with {THREADS} threads and single-threaded BLAS.",
         "- Families and bars (NDCG@10 on test): Popularity vs `pop_count`; User-CF vs "
         "`user_knn`; Item-CF vs the better of `implicit_cosine` and `implicit_bm25`; SVD vs "
