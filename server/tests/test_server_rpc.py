@@ -217,7 +217,8 @@ def test_tiers_no_history_short_history_and_explicit_model(client, loaded):
     assert not {i.item_id for i in r.items} & set(items)
     e = r.items[0].explanation
     assert e.kind == "blend" and e.text.endswith("(short history)")
-    assert {c.model for c in e.components} <= {"popularity", "item_cf"}
+    shares = {c.model: c.share for c in e.components}
+    assert set(shares) <= set(COMPONENTS) and "popularity" in shares  # the blend with popularity
     # An explicit non-hybrid model answers itself.
     r = rec(client, "tier-newbie", model="item_cf", explain=True)
     assert r.fallback_tier == pb.FALLBACK_TIER_PERSONALIZED and r.model == "item_cf"

@@ -211,16 +211,23 @@ def test_hybrid_cold_start_blends_in_popularity(fitted_on_checkerboard):
     got = model.recommend(np.array([-1]), cold_row, 5).user(0)
     for e in model.explain(-1, cold_row, got.items):
         assert e.kind == "blend" and e.fields["cold_start"] is True
-        assert set(e.fields["shares"]) <= {"popularity", "item_cf"}
+        assert set(e.fields["shares"]) <= set(model.weights_)
         assert sum(e.fields["shares"].values()) == pytest.approx(1.0)
     for e in model.explain(-1, warm_row, got.items):
         assert e.fields["cold_start"] is False
 
-    # The cold score is exactly share * popularity + (1 - share) * item-CF (both normalised).
+    # The cold score is the blend scaled by 1 - share, plus popularity with share times the
+    # personal weights' total (every part normalised to a peak of 1).
     c = (t - 2) / t
-    expected = c * normalize_rows(
-        model.components["popularity"].score(np.array([-1]), cold_row)
-    ) + (1 - c) * normalize_rows(model.components["item_cf"].score(np.array([-1]), cold_row))
+    w = model.weights_
+    personal = {n: v for n, v in w.items() if n != "popularity"}
+    parts = {
+        n: normalize_rows(m.score(np.array([-1]), cold_row)) for n, m in model.components.items()
+    }
+    expected = (
+        sum((1 - c) * v * parts[n] for n, v in personal.items())
+        + ((1 - c) * w.get("popularity", 0.0) + c * sum(personal.values())) * parts["popularity"]
+    )
     np.testing.assert_allclose(model.score(np.array([-1]), cold_row), expected, rtol=1e-5)
 
 

@@ -16,8 +16,8 @@ from recsys_trainer.metrics import ndcg_at_k
 from recsys_trainer.models.base import Explanation, Recommender, normalize_rows
 from recsys_trainer.splits import random_holdout, relevant_items
 
-COLD_START_PARTS = ("popularity", "item_cf")
-"""The cold-start fallback blends these two, whatever the weights."""
+COLD_START_PARTS = ("popularity",)
+"""The cold-start blend adds these to the tuned weights, whatever those are."""
 WEIGHT_GRID = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0)
 
 
@@ -30,7 +30,9 @@ class HybridConfig:
     validation_users: int = 2000
     tune_k: int = 10
     cold_start_threshold: int = 5
-    """Users with fewer interactions get popularity blended with their item-CF scores."""
+    """Users with fewer interactions get the blend with popularity: for n interactions, the
+    tuned blend scaled by 1 - c and popularity added with c times its total weight, where
+    c = (threshold - n) / threshold (popularity alone with no history)."""
     seed: int = 42
 
 
@@ -187,18 +189,26 @@ class Hybrid(Recommender):
     def score(self, users, history: sp.csr_matrix) -> np.ndarray:
         parts = self._component_scores(users, history)
         blend = np.zeros((len(users), self.n_items), np.float32)
-        for n, s in sorted(parts.items()):  # a fixed order: sums are reproducible to the bit
-            if self.weights_.get(n, 0.0) > 0:
-                blend += self.weights_[n] * s
         cold = self.cold_share(history)
-        if cold.any():
-            rows = cold > 0
-            fallback = (
-                cold[rows, None] * parts["popularity"][rows]
-                + (1 - cold[rows, None]) * parts["item_cf"][rows]
-            )
-            blend[rows] = fallback
+        for c in np.unique(cold):  # the rows sharing one set of weights
+            rows = cold == c
+            weights = self.weights_for(float(c))
+            for n in sorted(weights):  # a fixed order: sums are reproducible to the bit
+                if weights[n] > 0 and n in parts:
+                    blend[rows] += np.float32(weights[n]) * parts[n][rows]
         return blend
+
+    def weights_for(self, cold: float) -> dict[str, float]:
+        """The blend's weights for a user with popularity share ``cold`` (``cold_share``): the
+        tuned weights, and below the threshold the personal ones scaled by 1 - cold with
+        popularity given cold times their total."""
+        if cold <= 0:
+            return dict(self.weights_)
+        personal = {n: w for n, w in self.weights_.items() if n not in COLD_START_PARTS}
+        total = sum(personal.values()) or 1.0
+        out = {n: (1 - cold) * w for n, w in personal.items()}
+        out["popularity"] = (1 - cold) * self.weights_.get("popularity", 0.0) + cold * total
+        return out
 
     def cold_share(self, history: sp.csr_matrix) -> np.ndarray:
         """Popularity's share for each user: (threshold - n) / threshold below the threshold,
@@ -232,11 +242,7 @@ class Hybrid(Recommender):
         t = self.config.cold_start_threshold
         nnz = len(row.indices)
         cold = (t - nnz) / max(t, 1) if nnz < t else 0.0  # cold_share for one row
-        if cold > 0:
-            weights = dict(zip(COLD_START_PARTS, (cold, 1 - cold), strict=True))
-        else:
-            weights = dict(self.weights_)
-        weights = {n: w for n, w in weights.items() if w > 0}  # as `explain` lists them
+        weights = {n: w for n, w in self.weights_for(cold).items() if w > 0}  # as `explain`
         # sorted: `score`'s summation order; a component not loaded counts 0, as in `score`
         names = sorted(n for n in weights if n in self.components)
         parts = []
@@ -293,7 +299,7 @@ class Hybrid(Recommender):
         parts = self._component_scores(users, history)
         items = np.asarray(items, dtype=np.int64)
         cold = float(self.cold_share(history)[0])
-        weights = {"popularity": cold, "item_cf": 1 - cold} if cold > 0 else dict(self.weights_)
+        weights = self.weights_for(cold)
         return [
             blend_explanation(
                 {n: weights[n] * float(s[0, j]) for n, s in parts.items() if weights.get(n, 0) > 0},
