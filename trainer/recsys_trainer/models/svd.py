@@ -59,13 +59,18 @@ class SVD(Recommender):
 
     @classmethod
     def search_space(cls, train: Interactions) -> Axes:
-        # factors early and smallest first: they set the cost of every later trial
+        # factors early and smallest first: they set the cost of every later trial;
         return [
             transform_axis(train),
             [{"n_factors": f} for f in (32, 64, 128)],
+            # confidence and regularisation together: a larger α needs a larger λ
+            [
+                {"alpha": a, "regularization": r}
+                for a in (1.0, 4.0, 16.0, 64.0)
+                for r in (3.0, 10.0, 30.0, 100.0)
+            ],
             [{"alpha": a} for a in (0.5, 2.0, 8.0, 32.0)],
-            [{"regularization": r} for r in (1.0, 5.0, 30.0, 100.0, 300.0)],
-            [{"alpha": a} for a in (1.0, 4.0, 16.0)],
+            [{"regularization": r} for r in (1.0, 300.0)],
         ]
 
     def fit(self, train: Interactions) -> Self:
