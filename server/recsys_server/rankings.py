@@ -36,7 +36,7 @@ class RankingCache:
             keep = plain and user >= 0 and (hit is not None or len(self._ranked) < self.keep)
             if not keep:
                 return m.recommend_one(user, row, k, allow, deny)
-            hit = (row, m.rank(user, m.weigh(row), PRECOMPUTED_K))
+            hit = (row, m.rank(user, row, PRECOMPUTED_K))
             self._ranked[user] = hit
         return m.answer(user, row, hit[1].head(k))
 
@@ -44,7 +44,7 @@ class RankingCache:
         """Ranks a known user's top PRECOMPUTED_K for ``row`` (their training history) now, at
         load time: the same items, scores and explanations as ranking it on the request."""
         m = self.model
-        self._ranked[user] = (row, m.rank(user, m.weigh(row), PRECOMPUTED_K))
+        self._ranked[user] = (row, m.rank(user, row, PRECOMPUTED_K))
 
     def ranked_row(self, user: int) -> sp.csr_matrix | None:
         """The row the stored ranking of ``user`` is for (None: none stored)."""

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from recsys_trainer.data import Interactions
+from recsys_trainer.evaluate import top_k
 from recsys_trainer.metrics import ndcg_at_k
 from recsys_trainer.models import MODELS, Recommender
 from recsys_trainer.models.base import Axes
@@ -105,15 +106,15 @@ class Validation:
             users = np.sort(rng.choice(users, cfg.validation_users, replace=False))
         self.users = users
         self.relevant = [relevant[u] for u in users]
-        self.history = self.fit_part.to_csr()[users]
+        self.fit_csr = self.fit_part.to_csr()
+        self.history = self.fit_csr[users]
         self.k = cfg.k
 
     def score(self, model: Recommender) -> float:
         if len(self.users) == 0:
             return 0.0
-        recs = model.recommend(self.users, self.history, self.k, exclude_seen=True)
-        lists = [recs.user(n).items for n in range(len(self.users))]
-        return float(ndcg_at_k(lists, self.relevant, self.k))
+        recs = top_k(model, self.fit_csr, self.users, self.k)
+        return float(ndcg_at_k(recs, self.relevant, self.k))
 
 
 class Search:

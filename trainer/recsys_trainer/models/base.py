@@ -147,12 +147,12 @@ class Recommender(ABC):
         same items in the same order. Models override it with recsys_core's single-user calls,
         which run on the calling thread (the batch calls always hand the work to a pool thread,
         a wake-up per request)."""
-        row = self.weigh(row)
         return self.recommend(np.array([user]), row, k, allow=allow, deny=deny).user(0)
 
     def blend_part(self, user: int, row: sp.csr_matrix, weight: float) -> BlendPart:
-        """This model's part of a hybrid blend for one user (see `BlendPart`); ``row`` is
-        already weighed (the hybrid calls ``weigh`` first)."""
+        """This model's part of a hybrid blend for one user (see `BlendPart`) from their raw
+        history ``row``: like every entry point, it applies the model's transform (``weigh``)
+        where it reads weights."""
         raise NotImplementedError(f"{self.name} cannot be a hybrid component")
 
     def similar_items(self, item: int, k: int = 10) -> rc.Recommendations:

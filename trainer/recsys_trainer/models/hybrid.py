@@ -210,12 +210,16 @@ class Hybrid(Recommender):
         out["popularity"] = (1 - cold) * self.weights_.get("popularity", 0.0) + cold * total
         return out
 
-    def cold_share(self, history: sp.csr_matrix) -> np.ndarray:
-        """Popularity's share for each user: (threshold - n) / threshold below the threshold,
-        0 from it on."""
+    def cold_of(self, n: int) -> float:
+        """Popularity's share for a user with ``n`` interactions: (threshold - n) / threshold
+        below the threshold, 0 from it on."""
         t = self.config.cold_start_threshold
-        n = np.diff(history.tocsr().indptr)
-        return np.where(n < t, (t - n) / max(t, 1), 0.0).astype(np.float32)
+        return (t - n) / max(t, 1) if n < t else 0.0
+
+    def cold_share(self, history: sp.csr_matrix) -> np.ndarray:
+        """``cold_of`` for each row of ``history``."""
+        counts = np.diff(history.tocsr().indptr)
+        return np.array([self.cold_of(int(n)) for n in counts], np.float32)
 
     def is_cold(self, history: sp.csr_matrix) -> bool:
         return history.nnz < self.config.cold_start_threshold
@@ -232,23 +236,20 @@ class Hybrid(Recommender):
     def recommend_one(self, user, row, k, allow=None, deny=None) -> rc.Recommendations:
         """The same items as ``recommend`` on the 1-row history; the parts' scores at them are
         kept (per thread) for ``explain`` and ``blend_parts`` on the same row."""
-        weighed = self.weigh(row)
-        return self.answer(user, row, self.rank(user, weighed, k, allow, deny))
+        return self.answer(user, row, self.rank(user, row, k, allow, deny))
 
     def rank(self, user: int, row: sp.csr_matrix, k: int, allow=None, deny=None) -> Ranking:
         """The blend's top k for one user, ``Hybrid.score`` for one row: each component's part
-        (its ``blend_part`` on its ``weigh`` of the row) normalised to a maximum of 1, weighted,
-        summed; the cold-start fallback below the threshold."""
-        t = self.config.cold_start_threshold
-        nnz = len(row.indices)
-        cold = (t - nnz) / max(t, 1) if nnz < t else 0.0  # cold_share for one row
+        (its ``blend_part``, which applies its own weight transform) normalised to a maximum
+        of 1, weighted, summed; the blend with popularity below the threshold."""
+        cold = self.cold_of(len(row.indices))
         weights = {n: w for n, w in self.weights_for(cold).items() if w > 0}  # as `explain`
         # sorted: `score`'s summation order; a component not loaded counts 0, as in `score`
         names = sorted(n for n in weights if n in self.components)
         parts = []
         for n in names:
             m = self.components[n]
-            parts.append(m.blend_part(user, m.weigh(row), float(weights[n])))
+            parts.append(m.blend_part(user, row, float(weights[n])))
         b = rc.blend_topk(parts, self.n_items, k, exclude=row.indices, allow=allow, deny=deny)
         return Ranking(b.items, b.scores, names, weights, b.part_scores, cold)
 

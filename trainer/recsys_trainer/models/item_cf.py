@@ -101,6 +101,7 @@ class ItemCF(Recommender):
         return self._scorer.recommend(row.indices, row.data, k, allow=allow, deny=deny)
 
     def blend_part(self, user, row, weight):
+        row = self.weigh(row)
         return (self._scorer, row.indices, row.data, weight)
 
     def similar_items(self, item: int, k: int = 10) -> rc.Recommendations:

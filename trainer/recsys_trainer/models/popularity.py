@@ -95,7 +95,6 @@ class Popularity(Recommender):
         )
 
     def recommend_one(self, user, row, k, allow=None, deny=None) -> rc.Recommendations:
-        row = self.weigh(row)
         return self._scorer.recommend(
             _ONE, k, exclude=row.indices, allow=allow, deny=deny, num_threads=1
         )

@@ -166,7 +166,6 @@ class SVD(Recommender):
         )
 
     def recommend_one(self, user, row, k, allow=None, deny=None) -> rc.Recommendations:
-        row = self.weigh(row)
         return self._scorer.recommend(
             self._vector(user, row), k, exclude=row.indices, allow=allow, deny=deny, num_threads=1
         )

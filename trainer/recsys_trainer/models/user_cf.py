@@ -157,7 +157,6 @@ class UserCF(Recommender):
         )
 
     def recommend_one(self, user, row, k, allow=None, deny=None) -> rc.Recommendations:
-        row = self.weigh(row)
         nb, sims = self.neighbours_of(user, row)
         return self._scorer.recommend(
             nb, sims, k, exclude=row.indices, allow=allow, deny=deny, exclude_history=False
