@@ -16,7 +16,7 @@ from typing import Any
 
 from recsys_server import scoring
 from recsys_server.config import ServerConfig
-from recsys_server.errors import InvalidArgument, ResourceExhausted, Unavailable
+from recsys_server.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted, Unavailable
 from recsys_server.interaction_log import InteractionLog, LogWriteError
 from recsys_server.live import EVENT_TYPES
 from recsys_server.metrics import Metrics
@@ -123,7 +123,12 @@ class RecommenderCore:
             self.metrics.served(a.model, a.experiment, a.variant, a.tier, a.items)
         return a
 
-    async def recommend_batch(self, queries: Sequence[Query]) -> list[Answer]:
+    async def recommend_batch(
+        self, queries: Sequence[Query], deadline: float | None = None
+    ) -> list[Answer]:
+        """Every query answered in one version. ``deadline`` (a ``time.monotonic()`` instant,
+        the caller's): the worker stops at it by itself, however late the event loop learns
+        that the call is over, so work is never done for an answer nobody will read."""
         if len(queries) > MAX_BATCH:
             raise InvalidArgument("requests", f"at most {MAX_BATCH}, got {len(queries)}")
         for n, q in enumerate(queries):
@@ -146,10 +151,15 @@ class RecommenderCore:
                     return []
                 began = True
             out = []
-            for q in queries:
+            for n, q in enumerate(queries):
                 if stop.is_set():  # nobody waits for the answer: stop working for it
                     abandoned()
                     return out
+                if deadline is not None and time.monotonic() >= deadline:
+                    abandoned()
+                    raise DeadlineExceeded(
+                        f"deadline passed after {n} of {len(queries)} requests; nothing returned"
+                    )
                 out.append(scoring.recommend(s.snapshot, s.live, exps, q))
             return out
 

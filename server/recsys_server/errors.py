@@ -30,6 +30,12 @@ class Unavailable(ServingError):
     code = "UNAVAILABLE"
 
 
+class DeadlineExceeded(ServingError):
+    """The caller's deadline passed while the server worked for it; nothing is returned."""
+
+    code = "DEADLINE_EXCEEDED"
+
+
 class ResourceExhausted(ServingError):
     code = "RESOURCE_EXHAUSTED"
 

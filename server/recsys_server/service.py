@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import time
+
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -102,7 +104,10 @@ class RecommenderService(pb_grpc.RecommenderServicer):
         return answer_pb(self.core.recommend(query_from(request)))
 
     async def RecommendBatch(self, request, context):
-        answers = await self.core.recommend_batch([query_from(r) for r in request.requests])
+        left = context.time_remaining()
+        deadline = None if left is None else time.monotonic() + left
+        queries = [query_from(r) for r in request.requests]
+        answers = await self.core.recommend_batch(queries, deadline)
         return pb.RecommendBatchResponse(responses=[answer_pb(a) for a in answers])
 
     async def SimilarItems(self, request, context):

@@ -3,8 +3,10 @@ happy paths, explanations for every model, tiers, validation errors."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
+import time
 
 import grpc
 import numpy as np
@@ -14,6 +16,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from srv_support import Client, code_of, event, serving, trained  # noqa: F401 (fixture)
 
 from recsys_proto.v1 import recommender_pb2 as pb
+from recsys_server.errors import DeadlineExceeded
+from recsys_server.scoring import Query
 from recsys_trainer import artifacts
 from recsys_trainer.eventlog import read_events
 from recsys_trainer.models.registry import COMPONENTS, NAMES, REGISTRY, SIMILAR
@@ -442,3 +446,17 @@ def test_unexpected_exception_is_internal_with_generic_message(client, srv, user
     assert code == grpc.StatusCode.INTERNAL
     assert "secret" not in msg and "internal error" in msg
     assert rec(client, users[0], k=3).items  # still serving
+
+
+def test_a_batch_stops_at_its_deadline_by_itself(srv, users):
+    """The worker reads the deadline itself: a batch whose deadline has passed is not worked
+    for, whatever the event loop knows, and is counted as abandoned work."""
+    core = srv.running.core
+    abandoned = core.metrics.abandoned.labels("RecommendBatch")
+    before = abandoned._value.get()
+    queries = [Query(user_id=u, k=3) for u in users[:5]]
+    with pytest.raises(DeadlineExceeded, match="after 0 of 5 requests"):
+        asyncio.run(core.recommend_batch(queries, deadline=time.monotonic() - 1))
+    assert abandoned._value.get() == before + 1
+    far = time.monotonic() + 3600  # a deadline far away changes nothing
+    assert len(asyncio.run(core.recommend_batch(queries, deadline=far))) == 5

@@ -157,10 +157,16 @@ def test_deadline_stops_the_work(trained, tmp_path):
         srv.wait_serving()
         opts = [("grpc.max_receive_message_length", 64 << 20)]
         stub = pb_grpc.RecommenderStub(grpc.insecure_channel(srv.address, options=opts))
-        # The largest batch (MAX_BATCH) of the most costly requests: ~0.5 s of work.
+        # The largest batch (MAX_BATCH) of the most costly requests: with session items each
+        # is ranked on arrival (no stored ranking answers it), ~0.5 s of work in all.
         big = pb.RecommendBatchRequest(
             requests=[
-                pb.RecommendRequest(user_id=f"u{i % 600:03d}", k=50, explain=True)
+                pb.RecommendRequest(
+                    user_id=f"u{i % 600:03d}",
+                    k=50,
+                    explain=True,
+                    recent_item_ids=[f"i{(7 * i) % 300:03d}", f"i{(11 * i + 3) % 300:03d}"],
+                )
                 for i in range(1000)
             ]
         )
