@@ -136,7 +136,7 @@ def test_stop_reports_not_serving_before_draining(trained, tmp_path):  # noqa: F
         real_batch = core.recommend_batch
         entered = threading.Event()
 
-        async def slow_batch(queries):
+        async def slow_batch(queries, deadline=None):
             # In flight until the shutdown has begun (health NOT_SERVING), however slow the
             # machine: the call is certainly one the shutdown must let finish.
             entered.set()
@@ -144,7 +144,7 @@ def test_stop_reports_not_serving_before_draining(trained, tmp_path):  # noqa: F
             not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
             while (await running.health.Check(request, None)).status != not_serving:
                 await asyncio.sleep(0.01)
-            return await real_batch(queries)
+            return await real_batch(queries, deadline)
 
         core.recommend_batch = slow_batch
         ch = grpc.insecure_channel(srv.address)
@@ -245,12 +245,12 @@ def test_concurrency_limit_is_resource_exhausted(trained, tmp_path):  # noqa: F8
         entered: list[int] = []
         release = threading.Event()
 
-        async def slow(queries):
+        async def slow(queries, deadline=None):
             # In flight until the test has made its third call, however slow the machine.
             entered.append(1)
             while not release.is_set():
                 await asyncio.sleep(0.01)
-            return await real(queries)
+            return await real(queries, deadline)
 
         core.recommend_batch = slow
         with grpc.insecure_channel(srv.address) as ch:
