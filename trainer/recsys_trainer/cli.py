@@ -131,7 +131,7 @@ def overrides(a: argparse.Namespace) -> list[str]:
     if getattr(a, "no_tune", False):
         out.append("tuning.enabled=false")
     if getattr(a, "tune_budget", None) is not None:
-        out += [f"tuning.budget_seconds={a.tune_budget}", "tuning.budget_per_million=0.0"]
+        out.append(f"tuning.budget_seconds={a.tune_budget}")
     if getattr(a, "format", None):
         out.append(f"data.format={json.dumps(a.format)}")
     for col in ("user", "item", "weight", "event", "timestamp"):
@@ -480,9 +480,9 @@ def build_parser() -> argparse.ArgumentParser:
         )  # fmt: skip
         sp_.add_argument(
             "--tune-budget", type=float, metavar="SECONDS",
-            help="time for the hyperparameter search of all models together, checked before "
-            f"each trial; 0 = no limit (default {tuning.TuneConfig.budget_seconds:g} s plus "
-            f"{tuning.TuneConfig.budget_per_million:g} s per million interactions)",
+            help="safety limit on the hyperparameter search of all models together, checked "
+            "before each trial (a search it cuts is no longer reproducible); 0 = no limit "
+            f"(default {tuning.TuneConfig.budget_seconds:g} s)",
         )  # fmt: skip
 
     t = sub.add_parser("train", help="fit models and publish a new artifact version")

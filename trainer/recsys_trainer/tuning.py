@@ -8,8 +8,16 @@ successive halving or a Bayesian search: a trial's cost here is the fit, not the
 halving on users saves little; the spaces are small and close to separable (the transform,
 then the confidence weight, then the regularisation), so one parameter at a time finds the
 good region in tens of fits instead of the hundreds a grid needs, and it is deterministic and
-explainable (every trial is recorded). The time budget is checked before each trial against
-the cost of the ones so far: a search cut by the budget keeps the best found so far.
+explainable (every trial is recorded).
+
+Deterministic: the same data and configuration choose the same hyperparameters. Nothing the
+search decides depends on the clock (searches run in registry order, trials in axis order), and
+a log larger than ``sample_interactions`` is tuned on a seeded sample of whole users, so the
+search's cost is bounded whatever the log's size and finishes inside the budget. The time
+budget is a safety limit, checked before each trial against the mean cost of the ones so far:
+a search it cuts keeps the best found so far and is recorded as ``stopped_by_budget`` (and
+is then no longer reproducible), so the default budget is set well above what a full search
+of the sample takes on a 2-core machine.
 """
 
 from __future__ import annotations
@@ -39,11 +47,12 @@ the cost, so the budget buys more trials."""
 @dataclass(frozen=True)
 class TuneConfig:
     enabled: bool = True
-    budget_seconds: float = 30.0
-    budget_per_million: float = 40.0
-    """Added to the budget per million training interactions: a larger log's trials cost
-    more, and its whole training may take longer (5M events: 230 s of search)."""
-    """For all models together, checked before each trial; 0 means no limit."""
+    budget_seconds: float = 120.0
+    """A safety limit for all searches together, checked before each trial; 0 means none."""
+    sample_interactions: int = 200_000
+    """Logs larger than this are tuned on a seeded sample of whole users of about this many
+    interactions (0: never sample). Bounds the search's cost, so it finishes inside the
+    budget (and stays deterministic) at any size."""
     validation_fraction: float = 0.2
     validation_users: int = 2000
     """Validation users scored per trial (a seeded sample when there are more)."""
@@ -67,6 +76,8 @@ class ModelTuning:
     trials: list[Trial] = field(default_factory=list)
     seconds: float = 0.0
     stopped_by_budget: bool = False
+    tuned_on: int = 0
+    """Interactions of the (sampled) log the validation split was carved from."""
     model: Recommender | None = None
     """The best trial's model, fitted on the validation split's fit part."""
 
@@ -77,6 +88,7 @@ class ModelTuning:
             "validation_ndcg": round(self.validation_ndcg, 6),
             "seconds": round(self.seconds, 2),
             "stopped_by_budget": self.stopped_by_budget,
+            "tuned_on": self.tuned_on,
             "trials": [
                 {"params": t.params, "ndcg": round(t.ndcg, 6), "seconds": round(t.seconds, 3)}
                 for t in self.trials
@@ -92,12 +104,27 @@ def space(name: str, train: Interactions) -> Axes:
 # -- the search -----------------------------------------------------------------------------
 
 
+def sample_users(train: Interactions, size: int, seed: int) -> Interactions:
+    """Whole users, in a seeded random order, until about ``size`` interactions (all of
+    ``train`` when it is no larger or ``size`` is 0). Same id maps as ``train``."""
+    if size <= 0 or len(train) <= size:
+        return train
+    counts = np.bincount(train.user_idx, minlength=train.n_users)
+    order = np.random.default_rng(seed).permutation(train.n_users)
+    n = max(int(np.searchsorted(np.cumsum(counts[order]), size, side="right")), 1)
+    keep = np.zeros(train.n_users, dtype=bool)
+    keep[order[:n]] = True
+    return train.take(keep[train.user_idx])
+
+
 class Validation:
-    """A validation split of the training data and the users scored on it."""
+    """A validation split of (a sample of) the training data and the users scored on it."""
 
     def __init__(self, train: Interactions, cfg: TuneConfig) -> None:
+        sample = sample_users(train, cfg.sample_interactions, cfg.seed)
+        self.size = len(sample)
         self.fit_part, val = random_holdout(
-            train, cfg.validation_fraction, min_interactions=5, seed=cfg.seed
+            sample, cfg.validation_fraction, min_interactions=5, seed=cfg.seed
         )
         relevant = relevant_items(val, exclude=self.fit_part)
         users = np.flatnonzero([len(r) > 0 for r in relevant])
@@ -134,10 +161,6 @@ class Search:
         self.best, self.best_score, self.best_model = start, -1.0, None
         self.seconds = 0.0
         self.stopped = False
-
-    def size(self) -> int:
-        """Trials in one pass."""
-        return 1 + sum(len(axis) for axis in self.axes)
 
     def trial_cost(self) -> float:
         """What the next trial is assumed to cost: the mean so far."""
@@ -191,19 +214,13 @@ class Search:
             self.trials,
             self.seconds,
             self.stopped,
+            self.val.size,
             self.best_model,
         )
 
 
 def _key(cfg: Any) -> tuple:
     return tuple(sorted(dataclasses.asdict(cfg).items(), key=lambda kv: kv[0]))
-
-
-def budget_for(cfg: TuneConfig, n_interactions: int) -> float:
-    """Seconds of search for a log of this size; inf when ``budget_seconds`` is 0."""
-    if cfg.budget_seconds <= 0:
-        return math.inf
-    return cfg.budget_seconds + cfg.budget_per_million * n_interactions / 1e6
 
 
 def tune(
@@ -215,23 +232,20 @@ def tune(
     """Tuned configs for the models of ``configs`` that have a search space (others are
     returned as given), what each search did, and the validation split it used.
 
-    Each model's configured values are tried first; then the searches run cheapest first
-    (size times first trial's cost), each given an equal share of the budget left."""
+    Each model's configured values are tried first; then the searches run in the order of
+    ``configs``, each given an equal share of the budget left (only a budget that binds makes
+    the share matter: a search that finishes early leaves its time to the ones after it)."""
     t0 = time.perf_counter()
     val = Validation(train, cfg)
-    budget = budget_for(cfg, len(train))
-    axes = {n: space(n, train) for n in configs}
-    searches = [Search(n, configs[n], val, axes[n], log) for n in configs if axes[n]]
+    budget = cfg.budget_seconds if cfg.budget_seconds > 0 else math.inf
+    searches = [Search(n, configs[n], val, axes, log) for n in configs if (axes := space(n, train))]
     for s in searches:
         s.begin()
-    # cheapest searches first, each with an equal share of what is left: a cheap one
-    # finishes and its unused time flows to the expensive ones after it
-    searches.sort(key=lambda x: x.size() * x.trial_cost())
     for n, s in enumerate(searches):
         left = budget - (time.perf_counter() - t0)
         s.run(time.perf_counter() + left / (len(searches) - n), cfg.passes)
     out, records = dict(configs), {}
-    for s in sorted(searches, key=lambda x: list(configs).index(x.name)):
+    for s in searches:
         out[s.name], records[s.name] = s.best, s.result()
     return out, records, val
 

@@ -26,7 +26,7 @@ from recsys_trainer.models import (
 from recsys_trainer.models.base import transform_values
 from recsys_trainer.models.ease import EASE, EASEConfig
 from recsys_trainer.models.registry import NAMES
-from recsys_trainer.tuning import TuneConfig, budget_for, space, tune
+from recsys_trainer.tuning import TuneConfig, sample_users, space, tune
 
 
 def test_transform_values_by_hand():
@@ -142,7 +142,7 @@ def test_tuning_is_deterministic_records_every_trial_and_tames_counts():
 
 def test_a_budget_stops_the_search_and_says_so():
     inter = counts_log()
-    tiny = TuneConfig(budget_seconds=1e-9, budget_per_million=0.0)
+    tiny = TuneConfig(budget_seconds=1e-9)
     _, rec, _ = tune(inter, {"svd": SVDConfig(n_factors=16)}, tiny)
     r = rec["svd"].record()
     assert r["stopped_by_budget"] and len(r["trials"]) == 1  # only the configured values
@@ -218,8 +218,21 @@ def test_ease_beyond_max_items_is_refused_alone_and_left_out_of_the_hybrid(tmp_p
     assert set(loaded.models) == set(NAMES) - {"ease"}
 
 
-def test_the_default_budget_grows_with_the_log_and_zero_means_none():
-    cfg = TuneConfig()
-    assert budget_for(cfg, 100_000) == pytest.approx(34.0)
-    assert budget_for(cfg, 5_000_000) == pytest.approx(230.0)
-    assert budget_for(dataclasses.replace(cfg, budget_seconds=0), 10**6) == math.inf
+def test_a_large_log_is_tuned_on_a_seeded_sample_of_whole_users():
+    inter = counts_log()
+    size = len(inter) // 3
+    a, b = sample_users(inter, size, seed=7), sample_users(inter, size, seed=7)
+    assert np.array_equal(a.user_idx, b.user_idx) and np.array_equal(a.item_idx, b.item_idx)
+    assert size - inter.to_csr().getnnz(axis=1).max() <= len(a) <= size
+    assert (a.user_ids == inter.user_ids).all() and (a.item_ids == inter.item_ids).all()
+    kept = np.unique(a.user_idx)  # whole users: every row of a kept user, none of the others
+    assert len(a) == np.isin(inter.user_idx, kept).sum()
+    assert not np.array_equal(kept, np.unique(sample_users(inter, size, seed=8).user_idx))
+    assert sample_users(inter, len(inter), seed=7) is inter
+    assert sample_users(inter, 0, seed=7) is inter
+
+    cfg = TuneConfig(budget_seconds=0, validation_users=500, sample_interactions=size)
+    configs = {"popularity": PopularityConfig()}
+    first, rec, _ = tune(inter, configs, cfg)
+    assert rec["popularity"].record()["tuned_on"] == len(a)
+    assert tune(inter, configs, cfg)[0] == first
