@@ -38,9 +38,9 @@ from locust import events, task
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from grpc_user import GrpcUser
 
+from recsys_core.artifacts import IDS_FILE, latest_version
 from recsys_proto.v1 import recommender_pb2 as pb
 from recsys_proto.v1 import recommender_pb2_grpc as pb_grpc
-from recsys_trainer.artifacts import IDS_FILE, latest_version
 
 DEFAULT_WEIGHTS = {"recommend": 70, "cold": 8, "anon": 7, "similar": 8, "record": 5, "batch": 2}
 EVENT_TYPES = ["view", "click", "add_to_cart", "purchase", "rating"]

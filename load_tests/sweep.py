@@ -290,6 +290,8 @@ def report(a: argparse.Namespace, steps: list[Step], v: Verdict, when: datetime,
                 f"{f.p99:.2f} ms, {f.rps:.0f} calls/s; server CPU {t.floor.server_cpu_pct:.0f} "
                 f"%, Locust CPU {t.floor.locust_cpu_pct:.0f} %.",
             ]
+        elif t.floor:
+            lines += ["", f"Floor: no health Check completed in {a.floor_duration:g} s."]
         lines += ["", "Target: " + v.target_text + "."]
     if hi is not None and hi is not v.target:
         lines += ["", f"## Highest step holding the budget: {hi.rate:g} calls/s", ""]

@@ -119,7 +119,7 @@ def sweep(artifacts: Path, out: Path, *args: str) -> subprocess.CompletedProcess
             "--step-duration",
             "4s",
             "--floor-duration",
-            "2s",
+            "4s",  # a 2 s floor on a loaded machine can end before a user's first call
             *args,
         ],
         cwd=REPO,

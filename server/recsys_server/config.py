@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from recsys_trainer.models import MODELS
-from recsys_trainer.models.registry import COMPONENTS
+from recsys_core.models import MODELS
+from recsys_core.models.registry import COMPONENTS
 
 TOKEN_ENV = {
     "write_token": "RECSYS_WRITE_TOKEN",

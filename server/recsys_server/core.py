@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from recsys_core.eventlog import Event
 from recsys_server import scoring
 from recsys_server.config import ServerConfig
 from recsys_server.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted, Unavailable
@@ -22,7 +23,6 @@ from recsys_server.live import EVENT_TYPES
 from recsys_server.metrics import Metrics
 from recsys_server.scoring import Answer, Query, SimilarAnswer
 from recsys_server.store import ModelStore, ReloadResult, State
-from recsys_trainer.eventlog import Event
 
 MAX_BATCH = 1000
 MAX_EVENTS = 1000

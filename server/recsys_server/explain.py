@@ -1,4 +1,4 @@
-"""Model explanations (`recsys_trainer.models.Explanation`) -> readable text + structured
+"""Model explanations (`recsys_core.models.Explanation`) -> readable text + structured
 evidence with item ids and catalog titles (transport-agnostic; the servicer makes protos)."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 
 import numpy as np
 
+from recsys_core.models import Explanation
+from recsys_core.models.registry import REGISTRY
 from recsys_server.snapshot import Snapshot
-from recsys_trainer.models import Explanation
-from recsys_trainer.models.registry import REGISTRY
 
 VERBS = {
     "view": "viewed",

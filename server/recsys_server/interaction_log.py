@@ -1,6 +1,6 @@
 """Durable, idempotent, group-committed writer of the interaction (behaviour event) log.
 
-The format (segments, framing, recovery) lives in `recsys_trainer.eventlog`, shared with the
+The format (segments, framing, recovery) lives in `recsys_core.eventlog`, shared with the
 trainer. This module adds the server side:
 
 * Open: take an exclusive ``flock`` on ``<dir>/LOCK`` (one writer per directory), run
@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from recsys_trainer.eventlog import (
+from recsys_core.eventlog import (
     SEGMENT_BYTES,
     Event,
     LogLockedError,

@@ -16,8 +16,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from recsys_trainer.data import EventWeights
-from recsys_trainer.eventlog import Event, read_events
+from recsys_core.data import EventWeights
+from recsys_core.eventlog import Event, read_events
 
 EVENT_TYPES = ("view", "click", "add_to_cart", "purchase", "rating")
 MAX_ITEMS_PER_USER = 2000

@@ -16,12 +16,12 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from recsys_core.artifacts import REASONS
+from recsys_core.models import MODELS
 from recsys_server.config import Experiment
 from recsys_server.drift import DriftCollector, DriftTracker
 from recsys_server.router import TIERS
 from recsys_server.snapshot import variant_key
-from recsys_trainer.artifacts import REASONS
-from recsys_trainer.models import MODELS
 
 METHODS = (
     "Recommend",

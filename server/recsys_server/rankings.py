@@ -7,7 +7,7 @@ from __future__ import annotations
 import scipy.sparse as sp
 
 import recsys_core as rc
-from recsys_trainer.models import Hybrid
+from recsys_core.models import Hybrid
 
 PRECOMPUTED_K = 50
 """How long a stored list is: requests for up to this many items read its head."""

@@ -6,10 +6,10 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from recsys_core.models import Hybrid, Recommender
 from recsys_server.config import Experiment, Variant
 from recsys_server.errors import NotFound
 from recsys_server.snapshot import Snapshot, variant_key
-from recsys_trainer.models import Hybrid, Recommender
 
 PERSONALIZED = "personalized"
 COLD_START = "cold_start"

@@ -9,14 +9,14 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from recsys_core.models import Hybrid
+from recsys_core.models.registry import SIMILAR
 from recsys_server import router
 from recsys_server.config import Experiment
 from recsys_server.errors import InvalidArgument, NotFound
 from recsys_server.explain import Reason, blend_reasons, describe
 from recsys_server.live import LiveHistory
 from recsys_server.snapshot import Snapshot
-from recsys_trainer.models import Hybrid
-from recsys_trainer.models.registry import SIMILAR
 
 MAX_K = 1000
 MAX_ID = 256

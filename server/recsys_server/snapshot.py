@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from recsys_core.artifacts import ArtifactError, load_version
+from recsys_core.models import Hybrid, Popularity, Recommender
 from recsys_server.config import Experiment
 from recsys_server.rankings import RankingCache
-from recsys_trainer.artifacts import ArtifactError, load_version
-from recsys_trainer.models import Hybrid, Popularity, Recommender
 
 REFERENCE_USERS = 256
 """Training users sampled at load time to measure each model's reference score."""

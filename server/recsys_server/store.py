@@ -19,19 +19,19 @@ from pathlib import Path
 
 import numpy as np
 
-from recsys_server import scoring
-from recsys_server.config import ServerConfig
-from recsys_server.live import LiveHistory
-from recsys_server.metrics import Metrics
-from recsys_server.snapshot import Snapshot, build
-from recsys_trainer.artifacts import (
+from recsys_core.artifacts import (
     LATEST,
     MANIFEST,
     ArtifactError,
     is_version_name,
     latest_version,
 )
-from recsys_trainer.eventlog import Event
+from recsys_core.eventlog import Event
+from recsys_server import scoring
+from recsys_server.config import ServerConfig
+from recsys_server.live import LiveHistory
+from recsys_server.metrics import Metrics
+from recsys_server.snapshot import Snapshot, build
 
 log = logging.getLogger(__name__)
 

@@ -20,11 +20,12 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from recsys_core import artifacts
 from recsys_proto.v1 import recommender_pb2 as pb
 from recsys_proto.v1 import recommender_pb2_grpc as pb_grpc
 from recsys_server.config import ServerConfig
 from recsys_server.server import Running, start
-from recsys_trainer import artifacts, cli
+from recsys_trainer import cli
 
 N_USERS, N_ITEMS, N_EVENTS = 600, 300, 15_000
 LISTENING = re.compile(r"listening on (\S+) .*metrics (http://\S+/metrics)")

@@ -12,20 +12,20 @@ from pathlib import Path
 
 import pytest
 
-from recsys_server.interaction_log import (
-    AppendResult,
-    InteractionLog,
-    LogClosedError,
-    LogLockedError,
-    LogWriteError,
-)
-from recsys_trainer.eventlog import (
+from recsys_core.eventlog import (
     Event,
     SegmentReader,
     encode_record,
     list_segments,
     read_events,
     recover,
+)
+from recsys_server.interaction_log import (
+    AppendResult,
+    InteractionLog,
+    LogClosedError,
+    LogLockedError,
+    LogWriteError,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -460,7 +460,7 @@ def test_real_full_disk(small_tmpfs):
 CRASH_WRITER = """
 import asyncio, sys
 from recsys_server.interaction_log import InteractionLog
-from recsys_trainer.eventlog import Event
+from recsys_core.eventlog import Event
 
 N, BATCH, PAIRS = 10_000, 10, 4
 

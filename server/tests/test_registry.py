@@ -1,4 +1,4 @@
-"""The model registry (``recsys_trainer.models.registry``) is the one list of models: the places
+"""The model registry (``recsys_core.models.registry``) is the one list of models: the places
 that cannot read it (a dataclass with one field per model, the dashboard's offline copies) agree
 with it, and every suite that must cover each model (the contract, recommend_one, the trainer
 CLI, the artifacts round trip, the Recommend and SimilarItems RPCs) collects a test per
@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from recsys_core.models import MODELS, Hybrid, Recommender
+from recsys_core.models.registry import COMPONENTS, NAMES, REGISTRY, SIMILAR, default_weights
 from recsys_dashboard import style
 from recsys_server import explain
 from recsys_trainer.config import ModelsConfig
-from recsys_trainer.models import MODELS, Hybrid, Recommender
-from recsys_trainer.models.registry import COMPONENTS, NAMES, REGISTRY, SIMILAR, default_weights
 
 
 def test_models_config_has_one_field_per_model_typed_by_its_config():

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from srv_support import Client, metric, scrape, serving, trained  # noqa: F401 (fixtures)
 
+from recsys_core import artifacts
+from recsys_core.models.registry import COMPONENTS
 from recsys_proto.v1 import recommender_pb2 as pb
 from recsys_server.config import Experiment, Variant
 from recsys_server.router import assign, bucket
-from recsys_trainer import artifacts
-from recsys_trainer.models.registry import COMPONENTS
 
 EXPERIMENT = Experiment(
     "blend",

@@ -20,12 +20,12 @@ from srv_support import (  # noqa: F401 (fixtures)
     trained,
 )
 
+from recsys_core import artifacts
+from recsys_core.eventlog import Event
 from recsys_proto.v1 import recommender_pb2 as pb
 from recsys_server import store as store_mod
 from recsys_server.interaction_log import InteractionLog
 from recsys_server.live import LiveHistory
-from recsys_trainer import artifacts
-from recsys_trainer.eventlog import Event
 
 
 @pytest.fixture(scope="module")

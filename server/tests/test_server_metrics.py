@@ -10,11 +10,11 @@ import grpc
 import pytest
 from srv_support import Client, event, metric, scrape, serving, trained  # noqa: F401 (fixtures)
 
+from recsys_core import artifacts
+from recsys_core.models import MODELS
 from recsys_proto.v1 import recommender_pb2 as pb
 from recsys_server.metrics import BUCKETS, CODES, LOAD_FAILURES, METHODS, SHUTDOWN_OUTCOMES
 from recsys_server.router import COLD_START, PERSONALIZED, POPULARITY, TIERS
-from recsys_trainer import artifacts
-from recsys_trainer.models import MODELS
 
 TIER_NAMES = {
     pb.FALLBACK_TIER_PERSONALIZED: PERSONALIZED,

@@ -24,10 +24,10 @@ from srv_support import (  # noqa: F401 (fixtures)
     wait_until,
 )
 
+from recsys_core import artifacts
+from recsys_core.eventlog import read_events
 from recsys_proto.v1 import recommender_pb2 as pb
 from recsys_proto.v1 import recommender_pb2_grpc as pb_grpc
-from recsys_trainer import artifacts
-from recsys_trainer.eventlog import read_events
 
 
 @pytest.fixture(scope="module")

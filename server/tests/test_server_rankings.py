@@ -10,10 +10,10 @@ import pytest
 import scipy.sparse as sp
 from srv_support import trained  # noqa: F401 (fixture)
 
+from recsys_core import artifacts
+from recsys_core.models.registry import NAMES
 from recsys_server import snapshot
 from recsys_server.rankings import PRECOMPUTED_K, RankingCache
-from recsys_trainer import artifacts
-from recsys_trainer.models.registry import NAMES
 
 MODELS = NAMES
 
@@ -100,9 +100,9 @@ def test_live_history_rows_and_rankings_follow_recorded_events(both):
     """A user's live history gives one row object until their next event; the hybrid ranks
     that row once and keeps it, and a new event gives a new row, ranked anew, equal to an
     on-arrival ranking of it."""
+    from recsys_core.eventlog import Event
     from recsys_server import scoring
     from recsys_server.live import LiveHistory
-    from recsys_trainer.eventlog import Event
 
     _, snap = both
     fresh = snap.models["hybrid"]

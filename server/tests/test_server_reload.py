@@ -24,8 +24,8 @@ from srv_support import (  # noqa: F401 (fixtures)
     wait_until,
 )
 
+from recsys_core import artifacts
 from recsys_proto.v1 import recommender_pb2 as pb
-from recsys_trainer import artifacts
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING

@@ -15,12 +15,12 @@ from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from srv_support import Client, code_of, event, serving, trained  # noqa: F401 (fixture)
 
+from recsys_core import artifacts
+from recsys_core.eventlog import read_events
+from recsys_core.models.registry import COMPONENTS, NAMES, REGISTRY, SIMILAR
 from recsys_proto.v1 import recommender_pb2 as pb
 from recsys_server.errors import DeadlineExceeded
 from recsys_server.scoring import Query
-from recsys_trainer import artifacts
-from recsys_trainer.eventlog import read_events
-from recsys_trainer.models.registry import COMPONENTS, NAMES, REGISTRY, SIMILAR
 
 MODELS = NAMES
 KINDS = {name: spec.explanation for name, spec in REGISTRY.items()}

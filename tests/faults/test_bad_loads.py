@@ -26,7 +26,8 @@ from fsupport import (
     summary,
 )
 
-from recsys_trainer import artifacts, cli
+from recsys_core import artifacts
+from recsys_trainer import cli
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,10 @@ from fsupport import LONG
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from recsys_trainer import artifacts
-from recsys_trainer.catalog import load_catalog
-from recsys_trainer.data import DataError, load_interactions
-from recsys_trainer.eventlog import read_events
+from recsys_core import artifacts
+from recsys_core.catalog import load_catalog
+from recsys_core.data import DataError, load_interactions
+from recsys_core.eventlog import read_events
 
 EXAMPLES = 1000 if LONG else 80
 lines = st.lists(

@@ -56,7 +56,7 @@ def test_reload_storm(artifacts_root, tmp_path):
         srv.wait_serving()
         pid = srv.proc.pid
         published: list[tuple[float, str]] = []  # (wall time, version) in order
-        from recsys_trainer import artifacts
+        from recsys_core import artifacts
 
         published.append((0.0, artifacts.latest_version(artifacts_root)))
         stop = threading.Event()

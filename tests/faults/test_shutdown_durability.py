@@ -20,10 +20,10 @@ from fsupport import ServerProcess, calls, loadgen, metric_value, report, summar
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from srv_support import InProcessServer, server_config
 
+from recsys_core.eventlog import list_segments, read_events
 from recsys_proto.v1 import recommender_pb2 as pb
 from recsys_proto.v1 import recommender_pb2_grpc as pb_grpc
 from recsys_server.service import SERVICE_NAME
-from recsys_trainer.eventlog import list_segments, read_events
 
 
 def events(prefix: str, n: int, start: int = 0):

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from srv_support import Client, event, metric, scrape, serving, trained  # noqa: F401 (fixture)
 
+from recsys_core import artifacts
 from recsys_proto.v1 import recommender_pb2 as pb
-from recsys_trainer import artifacts
 
 TIER = {
     pb.FALLBACK_TIER_PERSONALIZED: "personalized",

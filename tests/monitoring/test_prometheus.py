@@ -30,8 +30,8 @@ import grpc
 import pytest
 from srv_support import Client, ServerProcess, event, trained  # noqa: F401 (fixture)
 
+from recsys_core import artifacts
 from recsys_proto.v1 import recommender_pb2 as pb
-from recsys_trainer import artifacts
 
 REPO = Path(__file__).resolve().parents[2]
 PROM_DIR = REPO / "deploy" / "prometheus"

@@ -21,11 +21,11 @@ import scipy.sparse as sp
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quality import EASE, TEST_SEED, VAL_SEED, ml100k
 
-from recsys_trainer.metrics import ndcg_at_k
-from recsys_trainer.models.item_cf import ItemCF, ItemCFConfig
-from recsys_trainer.models.svd import SVD, SVDConfig
-from recsys_trainer.models.user_cf import UserCF, UserCFConfig
-from recsys_trainer.splits import random_holdout, relevant_items
+from recsys_core.metrics import ndcg_at_k
+from recsys_core.models.item_cf import ItemCF, ItemCFConfig
+from recsys_core.models.svd import SVD, SVDConfig
+from recsys_core.models.user_cf import UserCF, UserCFConfig
+from recsys_core.splits import random_holdout, relevant_items
 
 K = 10
 GRID = (0.0, 0.25, 0.5, 1.0, 2.0)

@@ -35,11 +35,11 @@ import scipy.optimize as so
 import scipy.sparse as sp
 
 import recsys_core as rc
+from recsys_core.data import from_frame
+from recsys_core.metrics import ndcg_at_k, ranking_metrics
+from recsys_core.splits import filter_min_interactions, random_holdout
 from recsys_trainer import cli, config
-from recsys_trainer.data import from_frame
 from recsys_trainer.evaluate import accuracy, evaluation_users
-from recsys_trainer.metrics import ndcg_at_k, ranking_metrics
-from recsys_trainer.splits import filter_min_interactions, random_holdout
 from recsys_trainer.tuning import Validation
 
 K = 10

@@ -55,13 +55,13 @@ if str(TRAINER) not in sys.path:
     sys.path.insert(0, str(TRAINER))
 
 import recsys_core as rc  # noqa: E402
+from recsys_core.catalog import load_catalog  # noqa: E402
+from recsys_core.data import Interactions, from_frame, load_interactions  # noqa: E402
+from recsys_core.models import Recommender  # noqa: E402
+from recsys_core.splits import filter_min_interactions, random_holdout  # noqa: E402
 from recsys_trainer import cli  # noqa: E402
 from recsys_trainer import config as config_mod  # noqa: E402
-from recsys_trainer.catalog import load_catalog  # noqa: E402
-from recsys_trainer.data import Interactions, from_frame, load_interactions  # noqa: E402
 from recsys_trainer.evaluate import Report, accuracy, compare, fingerprint  # noqa: E402
-from recsys_trainer.models import Recommender  # noqa: E402
-from recsys_trainer.splits import filter_min_interactions, random_holdout  # noqa: E402
 
 K = 10
 MIN_USER = 5
@@ -792,7 +792,7 @@ def render(command: str, quick: bool, budget: int | None, results: list[Result])
         f"- Split: per-user random 80/20 holdout of each user's distinct items, "
         f"`random_holdout(inter, 0.2, seed={TEST_SEED})`. Top {K}, training items excluded; "
         "relevant = the user's test items; NDCG/MAP with binary gains "
-        "(`recsys_trainer.metrics`).",
+        "(`recsys_core.metrics`).",
         "- **Ours**: the default `recsys-train train` path, "
         "`cli.fit_models(train, config.load(), cli.ALL)`: no per-data-set settings, no tuning "
         "by this script. Whatever self-tuning the trainer does happens inside that call and "

@@ -1,22 +1,4 @@
-"""recsys-engine trainer: data loading, synthetic data, splits and evaluation metrics."""
+"""recsys-engine trainer: the `recsys-train` CLI, self-tuning, evaluation and synthetic data.
 
-from recsys_trainer.catalog import Catalog, load_catalog
-from recsys_trainer.data import (
-    ColumnMap,
-    DataError,
-    EventWeights,
-    Interactions,
-    from_frame,
-    load_interactions,
-)
-
-__all__ = [
-    "Catalog",
-    "ColumnMap",
-    "DataError",
-    "EventWeights",
-    "Interactions",
-    "from_frame",
-    "load_catalog",
-    "load_interactions",
-]
+The data model, loaders, models, artifacts and the event log it trains from live in
+``recsys_core`` (the library the server loads models with too)."""

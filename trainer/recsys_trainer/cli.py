@@ -17,10 +17,8 @@ import polars as pl
 import scipy.sparse as sp
 from tqdm import tqdm
 
-from recsys_trainer import config as config_mod
-from recsys_trainer import synthetic, tuning
-from recsys_trainer.catalog import Catalog, load_catalog
-from recsys_trainer.data import (
+from recsys_core.catalog import Catalog, load_catalog
+from recsys_core.data import (
     ColumnMap,
     DataError,
     EventWeights,
@@ -29,9 +27,11 @@ from recsys_trainer.data import (
     from_frame,
     load_interactions,
 )
-from recsys_trainer.models import MODELS, Hybrid, Recommender
-from recsys_trainer.models.registry import COMPONENTS, NAMES
-from recsys_trainer.splits import leave_last_n, random_holdout, temporal_split
+from recsys_core.models import MODELS, Hybrid, Recommender
+from recsys_core.models.registry import COMPONENTS, NAMES
+from recsys_core.splits import leave_last_n, random_holdout, temporal_split
+from recsys_trainer import config as config_mod
+from recsys_trainer import synthetic, tuning
 
 ALL = NAMES
 
@@ -271,7 +271,7 @@ def train_and_publish(
 ) -> tuple[Path, dict[str, Recommender], float]:
     """Fits the models on all of ``inter`` (tuning first unless ``cfg`` says it is done) and
     publishes them as a new version."""
-    from recsys_trainer import artifacts
+    from recsys_core import artifacts
 
     t0 = time.perf_counter()
     models = fit_models(inter, cfg, names, tuned)
@@ -331,7 +331,7 @@ def parse_duration(text: str) -> float:
 def with_event_log(base: Interactions, log_dir: Path) -> tuple[Interactions, int]:
     """The base data plus every event of the server's log, and how many log records that is
     (the server replays only records after it on top of the new version)."""
-    from recsys_trainer.eventlog import events_to_interactions, read_events
+    from recsys_core.eventlog import events_to_interactions, read_events
 
     events = list(read_events(log_dir)) if log_dir.exists() else []
     if not events:
@@ -378,7 +378,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 
 
 def cmd_recommend(a: argparse.Namespace) -> int:
-    from recsys_trainer import artifacts
+    from recsys_core import artifacts
 
     root = Path(a.artifacts)
     version = artifacts.latest_version(root)

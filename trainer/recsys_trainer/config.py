@@ -21,15 +21,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args, get_type_hints
 
-from recsys_trainer.data import ColumnMap, EventWeights
-from recsys_trainer.models import (
+from recsys_core.data import ColumnMap, EventWeights
+from recsys_core.models import (
     HybridConfig,
     ItemCFConfig,
     PopularityConfig,
     SVDConfig,
     UserCFConfig,
 )
-from recsys_trainer.models.ease import EASEConfig
+from recsys_core.models.ease import EASEConfig
 from recsys_trainer.tuning import TuneConfig
 
 

@@ -2,7 +2,7 @@
 
 `compare` fits every model on the same training log, asks each for the top k of every user who
 has held-out items (training items excluded), and scores the lists with the metrics of
-``recsys_trainer.metrics``:
+``recsys_core.metrics``:
 
 * accuracy: Precision, Recall, NDCG, MAP and HitRate at k against the user's test items that
   are not already in train (for `random_holdout` and `leave_last_n` that is all of them);
@@ -32,15 +32,15 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from recsys_trainer.data import Interactions
-from recsys_trainer.metrics import (
+from recsys_core.data import Interactions
+from recsys_core.metrics import (
     catalog_coverage,
     intra_list_diversity,
     novelty,
     ranking_metrics,
 )
-from recsys_trainer.models.base import Recommender
-from recsys_trainer.splits import relevant_items
+from recsys_core.models.base import Recommender
+from recsys_core.splits import relevant_items
 
 ACCURACY = ("precision", "recall", "ndcg", "map", "hit_rate")
 BEYOND = ("coverage", "diversity", "novelty")

@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from recsys_trainer.catalog import Catalog
-from recsys_trainer.data import EventWeights
+from recsys_core.catalog import Catalog
+from recsys_core.data import EventWeights
 
 START = 1_704_067_200  # 2024-01-01T00:00:00Z
 EVENTS = ("view", "click", "add_to_cart", "purchase")

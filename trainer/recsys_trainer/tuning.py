@@ -31,12 +31,12 @@ from typing import Any
 
 import numpy as np
 
-from recsys_trainer.data import Interactions
+from recsys_core.data import Interactions
+from recsys_core.metrics import ndcg_at_k
+from recsys_core.models import MODELS, Recommender
+from recsys_core.models.base import Axes
+from recsys_core.splits import random_holdout, relevant_items
 from recsys_trainer.evaluate import top_k
-from recsys_trainer.metrics import ndcg_at_k
-from recsys_trainer.models import MODELS, Recommender
-from recsys_trainer.models.base import Axes
-from recsys_trainer.splits import random_holdout, relevant_items
 
 TRIAL_SCHEDULE = {"svd": {"iterations": 6}}
 """Trials fit a shorter schedule than the final model (the configured ``iterations`` stay in

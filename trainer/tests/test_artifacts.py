@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from recsys_trainer import artifacts as art
-from recsys_trainer.artifacts import (
+from recsys_core import artifacts as art
+from recsys_core.artifacts import (
     ArtifactError,
     data_fingerprint,
     latest_version,
@@ -17,9 +17,9 @@ from recsys_trainer.artifacts import (
     load_version,
     publish,
 )
-from recsys_trainer.data import from_frame
-from recsys_trainer.models import Hybrid, HybridConfig, Popularity, SVDConfig
-from recsys_trainer.models.registry import COMPONENTS, NAMES, REGISTRY
+from recsys_core.data import from_frame
+from recsys_core.models import Hybrid, HybridConfig, Popularity, SVDConfig
+from recsys_core.models.registry import COMPONENTS, NAMES, REGISTRY
 from recsys_trainer.synthetic import generate
 
 BASE = COMPONENTS

@@ -4,8 +4,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recsys_trainer.catalog import ML_GENRES, Catalog, load_catalog
-from recsys_trainer.data import DataError
+from recsys_core.catalog import ML_GENRES, Catalog, load_catalog
+from recsys_core.data import DataError
 
 # shared/ beside the repository, or RECSYS_ML100K_DIR.
 ML_ITEM = (

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from recsys_trainer import artifacts
+from recsys_core import artifacts
+from recsys_core.models.registry import COMPONENTS, NAMES
 from recsys_trainer.cli import main
-from recsys_trainer.models.registry import COMPONENTS, NAMES
 
 
 @pytest.fixture(scope="module")
@@ -94,8 +94,8 @@ def test_refresh_counts_logged_events(data, tmp_path):
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "server"))
+    from recsys_core.eventlog import Event
     from recsys_server.interaction_log import InteractionLog
-    from recsys_trainer.eventlog import Event
 
     async def record() -> None:
         log = await InteractionLog.open(tmp_path / "events")

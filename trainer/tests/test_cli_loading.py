@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recsys_trainer import artifacts
+from recsys_core import artifacts
+from recsys_core.models.registry import NAMES
 from recsys_trainer.cli import main
-from recsys_trainer.models.registry import NAMES
 
 
 def latest(root: Path) -> artifacts.LoadedArtifacts:

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from recsys_trainer.data import Interactions
+from recsys_core.data import Interactions
+from recsys_core.models import Popularity
+from recsys_core.models.base import Recommender
 from recsys_trainer.evaluate import Report, compare, fingerprint, top_k
-from recsys_trainer.models import Popularity
-from recsys_trainer.models.base import Recommender
 
 log2 = math.log2
 
@@ -193,7 +193,7 @@ def test_real_model_runs():
         for u, i in zip(rng.integers(0, 30, 400), rng.integers(0, 40, 400), strict=True)
     }
     inter = _inter(sorted(pairs), 30, 40)
-    from recsys_trainer.splits import random_holdout
+    from recsys_core.splits import random_holdout
 
     train, test = random_holdout(inter, 0.2, seed=1)
     r = compare({"popularity": Popularity()}, train, test, k=5, latency_users=10)

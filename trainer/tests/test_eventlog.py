@@ -9,8 +9,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from recsys_trainer.data import EventWeights, from_frame
-from recsys_trainer.eventlog import (
+from recsys_core.data import EventWeights, from_frame
+from recsys_core.eventlog import (
     HEADER,
     Event,
     LogLockedError,

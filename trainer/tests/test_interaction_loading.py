@@ -7,7 +7,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from recsys_trainer.data import (
+from recsys_core.data import (
     ColumnMap,
     DataError,
     EventWeights,

@@ -20,8 +20,8 @@ from test_model_contract import (
     synthetic,
 )
 
-from recsys_trainer.metrics import ndcg_at_k
-from recsys_trainer.models import (
+from recsys_core.metrics import ndcg_at_k
+from recsys_core.models import (
     SVD,
     Hybrid,
     HybridConfig,
@@ -32,9 +32,9 @@ from recsys_trainer.models import (
     UserCF,
     UserCFConfig,
 )
-from recsys_trainer.models.base import normalize_rows, single_row
-from recsys_trainer.models.hybrid import WEIGHT_GRID
-from recsys_trainer.splits import random_holdout, relevant_items
+from recsys_core.models.base import normalize_rows, single_row
+from recsys_core.models.hybrid import WEIGHT_GRID
+from recsys_core.splits import random_holdout, relevant_items
 
 UNSEEN_IN_HALF = HALF_ITEMS - PER_USER
 

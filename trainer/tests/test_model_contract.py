@@ -1,7 +1,7 @@
 """The contract every recommender keeps, written once and run against every registered model.
 
 `TestContract` holds the tests; the ``name`` fixture is parametrised over the model registry
-(``recsys_trainer.models.registry``), so a newly registered model is tested without a change
+(``recsys_core.models.registry``), so a newly registered model is tested without a change
 here (server/tests/test_registry.py checks it is). Every test runs on two logs: a hand-built
 "checkerboard" whose right answers are known (two user groups, each interacting only with its
 own half of the items) and a small synthetic store log.
@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from recsys_trainer.data import Interactions, from_frame
-from recsys_trainer.models import MODELS, Explanation, Hybrid, Recommender
-from recsys_trainer.models.registry import NAMES, REGISTRY, SIMILAR
+from recsys_core.data import Interactions, from_frame
+from recsys_core.models import MODELS, Explanation, Hybrid, Recommender
+from recsys_core.models.registry import NAMES, REGISTRY, SIMILAR
 from recsys_trainer.synthetic import generate
 
 DAY = 86_400

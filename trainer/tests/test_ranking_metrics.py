@@ -6,7 +6,7 @@ import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recsys_trainer.metrics import (
+from recsys_core.metrics import (
     as_matrix,
     catalog_coverage,
     hit_rate_at_k,

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from recsys_core.data import from_frame
+from recsys_core.models import Hybrid
+from recsys_core.models.registry import NAMES
 from recsys_trainer import config
 from recsys_trainer.cli import build_models
-from recsys_trainer.data import from_frame
-from recsys_trainer.models import Hybrid
-from recsys_trainer.models.registry import NAMES
 from recsys_trainer.synthetic import generate
 
 

@@ -2,10 +2,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from recsys_trainer.catalog import load_catalog
-from recsys_trainer.data import from_frame, load_interactions
-from recsys_trainer.metrics import ndcg_at_k
-from recsys_trainer.splits import random_holdout, relevant_items
+from recsys_core.catalog import load_catalog
+from recsys_core.data import from_frame, load_interactions
+from recsys_core.metrics import ndcg_at_k
+from recsys_core.splits import random_holdout, relevant_items
 from recsys_trainer.synthetic import CATEGORIES, EVENTS, generate, write
 
 N_USERS, N_ITEMS, N_INTER = 2_000, 1_000, 100_000

@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recsys_trainer.data import Interactions
-from recsys_trainer.splits import (
+from recsys_core.data import Interactions
+from recsys_core.splits import (
     filter_min_interactions,
     leave_last_n,
     random_holdout,

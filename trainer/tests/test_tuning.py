@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from recsys_trainer import artifacts, synthetic
-from recsys_trainer.cli import main
-from recsys_trainer.data import Interactions, from_frame
-from recsys_trainer.models import (
+from recsys_core import artifacts
+from recsys_core.data import Interactions, from_frame
+from recsys_core.models import (
     SVD,
     ItemCF,
     ItemCFConfig,
@@ -23,9 +22,11 @@ from recsys_trainer.models import (
     UserCF,
     UserCFConfig,
 )
-from recsys_trainer.models.base import transform_values
-from recsys_trainer.models.ease import EASE, EASEConfig
-from recsys_trainer.models.registry import NAMES
+from recsys_core.models.base import transform_values
+from recsys_core.models.ease import EASE, EASEConfig
+from recsys_core.models.registry import NAMES
+from recsys_trainer import synthetic
+from recsys_trainer.cli import main
 from recsys_trainer.tuning import TuneConfig, sample_users, space, tune
 
 

@@ -24,7 +24,7 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
-from recsys_trainer.data import (
+from recsys_core.data import (
     ROW,
     DataError,
     first_line,

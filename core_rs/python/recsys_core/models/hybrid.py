@@ -11,10 +11,10 @@ import numpy as np
 import scipy.sparse as sp
 
 import recsys_core as rc
-from recsys_trainer.data import Interactions
-from recsys_trainer.metrics import ndcg_at_k
-from recsys_trainer.models.base import Explanation, Recommender, normalize_rows
-from recsys_trainer.splits import random_holdout, relevant_items
+from recsys_core.data import Interactions
+from recsys_core.metrics import ndcg_at_k
+from recsys_core.models.base import Explanation, Recommender, normalize_rows
+from recsys_core.splits import random_holdout, relevant_items
 
 COLD_START_PARTS = ("popularity",)
 """The cold-start blend adds these to the tuned weights, whatever those are."""
@@ -38,7 +38,7 @@ class HybridConfig:
 
 def _registry():
     # Imported late: the registry imports this module (the hybrid is a registered model).
-    from recsys_trainer.models import registry
+    from recsys_core.models import registry
 
     return registry
 

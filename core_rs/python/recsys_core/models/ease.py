@@ -19,9 +19,9 @@ import scipy.sparse as sp
 from scipy.linalg import lapack
 
 import recsys_core as rc
-from recsys_trainer.data import Interactions
-from recsys_trainer.models.base import Axes, check_transform, transform_axis
-from recsys_trainer.models.item_cf import ItemCF
+from recsys_core.data import Interactions
+from recsys_core.models.base import Axes, check_transform, transform_axis
+from recsys_core.models.item_cf import ItemCF
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,8 @@ import numpy as np
 import scipy.sparse as sp
 
 import recsys_core as rc
-from recsys_trainer.data import Interactions
-from recsys_trainer.models.base import (
+from recsys_core.data import Interactions
+from recsys_core.models.base import (
     Axes,
     Explanation,
     Recommender,

@@ -1,6 +1,6 @@
 """The one interface every recommender implements.
 
-Item and user arguments are dense internal indices (see ``recsys_trainer.data``). A model is
+Item and user arguments are dense internal indices (see ``recsys_core.data``). A model is
 fitted on an ``Interactions`` log; scoring takes user histories as CSR rows (users x items) so
 that the same code serves training-time evaluation and live histories at serving time.
 """
@@ -17,7 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 
 import recsys_core as rc
-from recsys_trainer.data import Interactions
+from recsys_core.data import Interactions
 
 
 @dataclass(frozen=True)

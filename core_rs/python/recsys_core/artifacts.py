@@ -37,12 +37,12 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
-from recsys_trainer.catalog import Catalog, load_catalog
-from recsys_trainer.data import DataError, Interactions
-from recsys_trainer.models import MODELS, Recommender
-from recsys_trainer.models.base import csr_arrays, csr_from
-from recsys_trainer.models.hybrid import COLD_START_PARTS
-from recsys_trainer.models.registry import COMPONENTS
+from recsys_core.catalog import Catalog, load_catalog
+from recsys_core.data import DataError, Interactions
+from recsys_core.models import MODELS, Recommender
+from recsys_core.models.base import csr_arrays, csr_from
+from recsys_core.models.hybrid import COLD_START_PARTS
+from recsys_core.models.registry import COMPONENTS
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from recsys_trainer.models.base import Recommender
-from recsys_trainer.models.ease import EASE, EASEConfig
-from recsys_trainer.models.hybrid import Hybrid, HybridConfig
-from recsys_trainer.models.item_cf import ItemCF, ItemCFConfig
-from recsys_trainer.models.popularity import Popularity, PopularityConfig
-from recsys_trainer.models.svd import SVD, SVDConfig
-from recsys_trainer.models.user_cf import UserCF, UserCFConfig
+from recsys_core.models.base import Recommender
+from recsys_core.models.ease import EASE, EASEConfig
+from recsys_core.models.hybrid import Hybrid, HybridConfig
+from recsys_core.models.item_cf import ItemCF, ItemCFConfig
+from recsys_core.models.popularity import Popularity, PopularityConfig
+from recsys_core.models.svd import SVD, SVDConfig
+from recsys_core.models.user_cf import UserCF, UserCFConfig
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from recsys_trainer.data import Interactions
+from recsys_core.data import Interactions
 
 
 def _pairs(inter: Interactions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import polars as pl
 
-from recsys_trainer.data import EventWeights
+from recsys_core.data import EventWeights
 
 log = logging.getLogger(__name__)
 
