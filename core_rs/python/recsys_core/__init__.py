@@ -466,9 +466,14 @@ def als_half_step(
     reg: float,
     cg_steps: int = 3,
     num_threads: int | None = None,
+    reg_exponent: float = 0.0,
 ) -> None:
     """One weighted-ALS half-step (conjugate gradient): updates ``x`` (rows x f, float32,
-    C-contiguous) in place so each row fits ``user_items`` (rows x cols) given ``y``."""
+    C-contiguous) in place so each row fits ``user_items`` (rows x cols) given ``y``.
+
+    Row ``u`` is regularised by ``reg * max(n_u, 1) ** reg_exponent``, ``n_u`` its stored
+    entries (frequency-scaled regularisation; ``reg_exponent`` in [0, 1], 0 = one ``reg``
+    for every row, the same results as before the parameter existed)."""
     indptr, indices, data, n_rows, n_cols = _csr_arrays(user_items, "user_items")
     if not (isinstance(x, np.ndarray) and x.dtype == np.float32 and x.flags.c_contiguous):
         raise InvalidArgumentError(
@@ -491,6 +496,7 @@ def als_half_step(
         float(reg),
         _count(cg_steps, "cg_steps"),
         num_threads,
+        reg_exponent=float(reg_exponent),
     )
 
 

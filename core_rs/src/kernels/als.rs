@@ -4,7 +4,10 @@
 //!
 //! Confidence of an observed entry is `1 + alpha * w`; unobserved entries have preference 0
 //! and confidence 1. Row `u` of `x` solves
-//! `(YᵀY + reg I + Σ_i (c_ui - 1) y_i y_iᵀ) x_u = Σ_i c_ui y_i`.
+//! `(YᵀY + reg_u I + Σ_i (c_ui - 1) y_i y_iᵀ) x_u = Σ_i c_ui y_i`
+//! with the frequency-scaled regularisation `reg_u = reg * max(n_u, 1)^reg_exponent`, `n_u`
+//! the row's stored entries (Zhou et al. 2008 for exponent 1; Rendle et al. 2021 tune it in
+//! [0, 1]). Exponent 0 is one `reg` for every row.
 
 use super::csr::CsrRef;
 use super::pool;
@@ -15,7 +18,22 @@ use rayon::prelude::*;
 pub struct AlsParams {
     pub alpha: f32,
     pub reg: f32,
+    /// `reg_u = reg * max(n_u, 1)^reg_exponent`; 0 (one `reg` for every row) to 1.
+    pub reg_exponent: f32,
     pub cg_steps: usize,
+}
+
+impl AlsParams {
+    /// What row `n` stored entries adds to the diagonal on top of the `reg` already in the
+    /// Gram matrix: exactly 0 when the exponent is 0 or the row has at most one entry, so
+    /// those rows compute what a single `reg` does, bit for bit.
+    fn extra_reg(&self, n: usize) -> f32 {
+        if self.reg_exponent == 0.0 || n <= 1 {
+            return 0.0;
+        }
+        let scaled = self.reg as f64 * (n as f64).powf(self.reg_exponent as f64);
+        (scaled - self.reg as f64) as f32
+    }
 }
 
 #[inline(always)]
@@ -53,9 +71,13 @@ fn gram(y: &[f32], f: usize, reg: f32) -> Vec<f32> {
     g.into_iter().map(|v| v as f32).collect()
 }
 
-fn gram_times(g: &[f32], f: usize, v: &[f32], out: &mut [f32]) {
+/// `(G + extra I) v`; `extra` 0 leaves `G v` untouched.
+fn gram_times(g: &[f32], f: usize, extra: f32, v: &[f32], out: &mut [f32]) {
     for (a, o) in out.iter_mut().enumerate() {
         *o = dot(&g[a * f..(a + 1) * f], v);
+    }
+    if extra != 0.0 {
+        axpy(out, extra, v);
     }
 }
 
@@ -88,6 +110,12 @@ pub fn half_step(
             )));
         }
     }
+    let nu = params.reg_exponent;
+    if !(0.0..=1.0).contains(&nu) {
+        return Err(CoreError::arg(format!(
+            "reg_exponent must be in [0, 1], got {nu}"
+        )));
+    }
     let g = gram(y, f, params.reg);
     pool::install_for(num_threads, r.n_rows(), || {
         x.par_chunks_mut(f)
@@ -116,8 +144,9 @@ fn solve_row(
 ) {
     let (r, rest) = buf.split_at_mut(f);
     let (dir, ap) = rest.split_at_mut(f);
+    let extra = p.extra_reg(cols.len());
     // r = b - A x
-    gram_times(g, f, xu, r);
+    gram_times(g, f, extra, xu, r);
     r.iter_mut().for_each(|v| *v = -*v);
     for (&i, &w) in cols.iter().zip(vals) {
         let yi = &y[i as usize * f..(i as usize + 1) * f];
@@ -130,7 +159,7 @@ fn solve_row(
         if rs_old < 1e-20 {
             break;
         }
-        gram_times(g, f, dir, ap);
+        gram_times(g, f, extra, dir, ap);
         for (&i, &w) in cols.iter().zip(vals) {
             let yi = &y[i as usize * f..(i as usize + 1) * f];
             axpy(ap, p.alpha * w * dot(yi, dir), yi);
@@ -157,8 +186,12 @@ mod tests {
 
     /// Exact solution of one row's normal equations by Gaussian elimination (f64).
     fn exact_row(cols: &[i32], vals: &[f32], y: &[f32], f: usize, p: &AlsParams) -> Vec<f64> {
-        let g = gram(y, f, p.reg);
+        let g = gram(y, f, 0.0);
         let mut a: Vec<f64> = g.iter().map(|&v| v as f64).collect();
+        let reg_u = p.reg as f64 * (cols.len().max(1) as f64).powf(p.reg_exponent as f64);
+        for s in 0..f {
+            a[s * f + s] += reg_u;
+        }
         let mut b = vec![0f64; f];
         for (&i, &w) in cols.iter().zip(vals) {
             let yi = &y[i as usize * f..(i as usize + 1) * f];
@@ -192,30 +225,66 @@ mod tests {
         let y: Vec<f32> = (0..n_items * f)
             .map(|i| ((i * 37 % 11) as f32 - 5.0) / 7.0)
             .collect();
-        let p = [0i64, 3, 3, 5];
-        let i = [0i32, 2, 5, 1, 4];
-        let d = [1.0f32, 3.0, 2.0, 1.0, 5.0];
-        let r = CsrRef::new("r", 3, n_items, &p, &i, &d).unwrap();
-        let params = AlsParams {
-            alpha: 2.0,
-            reg: 0.1,
-            cg_steps: 20,
-        };
-        let mut x = vec![0.1f32; 3 * f];
-        half_step(r, &mut x, &y, f, &params, Some(2)).unwrap();
-        for u in 0..3 {
-            let (cols, vals) = r.row(u);
-            let want = exact_row(cols, vals, &y, f, &params);
-            for s in 0..f {
-                assert!(
-                    (x[u * f + s] as f64 - want[s]).abs() < 1e-4,
-                    "user {u}: {:?} vs {want:?}",
-                    &x[u * f..]
-                );
+        // rows of 3, 0, 2 and 1 entries
+        let p = [0i64, 3, 3, 5, 6];
+        let i = [0i32, 2, 5, 1, 4, 3];
+        let d = [1.0f32, 3.0, 2.0, 1.0, 5.0, 2.0];
+        let r = CsrRef::new("r", 4, n_items, &p, &i, &d).unwrap();
+        for reg_exponent in [0.0f32, 0.5, 1.0] {
+            let params = AlsParams {
+                alpha: 2.0,
+                reg: 0.1,
+                reg_exponent,
+                cg_steps: 20,
+            };
+            let mut x = vec![0.1f32; 4 * f];
+            half_step(r, &mut x, &y, f, &params, Some(2)).unwrap();
+            for u in 0..4 {
+                let (cols, vals) = r.row(u);
+                let want = exact_row(cols, vals, &y, f, &params);
+                for s in 0..f {
+                    assert!(
+                        (x[u * f + s] as f64 - want[s]).abs() < 1e-4,
+                        "nu {reg_exponent} user {u}: {:?} vs {want:?}",
+                        &x[u * f..(u + 1) * f]
+                    );
+                }
             }
+            // An empty row solves (YᵀY + reg I) x = 0.
+            assert!(x[f..2 * f].iter().all(|v| v.abs() < 1e-4));
         }
-        // An empty row solves (YᵀY + reg I) x = 0.
-        assert!(x[f..2 * f].iter().all(|v| v.abs() < 1e-4));
+    }
+
+    #[test]
+    fn frequency_scaling_shrinks_busy_rows_only() {
+        let f = 3;
+        let n_items = 5;
+        let y: Vec<f32> = (0..n_items * f)
+            .map(|i| ((i * 29 % 13) as f32 - 6.0) / 9.0)
+            .collect();
+        // a row of 4 entries and a row of 1
+        let p = [0i64, 4, 5];
+        let i = [0i32, 1, 3, 4, 2];
+        let d = [1.0f32, 2.0, 1.0, 3.0, 1.0];
+        let r = CsrRef::new("r", 2, n_items, &p, &i, &d).unwrap();
+        let solve = |reg_exponent: f32| {
+            let params = AlsParams {
+                alpha: 1.0,
+                reg: 2.0,
+                reg_exponent,
+                cg_steps: 3,
+            };
+            let mut x = vec![0.0f32; 2 * f];
+            half_step(r, &mut x, &y, f, &params, Some(1)).unwrap();
+            x
+        };
+        let (flat, half, full) = (solve(0.0), solve(0.5), solve(1.0));
+        // a one-entry row's reg is reg * 1^nu = reg: the same bits whatever the exponent
+        assert_eq!(flat[f..], half[f..]);
+        assert_eq!(flat[f..], full[f..]);
+        // the 4-entry row is regularised 2x (nu 0.5) and 4x (nu 1) harder: a smaller norm
+        let norm = |x: &[f32]| dot(&x[..f], &x[..f]);
+        assert!(norm(&full) < norm(&half) && norm(&half) < norm(&flat));
     }
 
     #[test]
@@ -225,6 +294,7 @@ mod tests {
         let params = AlsParams {
             alpha: 1.0,
             reg: 0.1,
+            reg_exponent: 0.0,
             cg_steps: 3,
         };
         assert!(half_step(r, &mut [0.0; 3], &[0.0; 4], 2, &params, None).is_err());
@@ -233,5 +303,12 @@ mod tests {
             ..params
         };
         assert!(half_step(r, &mut [0.0; 2], &[0.0; 4], 2, &bad, None).is_err());
+        for reg_exponent in [-0.1, 1.5, f32::NAN, f32::INFINITY] {
+            let bad = AlsParams {
+                reg_exponent,
+                ..params
+            };
+            assert!(half_step(r, &mut [0.0; 2], &[0.0; 4], 2, &bad, None).is_err());
+        }
     }
 }

@@ -259,9 +259,10 @@ fn stream_read(
     Ok(py.detach(|| dense::stream_read(s, row_len, nt))?)
 }
 
-/// One weighted-ALS half-step: updates `x` (rows x f) in place from `y` (cols x f).
+/// One weighted-ALS half-step: updates `x` (rows x f) in place from `y` (cols x f); row `u`
+/// is regularised by `reg * max(n_u, 1)^reg_exponent`.
 #[pyfunction]
-#[pyo3(signature = (indptr, indices, data, n_rows, n_cols, x, y, alpha, reg, cg_steps, num_threads=None))]
+#[pyo3(signature = (indptr, indices, data, n_rows, n_cols, x, y, alpha, reg, cg_steps, num_threads=None, reg_exponent=0.0))]
 #[allow(clippy::too_many_arguments)]
 fn als_half_step(
     py: Python<'_>,
@@ -276,6 +277,7 @@ fn als_half_step(
     reg: f32,
     cg_steps: i64,
     num_threads: Option<i64>,
+    reg_exponent: f32,
 ) -> PyResult<()> {
     let m = PyCsr {
         indptr,
@@ -303,6 +305,7 @@ fn als_half_step(
     let params = AlsParams {
         alpha,
         reg,
+        reg_exponent,
         cg_steps: count("cg_steps", cg_steps)?,
     };
     let nt = threads(num_threads)?;
