@@ -310,20 +310,42 @@ def test_personalised_models_beat_popularity(name, popularity_ndcg):
     assert sum(a > b for a, b in zip(ndcg, popularity_ndcg, strict=True)) >= 2
 
 
-def test_svd_fold_in_solves_what_the_training_half_step_solves():
-    """fold_in (numpy CG on a cached Gram matrix) against the Rust ALS half-step on the same
-    rows: both solve each row's normal equations from 0 with the same number of CG steps."""
+@pytest.mark.parametrize(("reg_exponent", "reg"), [(0.0, 30.0), (0.5, 3.0), (1.0, 0.3)])
+def test_svd_fold_in_solves_what_the_training_half_step_solves(reg_exponent, reg):
+    """fold_in (numpy CG on a cached Gram matrix, the row's regularisation added per solve)
+    against the Rust ALS half-step on the same rows: both solve each row's normal equations
+    from 0 with the same number of CG steps, reg * n^reg_exponent for a history of n items."""
     import recsys_core as rc
 
     data = synthetic()
-    model = SVD(SVDConfig(n_factors=16)).fit(data)
+    cfg = SVDConfig(n_factors=16, regularization=reg, reg_exponent=reg_exponent)
+    model = SVD(cfg).fit(data)
     rows = data.to_csr()[:30]
     c = model.config
     want = np.zeros((rows.shape[0], c.n_factors), np.float32)
     rc.als_half_step(
         rows, want, model.item_factors_, alpha=c.alpha, reg=c.regularization,
-        cg_steps=max(c.cg_steps, 10),
+        cg_steps=max(c.cg_steps, 10), reg_exponent=c.reg_exponent,
     )  # fmt: skip
-    np.testing.assert_allclose(model.fold_in(rows), want, rtol=2e-2, atol=2e-3)
+    got = model.fold_in(rows)
+    np.testing.assert_allclose(got, want, rtol=2e-2, atol=2e-3)
+    # and a training user's history folds in to (nearly) the vector training gave them
+    trained = model.user_factors_[:30]
+    rel = np.linalg.norm(got - trained, axis=1) / np.linalg.norm(trained, axis=1)
+    assert rel.max() < 0.1, rel
     empty = sp.csr_matrix((2, data.n_items), dtype=np.float32)
     assert not model.fold_in(empty).any()
+
+
+def test_svd_frequency_scaled_fold_in_uses_the_history_length():
+    """With reg_exponent 1 a history of n items is regularised n times harder than one of a
+    single item: the fold-in of the same factors with and without the scaling differ exactly
+    on histories longer than one."""
+    data = synthetic()
+    scaled = SVD(SVDConfig(n_factors=8, regularization=0.5, reg_exponent=1.0)).fit(data)
+    flat = SVD(SVDConfig(n_factors=8, regularization=0.5))
+    flat._restore(scaled._arrays())
+    one, many = single_row([3], None, data.n_items), single_row([3, 5, 8, 13], None, data.n_items)
+    np.testing.assert_array_equal(scaled.fold_in(one), flat.fold_in(one))
+    a, b = scaled.fold_in(many)[0], flat.fold_in(many)[0]
+    assert np.linalg.norm(a) < np.linalg.norm(b)

@@ -50,6 +50,13 @@ def test_bad_transform_settings_are_refused(make):
         make()
 
 
+@pytest.mark.parametrize("bad", [-0.1, 1.5, math.nan])
+def test_svd_reg_exponent_outside_0_1_is_refused(bad):
+    with pytest.raises(ValueError, match="reg_exponent"):
+        SVDConfig(reg_exponent=bad)
+    assert SVDConfig(reg_exponent=0.5).reg_exponent == 0.5
+
+
 def counts_log(seed: int = 3) -> Interactions:
     """Play counts: a few heavy listeners' counts run to thousands."""
     df, _ = synthetic.generate(200, 80, 4000, seed)
