@@ -127,6 +127,35 @@ def test_search_space_follows_the_data():
     assert lives[0] == math.inf and lives[1] == pytest.approx(days)
 
 
+def test_svd_frequency_axis_scales_lambda_with_the_typical_row_count():
+    """The ν × λ axis offers, for ν > 0, the λ that gives a row of the typical count the
+    same penalty λ₀ (reg · n^ν = λ₀); every axis that sets λ also sets ν."""
+    from recsys_trainer.models.svd import typical_row_count
+
+    inter = counts_log()
+    n = typical_row_count(inter)
+    assert n == pytest.approx(len(inter) / math.sqrt(inter.n_users * inter.n_items))
+    axes = space("svd", inter)
+    for axis in axes:
+        for values in axis:
+            assert ("regularization" in values) == ("reg_exponent" in values), values
+    nu_axis = next(a for a in axes if any(v.get("reg_exponent", 0) > 0 for v in a))
+    assert {v["reg_exponent"] for v in nu_axis} == {0.5, 1.0}
+    for v in nu_axis:
+        r0 = v["regularization"] * n ** v["reg_exponent"]
+        assert min(abs(r0 / want - 1) for want in (15, 30, 60, 120, 240)) < 0.05, v
+    # the same events on half the users: longer rows, so the same λ₀ are smaller λ at ν > 0
+    half = (inter.n_users + 1) // 2
+    dense = dataclasses.replace(inter, user_idx=inter.user_idx // 2, user_ids=inter.user_ids[:half])
+    assert typical_row_count(dense) > n
+    dense_axis = next(
+        a for a in space("svd", dense) if any(v.get("reg_exponent", 0) > 0 for v in a)
+    )
+    assert all(
+        d["regularization"] < v["regularization"] for d, v in zip(dense_axis, nu_axis, strict=True)
+    )
+
+
 def test_tuning_is_deterministic_records_every_trial_and_tames_counts():
     inter = counts_log()
     configs = {"svd": SVDConfig(n_factors=16, iterations=8), "popularity": PopularityConfig()}

@@ -8,6 +8,7 @@ The solver is the Rust conjugate-gradient half-step (``recsys_core.als_half_step
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -61,6 +62,20 @@ class SVDConfig:
             raise ValueError(f"reg_exponent must be in [0, 1], got {self.reg_exponent}")
 
 
+def typical_row_count(train: Interactions) -> float:
+    """Entries of a typical row, for scaling λ with ν: the geometric mean of the mean user
+    count (nnz / users) and the mean item count (nnz / items), as one λ serves both
+    half-steps. 1 for an empty log."""
+    if len(train) == 0:
+        return 1.0
+    return max(len(train) / math.sqrt(max(train.n_users, 1) * max(train.n_items, 1)), 1.0)
+
+
+def _round2(x: float) -> float:
+    """Two significant digits: readable tuned values, the grid's spacing is far coarser."""
+    return float(f"{x:.2g}")
+
+
 class SVD(Recommender):
     name = "svd"
 
@@ -76,17 +91,27 @@ class SVD(Recommender):
     @classmethod
     def search_space(cls, train: Interactions) -> Axes:
         # factors early and smallest first: they set the cost of every later trial;
+        # every axis that sets λ sets ν (reg_exponent) with it, since λ's scale depends on ν
+        # (reg · n^ν per row): the confidence × λ axes at ν = 0, then ν × λ
+        n = typical_row_count(train)
         return [
             transform_axis(train),
             [{"n_factors": f} for f in (32, 64, 128)],
             # confidence and regularisation together: a larger α needs a larger λ
             [
-                {"alpha": a, "regularization": r}
+                {"alpha": a, "regularization": r, "reg_exponent": 0.0}
                 for a in (1.0, 4.0, 16.0, 64.0)
                 for r in (3.0, 10.0, 30.0, 100.0)
             ],
+            # frequency-scaled λ at the α found: λ₀ is the λ one row of the typical count n
+            # gets (λ₀ = λ · n^ν), spanning the good ν = 0 region (30-100) a factor 2 apart
+            [
+                {"reg_exponent": nu, "regularization": _round2(r0 / n**nu)}
+                for nu in (0.5, 1.0)
+                for r0 in (15.0, 30.0, 60.0, 120.0, 240.0)
+            ],
             [{"alpha": a} for a in (0.5, 2.0, 8.0, 32.0)],
-            [{"regularization": r} for r in (1.0, 300.0)],
+            [{"regularization": r, "reg_exponent": 0.0} for r in (1.0, 300.0)],
         ]
 
     def fit(self, train: Interactions) -> Self:
