@@ -130,7 +130,7 @@ def test_search_space_follows_the_data():
 def test_svd_frequency_axis_scales_lambda_with_the_typical_row_count():
     """The ν × λ axis offers, for ν > 0, the λ that gives a row of the typical count the
     same penalty λ₀ (reg · n^ν = λ₀); every axis that sets λ also sets ν."""
-    from recsys_trainer.models.svd import typical_row_count
+    from recsys_core.models.svd import typical_row_count
 
     inter = counts_log()
     n = typical_row_count(inter)
