@@ -15,7 +15,7 @@ fixtures ``postgres_server`` and ``postgres_dsn``; a script uses it directly::
 PostgreSQL refuses to run as root: when this process is root, initdb and the server run as the
 ``postgres`` user (or ``nobody``), which then owns the temporary directory. The server is this
 process's child and gets SIGKILL if this process dies (setpriv --pdeathsig), so a killed test
-run leaves no server behind.
+run leaves no server behind (its temporary directory stays).
 """
 
 from __future__ import annotations
@@ -33,12 +33,15 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 SUPERUSER = "recsys"
 INSTALL_HINT = "run .ci/system-deps (installs Debian's postgresql)"
 # pg_ctl's shutdown modes, as the signals it sends the postmaster.
 STOP_SIGNALS = {"smart": signal.SIGTERM, "fast": signal.SIGINT, "immediate": signal.SIGQUIT}
+# Its one worker thread is idle until interpreter exit (see _spawn).
+_SPAWNER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="postgres-spawner")
 
 
 class PostgresUnavailable(RuntimeError):
@@ -253,9 +256,17 @@ class PostgresServer:
         if setpriv:
             cmd = [setpriv, "--pdeathsig", "KILL", "--", *cmd]
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(  # type: ignore[call-overload]
-                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, **self._popen_args()
-            )
+            # The parent-death signal follows the *thread* that forked: spawn from one thread
+            # that lives as long as this process, not from a caller's short-lived worker
+            # thread (asyncio.to_thread), whose exit would kill the server.
+            self.proc = _SPAWNER.submit(
+                subprocess.Popen,  # type: ignore[arg-type]
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                **self._popen_args(),
+            ).result()
 
     def _wait_ready(self, timeout: float) -> None:
         isready = [str(self.bindir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)]

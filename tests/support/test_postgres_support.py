@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import psycopg
 import pytest
 
@@ -48,3 +50,16 @@ def test_a_failed_start_reports_the_server_log():
     finally:
         server.destroy()
     assert not server.dir.exists()
+
+
+def test_a_server_started_from_a_worker_thread_outlives_it(postgres_server, postgres_dsn):
+    # The store's fault tests restart the server from asyncio.to_thread; the executor's threads
+    # end with asyncio.run, and the server must not end with them.
+    async def restart() -> None:
+        await asyncio.to_thread(postgres_server.stop, "fast")
+        await asyncio.to_thread(postgres_server.start)
+
+    asyncio.run(restart())
+    assert postgres_server.running
+    with psycopg.connect(postgres_dsn) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
