@@ -32,11 +32,10 @@ from recsys_core.datastore.schema import SCHEMA_VERSION
 from recsys_core.datastore.sqlite import SQLiteStore
 from recsys_core.eventlog import Event
 
-# TODO(integrator): add "postgresql" once the repo-root conftest.py provides the `postgres_dsn`
-# fixture (the PostgreSQL helper's branch); the helpers below already have their PostgreSQL
-# branches. The fixture is requested with getfixturevalue, so when it is missing or PostgreSQL
-# cannot start, those tests FAIL; they never skip.
-BACKENDS = ["sqlite"]
+# PostgreSQL runs on a real server the repo-root conftest.py starts (``postgres_dsn``: a fresh
+# database per test). It is requested with getfixturevalue, so when PostgreSQL is missing or
+# cannot start, those tests FAIL with the reason; they never skip.
+BACKENDS = ["sqlite", "postgresql"]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -644,11 +643,16 @@ def test_sqlite_database_full_is_enospc_and_recovers_without_reopening(tmp_path)
         store.close_sync()
 
 
-def test_sqlite_reads_run_while_another_connection_writes(store, store_url):
+def test_reads_run_while_another_connection_writes(store, store_url):
     fill(store, 5)
-    conn = sqlite3.connect(store.path, isolation_level=None)
-    try:
+    if is_sqlite(store_url):
+        conn = sqlite3.connect(store.path, isolation_level=None)
         conn.execute("BEGIN IMMEDIATE")
+    else:
+        import psycopg
+
+        conn = psycopg.connect(store_url)  # not autocommit: the INSERT opens a transaction
+    try:
         conn.execute(
             "INSERT INTO events (event_id, user_id, item_id, event_type, ts, stored_at) "
             "VALUES ('uncommitted', 'u', 'i', 'click', 1, 1)"
