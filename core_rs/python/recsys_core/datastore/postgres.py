@@ -186,7 +186,11 @@ class PostgresStore(DataStore):
 
     def _unavailable(self, e: Exception) -> StoreUnavailable:
         if isinstance(e, PoolTimeout):
-            reason = f"no connection within {self._connect_timeout:g} s ({self._scrub(e)})"
+            # The pool's own connection errors are in its log (logger psycopg.pool).
+            reason = (
+                f"no database connection within {self._connect_timeout:g} s: the server is "
+                "down or unreachable (reconnecting with backoff)"
+            )
         else:
             reason = self._scrub(e)
         return StoreUnavailable(f"{self.url}: {reason}")
