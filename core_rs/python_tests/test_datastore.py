@@ -438,9 +438,17 @@ def test_max_seq_and_count(store):
     assert store.ping() and store.state == "ok"
 
 
+def backend_class(url: str) -> type:
+    if is_sqlite(url):
+        return SQLiteStore
+    from recsys_core.datastore.postgres import PostgresStore
+
+    return PostgresStore
+
+
 def test_open_from_async_code(store_url):
     async def main():
-        store = await type(open_store(store_url)).open(store_url)
+        store = await backend_class(store_url).open(store_url)
         async with store:
             await store.append([ev(1)])
             assert await asyncio.to_thread(store.count) == 1
