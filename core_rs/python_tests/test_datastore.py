@@ -112,6 +112,26 @@ def hold_write_lock(url: str):
         conn.rollback()
 
 
+MARKER = Event("marker", "m", "m", "click", 0.0)
+
+
+@contextlib.asynccontextmanager
+async def one_commit(store, url: str):
+    """Appends made inside the block are committed together, in one transaction, when it ends.
+
+    Holds the write lock and appends `MARKER`; once the writer has taken the marker's call off
+    the queue it is blocked in that commit, so the calls made meanwhile all wait in the queue
+    and form the next batch (within max_batch). The marker is stored in its own commit."""
+    with hold_write_lock(url):
+        marker = asyncio.create_task(store.append([MARKER]))
+        await asyncio.sleep(0)
+        while store._writer._queue:  # not yet taken by the writer thread
+            await asyncio.sleep(0.001)
+        yield
+        await asyncio.sleep(0)  # the calls made in the block have queued
+    await marker
+
+
 @contextlib.contextmanager
 def poisoned(url: str, event_id: str):
     """A trigger that makes inserting ``event_id`` fail: a real error raised by the database
@@ -178,21 +198,22 @@ def test_concurrent_appends_of_one_id_store_it_once(store, store_url, same_commi
 
     async def main():
         a_events = [ev(1), ev(2), ev(3)]
-        b_events = [ev(3), ev(2), ev(4)]
+        b_events = [ev(3, user="bob"), ev(2, user="bob"), ev(4, user="bob")]  # same ids
         if same_commit:
-            with hold_write_lock(store_url):
+            async with one_commit(store, store_url):
                 a = asyncio.create_task(store.append(a_events))
                 b = asyncio.create_task(store.append(b_events))
-                await asyncio.sleep(0)  # both queued before the writer can commit
             ra, rb = await asyncio.gather(a, b)
         else:
             ra, rb = await asyncio.gather(store.append(a_events), store.append(b_events))
         recorded = ids(ra.recorded) + ids(rb.recorded)
         assert sorted(recorded) == ["e1", "e2", "e3", "e4"]  # each id in exactly one result
         assert ra.duplicates + rb.duplicates == 2
+        return ra.recorded + rb.recorded
 
-    asyncio.run(main())
-    assert sorted(stored_ids(store)) == ["e1", "e2", "e3", "e4"]
+    recorded = asyncio.run(main())
+    # The call that reports an event recorded is the one whose copy was stored.
+    assert {s.event for s in store.read_events()} - {MARKER} == set(recorded)
 
 
 def test_many_same_id_callers_one_winner(store):
@@ -206,39 +227,46 @@ def test_many_same_id_callers_one_winner(store):
 
 
 def test_concurrent_appends_share_commits(store, store_url):
-    """200 calls queued while the writer waits for the lock go out in (at most) two commits:
-    the one the writer had already started and one with everything else."""
+    """200 calls queued while the writer is busy go out in one commit."""
 
     async def main():
-        with hold_write_lock(store_url):
+        async with one_commit(store, store_url):
             tasks = [asyncio.create_task(store.append([ev(i)])) for i in range(200)]
-            await asyncio.sleep(0)  # every task has queued its call
         results = await asyncio.gather(*tasks)
         assert all(len(r.recorded) == 1 for r in results)
 
     asyncio.run(main())
-    assert store.count() == 200 and store.events_committed == 200
-    assert 1 <= store.commits <= 2 < 200
-    assert stored_ids(store)[:1] == ["e0"]
+    assert store.count() == 201 and store.events_committed == 201
+    assert store.commits == 2  # the marker's, and one for the 200 calls
+    assert stored_ids(store) == ["marker"] + [f"e{i}" for i in range(200)]
+
+
+def test_uncoordinated_concurrent_appends_share_commits(store):
+    async def main():
+        await asyncio.gather(*[store.append([ev(i), ev(i + 1000)]) for i in range(200)])
+
+    asyncio.run(main())
+    assert store.count() == 400 and store.events_committed == 400
+    assert store.commits < 200  # the writer is never idle long enough to take one call a time
 
 
 def test_max_batch_bounds_a_commit_but_never_splits_a_call(store_url):
     async def main(store):
-        with hold_write_lock(store_url):
+        async with one_commit(store, store_url):
             tasks = [
                 asyncio.create_task(store.append([ev(i, f"c{c}-") for i in range(4)]))
                 for c in range(6)
             ]
             big = asyncio.create_task(store.append([ev(i, "big-") for i in range(25)]))
-            await asyncio.sleep(0)
         await asyncio.gather(*tasks, big)
 
     store = open_store(store_url, max_batch=10)
     try:
         asyncio.run(main(store))
-        assert store.count() == 6 * 4 + 25
-        # 24 small events at most 2 calls (8 events) a commit: >= 3 commits, + 1 for the big.
-        assert store.commits >= 4
+        assert store.count() == 1 + 6 * 4 + 25
+        # The marker; two calls of 4 a commit (a third would make 12 > 10): 3 commits; then
+        # the call of 25 alone, whole.
+        assert store.commits == 1 + 3 + 1
     finally:
         store.close_sync()
 
@@ -265,23 +293,22 @@ def test_failed_commit_stores_nothing_and_the_store_recovers(store, store_url):
     async def main():
         await store.append([ev(0)])
         with poisoned(store_url, batches[-1][-1].event_id):
-            with hold_write_lock(store_url):
+            async with one_commit(store, store_url):
                 tasks = [asyncio.create_task(store.append(b)) for b in batches]
-                await asyncio.sleep(0)
             results = await asyncio.gather(*tasks, return_exceptions=True)
             for r in results:
                 assert type(r) is StoreUnavailable and "poisoned event" in str(r), r
             assert len({id(r) for r in results}) == 3  # one exception object per call
             assert store.state == "unavailable" and store.last_error == str(results[0])
-            assert store.commit_errors == 1 and store.commits == 1
-            assert store.count() == 1 and stored_ids(store) == ["e0"]
-            assert store.events_frame().height == 1
+            assert store.commit_errors == 1 and store.commits == 2  # e0's and the marker's
+            assert store.count() == 2 and stored_ids(store) == ["e0", "marker"]
+            assert store.events_frame().height == 2
         results = await asyncio.gather(*[store.append(b) for b in batches])
         assert [len(r.recorded) for r in results] == [250, 250, 250]
         assert store.state == "ok"
 
     asyncio.run(main())
-    assert store.count() == 751 and store.commit_errors == 1
+    assert store.count() == 752 and store.commit_errors == 1
 
 
 def test_a_cancelled_caller_does_not_cancel_the_write(store, store_url):
@@ -410,9 +437,17 @@ def test_max_seq_and_count(store):
     assert store.ping() and store.state == "ok"
 
 
+def backend_class(url: str) -> type:
+    if is_sqlite(url):
+        return SQLiteStore
+    from recsys_core.datastore.postgres import PostgresStore
+
+    return PostgresStore
+
+
 def test_open_from_async_code(store_url):
     async def main():
-        store = await type(open_store(store_url)).open(store_url)
+        store = await backend_class(store_url).open(store_url)
         async with store:
             await store.append([ev(1)])
             assert await asyncio.to_thread(store.count) == 1

@@ -158,13 +158,17 @@ class _Call:  # one append waiting for the writer
     done: asyncio.Future[set[str]]  # resolves to the ids this call got stored
 
 
-def _settle(fut: asyncio.Future[set[str]], ids: set[str] | None, error: BaseException | None):
-    if fut.done():
-        return
-    if error is not None:
-        fut.set_exception(error)
-    else:
-        fut.set_result(ids or set())
+_Outcome = tuple[asyncio.Future[set[str]], set[str] | None, BaseException | None]
+
+
+def _settle(outcomes: list[_Outcome]) -> None:
+    for fut, ids, error in outcomes:
+        if fut.done():
+            continue
+        if error is not None:
+            fut.set_exception(error)
+        else:
+            fut.set_result(ids or set())
 
 
 def _retrieve(fut: asyncio.Future[Any]) -> None:
@@ -232,8 +236,15 @@ class GroupCommitter:
                 )
                 self._thread.start()
             self._queue.append(_Call(events, loop, done))
-            self._cond.notify()
+        # Wake the writer at the next turn of the loop, not now: callers that resume together
+        # (a batch just settled) then all queue before it looks, and share the next commit.
+        # Waking it at once would let it take the first call alone, and that split repeats.
+        loop.call_soon(self._wake)
         return done
+
+    def _wake(self) -> None:
+        with self._cond:
+            self._cond.notify()
 
     def stop(self) -> None:
         """Refuse new calls, commit everything already queued, and end the writer thread.
@@ -283,19 +294,23 @@ class GroupCommitter:
             self.events_committed += len(inserted)
             self.duplicates += sum(len(c.events) for c in batch) - len(inserted)
             self._on_success()
-            for call in batch:
-                self._notify(call, won[id(call)], None)
+            self._notify([(call, won[id(call)], None) for call in batch])
             return
         self.commit_errors += 1
         self._on_failure(error)
-        for call in batch:
-            self._notify(call, None, _copy(error))
+        self._notify([(call, None, _copy(error)) for call in batch])
 
     @staticmethod
-    def _notify(call: _Call, ids: set[str] | None, error: BaseException | None) -> None:
-        # RuntimeError: the caller's event loop is closed, so nobody is waiting.
-        with contextlib.suppress(RuntimeError):
-            call.loop.call_soon_threadsafe(_settle, call.done, ids, error)
+    def _notify(outcomes: list[tuple[_Call, set[str] | None, BaseException | None]]) -> None:
+        # One wake-up per event loop for the whole batch: its callers then resume (and queue
+        # their next appends) together, which keeps the next batch whole.
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
+        for call, ids, error in outcomes:
+            by_loop.setdefault(call.loop, []).append((call.done, ids, error))
+        for loop, settled in by_loop.items():
+            # RuntimeError: the caller's event loop is closed, so nobody is waiting.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_settle, settled)
 
 
 # -- the interface ---------------------------------------------------------------------------
