@@ -1,0 +1,473 @@
+"""The data store interface shared by every backend, and the group-commit writer they all use.
+
+A backend (SQLite, PostgreSQL) subclasses `DataStore` and supplies only two kinds of code:
+"store this batch of events in ONE transaction and return the ids that were newly inserted"
+(`DataStore._write_batch`) and the reads. Queueing, group commit, idempotency bookkeeping,
+error fan-out, counters and closing live here, once.
+
+Group commit: `DataStore.append` queues its events and waits; one writer thread drains the
+queue, commits everything queued (at most ``max_batch`` events; one call is never split) in a
+single transaction and tells each call which of its events were newly stored. A failed
+transaction fails every call in it with `StoreUnavailable` and stores nothing (the database
+rolls it back); retrying is safe because ``event_id`` is UNIQUE in the table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import threading
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import Callable, Collection, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from recsys_core.eventlog import Event
+
+if TYPE_CHECKING:
+    import polars as pl
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "AppendResult",
+    "DataStore",
+    "GroupCommitter",
+    "StoreClosed",
+    "StoreConfigError",
+    "StoreError",
+    "StoreURL",
+    "StoreUnavailable",
+    "StoredEvent",
+    "parse_store_url",
+    "redact",
+]
+
+URL_HINT = "use sqlite:///PATH or postgresql://…"
+
+
+# -- errors ----------------------------------------------------------------------------------
+
+
+class StoreError(Exception):
+    """Base of every data store error."""
+
+
+class StoreUnavailable(StoreError):
+    """A commit (or the connection) failed: database down, disk full, lock timeout. Nothing of
+    the failed transaction is stored; retrying is safe. ``errno`` is ENOSPC (or EDQUOT) when
+    the disk is full (the server answers RESOURCE_EXHAUSTED), else usually None."""
+
+    def __init__(self, message: str, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
+
+
+class StoreClosed(StoreUnavailable):
+    """Append on a store that is closed or closing."""
+
+
+class StoreConfigError(StoreError):
+    """The store cannot be opened as configured: bad URL, missing database, read-only path,
+    schema newer than the code, corrupt SQLite file. The message names the URL or path (with
+    any password redacted)."""
+
+
+# -- results ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    recorded: list[Event]  # this call's events newly stored, in call order
+    duplicates: int  # this call's events not stored: id already stored, or repeated in the call
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    seq: int  # the store's cursor: increases with every stored event
+    event: Event
+
+
+# -- URLs ------------------------------------------------------------------------------------
+
+
+def redact(url: str) -> str:
+    """``url`` with its password (``user:PASSWORD@`` or ``password=`` in the query) as ***."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    # The authority's userinfo ends at the last "@" before any query: a password may hold an
+    # unescaped "/" (redacting too much is the safe mistake).
+    cut = min((i for i in (rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
+    head, tail = rest[:cut], rest[cut:]
+    userinfo, at, after = head.rpartition("@")
+    if at and ":" in userinfo:
+        head = userinfo.split(":", 1)[0] + ":***@" + after
+    tail = re.sub(r"(?i)([?&]password=)[^&#]*", r"\1***", tail)
+    return f"{scheme}://{head}{tail}"
+
+
+@dataclass(frozen=True)
+class StoreURL:
+    scheme: str  # "sqlite" or "postgresql"
+    url: str  # as given (may hold a password: never log it)
+    redacted: str
+    path: str | None = None  # sqlite: the database file
+
+
+def parse_store_url(url: str) -> StoreURL:
+    """Check a ``--store`` URL: ``sqlite:///relative.db``, ``sqlite:////absolute.db``,
+    ``postgresql://…`` or ``postgres://…``. StoreConfigError naming the URL otherwise."""
+    if not isinstance(url, str):
+        raise StoreConfigError(f"--store must be a URL string, got {type(url).__name__}")
+    shown = redact(url)
+    scheme, sep, rest = url.partition("://")
+    if not sep or not scheme:
+        raise StoreConfigError(f"--store {shown!r}: not a URL; {URL_HINT}")
+    scheme = scheme.lower()
+    if scheme in ("postgresql", "postgres"):
+        return StoreURL("postgresql", url, shown)
+    if scheme != "sqlite":
+        raise StoreConfigError(f"--store {shown!r}: unsupported scheme {scheme!r}; {URL_HINT}")
+    if not rest.startswith("/"):
+        raise StoreConfigError(
+            f"--store {shown!r}: a SQLite URL has no host; use sqlite:///relative/path.db or "
+            "sqlite:////absolute/path.db"
+        )
+    path = rest[1:]
+    if not path:
+        raise StoreConfigError(f"--store {shown!r}: no database path; {URL_HINT}")
+    if "?" in path or "#" in path:
+        raise StoreConfigError(f"--store {shown!r}: SQLite URL options are not supported")
+    if path == ":memory:":
+        # Readers use their own connections, which would each see a different empty database.
+        raise StoreConfigError(f"--store {shown!r}: in-memory SQLite is not supported; give a file")
+    return StoreURL("sqlite", url, shown, path)
+
+
+# -- group commit ----------------------------------------------------------------------------
+
+
+@dataclass
+class _Call:  # one append waiting for the writer
+    events: list[Event]
+    loop: asyncio.AbstractEventLoop
+    done: asyncio.Future[set[str]]  # resolves to the ids this call got stored
+
+
+_Outcome = tuple[asyncio.Future[set[str]], set[str] | None, BaseException | None]
+
+
+def _settle(outcomes: list[_Outcome]) -> None:
+    for fut, ids, error in outcomes:
+        if fut.done():
+            continue
+        if error is not None:
+            fut.set_exception(error)
+        else:
+            fut.set_result(ids or set())
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    # A cancelled caller no longer awaits its (shielded) future: mark a failure as retrieved.
+    if not fut.cancelled():
+        fut.exception()
+
+
+def _copy(error: StoreUnavailable) -> StoreUnavailable:
+    # One exception object per waiting call: raising mutates __traceback__.
+    return type(error)(str(error), error.errno)
+
+
+class GroupCommitter:
+    """Group commit for any backend: an asyncio-facing queue drained by one writer thread.
+
+    ``write(events)`` runs on the writer thread. It must store the events in one transaction
+    and return the ids it inserted (ids already in the table are skipped by the database, not
+    by us: no id set is kept in memory), or raise `StoreUnavailable` having rolled back. The
+    events it gets have distinct ids: repeats across and within the queued calls are settled
+    here, the first occurrence in queue order being the one offered to the database.
+
+    Counters (plain ints, written only by the writer thread): ``commits``,
+    ``events_committed``, ``commit_errors``, ``duplicates``.
+    """
+
+    def __init__(
+        self,
+        write: Callable[[list[Event]], Collection[str]],
+        *,
+        max_batch: int = 1000,
+        name: str = "datastore",
+        on_success: Callable[[], None] = lambda: None,
+        on_failure: Callable[[StoreUnavailable], None] = lambda e: None,
+    ) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        self._write = write
+        self._max_batch = max_batch
+        self._name = name
+        self._on_success = on_success
+        self._on_failure = on_failure
+        self.commits = 0
+        self.events_committed = 0
+        self.commit_errors = 0
+        self.duplicates = 0
+        self._cond = threading.Condition()
+        self._queue: deque[_Call] = deque()
+        self._closing = False
+        self._thread: threading.Thread | None = None  # started by the first submit
+
+    def submit(self, events: list[Event]) -> asyncio.Future[set[str]]:
+        """Queue ``events`` (non-empty) for the next commit; the future resolves to the ids of
+        them that this commit newly stored, or fails with StoreUnavailable. Call from the event
+        loop; StoreClosed once `stop` was called."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[set[str]] = loop.create_future()
+        done.add_done_callback(_retrieve)
+        with self._cond:
+            if self._closing:
+                raise StoreClosed(f"{self._name}: the store is closed")
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="datastore-writer", daemon=True
+                )
+                self._thread.start()
+            self._queue.append(_Call(events, loop, done))
+        # Wake the writer at the next turn of the loop, not now: callers that resume together
+        # (a batch just settled) then all queue before it looks, and share the next commit.
+        # Waking it at once would let it take the first call alone, and that split repeats.
+        loop.call_soon(self._wake)
+        return done
+
+    def _wake(self) -> None:
+        with self._cond:
+            self._cond.notify()
+
+    def stop(self) -> None:
+        """Refuse new calls, commit everything already queued, and end the writer thread.
+        Blocking; safe to call more than once."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closing:
+                    self._cond.wait()
+                if not self._queue:  # closing, and drained
+                    return
+                batch = [self._queue.popleft()]
+                n = len(batch[0].events)
+                while self._queue and n + len(self._queue[0].events) <= self._max_batch:
+                    n += len(self._queue[0].events)
+                    batch.append(self._queue.popleft())
+            self._commit(batch)
+
+    def _commit(self, batch: list[_Call]) -> None:
+        owner: dict[str, _Call] = {}  # id -> the call whose copy is offered to the database
+        unique: list[Event] = []
+        for call in batch:
+            for e in call.events:
+                if e.event_id not in owner:
+                    owner[e.event_id] = call
+                    unique.append(e)
+        try:
+            inserted = self._write(unique)
+        except StoreUnavailable as e:
+            error = e
+        except Exception as e:  # a bug or an unmapped driver error: still fail every call
+            log.exception("%s: commit failed", self._name)
+            error = StoreUnavailable(f"{self._name}: commit failed: {e!r}")
+        else:
+            won: dict[int, set[str]] = {id(call): set() for call in batch}
+            for eid in inserted:
+                if (call := owner.get(eid)) is not None:
+                    won[id(call)].add(eid)
+            self.commits += 1
+            self.events_committed += len(inserted)
+            self.duplicates += sum(len(c.events) for c in batch) - len(inserted)
+            self._on_success()
+            self._notify([(call, won[id(call)], None) for call in batch])
+            return
+        self.commit_errors += 1
+        self._on_failure(error)
+        self._notify([(call, None, _copy(error)) for call in batch])
+
+    @staticmethod
+    def _notify(outcomes: list[tuple[_Call, set[str] | None, BaseException | None]]) -> None:
+        # One wake-up per event loop for the whole batch: its callers then resume (and queue
+        # their next appends) together, which keeps the next batch whole.
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
+        for call, ids, error in outcomes:
+            by_loop.setdefault(call.loop, []).append((call.done, ids, error))
+        for loop, settled in by_loop.items():
+            # RuntimeError: the caller's event loop is closed, so nobody is waiting.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_settle, settled)
+
+
+# -- the interface ---------------------------------------------------------------------------
+
+
+class DataStore(ABC):
+    """Durable store of behaviour events (later also catalogue records, impressions, cursors).
+
+    Open with the backend's constructor (blocking: connects and runs migrations) or ``await
+    Backend.open(url)``; ``await append(...)`` from the event loop; reads are synchronous (use
+    ``asyncio.to_thread`` from async code); ``await close()`` (or `close_sync`) at the end.
+
+    ``url`` is the store's URL with the password redacted. ``state`` is "ok" or "unavailable"
+    (the last commit or ping failed; ``last_error`` says why); it returns to "ok" after the
+    next success. Counters for metrics: ``commits``, ``events_committed``,
+    ``commit_errors``, ``duplicates``.
+
+    Subclasses implement `_write_batch`, `_close` and the reads, and call
+    ``super().__init__(url, max_batch=...)``.
+    """
+
+    def __init__(self, url: str, *, max_batch: int = 1000) -> None:
+        self.url = redact(url)
+        self.state = "ok"
+        self.last_error = ""
+        self._writer = GroupCommitter(
+            self._write_batch,
+            max_batch=max_batch,
+            name=self.url,
+            on_success=self._mark_ok,
+            on_failure=self._mark_unavailable,
+        )
+        self._close_lock = threading.Lock()
+        self._closed = False
+
+    @classmethod
+    async def open(cls, url: str, **opts: Any) -> DataStore:
+        """The constructor, run in a thread (it connects and migrates)."""
+        return await asyncio.to_thread(cls, url, **opts)
+
+    # -- counters and state ------------------------------------------------------------------
+
+    @property
+    def commits(self) -> int:
+        return self._writer.commits
+
+    @property
+    def events_committed(self) -> int:
+        return self._writer.events_committed
+
+    @property
+    def commit_errors(self) -> int:
+        return self._writer.commit_errors
+
+    @property
+    def duplicates(self) -> int:
+        return self._writer.duplicates
+
+    def _mark_ok(self) -> None:
+        self.state = "ok"
+
+    def _mark_unavailable(self, error: StoreError) -> None:
+        self.state = "unavailable"
+        self.last_error = str(error)
+
+    # -- writing -----------------------------------------------------------------------------
+
+    async def append(self, events: Sequence[Event]) -> AppendResult:
+        """Store the call's new events; return once they are committed.
+
+        Idempotent by ``event_id``: ids already stored, repeated within the call, or stored by
+        a concurrent call count as duplicates (of concurrent calls with the same id, exactly
+        one reports it recorded). Raises StoreUnavailable when the commit failed (nothing of
+        this call is stored then; retry), StoreClosed after close, TypeError for a non-Event.
+        A cancelled caller does not cancel the write.
+        """
+        events = list(events)
+        for e in events:
+            if not isinstance(e, Event):
+                raise TypeError(f"expected Event, got {type(e).__name__}")
+        if not events:
+            return AppendResult([], 0)
+        won = set(await asyncio.shield(self._writer.submit(events)))
+        recorded = []
+        for e in events:
+            if e.event_id in won:
+                won.discard(e.event_id)  # a repeat within the call is a duplicate
+                recorded.append(e)
+        return AppendResult(recorded, len(events) - len(recorded))
+
+    @abstractmethod
+    def _write_batch(self, events: list[Event]) -> Collection[str]:
+        """In ONE transaction, insert the events (distinct ids) skipping ids already stored,
+        and return the inserted ids; on failure roll back and raise StoreUnavailable. Runs on
+        the writer thread only."""
+
+    # -- reading -----------------------------------------------------------------------------
+
+    @abstractmethod
+    def read_events(
+        self, after_seq: int = 0, up_to_seq: int | None = None, batch: int = 10_000
+    ) -> Iterator[StoredEvent]:
+        """Stored events with ``after_seq < seq <= up_to_seq`` in seq order, fetched
+        ``batch`` at a time. Without ``up_to_seq`` it stops at the max seq when iteration
+        starts (events committed meanwhile are left for the next read)."""
+
+    @abstractmethod
+    def events_frame(self, after_seq: int = 0, up_to_seq: int | None = None) -> pl.DataFrame:
+        """The same events as a polars frame read straight from the database: columns seq
+        (Int64), event_id, user_id, item_id, event_type (String), timestamp, rating
+        (Float64, null when unrated), in seq order."""
+
+    @abstractmethod
+    def user_history(self, user_id: str, limit: int | None = None) -> list[StoredEvent]:
+        """One user's events in seq order; with ``limit``, the latest ``limit`` of them."""
+
+    @abstractmethod
+    def max_seq(self) -> int:
+        """The highest stored seq (0 when empty)."""
+
+    @abstractmethod
+    def count(self) -> int:
+        """Number of stored events."""
+
+    @abstractmethod
+    def ping(self) -> bool:
+        """Cheap liveness check; sets ``state`` (True and "ok" when the database answers)."""
+
+    # -- closing -----------------------------------------------------------------------------
+
+    def close_sync(self) -> None:
+        """Commit what is queued, then close the connections. Blocking; idempotent."""
+        with self._close_lock:
+            if self._closed:
+                return
+            try:
+                self._writer.stop()
+            finally:
+                self._closed = True
+                self._close()
+
+    async def close(self) -> None:
+        """`close_sync` in a thread: queued appends are committed first."""
+        await asyncio.to_thread(self.close_sync)
+
+    @abstractmethod
+    def _close(self) -> None:
+        """Close the backend's connections (the writer thread has ended)."""
+
+    async def __aenter__(self) -> DataStore:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def __enter__(self) -> DataStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close_sync()

@@ -1,0 +1,339 @@
+"""SQLite backend: the embedded default (``sqlite:///PATH``), stdlib `sqlite3`, nothing to install.
+
+One writer connection, used only by the group-commit writer thread: WAL journal,
+``synchronous=FULL`` by default (a commit is on disk before `append` returns), ``BEGIN
+IMMEDIATE`` per batch so a second process waits up to ``busy_timeout_ms`` for the lock instead
+of failing at COMMIT. Reads use their own connections from a small pool: in WAL mode they run
+while a write is in progress and see the last committed state.
+
+Opening refuses, with StoreConfigError naming the file, a missing parent directory, a path
+that cannot be written, a file that is not a SQLite database, and a database that fails
+``PRAGMA quick_check`` (torn or corrupt). A full disk fails the commit with StoreUnavailable
+(errno ENOSPC); the next append simply tries again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno as errnos
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from functools import lru_cache
+from pathlib import Path
+
+import polars as pl
+
+from recsys_core.datastore.base import (
+    DataStore,
+    StoreClosed,
+    StoreConfigError,
+    StoredEvent,
+    StoreError,
+    StoreUnavailable,
+    parse_store_url,
+)
+from recsys_core.datastore.schema import migrate
+from recsys_core.eventlog import Event
+
+__all__ = ["SQLiteStore"]
+
+SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+_ROWS_PER_INSERT = 500  # 7 parameters a row, well under SQLite's 32766 variables
+_IDLE_READERS = 4  # read connections kept open between reads
+_NO_LIMIT = 2**63 - 1
+_COLUMNS = "seq, event_id, user_id, item_id, event_type, ts, rating"
+FRAME_SCHEMA = {
+    "seq": pl.Int64,
+    "event_id": pl.String,
+    "user_id": pl.String,
+    "item_id": pl.String,
+    "event_type": pl.String,
+    "timestamp": pl.Float64,
+    "rating": pl.Float64,
+}
+
+
+@lru_cache(maxsize=64)
+def _insert_sql(rows: int) -> str:
+    values = ",".join(["(?,?,?,?,?,?,?)"] * rows)
+    return (
+        "INSERT INTO events (event_id, user_id, item_id, event_type, ts, rating, stored_at) "
+        f"VALUES {values} ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+    )
+
+
+def _stored(row: tuple) -> StoredEvent:
+    seq, event_id, user_id, item_id, event_type, ts, rating = row
+    return StoredEvent(seq, Event(event_id, user_id, item_id, event_type, ts, rating))
+
+
+def _code(e: sqlite3.Error) -> str:
+    return getattr(e, "sqlite_errorname", None) or type(e).__name__
+
+
+class SQLiteStore(DataStore):
+    """The store in one SQLite file; see the module doc. ``synchronous`` is the SQLite pragma
+    (FULL by default; tests may pass NORMAL, which still survives a process crash in WAL mode
+    but not a power loss)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        max_batch: int = 1000,
+        synchronous: str = "FULL",
+        busy_timeout_ms: int = 5000,
+    ) -> None:
+        parsed = parse_store_url(url)
+        if parsed.scheme != "sqlite" or parsed.path is None:
+            raise StoreConfigError(f"--store {parsed.redacted!r}: not a sqlite:/// URL")
+        super().__init__(url, max_batch=max_batch)
+        # Absolute, so reader connections opened later do not depend on the working directory.
+        self.path = Path(os.path.abspath(parsed.path))
+        self._synchronous = str(synchronous).upper()
+        if self._synchronous not in SYNCHRONOUS:
+            raise StoreConfigError(
+                f"{self.path}: synchronous={synchronous!r}; use one of {', '.join(SYNCHRONOUS)}"
+            )
+        if busy_timeout_ms < 0:
+            raise StoreConfigError(f"{self.path}: busy_timeout_ms must be >= 0")
+        self._timeout = busy_timeout_ms / 1000
+        self._write_lock = threading.Lock()  # the writer connection (writer thread, close)
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._check_path()
+        self._conn: sqlite3.Connection | None = self._open_writer()
+
+    # -- opening -----------------------------------------------------------------------------
+
+    def _check_path(self) -> None:
+        """Clear messages for the usual mistakes, before SQLite's "unable to open database
+        file" (and before sqlite3.connect creates a file where it should not)."""
+        path, parent = self.path, self.path.parent
+        if not parent.is_dir():
+            raise StoreConfigError(f"{path}: directory {parent} does not exist")
+        if path.is_dir():
+            raise StoreConfigError(f"{path}: is a directory, not a database file")
+        if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+            raise StoreConfigError(f"{path}: the database file is read-only for this user")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            # WAL mode keeps <file>-wal and <file>-shm next to the database.
+            raise StoreConfigError(
+                f"{path}: directory {parent} is read-only (SQLite needs to create the "
+                "database and its -wal and -shm files there)"
+            )
+
+    def _connect(self) -> sqlite3.Connection:
+        # Autocommit mode: transactions are explicit (BEGIN IMMEDIATE ... COMMIT).
+        return sqlite3.connect(
+            self.path, timeout=self._timeout, isolation_level=None, check_same_thread=False
+        )
+
+    def _open_writer(self) -> sqlite3.Connection:
+        try:
+            conn = self._connect()
+        except sqlite3.Error as e:
+            raise self._open_error(e) from e
+        try:
+            problems = [r[0] for r in conn.execute("PRAGMA quick_check").fetchall()]
+            if problems != ["ok"]:
+                detail = "; ".join(problems)[:500]
+                raise StoreConfigError(
+                    f"{self.path}: the SQLite database is corrupt (quick_check: {detail}); "
+                    "restore it from a backup or move it aside"
+                )
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StoreConfigError(
+                    f"{self.path}: cannot use WAL journal mode here (got {mode!r})"
+                )
+            conn.execute(f"PRAGMA synchronous={self._synchronous}")
+            migrate(conn, "sqlite", self.url)
+        except StoreError:
+            conn.close()
+            raise
+        except sqlite3.Error as e:
+            conn.close()
+            raise self._open_error(e) from e
+        return conn
+
+    def _open_error(self, e: sqlite3.Error) -> StoreError:
+        code = _code(e)
+        if code.startswith(("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_FULL", "SQLITE_IOERR")):
+            return self._unavailable(e, "open")  # transient: retrying may work
+        if code == "SQLITE_NOTADB":
+            what = "is not a SQLite database (or its header is damaged)"
+        elif code.startswith("SQLITE_CORRUPT"):
+            what = "the SQLite database is corrupt; restore it from a backup or move it aside"
+        elif code.startswith("SQLITE_READONLY"):
+            what = "the database is read-only"
+        elif code.startswith("SQLITE_CANTOPEN"):
+            what = "cannot open the database file"
+        else:
+            what = "cannot open the database"
+        return StoreConfigError(f"{self.path}: {what} ({e}; {code})")
+
+    def _unavailable(self, e: sqlite3.Error, doing: str) -> StoreUnavailable:
+        code = _code(e)
+        number = None
+        if code.startswith("SQLITE_FULL"):
+            number = errnos.ENOSPC
+        elif code.startswith("SQLITE_IOERR"):
+            number = errnos.EIO
+        elif code.startswith("SQLITE_READONLY"):
+            number = errnos.EROFS
+        return StoreUnavailable(f"{self.path}: {doing} failed: {e} ({code})", number)
+
+    # -- writing (writer thread) -------------------------------------------------------------
+
+    def _write_batch(self, events: list[Event]) -> list[str]:
+        with self._write_lock:
+            conn = self._conn
+            if conn is None:
+                raise StoreClosed(f"{self.url}: the store is closed")
+            inserted: list[str] = []
+            now = time.time()
+            try:
+                self._rollback(conn)  # a rollback that failed last time
+                conn.execute("BEGIN IMMEDIATE")
+                for start in range(0, len(events), _ROWS_PER_INSERT):
+                    chunk = events[start : start + _ROWS_PER_INSERT]
+                    params = [
+                        v
+                        for e in chunk
+                        for v in (
+                            e.event_id,
+                            e.user_id,
+                            e.item_id,
+                            e.event_type,
+                            e.timestamp,
+                            e.rating,
+                            now,
+                        )
+                    ]
+                    rows = conn.execute(_insert_sql(len(chunk)), params).fetchall()
+                    inserted.extend(r[0] for r in rows)
+                conn.execute("COMMIT")
+            except sqlite3.Error as e:
+                with contextlib.suppress(sqlite3.Error):  # retried before the next batch
+                    self._rollback(conn)
+                raise self._unavailable(e, "commit") from e
+            return inserted
+
+    @staticmethod
+    def _rollback(conn: sqlite3.Connection) -> None:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+
+    # -- reading (any thread) ----------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _reader(self, doing: str) -> Iterator[sqlite3.Connection]:
+        with self._readers_lock:
+            if self._closed:
+                raise StoreClosed(f"{self.url}: the store is closed")
+            conn = self._readers.pop() if self._readers else None
+        try:
+            if conn is None:
+                conn = self._connect()
+                conn.execute("PRAGMA query_only=ON")
+            yield conn
+        except sqlite3.Error as e:
+            if conn is not None:
+                conn.close()
+            raise self._unavailable(e, doing) from e
+        except BaseException:
+            if conn is not None:
+                conn.close()
+            raise
+        with self._readers_lock:
+            if not self._closed and len(self._readers) < _IDLE_READERS:
+                self._readers.append(conn)
+                return
+        conn.close()
+
+    def read_events(
+        self, after_seq: int = 0, up_to_seq: int | None = None, batch: int = 10_000
+    ) -> Iterator[StoredEvent]:
+        if batch < 1:
+            raise ValueError(f"batch must be >= 1, got {batch}")
+        last = self.max_seq() if up_to_seq is None else up_to_seq
+        cursor = after_seq
+        while cursor < last:
+            # One query a batch, the connection returned in between: an abandoned iterator
+            # holds nothing open.
+            with self._reader("read") as conn:
+                rows = conn.execute(
+                    f"SELECT {_COLUMNS} FROM events WHERE seq > ? AND seq <= ? "
+                    "ORDER BY seq LIMIT ?",
+                    (cursor, last, batch),
+                ).fetchall()
+            if not rows:
+                return
+            for row in rows:
+                yield _stored(row)
+            cursor = rows[-1][0]
+
+    def events_frame(self, after_seq: int = 0, up_to_seq: int | None = None) -> pl.DataFrame:
+        query = (
+            "SELECT seq, event_id, user_id, item_id, event_type, ts AS timestamp, rating "
+            "FROM events WHERE seq > ? AND seq <= ? ORDER BY seq"
+        )
+        upper = _NO_LIMIT if up_to_seq is None else up_to_seq
+        with self._reader("read") as conn:
+            frame = pl.read_database(
+                query,
+                connection=conn,
+                execute_options={"parameters": [after_seq, upper]},
+                schema_overrides=FRAME_SCHEMA,
+            )
+        return frame.select(list(FRAME_SCHEMA))
+
+    def user_history(self, user_id: str, limit: int | None = None) -> list[StoredEvent]:
+        if limit is not None and limit < 0:
+            raise ValueError(f"limit must be >= 0, got {limit}")
+        with self._reader("read") as conn:
+            if limit is None:
+                rows = conn.execute(
+                    f"SELECT {_COLUMNS} FROM events WHERE user_id = ? ORDER BY seq", (user_id,)
+                ).fetchall()
+            else:
+                rows = conn.execute(
+                    f"SELECT {_COLUMNS} FROM events WHERE user_id = ? ORDER BY seq DESC LIMIT ?",
+                    (user_id, limit),
+                ).fetchall()
+                rows.reverse()
+        return [_stored(r) for r in rows]
+
+    def max_seq(self) -> int:
+        with self._reader("read") as conn:
+            return int(conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0])
+
+    def count(self) -> int:
+        with self._reader("read") as conn:
+            return int(conn.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+
+    def ping(self) -> bool:
+        try:
+            with self._reader("ping") as conn:
+                conn.execute("SELECT 1").fetchone()
+        except StoreUnavailable as e:
+            self._mark_unavailable(e)
+            return False
+        self._mark_ok()
+        return True
+
+    # -- closing -----------------------------------------------------------------------------
+
+    def _close(self) -> None:
+        with self._readers_lock:
+            readers, self._readers = self._readers, []
+        for conn in readers:
+            conn.close()
+        with self._write_lock:
+            if self._conn is not None:
+                self._conn.close()  # the last connection to close checkpoints the WAL
+                self._conn = None
