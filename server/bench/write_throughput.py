@@ -12,8 +12,10 @@ small batches of 1-10 events until its share of ``--events`` is acknowledged) it
 * every ``--store URL`` given (e.g. PostgreSQL).
 
 Event ids are random uuid4 hex strings, as the client SDK makes them (`new_event_id`): for the
-databases that means inserts at random places of the UNIQUE index, which costs more than
-sequential ids would. They are fresh each run, so a database used before still stores all.
+databases that means inserts at random places of the UNIQUE index, so a commit rewrites about
+one index page per event (SQLite's WAL holds whole pages). ``--ids sequential`` shows the
+cost of that (ids made of a run token and a counter). Either way they are fresh each run, so
+a database used before still stores all.
 
 It prints events/s, commits/s and events per commit for each, then the ratio SQLite / old
 log for each writer count (issue 17 asks for at least 0.8). The targets run interleaved,
@@ -61,9 +63,14 @@ class Result:
         return self.events / self.commits if self.commits else float("nan")
 
 
-def workload(total: int, writers: int, seed: int = 0) -> list[list[list[Event]]]:
-    """Per writer, its batches (1-10 events each); ``total`` events in all, fresh uuid4 ids."""
+def workload(total: int, writers: int, seed: int = 0, ids: str = "uuid") -> list[list[list[Event]]]:
+    """Per writer, its batches (1-10 events each); ``total`` events in all, fresh ids."""
     rng = random.Random(seed)
+    token = uuid.uuid4().hex[:12]
+
+    def new_id(i: int) -> str:
+        return uuid.uuid4().hex if ids == "uuid" else f"{token}-{i:09d}"
+
     plans: list[list[list[Event]]] = []
     n = 0
     for w in range(writers):
@@ -72,7 +79,7 @@ def workload(total: int, writers: int, seed: int = 0) -> list[list[list[Event]]]
         while share > 0:
             size = min(rng.randint(1, 10), share)
             batch = [
-                Event(uuid.uuid4().hex, f"u{i % 1000}", f"i{i % 5000}", "click", 1.7e9 + i)
+                Event(new_id(i), f"u{i % 1000}", f"i{i % 5000}", "click", 1.7e9 + i)
                 for i in range(n, n + size)
             ]
             batches.append(batch)
@@ -123,6 +130,7 @@ def main() -> int:
         "--store", action="append", default=[], metavar="URL", help="another store (repeatable)"
     )
     ap.add_argument("--writers", default="8,64", help="comma-separated writer counts")
+    ap.add_argument("--ids", choices=["uuid", "sequential"], default="uuid")
     ap.add_argument("--repeat", type=int, default=3, help="runs of each; the median is shown")
     ap.add_argument("--dir", help="where the old log and the SQLite file go (default: a temp dir)")
     a = ap.parse_args()
@@ -133,7 +141,7 @@ def main() -> int:
     try:
         for writers in writer_counts:
             for n in range(a.repeat):  # interleaved, each run on a fresh old log / SQLite file
-                plans = workload(a.events, writers, seed=n)
+                plans = workload(a.events, writers, seed=n, ids=a.ids)
                 old_dir, sqlite_url = base / f"old-log-{writers}-{n}", f"sqlite:///{base}/{n}.db"
                 targets: list[tuple[str, Callable[[], Awaitable[tuple[int, float, int]]]]] = [
                     ("old-log", lambda p=plans, d=old_dir: run_old_log(d, p)),
@@ -153,7 +161,7 @@ def main() -> int:
             shutil.rmtree(base, ignore_errors=True)
     results = [sorted(rs, key=lambda r: r.events_per_s)[len(rs) // 2] for rs in runs.values()]
 
-    print(f"\nmedian of {a.repeat} runs of {a.events} events each, fsync on everywhere")
+    print(f"\nmedian of {a.repeat} runs of {a.events} events ({a.ids} ids), fsync on everywhere")
     print(
         f"{'target':<40} {'writers':>7} {'events':>8} {'seconds':>8} {'events/s':>10} "
         f"{'commits/s':>10} {'ev/commit':>9}"
