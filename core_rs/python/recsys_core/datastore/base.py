@@ -8,8 +8,8 @@ error fan-out, counters and closing live here, once.
 Group commit: `DataStore.append` queues its events and waits; one writer thread drains the
 queue, commits everything queued (at most ``max_batch`` events; one call is never split) in a
 single transaction and tells each call which of its events were newly stored. A failed
-transaction fails every call in it with `StoreUnavailable` and stores nothing (the database
-rolls it back); retrying is safe because ``event_id`` is UNIQUE in the table.
+transaction fails every call in it with `StoreUnavailable`; it is all or nothing (the
+database rolls it back), and retrying is safe because ``event_id`` is UNIQUE in the table.
 """
 
 from __future__ import annotations
@@ -56,9 +56,12 @@ class StoreError(Exception):
 
 
 class StoreUnavailable(StoreError):
-    """A commit (or the connection) failed: database down, disk full, lock timeout. Nothing of
-    the failed transaction is stored; retrying is safe. ``errno`` is ENOSPC (or EDQUOT) when
-    the disk is full (the server answers RESOURCE_EXHAUSTED), else usually None."""
+    """A commit (or the connection) failed: database down, disk full, lock timeout. The failed
+    transaction is all or nothing, and normally nothing: only a failure during COMMIT itself
+    (the connection lost, the final fsync failing) can leave it committed without the
+    acknowledgement. Either way retrying is safe (stored events come back as duplicates).
+    ``errno`` is ENOSPC (or EDQUOT) when the disk is full (the server answers
+    RESOURCE_EXHAUSTED), else usually None."""
 
     def __init__(self, message: str, errno: int | None = None) -> None:
         super().__init__(message)
@@ -409,8 +412,8 @@ class DataStore(ABC):
 
         Idempotent by ``event_id``: ids already stored, repeated within the call, or stored by
         a concurrent call count as duplicates (of concurrent calls with the same id, exactly
-        one reports it recorded). Raises StoreUnavailable when the commit failed (nothing of
-        this call is stored then; retry), StoreClosed after close, TypeError for a non-Event.
+        one reports it recorded). Raises StoreUnavailable when the commit failed (retry: see
+        StoreUnavailable), StoreClosed after close, TypeError for a non-Event.
         A cancelled caller does not cancel the write.
         """
         events = list(events)
