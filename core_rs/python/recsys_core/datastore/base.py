@@ -8,14 +8,13 @@ error fan-out, counters and closing live here, once.
 Group commit: `DataStore.append` queues its events and waits; one writer thread drains the
 queue, commits everything queued (at most ``max_batch`` events; one call is never split) in a
 single transaction and tells each call which of its events were newly stored. A failed
-transaction fails every call in it with `StoreUnavailable` and stores nothing (the database
-rolls it back); retrying is safe because ``event_id`` is UNIQUE in the table.
+transaction fails every call in it with `StoreUnavailable`; it is all or nothing (the
+database rolls it back), and retrying is safe because ``event_id`` is UNIQUE in the table.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 import threading
@@ -57,9 +56,12 @@ class StoreError(Exception):
 
 
 class StoreUnavailable(StoreError):
-    """A commit (or the connection) failed: database down, disk full, lock timeout. Nothing of
-    the failed transaction is stored; retrying is safe. ``errno`` is ENOSPC (or EDQUOT) when
-    the disk is full (the server answers RESOURCE_EXHAUSTED), else usually None."""
+    """A commit (or the connection) failed: database down, disk full, lock timeout. The failed
+    transaction is all or nothing, and normally nothing: only a failure during COMMIT itself
+    (the connection lost, the final fsync failing) can leave it committed without the
+    acknowledgement. Either way retrying is safe (stored events come back as duplicates).
+    ``errno`` is ENOSPC (or EDQUOT) when the disk is full (the server answers
+    RESOURCE_EXHAUSTED), else usually None."""
 
     def __init__(self, message: str, errno: int | None = None) -> None:
         super().__init__(message)
@@ -160,19 +162,13 @@ class _Call:  # one append waiting for the writer
 
 _Outcome = tuple[asyncio.Future[set[str]], set[str] | None, BaseException | None]
 
-
-def _settle(outcomes: list[_Outcome]) -> None:
-    for fut, ids, error in outcomes:
-        if fut.done():
-            continue
-        if error is not None:
-            fut.set_exception(error)
-        else:
-            fut.set_result(ids or set())
+# How long the writer waits, at most, for settled callers to queue their next appends (see
+# `GroupCommitter._release`). Only a safety net: the release normally comes one loop turn later.
+_HOLD_MAX_S = 0.05
 
 
 def _retrieve(fut: asyncio.Future[Any]) -> None:
-    # A cancelled caller no longer awaits its (shielded) future: mark a failure as retrieved.
+    # A cancelled caller no longer awaits its future: mark a failure as retrieved.
     if not fut.cancelled():
         fut.exception()
 
@@ -190,6 +186,16 @@ class GroupCommitter:
     by us: no id set is kept in memory), or raise `StoreUnavailable` having rolled back. The
     events it gets have distinct ids: repeats across and within the queued calls are settled
     here, the first occurrence in queue order being the one offered to the database.
+
+    The writer thread owns a queued call until it is committed: cancelling the awaiting
+    caller cancels only its wait, never the write (what ``asyncio.shield`` does for a write
+    running on the loop).
+
+    Batches stay whole through two rules (without them the writer takes the first caller
+    that comes back alone, the others make the next batch, and that split repeats forever):
+    a submit wakes the writer on the loop's next turn, after the callers resuming in this
+    turn have all queued; and after a commit the writer holds until the loop has resumed the
+    callers it settled (`_release`), instead of taking a straggler alone.
 
     Counters (plain ints, written only by the writer thread): ``commits``,
     ``events_committed``, ``commit_errors``, ``duplicates``.
@@ -217,6 +223,7 @@ class GroupCommitter:
         self.duplicates = 0
         self._cond = threading.Condition()
         self._queue: deque[_Call] = deque()
+        self._hold = False  # a batch was settled; its callers have not resumed yet
         self._closing = False
         self._thread: threading.Thread | None = None  # started by the first submit
 
@@ -236,15 +243,32 @@ class GroupCommitter:
                 )
                 self._thread.start()
             self._queue.append(_Call(events, loop, done))
-        # Wake the writer at the next turn of the loop, not now: callers that resume together
-        # (a batch just settled) then all queue before it looks, and share the next commit.
-        # Waking it at once would let it take the first call alone, and that split repeats.
-        loop.call_soon(self._wake)
+        loop.call_soon(self._wake)  # next turn: see the class doc
         return done
 
     def _wake(self) -> None:
         with self._cond:
             self._cond.notify()
+
+    def _release(self) -> None:
+        with self._cond:
+            self._hold = False
+            self._cond.notify()
+
+    def _settle(self, outcomes: list[_Outcome]) -> None:
+        """On the callers' loop: resolve their futures. Resolving schedules each caller's
+        resumption for the next turn; `_release`, scheduled after them, runs once they have
+        resumed and queued whatever they append next."""
+        try:
+            for fut, ids, error in outcomes:
+                if fut.done():  # the caller was cancelled
+                    continue
+                if error is not None:
+                    fut.set_exception(error)
+                else:
+                    fut.set_result(ids or set())
+        finally:
+            asyncio.get_running_loop().call_soon(self._release)
 
     def stop(self) -> None:
         """Refuse new calls, commit everything already queued, and end the writer thread.
@@ -259,8 +283,12 @@ class GroupCommitter:
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._queue and not self._closing:
-                    self._cond.wait()
+                while not self._closing and (self._hold or not self._queue):
+                    if self._hold and self._queue:
+                        if not self._cond.wait(_HOLD_MAX_S):
+                            self._hold = False  # the loop did not answer: go anyway
+                    else:
+                        self._cond.wait()
                 if not self._queue:  # closing, and drained
                     return
                 batch = [self._queue.popleft()]
@@ -300,17 +328,18 @@ class GroupCommitter:
         self._on_failure(error)
         self._notify([(call, None, _copy(error)) for call in batch])
 
-    @staticmethod
-    def _notify(outcomes: list[tuple[_Call, set[str] | None, BaseException | None]]) -> None:
-        # One wake-up per event loop for the whole batch: its callers then resume (and queue
-        # their next appends) together, which keeps the next batch whole.
+    def _notify(self, outcomes: list[tuple[_Call, set[str] | None, BaseException | None]]) -> None:
+        # One wake-up per event loop for the whole batch, so its callers resume together.
         by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
         for call, ids, error in outcomes:
             by_loop.setdefault(call.loop, []).append((call.done, ids, error))
+        with self._cond:
+            self._hold = True
         for loop, settled in by_loop.items():
-            # RuntimeError: the caller's event loop is closed, so nobody is waiting.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_settle, settled)
+            try:
+                loop.call_soon_threadsafe(self._settle, settled)
+            except RuntimeError:  # that loop is closed: nobody there is waiting
+                self._release()
 
 
 # -- the interface ---------------------------------------------------------------------------
@@ -383,8 +412,8 @@ class DataStore(ABC):
 
         Idempotent by ``event_id``: ids already stored, repeated within the call, or stored by
         a concurrent call count as duplicates (of concurrent calls with the same id, exactly
-        one reports it recorded). Raises StoreUnavailable when the commit failed (nothing of
-        this call is stored then; retry), StoreClosed after close, TypeError for a non-Event.
+        one reports it recorded). Raises StoreUnavailable when the commit failed (retry: see
+        StoreUnavailable), StoreClosed after close, TypeError for a non-Event.
         A cancelled caller does not cancel the write.
         """
         events = list(events)
@@ -393,7 +422,8 @@ class DataStore(ABC):
                 raise TypeError(f"expected Event, got {type(e).__name__}")
         if not events:
             return AppendResult([], 0)
-        won = set(await asyncio.shield(self._writer.submit(events)))
+        # Not shielded: the writer thread owns the call, so cancelling only stops the wait.
+        won = set(await self._writer.submit(events))
         recorded = []
         for e in events:
             if e.event_id in won:
