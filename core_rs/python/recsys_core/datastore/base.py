@@ -22,12 +22,11 @@ from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import polars as pl
 
 from recsys_core.eventlog import Event
-
-if TYPE_CHECKING:
-    import polars as pl
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +147,27 @@ def parse_store_url(url: str) -> StoreURL:
         # Readers use their own connections, which would each see a different empty database.
         raise StoreConfigError(f"--store {shown!r}: in-memory SQLite is not supported; give a file")
     return StoreURL("sqlite", url, shown, path)
+
+
+COLUMNS = "seq, event_id, user_id, item_id, event_type, ts, rating"
+"""The events table's columns, in the order `stored` reads a row."""
+
+FRAME_SCHEMA = {
+    "seq": pl.Int64,
+    "event_id": pl.String,
+    "user_id": pl.String,
+    "item_id": pl.String,
+    "event_type": pl.String,
+    "timestamp": pl.Float64,
+    "rating": pl.Float64,
+}
+"""`DataStore.events_frame`'s columns and types."""
+
+
+def stored(row: Sequence[Any]) -> StoredEvent:
+    """A row of `COLUMNS` as a StoredEvent."""
+    seq, event_id, user_id, item_id, event_type, ts, rating = row
+    return StoredEvent(int(seq), Event(event_id, user_id, item_id, event_type, ts, rating))
 
 
 # -- group commit ----------------------------------------------------------------------------
@@ -440,12 +460,32 @@ class DataStore(ABC):
     # -- reading -----------------------------------------------------------------------------
 
     @abstractmethod
+    def _fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """The rows of one read query, written with ``?`` placeholders (a backend with
+        another style rewrites them); database failures raise StoreUnavailable. Any
+        thread."""
+
     def read_events(
         self, after_seq: int = 0, up_to_seq: int | None = None, batch: int = 10_000
     ) -> Iterator[StoredEvent]:
         """Stored events with ``after_seq < seq <= up_to_seq`` in seq order, fetched
         ``batch`` at a time. Without ``up_to_seq`` it stops at the max seq when iteration
         starts (events committed meanwhile are left for the next read)."""
+        if batch < 1:
+            raise ValueError(f"batch must be >= 1, got {batch}")
+        last = self.max_seq() if up_to_seq is None else up_to_seq
+        cursor = after_seq
+        while cursor < last:
+            # Keyset pages, one query each: an abandoned iterator holds no connection open.
+            rows = self._fetch(
+                f"SELECT {COLUMNS} FROM events WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
+                (cursor, last, batch),
+            )
+            if not rows:
+                return
+            for row in rows:
+                yield stored(row)
+            cursor = rows[-1][0]
 
     @abstractmethod
     def events_frame(self, after_seq: int = 0, up_to_seq: int | None = None) -> pl.DataFrame:
@@ -453,21 +493,37 @@ class DataStore(ABC):
         (Int64), event_id, user_id, item_id, event_type (String), timestamp, rating
         (Float64, null when unrated), in seq order."""
 
-    @abstractmethod
     def user_history(self, user_id: str, limit: int | None = None) -> list[StoredEvent]:
         """One user's events in seq order; with ``limit``, the latest ``limit`` of them."""
+        if limit is None:
+            sql, params = f"SELECT {COLUMNS} FROM events WHERE user_id = ? ORDER BY seq", [user_id]
+        elif limit < 0:
+            raise ValueError(f"limit must be >= 0, got {limit}")
+        else:
+            sql = f"SELECT {COLUMNS} FROM events WHERE user_id = ? ORDER BY seq DESC LIMIT ?"
+            params = [user_id, limit]
+        rows = self._fetch(sql, params)
+        if limit is not None:
+            rows.reverse()
+        return [stored(r) for r in rows]
 
-    @abstractmethod
     def max_seq(self) -> int:
         """The highest stored seq (0 when empty)."""
+        return int(self._fetch("SELECT COALESCE(MAX(seq), 0) FROM events", ())[0][0])
 
-    @abstractmethod
     def count(self) -> int:
         """Number of stored events."""
+        return int(self._fetch("SELECT COUNT(*) FROM events", ())[0][0])
 
-    @abstractmethod
     def ping(self) -> bool:
         """Cheap liveness check; sets ``state`` (True and "ok" when the database answers)."""
+        try:
+            self._fetch("SELECT 1", ())
+        except StoreUnavailable as e:
+            self._mark_unavailable(e)
+            return False
+        self._mark_ok()
+        return True
 
     # -- closing -----------------------------------------------------------------------------
 

@@ -29,11 +29,11 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from recsys_core.datastore.base import (
+    FRAME_SCHEMA,
     AppendResult,
     DataStore,
     StoreClosed,
     StoreConfigError,
-    StoredEvent,
     StoreError,
     StoreUnavailable,
     parse_store_url,
@@ -43,16 +43,6 @@ from recsys_core.eventlog import Event
 
 __all__ = ["PostgresStore"]
 
-_COLUMNS = "seq, event_id, user_id, item_id, event_type, ts, rating"
-_FRAME_SCHEMA = {
-    "seq": pl.Int64,
-    "event_id": pl.String,
-    "user_id": pl.String,
-    "item_id": pl.String,
-    "event_type": pl.String,
-    "timestamp": pl.Float64,
-    "rating": pl.Float64,
-}
 _FRAME_BATCH = 50_000  # rows per fetch from the server-side cursor: bounds the client's memory
 
 # One statement per batch: the arrays are unnested in order (ORDER BY n), so seq follows the
@@ -245,26 +235,9 @@ class PostgresStore(DataStore):
 
     # -- reading -----------------------------------------------------------------------------
 
-    def read_events(
-        self, after_seq: int = 0, up_to_seq: int | None = None, batch: int = 10_000
-    ) -> Iterator[StoredEvent]:
-        if batch < 1:
-            raise ValueError(f"batch must be >= 1, got {batch}")
-        last = self.max_seq() if up_to_seq is None else up_to_seq
-        cursor = after_seq
-        while cursor < last:
-            # Keyset pages, each on a connection held only while fetching it.
-            with self._connection() as conn:
-                rows = conn.execute(
-                    f"SELECT {_COLUMNS} FROM events WHERE seq > %s AND seq <= %s "
-                    "ORDER BY seq LIMIT %s",
-                    (cursor, last, batch),
-                ).fetchall()
-            if not rows:
-                return
-            for row in rows:
-                yield _stored(row)
-            cursor = rows[-1][0]
+    def _fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        with self._connection() as conn:
+            return conn.execute(sql.replace("?", "%s"), tuple(params)).fetchall()
 
     def events_frame(self, after_seq: int = 0, up_to_seq: int | None = None) -> pl.DataFrame:
         query = (
@@ -279,50 +252,15 @@ class PostgresStore(DataStore):
                     cur,
                     iter_batches=True,
                     batch_size=_FRAME_BATCH,
-                    schema_overrides=_FRAME_SCHEMA,
+                    schema_overrides=FRAME_SCHEMA,
                     execute_options={"params": (after_seq, up_to_seq, up_to_seq)},
                 )
             )
         if not frames:
-            return pl.DataFrame(schema=_FRAME_SCHEMA)
+            return pl.DataFrame(schema=FRAME_SCHEMA)
         return pl.concat(frames, rechunk=True).select(
-            pl.col(name).cast(dtype) for name, dtype in _FRAME_SCHEMA.items()
+            pl.col(name).cast(dtype) for name, dtype in FRAME_SCHEMA.items()
         )
-
-    def user_history(self, user_id: str, limit: int | None = None) -> list[StoredEvent]:
-        with self._connection() as conn:
-            if limit is None:
-                rows = conn.execute(
-                    f"SELECT {_COLUMNS} FROM events WHERE user_id = %s ORDER BY seq", (user_id,)
-                ).fetchall()
-            else:
-                if limit < 0:
-                    raise ValueError(f"limit must be >= 0, got {limit}")
-                rows = conn.execute(
-                    f"SELECT {_COLUMNS} FROM events WHERE user_id = %s ORDER BY seq DESC LIMIT %s",
-                    (user_id, limit),
-                ).fetchall()
-                rows.reverse()
-        return [_stored(r) for r in rows]
-
-    def max_seq(self) -> int:
-        with self._connection() as conn:
-            row = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()
-        return int(row[0]) if row else 0
-
-    def count(self) -> int:
-        with self._connection() as conn:
-            row = conn.execute("SELECT COUNT(*) FROM events").fetchone()
-        return int(row[0]) if row else 0
-
-    def ping(self) -> bool:
-        try:
-            with self._connection() as conn:
-                conn.execute("SELECT 1")
-        except StoreUnavailable:  # _connection marked the store unavailable
-            return False
-        self._mark_ok()
-        return True
 
     # -- closing -----------------------------------------------------------------------------
 
@@ -339,8 +277,3 @@ def _url_password(url: str) -> str | None:
     userinfo, at, _ = head.rpartition("@")
     password = userinfo.partition(":")[2] if at else ""
     return password or None
-
-
-def _stored(row: tuple[Any, ...]) -> StoredEvent:
-    seq, event_id, user_id, item_id, event_type, ts, rating = row
-    return StoredEvent(int(seq), Event(event_id, user_id, item_id, event_type, ts, rating))

@@ -20,17 +20,18 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
 from recsys_core.datastore.base import (
+    FRAME_SCHEMA,
     DataStore,
     StoreClosed,
     StoreConfigError,
-    StoredEvent,
     StoreError,
     StoreUnavailable,
     parse_store_url,
@@ -44,16 +45,6 @@ SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 _ROWS_PER_INSERT = 500  # 7 parameters a row, well under SQLite's 32766 variables
 _IDLE_READERS = 4  # read connections kept open between reads
 _NO_LIMIT = 2**63 - 1
-_COLUMNS = "seq, event_id, user_id, item_id, event_type, ts, rating"
-FRAME_SCHEMA = {
-    "seq": pl.Int64,
-    "event_id": pl.String,
-    "user_id": pl.String,
-    "item_id": pl.String,
-    "event_type": pl.String,
-    "timestamp": pl.Float64,
-    "rating": pl.Float64,
-}
 
 
 @lru_cache(maxsize=64)
@@ -63,11 +54,6 @@ def _insert_sql(rows: int) -> str:
         "INSERT INTO events (event_id, user_id, item_id, event_type, ts, rating, stored_at) "
         f"VALUES {values} ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
     )
-
-
-def _stored(row: tuple) -> StoredEvent:
-    seq, event_id, user_id, item_id, event_type, ts, rating = row
-    return StoredEvent(seq, Event(event_id, user_id, item_id, event_type, ts, rating))
 
 
 def _code(e: sqlite3.Error) -> str:
@@ -255,27 +241,9 @@ class SQLiteStore(DataStore):
                 return
         conn.close()
 
-    def read_events(
-        self, after_seq: int = 0, up_to_seq: int | None = None, batch: int = 10_000
-    ) -> Iterator[StoredEvent]:
-        if batch < 1:
-            raise ValueError(f"batch must be >= 1, got {batch}")
-        last = self.max_seq() if up_to_seq is None else up_to_seq
-        cursor = after_seq
-        while cursor < last:
-            # One query a batch, the connection returned in between: an abandoned iterator
-            # holds nothing open.
-            with self._reader("read") as conn:
-                rows = conn.execute(
-                    f"SELECT {_COLUMNS} FROM events WHERE seq > ? AND seq <= ? "
-                    "ORDER BY seq LIMIT ?",
-                    (cursor, last, batch),
-                ).fetchall()
-            if not rows:
-                return
-            for row in rows:
-                yield _stored(row)
-            cursor = rows[-1][0]
+    def _fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        with self._reader("read") as conn:
+            return conn.execute(sql, tuple(params)).fetchall()
 
     def events_frame(self, after_seq: int = 0, up_to_seq: int | None = None) -> pl.DataFrame:
         query = (
@@ -291,40 +259,6 @@ class SQLiteStore(DataStore):
                 schema_overrides=FRAME_SCHEMA,
             )
         return frame.select(list(FRAME_SCHEMA))
-
-    def user_history(self, user_id: str, limit: int | None = None) -> list[StoredEvent]:
-        if limit is not None and limit < 0:
-            raise ValueError(f"limit must be >= 0, got {limit}")
-        with self._reader("read") as conn:
-            if limit is None:
-                rows = conn.execute(
-                    f"SELECT {_COLUMNS} FROM events WHERE user_id = ? ORDER BY seq", (user_id,)
-                ).fetchall()
-            else:
-                rows = conn.execute(
-                    f"SELECT {_COLUMNS} FROM events WHERE user_id = ? ORDER BY seq DESC LIMIT ?",
-                    (user_id, limit),
-                ).fetchall()
-                rows.reverse()
-        return [_stored(r) for r in rows]
-
-    def max_seq(self) -> int:
-        with self._reader("read") as conn:
-            return int(conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0])
-
-    def count(self) -> int:
-        with self._reader("read") as conn:
-            return int(conn.execute("SELECT COUNT(*) FROM events").fetchone()[0])
-
-    def ping(self) -> bool:
-        try:
-            with self._reader("ping") as conn:
-                conn.execute("SELECT 1").fetchone()
-        except StoreUnavailable as e:
-            self._mark_unavailable(e)
-            return False
-        self._mark_ok()
-        return True
 
     # -- closing -----------------------------------------------------------------------------
 
