@@ -21,8 +21,8 @@ from recsys_server.errors import DeadlineExceeded, InvalidArgument, ResourceExha
 from recsys_server.interaction_log import InteractionLog, LogWriteError
 from recsys_server.live import EVENT_TYPES
 from recsys_server.metrics import Metrics
+from recsys_server.model_versions import ModelVersions, ReloadResult, State
 from recsys_server.scoring import Answer, Query, SimilarAnswer
-from recsys_server.store import ModelStore, ReloadResult, State
 
 MAX_BATCH = 1000
 MAX_EVENTS = 1000
@@ -96,19 +96,19 @@ class RecommenderCore:
     def __init__(
         self,
         config: ServerConfig,
-        store: ModelStore,
+        versions: ModelVersions,
         log: InteractionLog | None,
         metrics: Metrics | None = None,
     ) -> None:
         self.config = config
-        self.store = store
+        self.versions = versions
         self.log = log
         self.metrics = metrics
         if metrics is not None:  # the drift and freshness gauges read these at scrape time
-            metrics.watch(lambda: store.snapshot, log)
+            metrics.watch(lambda: versions.snapshot, log)
 
     def state(self) -> State:
-        s = self.store.state
+        s = self.versions.state
         if s is None:
             raise Unavailable("no model loaded yet; try again shortly")
         return s
@@ -234,10 +234,10 @@ class RecommenderCore:
             if e.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise ResourceExhausted(msg) from e
             raise Unavailable(msg) from e
-        self.store.fold(result.recorded)
+        self.versions.fold(result.recorded)
         if self.metrics is not None:
             self.metrics.recorded.inc(len(result.recorded))
         return len(result.recorded), result.duplicates
 
     async def reload(self) -> ReloadResult:
-        return await self.store.refresh()
+        return await self.versions.refresh()

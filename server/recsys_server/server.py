@@ -20,9 +20,9 @@ from recsys_server.core import RecommenderCore
 from recsys_server.interaction_log import InteractionLog, LogLockedError
 from recsys_server.interceptors import Auth, Observe
 from recsys_server.metrics import Metrics
+from recsys_server.model_versions import ModelVersions
 from recsys_server.service import SERVICE_NAME, RecommenderService, add_to_server
 from recsys_server.snapshot import Snapshot
-from recsys_server.store import ModelStore
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ async def start(cfg: ServerConfig, *, poll: bool = True) -> Running:
             pending.add(task)
             task.add_done_callback(pending.discard)
 
-    store = ModelStore(cfg, metrics, on_swap)
+    versions = ModelVersions(cfg, metrics, on_swap)
     server = grpc.aio.server(
         options=[
             ("grpc.so_reuseport", 0),  # a port in use must fail, not be shared
@@ -179,7 +179,7 @@ async def start(cfg: ServerConfig, *, poll: bool = True) -> Running:
             event_log.recovered_corrupt_tails,
             "; ".join(event_log.recovery.details),
         )
-    core = RecommenderCore(cfg, store, event_log, metrics)
+    core = RecommenderCore(cfg, versions, event_log, metrics)
     observe = Observe(metrics, limit=cfg.max_concurrent_rpcs)
     add_to_server(
         RecommenderService(core),
@@ -196,7 +196,7 @@ async def start(cfg: ServerConfig, *, poll: bool = True) -> Running:
         cfg, server, port, metrics_port, core, health_servicer, metrics, event_log, observe
     )
     if poll:
-        running.poller = asyncio.create_task(store.poll_forever(), name="model-poll")
+        running.poller = asyncio.create_task(versions.poll_forever(), name="model-poll")
     return running
 
 

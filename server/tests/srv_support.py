@@ -181,7 +181,7 @@ class InProcessServer:
 
     def wait_serving(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
-        while self.running.core.store.state is None:
+        while self.running.core.versions.state is None:
             if time.monotonic() > deadline:
                 raise TimeoutError("no model loaded")
             time.sleep(0.05)

@@ -23,7 +23,7 @@ from srv_support import (  # noqa: F401 (fixtures)
 from recsys_core import artifacts
 from recsys_core.eventlog import Event
 from recsys_proto.v1 import recommender_pb2 as pb
-from recsys_server import store as store_mod
+from recsys_server import model_versions
 from recsys_server.interaction_log import InteractionLog
 from recsys_server.live import LiveHistory
 
@@ -74,8 +74,8 @@ def test_replay_skips_the_trained_prefix_and_rebuilds_on_swap(
 
     # And on a cold start with that version.
     with serving(artifacts_copy, tmp_path) as srv:
-        assert srv.running.core.store.state.live.get("rp-user").keys() == {
-            srv.running.core.store.snapshot.item_index[i] for i in ITEMS[3:]
+        assert srv.running.core.versions.state.live.get("rp-user").keys() == {
+            srv.running.core.versions.snapshot.item_index[i] for i in ITEMS[3:]
         }
 
 
@@ -97,7 +97,7 @@ def test_events_recorded_while_a_version_loads_are_kept_once(
 
     with serving(artifacts_copy, tmp_path) as srv:
         c = Client(srv.address)
-        monkeypatch.setattr(store_mod.LiveHistory, "from_log", staticmethod(slow_from_log))
+        monkeypatch.setattr(model_versions.LiveHistory, "from_log", staticmethod(slow_from_log))
         republish(artifacts_copy)
         before = event("cap-0", "cap-user", items[0], "view")
         assert c.RecordInteractions(pb.RecordInteractionsRequest(events=[before])).recorded == 1
@@ -114,7 +114,7 @@ def test_events_recorded_while_a_version_loads_are_kept_once(
         t.join(30)
         assert not t.is_alive()
         assert done and done[0].changed
-        state = srv.running.core.store.state
+        state = srv.running.core.versions.state
         live = state.live.get("cap-user")
         idx = state.snapshot.item_index
         assert {i: v.weight for i, v in live.items()} == {idx[items[0]]: 1.0, idx[items[1]]: 2.0}

@@ -1,4 +1,4 @@
-"""ModelStore: which model version serves, and hot reload.
+"""ModelVersions: which model version serves, and hot reload.
 
 The serving state (`State`: an immutable `Snapshot` plus the live histories that go with it)
 is one attribute; a request reads it once at its start and keeps using that object, so a swap
@@ -146,7 +146,7 @@ def unloadable(root: Path) -> dict[str, tuple[tuple, str, str]]:
     return found
 
 
-class ModelStore:
+class ModelVersions:
     def __init__(
         self,
         config: ServerConfig,
