@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from recsys_core.artifacts import (
     is_version_name,
     latest_version,
 )
+from recsys_core.datastore import DataStore, StoreUnavailable
 from recsys_core.eventlog import Event
 from recsys_server import scoring
 from recsys_server.config import ServerConfig
@@ -147,15 +149,20 @@ def unloadable(root: Path) -> dict[str, tuple[tuple, str, str]]:
 
 
 class ModelVersions:
+    """The serving `State` and its reloads. ``datastore`` holds the recorded events that are
+    replayed as live history on top of each version (None: no live history from before)."""
+
     def __init__(
         self,
         config: ServerConfig,
         metrics: Metrics | None = None,
         on_swap: Callable[[Snapshot], None] | None = None,
+        datastore: DataStore | None = None,
     ) -> None:
         if config.artifacts is None:
             raise ValueError("config.artifacts is required")
         self.config = config
+        self.datastore = datastore
         self.root = config.artifacts
         self.metrics = metrics
         self.on_swap = on_swap
@@ -170,6 +177,11 @@ class ModelVersions:
     def snapshot(self) -> Snapshot | None:
         s = self.state
         return None if s is None else s.snapshot
+
+    def events_since_training(self) -> float:
+        """Stored events after those the serving version was trained on (NaN: no version)."""
+        s = self.state
+        return math.nan if s is None else float(s.live.seen)
 
     def fold(self, events: list[Event]) -> None:
         """Folds durably recorded events into the live histories (called on the event loop)."""
@@ -210,6 +222,14 @@ class ModelVersions:
         self._capture = []
         try:
             snap, live, read_ids = await asyncio.to_thread(self._load, path)
+        except StoreUnavailable as e:
+            # Not the version's fault: it is tried again at the next poll or reload.
+            log.warning("version %s not loaded yet: %s; still serving %s", name, e, cur_name)
+            return ReloadResult(
+                cur_name,
+                False,
+                f"version {name} not loaded: the data store is unavailable ({e}); retrying",
+            )
         except Exception as e:
             reason = (
                 e.reason
@@ -230,7 +250,7 @@ class ModelVersions:
             return ReloadResult(cur_name, False, f"version {name} refused ({reason}): {e}"[:1000])
         finally:
             pending, self._capture = self._capture, None
-        # Events recorded while loading that the log read did not see yet.
+        # Events recorded while loading that the store read did not see yet.
         live.fold([e for e in pending if e.event_id not in read_ids])
         self.state = State(snap, live)  # the swap: one assignment
         self._refused.pop(name, None)
@@ -268,9 +288,7 @@ class ModelVersions:
             warm_up(snap, self.config)
         except Exception as e:
             raise WarmupError(f"{type(e).__name__}: {e}") from e
-        live, ids = LiveHistory.from_log(
-            self.config.events_dir, snap.event_log_records, snap.item_index
-        )
+        live, ids = LiveHistory.from_store(self.datastore, snap.store_seq, snap.item_index)
         return snap, live, ids
 
     async def poll_forever(self) -> None:
