@@ -1,7 +1,7 @@
 """On-disk format of the interaction (behaviour event) log, shared by the server and the trainer.
 
 The server appends user behaviour events through ``recsys_server.interaction_log``; the trainer
-reads them back with `read_events` and `events_to_interactions` to refresh its data.
+refreshes from the data store instead (`events_to_interactions` of its `events_frame`).
 
 Layout: a directory of segment files ``events-000001.log``, ``events-000002.log``, ... in
 order; a writer starts a new segment once the current one would exceed `SEGMENT_BYTES`.
@@ -29,7 +29,7 @@ import re
 import struct
 import time
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -325,51 +325,44 @@ def _recover(directory: Path, on_event: Callable[[Event], None] | None) -> Recov
 
 
 def events_to_interactions(
-    events: Iterable[Event], event_weights: EventWeights | None = None
+    events: pl.DataFrame, event_weights: EventWeights | None = None
 ) -> pl.DataFrame:
-    """Events as rows ``user, item, event, weight, timestamp`` (the columns of
+    """The events of `DataStore.events_frame` (columns event_id, user_id, item_id, event_type,
+    timestamp, rating) as rows ``user, item, event, weight, timestamp`` (the columns of
     `Interactions.to_frame` and `from_frame`'s defaults), to append to the trainer's base data.
 
     Event types are matched like `EventWeights` (stripped, lower-cased) and ``event`` holds the
     normalized name. Rating events take their ``rating`` as weight; other events their type's
     weight. Timestamps become whole unix seconds (floored). An unknown event type, a rating
-    event without a rating, or a negative rating raises ValueError naming the event.
+    event without a rating, or a negative rating raises ValueError naming the first such event.
     """
     event_weights = event_weights or EventWeights()
     table = event_weights.normalized()
     rating_event = (event_weights.rating_event or "").strip().lower() or None
-    users: list[str] = []
-    items: list[str] = []
-    kinds: list[str] = []
-    weights: list[float] = []
-    stamps: list[int] = []
-    for e in events:
-        kind = e.event_type.strip().lower()
-        if kind == rating_event:
-            if e.rating is None:
-                raise ValueError(f"event {e.event_id!r}: rating event without a rating")
-            if e.rating < 0:
-                raise ValueError(f"event {e.event_id!r}: negative rating {e.rating}")
-            weight = e.rating
-        elif kind in table:
-            weight = table[kind]
-        else:
-            known = ", ".join(sorted(set(table) | ({rating_event} if rating_event else set())))
-            raise ValueError(
-                f"event {e.event_id!r}: unknown event type {e.event_type!r} (known: {known})"
-            )
-        users.append(e.user_id)
-        items.append(e.item_id)
-        kinds.append(kind)
-        weights.append(weight)
-        stamps.append(math.floor(e.timestamp))
-    return pl.DataFrame(
-        {"user": users, "item": items, "event": kinds, "weight": weights, "timestamp": stamps},
-        schema={
-            "user": pl.String,
-            "item": pl.String,
-            "event": pl.String,
-            "weight": pl.Float32,
-            "timestamp": pl.Int64,
-        },
+    kind = pl.col("event_type").str.strip_chars().str.to_lowercase()
+    frame = events.with_columns(kind.alias("event"))
+    is_rating = pl.col("event") == (rating_event or "")
+    known = sorted(set(table) | ({rating_event} if rating_event else set()))
+    problems = (
+        (~pl.col("event").is_in(known), "unknown event type {type!r} (known: {known})"),
+        (is_rating & pl.col("rating").is_null(), "rating event without a rating"),
+        (is_rating & (pl.col("rating") < 0), "negative rating {rating}"),
+    )
+    for condition, message in problems:
+        bad = frame.filter(condition).head(1)
+        if bad.height:
+            row = bad.row(0, named=True)
+            text = message.format(type=row["event_type"], known=", ".join(known), **row)
+            raise ValueError(f"event {row['event_id']!r}: {text}")
+    weight = (
+        pl.when(is_rating)
+        .then(pl.col("rating"))
+        .otherwise(pl.col("event").replace_strict(table, default=None, return_dtype=pl.Float64))
+    )
+    return frame.select(
+        pl.col("user_id").cast(pl.String).alias("user"),
+        pl.col("item_id").cast(pl.String).alias("item"),
+        pl.col("event").cast(pl.String),
+        weight.cast(pl.Float32).alias("weight"),
+        pl.col("timestamp").floor().cast(pl.Int64).alias("timestamp"),
     )
