@@ -218,6 +218,15 @@ class ModelVersions:
                 False,
                 f"version {name} was refused ({refused[1]}); still serving {cur_name or 'nothing'}",
             )
+        store = self.datastore
+        if store is not None and store.state != "ok":
+            # Its live history cannot be read: wait (the store watch pings it back to "ok")
+            # rather than build and warm up a version on every poll only to fail at the replay.
+            return ReloadResult(
+                cur_name,
+                False,
+                f"version {name} waits: the data store is unavailable ({store.last_error})",
+            )
         t0 = time.perf_counter()
         self._capture = []
         try:

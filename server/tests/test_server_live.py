@@ -28,6 +28,7 @@ from recsys_core.eventlog import Event
 from recsys_proto.v1 import recommender_pb2 as pb
 from recsys_server import model_versions
 from recsys_server.live import LiveHistory
+from recsys_server.metrics import LOAD_FAILURES
 from recsys_server.store_watch import STORE_SERVICE
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -130,7 +131,7 @@ def test_events_recorded_while_a_version_loads_are_kept_once(
 
 
 def test_store_down_refuses_writes_serves_reads_and_recovers(
-    trained,  # noqa: F811
+    artifacts_copy,  # noqa: F811
     tmp_path,
     items,
     postgres_server,
@@ -138,9 +139,9 @@ def test_store_down_refuses_writes_serves_reads_and_recovers(
 ):
     """PostgreSQL stopped under a running server: a write is UNAVAILABLE naming the store (no
     OK without a commit), Recommend keeps answering from memory, health and the metric report
-    the store down; once it is back the watcher's ping brings health back and the retried
-    write is stored."""
-    with serving(trained, tmp_path, store=postgres_dsn) as srv:
+    the store down, a new version waits (not refused); once it is back the watcher's ping
+    brings health back, the retried write is stored and the version loads."""
+    with serving(artifacts_copy, tmp_path, store=postgres_dsn) as srv:
         c = Client(srv.address)
         try:
             assert c.status(STORE_SERVICE) == SERVING
@@ -163,6 +164,11 @@ def test_store_down_refuses_writes_serves_reads_and_recovers(
                 )
                 == 1
             )
+            old = srv.running.core.versions.snapshot.version
+            new = republish(artifacts_copy).name
+            r = c.ReloadModels(pb.ReloadModelsRequest())
+            assert (r.changed, r.version) == (False, old)
+            assert "data store is unavailable" in r.message, r.message
             postgres_server.start()
             wait_until(lambda: c.status(STORE_SERVICE) == SERVING, "store health back", 120)
             assert metric(scrape(srv.metrics_url), "recsys_store_up") == 1
@@ -170,6 +176,13 @@ def test_store_down_refuses_writes_serves_reads_and_recovers(
             r = c.RecordInteractions(req)
             assert (r.recorded, r.duplicates) == (1, 0)
             assert tier_and_ids(c, "fail-user")[0] == pb.FALLBACK_TIER_COLD_START
+            r = c.ReloadModels(pb.ReloadModelsRequest())
+            assert (r.changed, r.version) == (True, new)
+            text = scrape(srv.metrics_url)
+            refused = [
+                metric(text, "recsys_model_load_failures_total", reason=x) for x in LOAD_FAILURES
+            ]
+            assert refused == [0] * len(LOAD_FAILURES)  # it waited, it was not refused
         finally:
             postgres_server.start()
             c.close()
