@@ -555,7 +555,7 @@ def test_sqlite_bad_options(tmp_path):
 def read_only_dir(tmp_path):
     """A directory this process cannot write to, holding a valid store ``events.db``: by
     permissions for an ordinary user; root ignores those, so then a tmpfs remounted
-    read-only (skipped, as in test_interaction_log, where mounting is not permitted)."""
+    read-only (skipped where mounting is not permitted)."""
     if os.geteuid() != 0:
         directory = tmp_path / "ro"
         directory.mkdir()

@@ -240,13 +240,56 @@ def layout() -> list[tuple[dict[str, Any], int, int]]:
                         "recorded",
                     ),
                     q(
-                        f"sum(rate(recsys_interaction_log_errors_total{{{SEL}}}[{RATE}]))",
-                        "log write errors",
+                        f"sum(rate(recsys_store_commit_errors_total{{{SEL}}}[{RATE}]))",
+                        "store commit errors",
                     ),
                 ],
                 unit="ops",
             ),
             8,
+            8,
+        ),
+        (row("Data store"), 24, 1),
+        (
+            panel(
+                "Data store up",
+                [q(f"min(recsys_store_up{{{SEL}}})", "up")],
+                kind="stat",
+                description="1 while the data store answers; 0 while it is down: writes are "
+                "refused (UNAVAILABLE), Recommend keeps serving, the server pings it with backoff.",
+            ),
+            6,
+            8,
+        ),
+        (
+            panel(
+                "Store commits per second",
+                [
+                    q(f"sum(rate(recsys_store_commits_total{{{SEL}}}[{RATE}]))", "commits"),
+                    q(
+                        f"sum(rate(recsys_store_commit_errors_total{{{SEL}}}[{RATE}]))",
+                        "failed commits",
+                    ),
+                ],
+                unit="ops",
+            ),
+            9,
+            8,
+        ),
+        (
+            panel(
+                "Events per commit",
+                [
+                    q(
+                        f"sum(rate(recsys_store_events_committed_total{{{SEL}}}[{RATE}])) / "
+                        f"sum(rate(recsys_store_commits_total{{{SEL}}}[{RATE}]))",
+                        "events per commit",
+                    )
+                ],
+                description="Group commit: concurrent RecordInteractions calls share one "
+                "transaction, so this grows with the write load.",
+            ),
+            9,
             8,
         ),
         (row("Drift and freshness (10-minute window in the server)"), 24, 1),

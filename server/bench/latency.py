@@ -50,7 +50,7 @@ def serve_and_run(artifacts: str, n: int, extra: list[str]) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         proc = subprocess.Popen(
             [sys.executable, "-m", "recsys_server.app", "--artifacts", artifacts,
-             "--port", "0", "--metrics-port", "0", "--log-dir", f"{tmp}/events", *extra],
+             "--port", "0", "--metrics-port", "0", "--store", f"sqlite:///{tmp}/events.db", *extra],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )  # fmt: skip
         try:

@@ -1,7 +1,7 @@
 """``recsys-serve``: the recommendation gRPC server.
 
     recsys-serve --artifacts DIR [--host 127.0.0.1] [--port 50051] [--metrics-port 9100]
-                 [--config FILE] [--log-dir DIR] [--tls-cert F --tls-key F]
+                 [--config FILE] [--store URL] [--tls-cert F --tls-key F]
 
 Settings: defaults, then the TOML ``--config`` file, then RECSYS_WRITE_TOKEN /
 RECSYS_ADMIN_TOKEN / RECSYS_READ_TOKEN, then the flags. See docs/serving.md.
@@ -27,7 +27,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, help="gRPC port (default 50051; 0: any free port)")
     p.add_argument("--metrics-port", type=int, help="Prometheus port (default 9100; 0: any)")
     p.add_argument("--config", type=Path, help="TOML configuration file")
-    p.add_argument("--log-dir", type=Path, help="interaction log directory")
+    p.add_argument(
+        "--store",
+        metavar="URL",
+        help="data store: sqlite:///PATH or postgresql://… "
+        "(default sqlite:///<artifacts>/../events.db)",
+    )
+    p.add_argument(
+        "--import-log",
+        type=Path,
+        metavar="DIR",
+        help="event log directory of an older recsys-serve, imported into the store once "
+        "(default <artifacts>/../events, when it exists)",
+    )
+    p.add_argument("--log-dir", type=Path, help=argparse.SUPPRESS)  # replaced: see main
     p.add_argument("--tls-cert", type=Path, help="PEM certificate chain (with --tls-key)")
     p.add_argument("--tls-key", type=Path, help="PEM private key (with --tls-cert)")
     p.add_argument("--default-model", help="model for requests that name none")
@@ -42,7 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.log_dir is not None:
+        parser.error(
+            "--log-dir was replaced by --store URL (the data store) and --import-log DIR "
+            f"(imports the old log once): try --import-log {args.log_dir}"
+        )
     for var in THREAD_ENV:
         os.environ.setdefault(var, "1")
     logging.basicConfig(
@@ -62,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
             "host": args.host,
             "port": args.port,
             "metrics_port": args.metrics_port,
-            "log_dir": args.log_dir,
+            "store": args.store,
+            "import_log": args.import_log,
             "tls_cert": args.tls_cert,
             "tls_key": args.tls_key,
             "default_model": args.default_model,

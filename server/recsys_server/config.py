@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from recsys_core.datastore import StoreConfigError, parse_store_url, redact
 from recsys_core.models import MODELS
 from recsys_core.models.registry import COMPONENTS
 
@@ -68,8 +69,12 @@ class ServerConfig:
     """0 picks a free port (printed at start)."""
     metrics_port: int = 9100
     """Prometheus HTTP endpoint on ``host``; 0 picks a free port."""
-    log_dir: Path | None = None
-    """The interaction (event) log; default ``<artifacts>/../events``."""
+    store: str | None = None
+    """The data store URL (`recsys_core.datastore`): ``sqlite:///PATH`` or ``postgresql://…``;
+    default ``sqlite:///<artifacts>/../events.db``."""
+    import_log: Path | None = None
+    """An event log directory of the server before the data store, imported into the store
+    once at start (then marked); default ``<artifacts>/../events``, when it exists."""
     poll_seconds: float = 2.0
     default_model: str = "hybrid"
     max_concurrent_rpcs: int = 256
@@ -95,24 +100,29 @@ class ServerConfig:
     read_token: str | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
-    log_fsync: bool = True
-    """fsync the event log before acknowledging a write (turn off only for benchmarks)."""
 
     def __post_init__(self) -> None:
         check(self)
 
     @property
-    def events_dir(self) -> Path:
-        if self.log_dir is not None:
-            return self.log_dir
+    def var_dir(self) -> Path:
+        """Where the defaults live: the directory holding the artifacts directory."""
         if self.artifacts is None:
             raise ConfigError("artifacts is not set")
-        return self.artifacts.resolve().parent / "events"
+        return self.artifacts.resolve().parent
+
+    @property
+    def store_url(self) -> str:
+        return self.store or f"sqlite:///{self.var_dir / 'events.db'}"
+
+    @property
+    def import_log_dir(self) -> Path:
+        return self.import_log if self.import_log is not None else self.var_dir / "events"
 
     def replace(self, **changes: Any) -> ServerConfig:
         return dataclasses.replace(self, **changes)
 
-    def __repr__(self) -> str:  # never print a token
+    def __repr__(self) -> str:  # never print a token or the store's password
         shown = {
             f.name: (
                 "***"
@@ -121,6 +131,8 @@ class ServerConfig:
             )
             for f in dataclasses.fields(self)
         }
+        if self.store is not None:
+            shown["store"] = redact(self.store)
         return f"ServerConfig({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
 
 
@@ -141,6 +153,11 @@ def check(c: ServerConfig) -> None:
         raise ConfigError("max_concurrent_rpcs must be >= 1")
     if c.default_model not in MODELS:
         raise ConfigError(f"default_model {c.default_model!r} is not one of {sorted(MODELS)}")
+    if c.store is not None:
+        try:
+            parse_store_url(c.store)
+        except StoreConfigError as e:
+            raise ConfigError(str(e)) from None
     if (c.tls_cert is None) != (c.tls_key is None):
         raise ConfigError("tls_cert and tls_key must be given together")
     for name in TOKEN_ENV:
@@ -177,13 +194,22 @@ def check(c: ServerConfig) -> None:
             raise ConfigError(f"experiment {exp.name!r}: shares add up to {total:g} > 1")
 
 
-_PATHS = {"artifacts", "log_dir", "tls_cert", "tls_key"}
+_PATHS = {"artifacts", "import_log", "tls_cert", "tls_key"}
+# Settings that no longer exist, and what replaced them.
+_REPLACED = {
+    "log_dir": "the event log became a data store: set store (a URL, default "
+    "sqlite:///<artifacts>/../events.db) and import_log (the old log directory, imported once)",
+    "log_fsync": "the data store always commits durably (SQLite synchronous=FULL)",
+}
 # Number-valued settings, read from the dataclass (annotations are strings here).
 _FLOATS = {f.name for f in dataclasses.fields(ServerConfig) if f.type == "float"}
 
 
 def from_dict(data: dict[str, Any], base: ServerConfig | None = None) -> ServerConfig:
     fields = {f.name for f in dataclasses.fields(ServerConfig)}
+    if replaced := sorted(set(data) & set(_REPLACED)):
+        key = replaced[0]
+        raise ConfigError(f"{key} is no longer a setting: {_REPLACED[key]}")
     if unknown := sorted(set(data) - fields):
         raise ConfigError(
             f"unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(fields))}"

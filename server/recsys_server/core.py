@@ -14,20 +14,20 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from recsys_core.datastore import DataStore, StoreUnavailable
 from recsys_core.eventlog import Event
 from recsys_server import scoring
 from recsys_server.config import ServerConfig
 from recsys_server.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted, Unavailable
-from recsys_server.interaction_log import InteractionLog, LogWriteError
 from recsys_server.live import EVENT_TYPES
 from recsys_server.metrics import Metrics
+from recsys_server.model_versions import ModelVersions, ReloadResult, State
 from recsys_server.scoring import Answer, Query, SimilarAnswer
-from recsys_server.store import ModelStore, ReloadResult, State
 
 MAX_BATCH = 1000
 MAX_EVENTS = 1000
 MAX_EVENT_ID = 128
-LOG_WRITE_FAILED = "interaction log write failed"
+STORE_WRITE_FAILED = "data store write failed"
 
 
 @dataclass(slots=True)
@@ -64,6 +64,9 @@ def check_interaction(e: Interaction, prefix: str) -> None:
         raise InvalidArgument(prefix + "event_id", f"longer than {MAX_EVENT_ID} characters")
     scoring.check_id(e.user_id, prefix + "user_id")
     scoring.check_id(e.item_id, prefix + "item_id")
+    for name in ("event_id", "user_id", "item_id"):
+        if "\x00" in getattr(e, name):  # PostgreSQL text cannot hold it: refused everywhere
+            raise InvalidArgument(prefix + name, "must not contain NUL (\\x00)")
     if e.event_type not in EVENT_TYPES:
         raise InvalidArgument(
             prefix + "event_type", f"must be one of {', '.join(EVENT_TYPES)}, got {e.event_type!r}"
@@ -96,19 +99,19 @@ class RecommenderCore:
     def __init__(
         self,
         config: ServerConfig,
-        store: ModelStore,
-        log: InteractionLog | None,
+        versions: ModelVersions,
+        datastore: DataStore | None,
         metrics: Metrics | None = None,
     ) -> None:
         self.config = config
-        self.store = store
-        self.log = log
+        self.versions = versions
+        self.datastore = datastore
         self.metrics = metrics
         if metrics is not None:  # the drift and freshness gauges read these at scrape time
-            metrics.watch(lambda: store.snapshot, log)
+            metrics.watch(lambda: versions.snapshot, versions.events_since_training)
 
     def state(self) -> State:
-        s = self.store.state
+        s = self.versions.state
         if s is None:
             raise Unavailable("no model loaded yet; try again shortly")
         return s
@@ -221,23 +224,21 @@ class RecommenderCore:
             )
         if not events:
             return 0, 0
-        if self.log is None:
-            raise Unavailable("the interaction log is not open")
+        if self.datastore is None:
+            raise Unavailable("the data store is not open")
         try:
-            result = await self.log.append(events)
-        except LogWriteError as e:
-            if self.metrics is not None:
-                self.metrics.log_errors.inc()
-            msg = str(e)
-            if not msg.startswith(LOG_WRITE_FAILED):
-                msg = f"{LOG_WRITE_FAILED}: {msg}"
+            result = await self.datastore.append(events)
+        except StoreUnavailable as e:
+            # Not acknowledged (normally not stored either); a retry is safe: stored ids come
+            # back as duplicates. The store's message names it (file or redacted URL).
+            msg = f"{STORE_WRITE_FAILED}: {e}"
             if e.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise ResourceExhausted(msg) from e
             raise Unavailable(msg) from e
-        self.store.fold(result.recorded)
+        self.versions.fold(result.recorded)
         if self.metrics is not None:
             self.metrics.recorded.inc(len(result.recorded))
         return len(result.recorded), result.duplicates
 
     async def reload(self) -> ReloadResult:
-        return await self.store.refresh()
+        return await self.versions.refresh()

@@ -3,8 +3,8 @@
 Each recorded event for an item the loaded version knows is folded into its user's live
 history at once (item index -> summed weight, plus the latest event type for explanations),
 so the user's next recommendation reflects it. A history belongs to one model version (item
-indices are per version); on a version swap it is rebuilt from the event log, skipping the
-first ``manifest["params"]["event_log_records"]`` records, which that version was trained on.
+indices are per version); on a version swap it is rebuilt from the data store's events after
+the version's cursor (``manifest["params"]["store_seq"]``, the last seq it was trained on).
 
 Per-user entries are copy-on-write (a fold replaces the user's mapping), so scoring threads can
 read while the event loop folds.
@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 from recsys_core.data import EventWeights
-from recsys_core.eventlog import Event, read_events
+from recsys_core.datastore import DataStore
+from recsys_core.eventlog import Event
 
 EVENT_TYPES = ("view", "click", "add_to_cart", "purchase", "rating")
 MAX_ITEMS_PER_USER = 2000
@@ -37,7 +37,8 @@ class LiveHistory:
         self._weights = ew.normalized()
         self._rating = (ew.rating_event or "").strip().lower()
         self._users: dict[str, dict[int, LiveItem]] = {}
-        self.events = 0
+        self.events = 0  # folded in (events for items the version knows)
+        self.seen = 0  # offered: every stored event after the version's cursor
 
     def __len__(self) -> int:
         return len(self._users)
@@ -53,6 +54,7 @@ class LiveHistory:
         changed: dict[str, dict[int, LiveItem]] = {}
         n = 0
         for e in events:
+            self.seen += 1
             item = self._item_index.get(e.item_id)
             if item is None:
                 continue
@@ -74,25 +76,24 @@ class LiveHistory:
         return self._users.get(user_id)
 
     @classmethod
-    def from_log(
+    def from_store(
         cls,
-        directory: Path,
-        skip: int,
+        store: DataStore | None,
+        after_seq: int,
         item_index: Mapping[str, int],
         weights: EventWeights | None = None,
     ) -> tuple[LiveHistory, set[str]]:
-        """The live history of the log's events after the first ``skip`` records, and the ids of
-        the events read (to tell which concurrently recorded events it already holds)."""
+        """The live history of the store's events with seq > ``after_seq``, and the ids of the
+        events read (to tell which concurrently recorded events it already holds). Blocking;
+        StoreUnavailable when the store cannot be read."""
         live = cls(item_index, weights)
         ids: set[str] = set()
-        if not Path(directory).is_dir():
+        if store is None:
             return live, ids
         batch: list[Event] = []
-        for n, e in enumerate(read_events(directory)):
-            if n < skip:
-                continue
-            ids.add(e.event_id)
-            batch.append(e)
+        for stored in store.read_events(after_seq=after_seq):
+            ids.add(stored.event.event_id)
+            batch.append(stored.event)
             if len(batch) >= 4096:
                 live.fold(batch)
                 batch.clear()

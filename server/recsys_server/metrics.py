@@ -10,13 +10,16 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from recsys_core.artifacts import REASONS
+from recsys_core.datastore import DataStore
 from recsys_core.models import MODELS
 from recsys_server.config import Experiment
 from recsys_server.drift import DriftCollector, DriftTracker
@@ -96,19 +99,11 @@ class Metrics:
             "Interaction events durably recorded (duplicates excluded)",
             registry=r,
         )
-        self.log_errors = Counter(
-            "recsys_interaction_log_errors", "Failed interaction log writes", registry=r
-        )
         self.inflight = Gauge("recsys_inflight_requests", "RPCs being handled", registry=r)
         self.abandoned = Counter(
             "recsys_work_abandoned",
             "RPCs whose work stopped early because the caller gave up (deadline or cancel)",
             ["method"],
-            registry=r,
-        )
-        self.corrupt_tails = Counter(
-            "recsys_interaction_log_corrupt_tails",
-            "Damaged interaction log tails found at startup (valid prefix kept, rest set aside)",
             registry=r,
         )
         self.abandoned.labels("RecommendBatch")
@@ -134,9 +129,11 @@ class Metrics:
         self._since_training: Callable[[], float] = lambda: math.nan
         Gauge(
             "recsys_interactions_since_training",
-            "Events in the interaction log after those the served version was trained on",
+            "Events in the data store after those the served version was trained on",
             registry=r,
         ).set_function(lambda: self._since_training())
+        self.store = StoreCollector()
+        r.register(self.store)
         self.drift = DriftTracker(TIERS)
         r.register(DriftCollector(self.drift))
         self._served: dict[tuple[str, str, str, str], Any] = {}
@@ -168,18 +165,11 @@ class Metrics:
         child.inc()
         self.drift.served(tier, items)
 
-    def watch(self, snapshot: Callable[[], Any], log: Any = None) -> None:
-        """Where the scrape-time signals read the serving `Snapshot` (or None) and the
-        interaction log (its ``stored_events``; None: no log)."""
+    def watch(self, snapshot: Callable[[], Any], since_training: Callable[[], float]) -> None:
+        """Where the scrape-time signals read the serving `Snapshot` (or None) and the number
+        of stored events after those it was trained on (NaN before a version serves)."""
         self.drift.follow(snapshot)
-
-        def since() -> float:
-            snap = snapshot()
-            if snap is None or log is None:
-                return math.nan
-            return float(max(0, log.stored_events - snap.event_log_records))
-
-        self._since_training = since
+        self._since_training = since_training
 
     def _age(self) -> float:
         t = self._trained_at
@@ -204,3 +194,31 @@ class Metrics:
             self._http.shutdown()
             self._http.server_close()
             self._http = None
+
+
+class StoreCollector(Collector):
+    """The data store's state and counters, read at scrape time (``store`` is set once the
+    store is open; before that everything is 0)."""
+
+    def __init__(self) -> None:
+        self.store: DataStore | None = None
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        s = self.store
+        yield GaugeMetricFamily(
+            "recsys_store_up",
+            "1 while the data store answers (its last commit or ping succeeded), else 0",
+            value=1 if s is not None and s.state == "ok" else 0,
+        )
+        counters = (
+            ("commits", "Data store transactions committed (one group commit holds the events "
+             "of every call queued meanwhile)"),
+            ("events_committed", "Events newly stored by those commits (events per commit: "
+             "the rate of this over the rate of commits)"),
+            ("commit_errors", "Data store commits that failed (every call in them was answered "
+             "UNAVAILABLE or RESOURCE_EXHAUSTED; nothing of them acknowledged)"),
+        )  # fmt: skip
+        for name, doc in counters:
+            yield CounterMetricFamily(
+                f"recsys_store_{name}", doc, value=0 if s is None else getattr(s, name)
+            )

@@ -1,5 +1,5 @@
 """Assembles and runs the gRPC server: Recommender + health + reflection, interceptors,
-metrics endpoint, event log, model polling, graceful shutdown."""
+metrics endpoint, data store, model polling, graceful shutdown."""
 
 from __future__ import annotations
 
@@ -15,14 +15,18 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from recsys_core.datastore import DataStore, StoreConfigError, StoreUnavailable, open_store
+from recsys_server import store_watch
 from recsys_server.config import ServerConfig
 from recsys_server.core import RecommenderCore
-from recsys_server.interaction_log import InteractionLog, LogLockedError
 from recsys_server.interceptors import Auth, Observe
+from recsys_server.log_import import LogImportError, import_old_log
 from recsys_server.metrics import Metrics
+from recsys_server.model_versions import ModelVersions
+from recsys_server.old_log import LogLockedError
 from recsys_server.service import SERVICE_NAME, RecommenderService, add_to_server
 from recsys_server.snapshot import Snapshot
-from recsys_server.store import ModelStore
+from recsys_server.store_watch import STORE_SERVICE
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +37,7 @@ MAX_MESSAGE = 16 * 1024 * 1024
 
 
 class StartupError(Exception):
-    """The server cannot start (port in use, log directory locked, unreadable TLS files)."""
+    """The server cannot start (port in use, data store unusable, unreadable TLS files)."""
 
 
 @dataclass
@@ -47,9 +51,10 @@ class Running:
     core: RecommenderCore
     health: health.aio.HealthServicer
     metrics: Metrics
-    log: InteractionLog
+    datastore: DataStore
     observe: Observe
     poller: asyncio.Task | None = None
+    store_watch: asyncio.Task | None = None
 
     @property
     def address(self) -> str:
@@ -63,7 +68,8 @@ class Running:
         2. drain: wait until the calls accepted before (1) have finished and no call has
            arrived for ``drain_quiet_seconds``, for at most ``drain_seconds``;
         3. stop: grpc stops accepting and gives what is still open (health watches, calls
-           still running) the rest of the grace period, then the event log is closed.
+           still running) the rest of the grace period, then the data store is closed (what
+           it has queued is committed first).
 
         grpc cancels (CANCELLED, no handler run) a call that reached its core but not yet Python
         when the server stops, and any call that arrives on an open connection after that, so
@@ -74,8 +80,9 @@ class Running:
         grace = self.config.grace_seconds
         await self.health.enter_graceful_shutdown()
         self.observe.drain()
-        if self.poller is not None:
-            self.poller.cancel()
+        for task in (self.poller, self.store_watch):
+            if task is not None:
+                task.cancel()
         drain_until = t0 + min(self.config.drain_seconds, grace)
         quiet = self.config.drain_quiet_seconds
         while (now := time.perf_counter()) < drain_until:
@@ -85,7 +92,7 @@ class Running:
         drained = time.perf_counter() - t0
         await self.server.stop(max(0.0, grace - drained))
         await asyncio.sleep(0)  # let cancelled handlers count themselves
-        await self.log.close()
+        await self.datastore.close()
         self.metrics.stop_http()
         counts = dict(self.observe.shutdown_counts, drain_seconds=round(drained, 3))
         # completed / cancelled: in flight at NOT_SERVING; refused: UNAVAILABLE while draining.
@@ -112,7 +119,7 @@ async def start(cfg: ServerConfig, *, poll: bool = True) -> Running:
         raise StartupError("no artifacts directory given (--artifacts)")
     metrics = Metrics(cfg.experiments)
     health_servicer = health.aio.HealthServicer()
-    for name in ("", SERVICE_NAME):
+    for name in ("", SERVICE_NAME, STORE_SERVICE):
         await health_servicer.set(name, NOT_SERVING)
 
     pending: set[asyncio.Task] = set()
@@ -123,7 +130,6 @@ async def start(cfg: ServerConfig, *, poll: bool = True) -> Running:
             pending.add(task)
             task.add_done_callback(pending.discard)
 
-    store = ModelStore(cfg, metrics, on_swap)
     server = grpc.aio.server(
         options=[
             ("grpc.so_reuseport", 0),  # a port in use must fail, not be shared
@@ -166,20 +172,23 @@ async def start(cfg: ServerConfig, *, poll: bool = True) -> Running:
             f"cannot serve metrics on {_host(cfg.host)}:{cfg.metrics_port}: {e.strerror or e}"
         ) from e
     try:
-        event_log = await InteractionLog.open(cfg.events_dir, fsync=cfg.log_fsync)
-    except (LogLockedError, OSError) as e:
+        datastore = await open_datastore(cfg)
+    except StartupError:
         metrics.stop_http()
         await server.stop(None)
-        raise StartupError(f"cannot open the interaction log {cfg.events_dir}: {e}") from e
+        raise
+    metrics.store.store = datastore
+    await health_servicer.set(STORE_SERVICE, SERVING if datastore.state == "ok" else NOT_SERVING)
 
-    if event_log.recovered_corrupt_tails:
-        metrics.corrupt_tails.inc(event_log.recovered_corrupt_tails)
-        log.warning(
-            "interaction log: %d damaged tail(s) set aside: %s",
-            event_log.recovered_corrupt_tails,
-            "; ".join(event_log.recovery.details),
+    def on_store_change(state: str) -> None:  # runs on the event loop
+        task = asyncio.ensure_future(
+            health_servicer.set(STORE_SERVICE, SERVING if state == "ok" else NOT_SERVING)
         )
-    core = RecommenderCore(cfg, store, event_log, metrics)
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+
+    versions = ModelVersions(cfg, metrics, on_swap, datastore)
+    core = RecommenderCore(cfg, versions, datastore, metrics)
     observe = Observe(metrics, limit=cfg.max_concurrent_rpcs)
     add_to_server(
         RecommenderService(core),
@@ -193,11 +202,33 @@ async def start(cfg: ServerConfig, *, poll: bool = True) -> Running:
     )
     await server.start()
     running = Running(
-        cfg, server, port, metrics_port, core, health_servicer, metrics, event_log, observe
+        cfg, server, port, metrics_port, core, health_servicer, metrics, datastore, observe
     )
     if poll:
-        running.poller = asyncio.create_task(store.poll_forever(), name="model-poll")
+        running.poller = asyncio.create_task(versions.poll_forever(), name="model-poll")
+    running.store_watch = asyncio.create_task(
+        store_watch.watch(datastore, on_store_change), name="store-watch"
+    )
     return running
+
+
+async def open_datastore(cfg: ServerConfig) -> DataStore:
+    """Open (and migrate) the store, and import an old event log into it the first time.
+    StartupError naming the store (or the old log) when that fails."""
+    try:
+        datastore = await asyncio.to_thread(open_store, cfg.store_url)
+    except StoreConfigError as e:
+        raise StartupError(f"cannot open the data store: {e}") from e
+    except StoreUnavailable as e:
+        raise StartupError(f"cannot reach the data store: {e}") from e
+    try:
+        await import_old_log(cfg.import_log_dir, datastore)
+    except BaseException as e:
+        await datastore.close()
+        if isinstance(e, LogLockedError | LogImportError | StoreUnavailable | OSError):
+            raise StartupError(f"cannot import the old event log: {e}") from e
+        raise
+    return datastore
 
 
 async def serve(cfg: ServerConfig, announce: Callable[[str], None] = print) -> None:
@@ -208,7 +239,7 @@ async def serve(cfg: ServerConfig, announce: Callable[[str], None] = print) -> N
         f"recsys-serve listening on {running.address} "
         f"({'TLS' if cfg.tls_cert else 'plaintext'}); "
         f"metrics http://{host}:{running.metrics_port}/metrics; "
-        f"artifacts {cfg.artifacts}; events {cfg.events_dir}"
+        f"artifacts {cfg.artifacts}; store {running.datastore.url}"
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -16,6 +16,7 @@ import scipy.sparse as sp
 from recsys_core.artifacts import ArtifactError, load_version
 from recsys_core.models import Hybrid, Popularity, Recommender
 from recsys_server.config import Experiment
+from recsys_server.log_import import store_cursor
 from recsys_server.rankings import RankingCache
 
 REFERENCE_USERS = 256
@@ -50,7 +51,9 @@ class Snapshot:
     trained_at: datetime
     default_model: str
     cold_threshold: int
-    event_log_records: int
+    store_seq: int
+    """The data store's cursor: the version was trained on the stored events up to this seq;
+    the server replays the later ones as live history."""
     caches: dict[int, RankingCache] = field(default_factory=dict)
     """id(model) -> the stored rankings of a hybrid route (default or variant)."""
     references: dict[str, float] = field(default_factory=dict)
@@ -146,7 +149,6 @@ def build(path: Path, experiments: tuple[Experiment, ...], default_model: str) -
             variant_models[variant_key(exp.name, v.name)] = base
 
     params = loaded.manifest.get("params")
-    records = params.get("event_log_records", 0) if isinstance(params, dict) else 0
     hybrid = models.get("hybrid")
     threshold = hybrid.config.cold_start_threshold if isinstance(hybrid, Hybrid) else 5
     if default_model not in models:
@@ -167,7 +169,7 @@ def build(path: Path, experiments: tuple[Experiment, ...], default_model: str) -
         trained_at=_parse_time(loaded.manifest.get("trained_at")),
         default_model=default_model,
         cold_threshold=int(threshold),
-        event_log_records=int(records) if isinstance(records, int) and records > 0 else 0,
+        store_seq=store_cursor(params if isinstance(params, dict) else {}),
     )
     for m in [*models.values(), *variant_models.values()]:
         if isinstance(m, Hybrid):

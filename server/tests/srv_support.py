@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -14,6 +15,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+import zlib
 from pathlib import Path
 
 import grpc
@@ -21,8 +23,10 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from recsys_core import artifacts
+from recsys_core.datastore import open_store
 from recsys_proto.v1 import recommender_pb2 as pb
 from recsys_proto.v1 import recommender_pb2_grpc as pb_grpc
+from recsys_server import old_log
 from recsys_server.config import ServerConfig
 from recsys_server.server import Running, start
 from recsys_trainer import cli
@@ -181,7 +185,7 @@ class InProcessServer:
 
     def wait_serving(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
-        while self.running.core.store.state is None:
+        while self.running.core.versions.state is None:
             if time.monotonic() > deadline:
                 raise TimeoutError("no model loaded")
             time.sleep(0.05)
@@ -196,12 +200,31 @@ class InProcessServer:
         self.thread.join(10)
 
 
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path.resolve()}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path) -> str:
+    """A fresh, empty data store of each backend: a SQLite file in ``tmp_path``, or a new
+    database on the test PostgreSQL server (the test fails when that cannot start)."""
+    if request.param == "sqlite":
+        return sqlite_url(tmp_path / "store.db")
+    return request.getfixturevalue("postgres_dsn")
+
+
+def stored_events(url: str) -> list:
+    """Every event in the data store at ``url``, in seq order (opened beside the server)."""
+    with open_store(url) as store:
+        return [s.event for s in store.read_events()]
+
+
 def server_config(artifacts_root: Path, tmp: Path, **kw) -> ServerConfig:
     base = {
         "artifacts": artifacts_root,
         "port": 0,
         "metrics_port": 0,
-        "log_dir": tmp / "events",
+        "store": sqlite_url(tmp / "events.db"),
         "poll_seconds": 3600.0,  # tests reload explicitly unless they say otherwise
         "grace_seconds": 1.0,
     }
@@ -291,3 +314,17 @@ class ServerProcess:
         self.proc.terminate()
         self.proc.communicate(timeout=timeout)
         return self.proc.returncode
+
+
+def old_record(e) -> bytes:
+    """One record of the event log from before the data store (`recsys_server.old_log`)."""
+    payload = json.dumps(e.to_dict(), separators=(",", ":"), ensure_ascii=False).encode()
+    return old_log.HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+def write_old_segment(directory: Path, index: int, events, tail: bytes = b"") -> Path:
+    """An old log segment holding ``events`` (then ``tail``, e.g. a torn record)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"events-{index:06d}.log"
+    path.write_bytes(b"".join(old_record(e) for e in events) + tail)
+    return path

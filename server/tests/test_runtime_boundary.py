@@ -24,7 +24,7 @@ def test_a_server_that_cannot_import_the_trainer_serves_every_model(trained, tmp
     loaded = artifacts.load_version(trained / artifacts.latest_version(trained))
     known = str(loaded.user_ids[int(np.argmax(np.diff(loaded.history.indptr)))])
     item = str(loaded.item_ids[0])
-    srv = ServerProcess("--artifacts", str(trained), "--log-dir", str(tmp_path / "ev"))
+    srv = ServerProcess("--artifacts", str(trained), "--store", f"sqlite:///{tmp_path}/ev.db")
     srv.args[1:3] = ["-c", BLOCK_TRAINER]
     srv.start()
     try:

@@ -39,7 +39,9 @@ def test_defaults():
     assert (c.host, c.port, c.metrics_port) == ("127.0.0.1", 50051, 9100)
     assert (c.poll_seconds, c.default_model, c.max_concurrent_rpcs) == (2.0, "hybrid", 256)
     assert c.grace_seconds == 5 and c.experiments == ()
-    assert c.events_dir == Path("/a/events")
+    # The data store beside the artifacts, as the event log was (README command 1).
+    assert c.store_url == "sqlite:////a/events.db"
+    assert c.import_log_dir == Path("/a/events")
 
 
 def test_toml_and_env(tmp_path):
@@ -84,6 +86,10 @@ def test_toml_and_env(tmp_path):
             "unknown hybrid component",
         ),
         ('[[experiments]]\nname = "e"\n', "no variants"),
+        ('store = "mysql://h/db"', "unsupported scheme 'mysql'"),
+        ('store = "/var/events.db"', "not a URL"),
+        ('log_dir = "/srv/events"', "log_dir is no longer a setting.*import_log"),
+        ("log_fsync = false", "log_fsync is no longer a setting"),
     ],
 )
 def test_invalid(tmp_path, text, needle):
@@ -104,3 +110,16 @@ def test_cli_flags():
     )
     assert (a.artifacts, a.port, a.metrics_port, a.tls_cert) == (Path("/x"), 1, 2, Path("c"))
     assert a.host is None and a.config is None  # unset flags leave the file's values alone
+
+
+def test_store_settings(tmp_path):
+    f = tmp_path / "server.toml"
+    f.write_text(
+        'artifacts = "/srv/a"\nstore = "postgresql://rec:s3cr3t@db/recsys"\nimport_log = "/old"\n'
+    )
+    c = load(f, env={})
+    assert c.store_url == "postgresql://rec:s3cr3t@db/recsys"
+    assert c.import_log_dir == Path("/old")
+    assert "s3cr3t" not in repr(c) and "rec:***@db" in repr(c)
+    a = build_parser().parse_args(["--store", "sqlite:///x.db", "--import-log", "/old"])
+    assert (a.store, a.import_log) == ("sqlite:///x.db", Path("/old"))

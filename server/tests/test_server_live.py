@@ -1,13 +1,13 @@
-"""Live histories: folding recorded events, replaying the log after the trained prefix,
-rebuilding on a version swap, and failed log writes."""
+"""Live histories: folding recorded events, replaying the data store after the version's
+cursor, rebuilding on a version swap; and a data store that goes down and comes back."""
 
 from __future__ import annotations
 
-import errno
 import threading
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2
 from srv_support import (  # noqa: F401 (fixtures)
     Client,
     artifacts_copy,
@@ -17,15 +17,22 @@ from srv_support import (  # noqa: F401 (fixtures)
     republish,
     scrape,
     serving,
+    store_url,
     trained,
+    wait_until,
 )
 
 from recsys_core import artifacts
+from recsys_core.datastore import redact
 from recsys_core.eventlog import Event
 from recsys_proto.v1 import recommender_pb2 as pb
-from recsys_server import store as store_mod
-from recsys_server.interaction_log import InteractionLog
+from recsys_server import model_versions
 from recsys_server.live import LiveHistory
+from recsys_server.metrics import LOAD_FAILURES
+from recsys_server.store_watch import STORE_SERVICE
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 @pytest.fixture(scope="module")
@@ -42,27 +49,29 @@ def tier_and_ids(c: Client, user: str, **kw):
     return r.fallback_tier, [i.item_id for i in r.items]
 
 
-def test_replay_skips_the_trained_prefix_and_rebuilds_on_swap(
+def test_replay_after_the_cursor_and_rebuild_on_swap(
     artifacts_copy,  # noqa: F811
     tmp_path,
     items,
+    store_url,  # noqa: F811
 ):
     ITEMS = items
     events = [event(f"rp-{n}", "rp-user", it, "purchase") for n, it in enumerate(ITEMS)]
-    with serving(artifacts_copy, tmp_path) as srv:
+    with serving(artifacts_copy, tmp_path, store=store_url) as srv:
         c = Client(srv.address)
         assert c.RecordInteractions(pb.RecordInteractionsRequest(events=events)).recorded == 6
         tier, ids = tier_and_ids(c, "rp-user")
         assert tier == pb.FALLBACK_TIER_PERSONALIZED and not set(ids) & set(ITEMS)
         c.close()
 
-    # Restart: all six events are replayed from the log.
-    with serving(artifacts_copy, tmp_path) as srv:
+    # Restart: all six events are replayed from the store.
+    with serving(artifacts_copy, tmp_path, store=store_url) as srv:
         c = Client(srv.address)
         tier, ids = tier_and_ids(c, "rp-user")
         assert tier == pb.FALLBACK_TIER_PERSONALIZED and not set(ids) & set(ITEMS)
-        # A version trained on the first three log records: only the rest is live history.
-        params = {"event_log_records": 3}
+        # A version trained on the store up to seq 3 (one call stored seq 1-6 in order): only
+        # the rest is live history.
+        params = {"store_seq": 3}
         new = republish(artifacts_copy, params=params).name
         r = c.ReloadModels(pb.ReloadModelsRequest())
         assert r.changed and r.version == new
@@ -73,9 +82,9 @@ def test_replay_skips_the_trained_prefix_and_rebuilds_on_swap(
         c.close()
 
     # And on a cold start with that version.
-    with serving(artifacts_copy, tmp_path) as srv:
-        assert srv.running.core.store.state.live.get("rp-user").keys() == {
-            srv.running.core.store.snapshot.item_index[i] for i in ITEMS[3:]
+    with serving(artifacts_copy, tmp_path, store=store_url) as srv:
+        assert srv.running.core.versions.state.live.get("rp-user").keys() == {
+            srv.running.core.versions.snapshot.item_index[i] for i in ITEMS[3:]
         }
 
 
@@ -87,17 +96,17 @@ def test_events_recorded_while_a_version_loads_are_kept_once(
 ):
     gate = threading.Event()
     recorded = threading.Event()
-    real = LiveHistory.from_log
+    real = LiveHistory.from_store
 
-    def slow_from_log(*a, **kw):
+    def slow_from_store(*a, **kw):
         result = real(*a, **kw)
-        gate.set()  # the log has been read; events recorded now must come from the capture
+        gate.set()  # the store has been read; events recorded now must come from the capture
         recorded.wait(30)  # the load goes on only once the event below was recorded
         return result
 
     with serving(artifacts_copy, tmp_path) as srv:
         c = Client(srv.address)
-        monkeypatch.setattr(store_mod.LiveHistory, "from_log", staticmethod(slow_from_log))
+        monkeypatch.setattr(model_versions.LiveHistory, "from_store", staticmethod(slow_from_store))
         republish(artifacts_copy)
         before = event("cap-0", "cap-user", items[0], "view")
         assert c.RecordInteractions(pb.RecordInteractionsRequest(events=[before])).recorded == 1
@@ -114,55 +123,68 @@ def test_events_recorded_while_a_version_loads_are_kept_once(
         t.join(30)
         assert not t.is_alive()
         assert done and done[0].changed
-        state = srv.running.core.store.state
+        state = srv.running.core.versions.state
         live = state.live.get("cap-user")
         idx = state.snapshot.item_index
         assert {i: v.weight for i, v in live.items()} == {idx[items[0]]: 1.0, idx[items[1]]: 2.0}
         c.close()
 
 
-def _failing_write(code: int):
-    def write(fd, data):
-        raise OSError(code, "simulated")
-
-    return write
-
-
-@pytest.mark.parametrize(
-    ("err", "status"),
-    [
-        (errno.ENOSPC, grpc.StatusCode.RESOURCE_EXHAUSTED),
-        (errno.EIO, grpc.StatusCode.UNAVAILABLE),
-    ],
-)
-def test_log_write_failure_is_never_ok(trained, tmp_path, err, status, items):  # noqa: F811
-    with serving(trained, tmp_path) as srv:
-        core = srv.running.core
-        good = core.log
-        bad = InteractionLog(tmp_path / "bad-log", _write=_failing_write(err))
-        core.log = bad
+def test_store_down_refuses_writes_serves_reads_and_recovers(
+    artifacts_copy,  # noqa: F811
+    tmp_path,
+    items,
+    postgres_server,
+    postgres_dsn,
+):
+    """PostgreSQL stopped under a running server: a write is UNAVAILABLE naming the store (no
+    OK without a commit), Recommend keeps answering from memory, health and the metric report
+    the store down, a new version waits (not refused); once it is back the watcher's ping
+    brings health back, the retried write is stored and the version loads."""
+    with serving(artifacts_copy, tmp_path, store=postgres_dsn) as srv:
         c = Client(srv.address)
         try:
+            assert c.status(STORE_SERVICE) == SERVING
             req = pb.RecordInteractionsRequest(events=[event("f-1", "fail-user", items[2])])
+            postgres_server.stop("fast")
             code, msg = code_of(c.RecordInteractions, req)
-            assert code == status
-            assert msg.startswith("interaction log write failed: ")
-            tier, _ = tier_and_ids(c, "fail-user")
-            assert tier == pb.FALLBACK_TIER_POPULARITY  # nothing folded in
+            assert code == grpc.StatusCode.UNAVAILABLE
+            assert msg.startswith("data store write failed: " + redact(postgres_dsn)), msg
+            tier, ids = tier_and_ids(c, "fail-user")
+            assert tier == pb.FALLBACK_TIER_POPULARITY and ids  # nothing folded in, still served
+            wait_until(lambda: c.status(STORE_SERVICE) == NOT_SERVING, "store health down")
+            assert c.status() == SERVING  # the recommender stays in rotation
             text = scrape(srv.metrics_url)
-            assert metric(text, "recsys_interaction_log_errors_total") == 1
+            assert metric(text, "recsys_store_up") == 0
+            assert metric(text, "recsys_store_commit_errors_total") == 1
             assert metric(text, "recsys_interactions_recorded_total") == 0
             assert (
-                metric(text, "recsys_requests_total", method="RecordInteractions", code=status.name)
+                metric(
+                    text, "recsys_requests_total", method="RecordInteractions", code="UNAVAILABLE"
+                )
                 == 1
             )
-            # The client retries once the disk is fine: the same events go through.
-            core.log = good
-            assert c.RecordInteractions(req).recorded == 1
+            old = srv.running.core.versions.snapshot.version
+            new = republish(artifacts_copy).name
+            r = c.ReloadModels(pb.ReloadModelsRequest())
+            assert (r.changed, r.version) == (False, old)
+            assert "data store is unavailable" in r.message, r.message
+            postgres_server.start()
+            wait_until(lambda: c.status(STORE_SERVICE) == SERVING, "store health back", 120)
+            assert metric(scrape(srv.metrics_url), "recsys_store_up") == 1
+            # The client retries: the server was down before the call, so nothing was stored.
+            r = c.RecordInteractions(req)
+            assert (r.recorded, r.duplicates) == (1, 0)
             assert tier_and_ids(c, "fail-user")[0] == pb.FALLBACK_TIER_COLD_START
+            r = c.ReloadModels(pb.ReloadModelsRequest())
+            assert (r.changed, r.version) == (True, new)
+            text = scrape(srv.metrics_url)
+            refused = [
+                metric(text, "recsys_model_load_failures_total", reason=x) for x in LOAD_FAILURES
+            ]
+            assert refused == [0] * len(LOAD_FAILURES)  # it waited, it was not refused
         finally:
-            core.log = good
-            srv.run(bad.close())
+            postgres_server.start()
             c.close()
 
 

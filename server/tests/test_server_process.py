@@ -1,10 +1,11 @@
-"""The server as a process: durability across SIGKILL, graceful SIGTERM, startup failures, TLS,
-the concurrency limit."""
+"""The server as a process: durability across SIGKILL and graceful SIGTERM on both data store
+backends, startup failures (a bad store among them), TLS, the concurrency limit."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import socket
 import subprocess
@@ -20,12 +21,15 @@ from srv_support import (  # noqa: F401 (fixtures)
     code_of,
     event,
     serving,
+    sqlite_url,
+    store_url,
+    stored_events,
     trained,
     wait_until,
 )
 
 from recsys_core import artifacts
-from recsys_core.eventlog import read_events
+from recsys_core.datastore import redact
 from recsys_proto.v1 import recommender_pb2 as pb
 from recsys_proto.v1 import recommender_pb2_grpc as pb_grpc
 
@@ -36,9 +40,8 @@ def known_items(trained):  # noqa: F811
     return [str(i) for i in loaded.item_ids]
 
 
-def test_acknowledged_events_survive_sigkill(trained, tmp_path, known_items):  # noqa: F811
-    log_dir = tmp_path / "events"
-    args = ["--artifacts", str(trained), "--log-dir", str(log_dir)]
+def test_acknowledged_events_survive_sigkill(trained, known_items, store_url):  # noqa: F811
+    args = ["--artifacts", str(trained), "--store", store_url]
     srv = ServerProcess(*args).start()
     srv.wait_serving()
     acked: list[tuple[str, list[str]]] = []  # (user, event ids) of acknowledged batches
@@ -79,7 +82,7 @@ def test_acknowledged_events_survive_sigkill(trained, tmp_path, known_items):  #
         t.join(30)
     assert len(acked) >= 40
 
-    stored = {e.event_id for e in read_events(log_dir)}
+    stored = {e.event_id for e in stored_events(store_url)}
     missing = [eid for _, ids in acked for eid in ids if eid not in stored]
     assert not missing, f"{len(missing)} acknowledged events lost, e.g. {missing[:3]}"
 
@@ -102,8 +105,9 @@ def test_acknowledged_events_survive_sigkill(trained, tmp_path, known_items):  #
         srv2.kill()
 
 
-def test_sigterm_is_graceful(trained, tmp_path):  # noqa: F811
-    srv = ServerProcess("--artifacts", str(trained), "--log-dir", str(tmp_path / "ev")).start()
+def test_sigterm_is_graceful(trained, store_url):  # noqa: F811
+    args = ("--artifacts", str(trained), "--store", store_url)
+    srv = ServerProcess(*args).start()
     srv.wait_serving()
     c = Client(srv.address)
     c.RecordInteractions(pb.RecordInteractionsRequest(events=[event("t-1", "t", "x")]))
@@ -112,9 +116,9 @@ def test_sigterm_is_graceful(trained, tmp_path):  # noqa: F811
     assert srv.terminate() == 0
     assert time.monotonic() - t0 < 15
     assert "shutting down" in srv.stderr and "stopped" in srv.stderr
-    assert [e.event_id for e in read_events(tmp_path / "ev")] == ["t-1"]
-    # The log's lock was released: a new server opens the same directory.
-    srv2 = ServerProcess("--artifacts", str(trained), "--log-dir", str(tmp_path / "ev")).start()
+    assert [e.event_id for e in stored_events(store_url)] == ["t-1"]
+    # A new server opens the same store.
+    srv2 = ServerProcess(*args).start()
     srv2.kill()
 
 
@@ -175,7 +179,7 @@ def test_port_in_use_exits_with_a_clear_message(trained, tmp_path, which):  # no
     busy = _busy_port()
     try:
         port = str(busy.getsockname()[1])
-        args = ["--artifacts", str(trained), "--log-dir", str(tmp_path / "ev")]
+        args = ["--artifacts", str(trained), "--store", sqlite_url(tmp_path / "ev.db")]
         srv = ServerProcess(*args)
         srv.args += [which, port]  # the last flag wins over the free port
         proc = subprocess.run(srv.args, capture_output=True, text=True, timeout=60)
@@ -188,15 +192,74 @@ def test_port_in_use_exits_with_a_clear_message(trained, tmp_path, which):  # no
         busy.close()
 
 
-def test_second_server_on_the_same_log_dir_is_refused(trained, tmp_path):  # noqa: F811
-    args = ["--artifacts", str(trained), "--log-dir", str(tmp_path / "ev")]
-    first = ServerProcess(*args).start()
+def _serve_fails(*args: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run(ServerProcess(*args).args, capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    assert "recsys-serve: error:" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    return proc
+
+
+@pytest.mark.parametrize(
+    ("url", "needle"),
+    [
+        ("mysql://h/recsys", "unsupported scheme 'mysql'"),
+        ("/var/recsys/events.db", "not a URL"),
+        ("sqlite://host/events.db", "a SQLite URL has no host"),
+    ],
+)
+def test_malformed_store_url_exits_2_naming_it(trained, url, needle):  # noqa: F811
+    proc = _serve_fails("--artifacts", str(trained), "--store", url)
+    assert proc.returncode == 2 and needle in proc.stderr and url in proc.stderr
+
+
+def test_store_in_a_missing_directory_exits_naming_it(trained, tmp_path):  # noqa: F811
+    path = tmp_path / "no-such-dir" / "events.db"
+    proc = _serve_fails("--artifacts", str(trained), "--store", sqlite_url(path))
+    assert proc.returncode == 1 and "cannot open the data store" in proc.stderr
+    assert f"directory {path.parent} does not exist" in proc.stderr
+    assert not path.parent.exists()
+
+
+def test_missing_postgres_database_exits_naming_it(trained, postgres_dsn):  # noqa: F811
+    url = postgres_dsn.rsplit("/", 1)[0] + "/no_such_database"
+    proc = _serve_fails("--artifacts", str(trained), "--store", url)
+    assert proc.returncode == 1 and "cannot open the data store" in proc.stderr
+    assert redact(url) in proc.stderr and "does not exist" in proc.stderr
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A directory this process cannot write to: by permissions for an ordinary user; root
+    ignores those, so then a tmpfs mounted read-only (the test fails if it cannot mount)."""
+    directory = tmp_path / "ro"
+    directory.mkdir()
+    if os.geteuid() != 0:
+        directory.chmod(0o555)
+        yield directory
+        directory.chmod(0o755)
+        return
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(directory)],
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"a read-only path for root needs to mount a tmpfs: {proc.stderr.strip()}")
     try:
-        proc = subprocess.run(ServerProcess(*args).args, capture_output=True, text=True, timeout=60)
-        assert proc.returncode == 1
-        assert "cannot open the interaction log" in proc.stderr and "open by" in proc.stderr
+        yield directory
     finally:
-        first.kill()
+        subprocess.run(["umount", "-l", str(directory)], check=False)
+
+
+def test_read_only_store_path_exits_naming_it(trained, read_only_dir):  # noqa: F811
+    path = read_only_dir / "events.db"
+    proc = _serve_fails("--artifacts", str(trained), "--store", sqlite_url(path))
+    assert proc.returncode == 1 and "read-only" in proc.stderr and str(path) in proc.stderr
+
+
+def test_log_dir_flag_points_to_its_replacements(trained, tmp_path):  # noqa: F811
+    proc = _serve_fails("--artifacts", str(trained), "--log-dir", str(tmp_path / "ev"))
+    assert proc.returncode == 2 and "--store" in proc.stderr and "--import-log" in proc.stderr
 
 
 def test_bad_config_exits_2(tmp_path):

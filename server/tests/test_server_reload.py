@@ -191,8 +191,8 @@ def test_half_written_version_is_refused(artifacts_copy, tmp_path, poll):  # noq
                     every=0.05,
                 )
                 # Five more polls of the unchanged directory: still one failure, no retry.
-                store = srv.running.core.store
-                real_refresh = store.refresh
+                versions = srv.running.core.versions
+                real_refresh = versions.refresh
                 polls = []
 
                 async def counted_refresh():
@@ -200,7 +200,7 @@ def test_half_written_version_is_refused(artifacts_copy, tmp_path, poll):  # noq
                     polls.append(result)
                     return result
 
-                store.refresh = counted_refresh
+                versions.refresh = counted_refresh
                 wait_until(lambda: len(polls) >= 5, "five more polls")
                 assert all(not r.changed and "was refused" in r.message for r in polls), polls
             else:

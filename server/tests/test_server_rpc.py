@@ -13,10 +13,16 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from srv_support import Client, code_of, event, serving, trained  # noqa: F401 (fixture)
+from srv_support import (  # noqa: F401 (fixture)
+    Client,
+    code_of,
+    event,
+    serving,
+    stored_events,
+    trained,
+)
 
 from recsys_core import artifacts
-from recsys_core.eventlog import read_events
 from recsys_core.models.registry import COMPONENTS, NAMES, REGISTRY, SIMILAR
 from recsys_proto.v1 import recommender_pb2 as pb
 from recsys_server.errors import DeadlineExceeded
@@ -384,7 +390,7 @@ def test_record_same_event_id_twice_stored_once(client, srv):
     e2 = event("dup-2", "dup-user", "i002", "rating", rating=4.5)
     r4 = client.RecordInteractions(pb.RecordInteractionsRequest(events=[e2, e2]))
     assert (r4.recorded, r4.duplicates) == (1, 1)
-    stored = [x for x in read_events(srv.config.events_dir) if x.event_id.startswith("dup-")]
+    stored = [x for x in stored_events(srv.config.store_url) if x.event_id.startswith("dup-")]
     assert [x.event_id for x in stored] == ["dup-1", "dup-2"]
     assert stored[0].timestamp == 1_700_000_000 and stored[0].rating is None
     assert stored[1].rating == 4.5 and stored[1].event_type == "rating"
@@ -398,6 +404,8 @@ def test_record_same_event_id_twice_stored_once(client, srv):
         ({"event_id": "e" * 129}, "event_id"),
         ({"user_id": ""}, "user_id"),
         ({"item_id": LONG}, "item_id"),
+        ({"event_id": "a\x00b"}, "event_id"),  # PostgreSQL text cannot hold NUL
+        ({"user_id": "\x00"}, "user_id"),
         ({"event_type": "like"}, "event_type"),
         ({"event_type": "View"}, "event_type"),
         ({"event_type": "rating"}, "rating"),
@@ -426,7 +434,7 @@ def test_nothing_of_an_invalid_request_is_stored(client, srv):
         events=[event("partial-ok", "u", "i001"), event("partial-bad", "u", "i001", "nope")]
     )
     code_of(client.RecordInteractions, req)
-    assert "partial-ok" not in {e.event_id for e in read_events(srv.config.events_dir)}
+    assert "partial-ok" not in {e.event_id for e in stored_events(srv.config.store_url)}
 
 
 # -- errors never surface as UNKNOWN ------------------------------------------------------------

@@ -101,8 +101,8 @@ def test_slow_and_broken_versions(artifacts_root, big_root, tmp_path):
     srv = ServerProcess(
         "--artifacts",
         str(artifacts_root),
-        "--log-dir",
-        str(tmp_path / "ev"),
+        "--store",
+        f"sqlite:///{tmp_path}/ev.db",
         "--poll-seconds",
         "0.2",
         "--config",

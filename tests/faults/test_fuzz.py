@@ -31,7 +31,10 @@ METHODS = {
 @pytest.fixture(scope="module")
 def server(trained, tmp_path_factory):
     srv = ServerProcess(
-        "--artifacts", str(trained), "--log-dir", str(tmp_path_factory.mktemp("ev"))
+        "--artifacts",
+        str(trained),
+        "--store",
+        f"sqlite:///{tmp_path_factory.mktemp('ev')}/events.db",
     ).start()
     srv.wait_serving()
     yield srv

@@ -1,4 +1,5 @@
-"""7b. The trainer's loaders against malformed files: only their documented errors."""
+"""7b. The trainer's loaders (and the old event log reader the server's import uses) against
+malformed files: only their documented errors."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 from recsys_core import artifacts
 from recsys_core.catalog import load_catalog
 from recsys_core.data import DataError, load_interactions
-from recsys_core.eventlog import read_events
+from recsys_server.old_log import read_events
 
 EXAMPLES = 1000 if LONG else 80
 lines = st.lists(
@@ -58,7 +59,7 @@ def test_catalog_loader(tmp_path_factory, body, raw):
 
 @settings_
 @given(raw=st.binary(max_size=300))
-def test_event_log_reader(tmp_path_factory, raw):
+def test_old_event_log_reader(tmp_path_factory, raw):
     d = tmp_path_factory.mktemp("e")
     (d / "events-000001.log").write_bytes(raw)
     list(read_events(d))  # stops at damage; never raises for it

@@ -72,7 +72,9 @@ def test_overload(trained, tmp_path):
     counted exactly the calls answered OK and refused none itself), health answered SERVING
     throughout (2 s deadline), and afterwards the server held nothing in flight and answered
     a normal call."""
-    srv = ServerProcess("--artifacts", str(trained), "--log-dir", str(tmp_path / "ev")).start()
+    srv = ServerProcess(
+        "--artifacts", str(trained), "--store", f"sqlite:///{tmp_path}/ev.db"
+    ).start()
     front = None
     try:
         srv.wait_serving()
@@ -152,7 +154,9 @@ def test_deadline_stops_the_work(trained, tmp_path):
     the middle of the work however fast or slow the machine, and it is the server's own deadline
     that ends the call (the caller's cancel is still in the server's socket when it resumes).
     Everything asserted is what the server counted."""
-    srv = ServerProcess("--artifacts", str(trained), "--log-dir", str(tmp_path / "ev")).start()
+    srv = ServerProcess(
+        "--artifacts", str(trained), "--store", f"sqlite:///{tmp_path}/ev.db"
+    ).start()
     try:
         srv.wait_serving()
         opts = [("grpc.max_receive_message_length", 64 << 20)]

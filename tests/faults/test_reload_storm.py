@@ -47,8 +47,8 @@ def test_reload_storm(artifacts_root, tmp_path):
     srv = ServerProcess(
         "--artifacts",
         str(artifacts_root),
-        "--log-dir",
-        str(tmp_path / "ev"),
+        "--store",
+        f"sqlite:///{tmp_path}/ev.db",
         "--poll-seconds",
         "0.2",
     ).start()

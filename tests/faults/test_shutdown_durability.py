@@ -1,4 +1,5 @@
-"""5. SIGTERM under load and 6. crash durability (SIGKILL, torn tails, a full disk)."""
+"""5. SIGTERM under load and 6. crash durability (SIGKILL, retries, a full disk), against the
+data store: the server-level durability scenarios run on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -18,9 +19,14 @@ import grpc
 import pytest
 from fsupport import ServerProcess, calls, loadgen, metric_value, report, summary
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from srv_support import InProcessServer, server_config
+from srv_support import (  # noqa: F401 (fixture)
+    InProcessServer,
+    server_config,
+    sqlite_url,
+    store_url,
+    stored_events,
+)
 
-from recsys_core.eventlog import list_segments, read_events
 from recsys_proto.v1 import recommender_pb2 as pb
 from recsys_proto.v1 import recommender_pb2_grpc as pb_grpc
 from recsys_server.service import SERVICE_NAME
@@ -71,14 +77,13 @@ def wait_answered(srv: ServerProcess, method: str) -> None:
 
 
 @pytest.mark.parametrize("run", range(RUNS))
-def test_sigterm_under_load(trained, tmp_path, run):
+def test_sigterm_under_load(trained, tmp_path, run, store_url):  # noqa: F811
     cfg = tmp_path / "s.toml"
     cfg.write_text(
         f"grace_seconds = {GRACE}\ndrain_seconds = {DRAIN}\ndrain_quiet_seconds = {DRAIN}\n"
     )
-    log_dir = tmp_path / "ev"
     srv = ServerProcess(
-        "--artifacts", str(trained), "--log-dir", str(log_dir), "--config", str(cfg)
+        "--artifacts", str(trained), "--store", store_url, "--config", str(cfg)
     ).start()
     try:
         srv.wait_serving()
@@ -132,7 +137,7 @@ def test_sigterm_under_load(trained, tmp_path, run):
         cs = calls(out, wout)
         server = shutdown_counts(srv.stderr)
         refused = [c for c in cs if c[2] == "UNAVAILABLE" and REFUSAL in c[4]]
-        stored = Counter(e.event_id for e in read_events(log_dir))
+        stored = Counter(e.event_id for e in stored_events(store_url))
         ok_ids = [f"term{j}-{i}" for j in range(5) if ack_codes[j] == "OK" for i in range(200)]
         refused_ids = [f"term{j}-0" for j in range(5) if ack_codes[j] == "REFUSED"]
         figures = {
@@ -154,7 +159,7 @@ def test_sigterm_under_load(trained, tmp_path, run):
             "acknowledged_writes_stored_once": all(stored[i] == 1 for i in ok_ids),
             "refused_writes_stored": sum(stored[i] for i in refused_ids),
         }
-        report("sigterm", figures)
+        report(f"sigterm_{store_url.split(':', 1)[0]}", figures)
         assert rc == 0, srv.stderr[-2000:]
         # What the server counted: nothing it accepted was cancelled; the refusals it counted
         # are the ones the clients saw.
@@ -205,12 +210,15 @@ def test_drain_refuses_new_calls_then_ends_when_quiet(trained, tmp_path):
     assert 3.0 <= counts["drain_seconds"] < 120.0, counts
 
 
-def test_sigkill_keeps_every_acknowledged_event_once(trained, tmp_path):
-    log_dir = tmp_path / "ev"
-    args = ("--artifacts", str(trained), "--log-dir", str(log_dir))
+def test_sigkill_keeps_every_acknowledged_event_once(trained, store_url):  # noqa: F811
+    """SIGKILL while four clients write (at least 5,000 events acknowledged): after a restart
+    every acknowledged event is stored exactly once, and the clients' retries (of the calls
+    that got no answer, and of acknowledged ones) store nothing twice."""
+    args = ("--artifacts", str(trained), "--store", store_url)
     srv = ServerProcess(*args).start()
     srv.wait_serving()
     acked: list[str] = []
+    in_flight: list[list] = []  # the call each writer had open when the server died
     lock = threading.Lock()
     stop = threading.Event()
 
@@ -222,6 +230,8 @@ def test_sigkill_keeps_every_acknowledged_event_once(trained, tmp_path):
             try:
                 stub.RecordInteractions(pb.RecordInteractionsRequest(events=batch), timeout=5)
             except grpc.RpcError:
+                with lock:
+                    in_flight.append(batch)
                 return
             with lock:
                 acked.extend(e.event_id for e in batch)
@@ -239,33 +249,37 @@ def test_sigkill_keeps_every_acknowledged_event_once(trained, tmp_path):
     n_acked = len(acked)
     srv.proc.wait(10)
 
-    # Damage the tail like a torn write would: half a record, then a corrupt one.
-    seg = list_segments(log_dir)[-1]
-    good_size = seg.stat().st_size
-    with seg.open("ab") as f:
-        f.write(b'\x40\x00\x00\x00\xde\xad\xbe\xef{"event_id": "torn')
+    stored = Counter(e.event_id for e in stored_events(store_url))
     srv2 = ServerProcess(*args).start()
     try:
         srv2.wait_serving()
-        stored = Counter(e.event_id for e in read_events(log_dir))
-        tails = metric_value(srv2.metrics_url, "recsys_interaction_log_corrupt_tails_total")
-        set_aside = sorted(p.name for p in log_dir.iterdir() if ".corrupt-" in p.name)
-        figures = {
-            "acknowledged": n_acked,
-            "stored": len(stored),
-            "acknowledged_missing": sum(1 for i in acked if stored[i] == 0),
-            "acknowledged_duplicated": sum(1 for i in acked if stored[i] > 1),
-            "segment_kept_bytes": seg.stat().st_size,
-            "valid_prefix_bytes": good_size,
-            "corrupt_tails_metric": tails,
-            "set_aside": set_aside,
-        }
-        report("sigkill_durability", figures)
-        assert figures["acknowledged_missing"] == 0 and figures["acknowledged_duplicated"] == 0
-        assert seg.stat().st_size == good_size, figures
-        assert tails == 1 and len(set_aside) == 1, figures
+        stub = pb_grpc.RecommenderStub(grpc.insecure_channel(srv2.address))
+        retried = [
+            stub.RecordInteractions(pb.RecordInteractionsRequest(events=b), timeout=30)
+            for b in [*in_flight, events("k0", 25, 0)]  # the last: acknowledged before
+        ]
+        after = Counter(e.event_id for e in stored_events(store_url))
     finally:
         srv2.kill()
+    sent = set(acked) | {e.event_id for b in in_flight for e in b}
+    figures = {
+        "store": store_url.split(":", 1)[0],
+        "acknowledged": n_acked,
+        "stored_after_kill": sum(stored.values()),
+        "acknowledged_missing": sum(1 for i in acked if stored[i] == 0),
+        "acknowledged_duplicated": sum(1 for i in acked if stored[i] > 1),
+        "unanswered_calls": len(in_flight),
+        "unanswered_events_stored": sum(stored[e.event_id] for b in in_flight for e in b),
+        "retries": [(r.recorded, r.duplicates) for r in retried],
+        "stored_after_retries": sum(after.values()),
+    }
+    report(f"sigkill_durability_{figures['store']}", figures)
+    assert n_acked >= 5000, figures
+    assert figures["acknowledged_missing"] == 0 and figures["acknowledged_duplicated"] == 0
+    # A retry answers for every event: new ones recorded, the ones stored before duplicates.
+    assert all(r.recorded + r.duplicates == 25 for r in retried), figures
+    assert retried[-1].duplicates == 25, figures
+    assert set(after) == sent and set(after.values()) == {1}, figures
 
 
 @contextlib.contextmanager
@@ -284,16 +298,32 @@ def small_tmpfs(path: Path, size: str):
         subprocess.run(["umount", "-l", str(path)], check=False)
 
 
+def fill(directory: Path) -> Path:
+    """A file taking every free byte of ``directory``'s filesystem."""
+    filler = directory / "filler"
+    with filler.open("wb", buffering=0) as f, contextlib.suppress(OSError):
+        while True:
+            f.write(b"\0" * 512)
+    return filler
+
+
 def test_full_disk(trained, tmp_path):
-    with small_tmpfs(tmp_path / "tiny", "256k") as log_dir:
-        srv = ServerProcess("--artifacts", str(trained), "--log-dir", str(log_dir)).start()
+    """SQLite on a full disk: no OK without a commit (RESOURCE_EXHAUSTED naming the file),
+    reads keep serving, and once space returns the same server takes writes again."""
+    with small_tmpfs(tmp_path / "tiny", "1m") as directory:
+        path = directory / "events.db"
+        srv = ServerProcess("--artifacts", str(trained), "--store", sqlite_url(path)).start()
         try:
             srv.wait_serving()
             stub = pb_grpc.RecommenderStub(grpc.insecure_channel(srv.address))
+            first = events("full", 100, 0)
+            stub.RecordInteractions(pb.RecordInteractionsRequest(events=first), timeout=10)
+            filler = fill(directory)
             codes: Counter = Counter()
-            acked: list[str] = []
+            acked = [e.event_id for e in first]
+            refused: list = []
             message = ""
-            for n in range(0, 40_000, 100):
+            for n in range(100, 40_000, 100):
                 batch = events("full", 100, n)
                 try:
                     stub.RecordInteractions(pb.RecordInteractionsRequest(events=batch), timeout=10)
@@ -302,22 +332,35 @@ def test_full_disk(trained, tmp_path):
                 except grpc.RpcError as e:
                     codes[e.code().name] += 1
                     message = e.details()
-                    if codes[e.code().name] >= 5:
+                    refused.append(batch)
+                    if len(refused) >= 5:
                         break
             rec = stub.Recommend(pb.RecommendRequest(user_id="u001", k=5), timeout=5)
-            errors = metric_value(srv.metrics_url, "recsys_interaction_log_errors_total")
+            errors = metric_value(srv.metrics_url, "recsys_store_commit_errors_total")
+            filler.unlink()  # space returns: the same server, no restart
+            retried = [
+                stub.RecordInteractions(pb.RecordInteractionsRequest(events=b), timeout=10)
+                for b in refused
+            ]
         finally:
             srv.kill()
-        stored = Counter(e.event_id for e in read_events(log_dir))
+        stored = Counter(e.event_id for e in stored_events(sqlite_url(path)))
         figures = {
             "codes": dict(codes),
             "message": message,
             "recommend_items_while_full": len(rec.items),
-            "log_errors_metric": errors,
+            "commit_errors_metric": errors,
+            "retried_after_space_returned": [(r.recorded, r.duplicates) for r in retried],
             "acknowledged_missing": sum(1 for i in acked if stored[i] != 1),
+            "refused_then_retried_missing": sum(
+                1 for b in refused for e in b if stored[e.event_id] != 1
+            ),
         }
         report("full_disk", figures)
-        assert set(codes) == {"OK", "RESOURCE_EXHAUSTED"}, figures
-        assert "interaction log write failed" in message and "ENOSPC" in message, figures
+        assert codes["RESOURCE_EXHAUSTED"] == 5 and set(codes) <= {"OK", "RESOURCE_EXHAUSTED"}
+        assert message.startswith("data store write failed: ") and str(path) in message, figures
+        assert "SQLITE_FULL" in message, figures
         assert len(rec.items) == 5 and errors >= 5, figures
+        assert all(r.recorded + r.duplicates == 100 for r in retried), figures
         assert figures["acknowledged_missing"] == 0, figures
+        assert figures["refused_then_retried_missing"] == 0, figures

@@ -255,7 +255,7 @@ def live(trained, promtool, tmp_path_factory):  # noqa: F811
     cfg = tmp / "server.toml"
     cfg.write_text(SERVER_CONFIG)
     srv = ServerProcess(
-        "--artifacts", str(trained), "--log-dir", str(tmp / "events"), "--config", str(cfg)
+        "--artifacts", str(trained), "--store", f"sqlite:///{tmp}/events.db", "--config", str(cfg)
     ).start()
     prom = None
     try:

@@ -328,21 +328,36 @@ def parse_duration(text: str) -> float:
     return value
 
 
-def with_event_log(base: Interactions, log_dir: Path) -> tuple[Interactions, int]:
-    """The base data plus every event of the server's log, and how many log records that is
-    (the server replays only records after it on top of the new version)."""
-    from recsys_core.eventlog import events_to_interactions, read_events
+def with_stored_events(base: Interactions, store_url: str) -> tuple[Interactions, int, int]:
+    """The base data plus every event in the data store at ``store_url``, read with polars;
+    also how many events that is and the highest seq among them: the cursor recorded in the
+    manifest (``store_seq``), after which the server replays events on top of the version.
 
-    events = list(read_events(log_dir)) if log_dir.exists() else []
-    if not events:
-        return base, 0
-    frame = base.to_frame().select("user", "item", "weight", "timestamp")
-    logged = events_to_interactions(events, EventWeights()).select(
-        "user", "item", "weight", "timestamp"
-    )
-    combined = pl.concat([frame, logged.cast(frame.schema)])
-    cols = ColumnMap(event=None)
-    return from_frame(combined, cols, source=f"{log_dir} + base data"), len(events)
+    On PostgreSQL seq is handed out at insert, not commit: with several writing processes an
+    event could commit below a cursor read meanwhile (issue 19). One server writes today."""
+    from recsys_core.datastore import StoreError, open_store, parse_store_url
+    from recsys_core.eventlog import events_to_interactions
+
+    try:
+        parsed = parse_store_url(store_url)
+        # Opening would create an empty database: a mistyped path must not train on nothing.
+        if parsed.scheme == "sqlite" and not Path(parsed.path or "").is_file():
+            raise config_mod.ConfigError(f"--store {parsed.redacted!r}: no such database file")
+        with open_store(store_url) as store:
+            frame = store.events_frame()
+    except StoreError as e:
+        raise config_mod.ConfigError(f"--store: {e}") from e
+    if frame.height == 0:
+        return base, 0, 0
+    try:
+        logged = events_to_interactions(frame, EventWeights())
+    except ValueError as e:
+        raise config_mod.ConfigError(f"{parsed.redacted}: {e}") from e
+    cols = ("user", "item", "weight", "timestamp")
+    data = base.to_frame().select(cols)
+    combined = pl.concat([data, logged.select(cols).cast(data.schema)])
+    inter = from_frame(combined, ColumnMap(event=None), source=f"{parsed.redacted} + base data")
+    return inter, frame.height, int(frame["seq"].max())
 
 
 def cmd_refresh(a: argparse.Namespace) -> int:
@@ -352,13 +367,13 @@ def cmd_refresh(a: argparse.Namespace) -> int:
     while True:
         base = load_data(Path(a.interactions), cfg)
         catalog = load_catalog_for(a.catalog, Path(a.interactions))
-        with step(f"read event log {a.log}"):
-            inter, n_events = with_event_log(base, Path(a.log))
+        with step("read the data store"):
+            inter, n_events, seq = with_stored_events(base, a.store)
         check_fits(a, names, cfg, inter)
         path, _, _ = train_and_publish(
-            inter, cfg, names, catalog, Path(a.out), {}, {"event_log_records": n_events}
+            inter, cfg, names, catalog, Path(a.out), {}, {"store_seq": seq}
         )
-        print(f"published {path}: base data + {n_events} logged events", flush=True)
+        print(f"published {path}: base data + {n_events} stored events (seq <= {seq})", flush=True)
         if every is None:
             return 0
         time.sleep(every)
@@ -496,10 +511,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
 
     f = sub.add_parser(
-        "refresh", help="retrain on the base data plus the server's event log and publish"
+        "refresh", help="retrain on the base data plus the server's data store and publish"
     )
     common(f)
-    f.add_argument("--log", required=True, help="the server's interaction log directory")
+    f.add_argument(
+        "--store",
+        required=True,
+        metavar="URL",
+        help="the server's data store: sqlite:///PATH or postgresql://…",
+    )
     f.add_argument("--out", required=True, help="artifacts directory")
     f.add_argument("--every", help="repeat every DURATION (e.g. 10m); default: once")
     f.set_defaults(func=cmd_refresh)

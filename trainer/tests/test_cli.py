@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -89,23 +90,34 @@ def test_bad_file_exits_2_naming_file_row_and_column(tmp_path, capsys):
     assert not (tmp_path / "a").exists() or artifacts.list_versions(tmp_path / "a") == []
 
 
-def test_refresh_counts_logged_events(data, tmp_path):
-    import asyncio
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "server"))
+def _record(url: str, n: int = 3) -> None:
+    from recsys_core.datastore import open_store
     from recsys_core.eventlog import Event
-    from recsys_server.interaction_log import InteractionLog
 
-    async def record() -> None:
-        log = await InteractionLog.open(tmp_path / "events")
-        await log.append([Event(f"e{i}", "fresh-user", "i0001", "click", 1.7e9 + i, None)
-                          for i in range(3)])  # fmt: skip
-        await log.close()
+    with open_store(url) as store:
+        events = [Event(f"e{i}", "fresh-user", "i0001", "click", 1.7e9 + i) for i in range(n)]
+        asyncio.run(store.append(events))
 
-    asyncio.run(record())
-    args = ["refresh", "--interactions", str(data), "--log", str(tmp_path / "events")]
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_refresh_reads_the_store_and_records_its_cursor(data, tmp_path, request, backend):
+    url = (
+        f"sqlite:///{tmp_path}/events.db"
+        if backend == "sqlite"
+        else request.getfixturevalue("postgres_dsn")
+    )
+    _record(url)
+    args = ["refresh", "--interactions", str(data), "--store", url]
     assert main([*args, "--out", str(tmp_path / "art"), "--models", "popularity,item_cf"]) == 0
     loaded = artifacts.load_version(tmp_path / "art" / artifacts.latest_version(tmp_path / "art"))
-    assert loaded.manifest["params"]["event_log_records"] == 3
+    assert loaded.manifest["params"]["store_seq"] == 3  # the server replays seq > 3
     assert "fresh-user" in loaded.user_ids.tolist()
+
+
+def test_refresh_with_a_missing_store_file_exits_2_naming_it(data, tmp_path, capsys):
+    url = f"sqlite:///{tmp_path}/typo.db"
+    args = ["refresh", "--interactions", str(data), "--store", url, "--out", str(tmp_path / "a")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "typo.db" in err and "no such database file" in err
+    assert not (tmp_path / "typo.db").exists()

@@ -1,4 +1,4 @@
-"""ModelStore: which model version serves, and hot reload.
+"""ModelVersions: which model version serves, and hot reload.
 
 The serving state (`State`: an immutable `Snapshot` plus the live histories that go with it)
 is one attribute; a request reads it once at its start and keeps using that object, so a swap
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from recsys_core.artifacts import (
     is_version_name,
     latest_version,
 )
+from recsys_core.datastore import DataStore, StoreUnavailable
 from recsys_core.eventlog import Event
 from recsys_server import scoring
 from recsys_server.config import ServerConfig
@@ -146,16 +148,21 @@ def unloadable(root: Path) -> dict[str, tuple[tuple, str, str]]:
     return found
 
 
-class ModelStore:
+class ModelVersions:
+    """The serving `State` and its reloads. ``datastore`` holds the recorded events that are
+    replayed as live history on top of each version (None: no live history from before)."""
+
     def __init__(
         self,
         config: ServerConfig,
         metrics: Metrics | None = None,
         on_swap: Callable[[Snapshot], None] | None = None,
+        datastore: DataStore | None = None,
     ) -> None:
         if config.artifacts is None:
             raise ValueError("config.artifacts is required")
         self.config = config
+        self.datastore = datastore
         self.root = config.artifacts
         self.metrics = metrics
         self.on_swap = on_swap
@@ -170,6 +177,11 @@ class ModelStore:
     def snapshot(self) -> Snapshot | None:
         s = self.state
         return None if s is None else s.snapshot
+
+    def events_since_training(self) -> float:
+        """Stored events after those the serving version was trained on (NaN: no version)."""
+        s = self.state
+        return math.nan if s is None else float(s.live.seen)
 
     def fold(self, events: list[Event]) -> None:
         """Folds durably recorded events into the live histories (called on the event loop)."""
@@ -206,10 +218,27 @@ class ModelStore:
                 False,
                 f"version {name} was refused ({refused[1]}); still serving {cur_name or 'nothing'}",
             )
+        store = self.datastore
+        if store is not None and store.state != "ok":
+            # Its live history cannot be read: wait (the store watch pings it back to "ok")
+            # rather than build and warm up a version on every poll only to fail at the replay.
+            return ReloadResult(
+                cur_name,
+                False,
+                f"version {name} waits: the data store is unavailable ({store.last_error})",
+            )
         t0 = time.perf_counter()
         self._capture = []
         try:
             snap, live, read_ids = await asyncio.to_thread(self._load, path)
+        except StoreUnavailable as e:
+            # Not the version's fault: it is tried again at the next poll or reload.
+            log.warning("version %s not loaded yet: %s; still serving %s", name, e, cur_name)
+            return ReloadResult(
+                cur_name,
+                False,
+                f"version {name} not loaded: the data store is unavailable ({e}); retrying",
+            )
         except Exception as e:
             reason = (
                 e.reason
@@ -230,7 +259,7 @@ class ModelStore:
             return ReloadResult(cur_name, False, f"version {name} refused ({reason}): {e}"[:1000])
         finally:
             pending, self._capture = self._capture, None
-        # Events recorded while loading that the log read did not see yet.
+        # Events recorded while loading that the store read did not see yet.
         live.fold([e for e in pending if e.event_id not in read_ids])
         self.state = State(snap, live)  # the swap: one assignment
         self._refused.pop(name, None)
@@ -268,9 +297,7 @@ class ModelStore:
             warm_up(snap, self.config)
         except Exception as e:
             raise WarmupError(f"{type(e).__name__}: {e}") from e
-        live, ids = LiveHistory.from_log(
-            self.config.events_dir, snap.event_log_records, snap.item_index
-        )
+        live, ids = LiveHistory.from_store(self.datastore, snap.store_seq, snap.item_index)
         return snap, live, ids
 
     async def poll_forever(self) -> None:
