@@ -530,6 +530,26 @@ def test_sqlite_url_paths(tmp_path, monkeypatch):
         assert absolute.path == tmp_path / "abs.db"
 
 
+
+def test_sqlite_file_settings(tmp_path):
+    """New files get 1 KiB pages and WAL; a file made before keeps its page size."""
+    with open_store(f"sqlite:///{tmp_path}/new.db"):
+        pass
+    conn = sqlite3.connect(tmp_path / "new.db")
+    assert conn.execute("PRAGMA page_size").fetchone()[0] == 1024
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.close()
+    old = sqlite3.connect(tmp_path / "old.db")
+    old.execute("PRAGMA page_size=4096")
+    old.execute("CREATE TABLE t (x)")
+    old.close()
+    with open_store(f"sqlite:///{tmp_path}/old.db") as store:
+        asyncio.run(store.append([ev(1)]))
+        assert store.count() == 1
+    conn = sqlite3.connect(tmp_path / "old.db")
+    assert conn.execute("PRAGMA page_size").fetchone()[0] == 4096
+    conn.close()
+
 # -- SQLite: opening bad paths and files ---------------------------------------------------
 
 

@@ -45,6 +45,9 @@ SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 _ROWS_PER_INSERT = 500  # 7 parameters a row, well under SQLite's 32766 variables
 _IDLE_READERS = 4  # read connections kept open between reads
 _NO_LIMIT = 2**63 - 1
+_PAGE_BYTES = 1024
+_CHECKPOINT_PAGES = 40_000
+_WAL_LIMIT_BYTES = 64 * 2**20
 
 
 @lru_cache(maxsize=64)
@@ -131,12 +134,20 @@ class SQLiteStore(DataStore):
                     f"{self.path}: the SQLite database is corrupt (quick_check: {detail}); "
                     "restore it from a backup or move it aside"
                 )
+            conn.execute(f"PRAGMA page_size={_PAGE_BYTES}")  # no-op unless the file is new
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise StoreConfigError(
                     f"{self.path}: cannot use WAL journal mode here (got {mode!r})"
                 )
             conn.execute(f"PRAGMA synchronous={self._synchronous}")
+            # Random event ids dirty about two index pages per event (the UNIQUE event_id and
+            # the user index), and the WAL holds whole pages, so bytes written per commit grow
+            # with the page size: 1 KiB pages (set before the first table; an existing file
+            # keeps its own) and a checkpoint every ~40 MiB of WAL instead of every 4 MiB
+            # gave +16% events/s at 50k stored events and +33% at 1M (docs/benchmarks.md).
+            conn.execute(f"PRAGMA wal_autocheckpoint={_CHECKPOINT_PAGES}")
+            conn.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT_BYTES}")
             migrate(conn, "sqlite", self.url)
         except StoreError:
             conn.close()
