@@ -518,12 +518,16 @@ class DataStore(ABC):
     def ping(self) -> bool:
         """Cheap liveness check; sets ``state`` (True and "ok" when the database answers)."""
         try:
-            self._fetch("SELECT 1", ())
+            self._probe()
         except StoreUnavailable as e:
             self._mark_unavailable(e)
             return False
         self._mark_ok()
         return True
+
+    def _probe(self) -> None:
+        """What `ping` checks; StoreUnavailable when the store cannot take writes."""
+        self._fetch("SELECT 1", ())
 
     # -- closing -----------------------------------------------------------------------------
 

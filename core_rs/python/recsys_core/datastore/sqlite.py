@@ -48,6 +48,7 @@ _NO_LIMIT = 2**63 - 1
 _PAGE_BYTES = 1024
 _CHECKPOINT_PAGES = 40_000
 _WAL_LIMIT_BYTES = 64 * 2**20
+_MIN_FREE_BYTES = 64 * 1024  # below this a ping reports the store unavailable (a full disk)
 
 
 @lru_cache(maxsize=64)
@@ -270,6 +271,20 @@ class SQLiteStore(DataStore):
                 schema_overrides=FRAME_SCHEMA,
             )
         return frame.select(list(FRAME_SCHEMA))
+
+    def _probe(self) -> None:
+        # A read answers on a full disk too: without the free-space check, health would turn
+        # back to SERVING between two failing writes (the watcher pings after each).
+        super()._probe()
+        try:
+            fs = os.statvfs(self.path.parent)
+        except OSError as e:
+            raise StoreUnavailable(f"{self.path}: cannot stat its directory: {e}", e.errno) from e
+        free = fs.f_bavail * fs.f_frsize
+        if free < _MIN_FREE_BYTES:
+            raise StoreUnavailable(
+                f"{self.path}: only {free} bytes free on its filesystem", errnos.ENOSPC
+            )
 
     # -- closing -----------------------------------------------------------------------------
 
