@@ -139,9 +139,11 @@ def _finish(store: DataStore, f: ArchiveFile) -> int:
         return 0
     missing = hot.select("seq", "event_id").join(archived, on=["seq", "event_id"], how="anti")
     if missing.height:
+        kept = archived.join(hot, on=["seq", "event_id"], how="semi").height == archived.height
+        hint = "; every event of the file is still in the table: move it aside" if kept else ""
         raise RetentionError(
             f"{f.path}: the hot table holds {missing.height} events in its range that the file "
-            f"lacks (first: seq {missing['seq'][0]}); nothing deleted"
+            f"lacks (first: seq {missing['seq'][0]}); nothing deleted{hint}"
         )
     return store.delete_events(f.first - 1, f.last, stored_before, expect=hot.height)
 
