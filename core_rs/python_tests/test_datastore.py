@@ -23,6 +23,7 @@ from recsys_core.datastore import (
     AppendResult,
     StoreClosed,
     StoreConfigError,
+    StoreConflict,
     StoreUnavailable,
     open_store,
     parse_store_url,
@@ -437,6 +438,97 @@ def test_max_seq_and_count(store):
     assert store.ping() and store.state == "ok"
 
 
+# -- retention: stored_at, bounded frames, checked deletes ----------------------------------
+
+
+class Clock:
+    """The store's clock (``stored_at``), set by the test: no waiting for time to pass."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def aged_store(url: str):
+    """A store holding e0..e9: e0-e5 stored at t=1000, e6-e9 at t=2000 (three commits)."""
+    clock = Clock(1000.0)
+    store = open_store(url, clock=clock)
+
+    async def main():
+        await store.append([ev(i) for i in range(3)])
+        await store.append([ev(i) for i in range(3, 6)])
+        clock.now = 2000.0
+        await store.append([ev(i) for i in range(6, 10)])
+
+    asyncio.run(main())
+    return store
+
+
+def test_events_frame_with_stored_at_bounds_and_limit(store_url):
+    with aged_store(store_url) as store:
+        seqs = [s.seq for s in store.read_events()]
+        full = store.events_frame(with_stored_at=True)
+        assert list(full.schema) == [*store.events_frame().schema, "stored_at"]
+        assert full.schema["stored_at"] == pl.Float64
+        assert full["stored_at"].to_list() == [1000.0] * 6 + [2000.0] * 4
+        assert full.drop("stored_at").equals(store.events_frame())
+        old = store.events_frame(stored_before=1500.0)
+        assert old["event_id"].to_list() == [f"e{i}" for i in range(6)]
+        assert store.events_frame(stored_before=1000.0).height == 0
+        both = store.events_frame(seqs[1], seqs[7], stored_before=2000.5, with_stored_at=True)
+        assert both["seq"].to_list() == seqs[2:8]
+        first = store.events_frame(up_to_seq=seqs[8], stored_before=1500.0, limit=4)
+        assert first["event_id"].to_list() == ["e0", "e1", "e2", "e3"]
+        assert store.events_frame(limit=0).height == 0
+        with pytest.raises(ValueError):
+            store.events_frame(limit=-1)
+        assert store.min_seq() == seqs[0] and store.max_seq() == seqs[-1]
+
+
+def test_delete_events_by_seq_range_and_stored_at(store_url):
+    with aged_store(store_url) as store:
+        seqs = [s.seq for s in store.read_events()]
+        # Only the old rows within the range: e6..e9 are newer, e0 is below the range.
+        assert store.delete_events(seqs[0], seqs[8], 1500.0) == 5
+        assert stored_ids(store) == ["e0", "e6", "e7", "e8", "e9"]
+        assert store.delete_events(seqs[0], seqs[8], 1500.0) == 0  # idempotent
+        assert store.min_seq() == seqs[0] and store.count() == 5
+        assert store.delete_events(0, seqs[-1], 9999.0) == 5
+        assert store.count() == 0 and store.min_seq() == 0 and store.max_seq() == 0
+
+
+def test_a_deleted_seq_is_never_handed_out_again(store_url):
+    """Retention may delete the newest rows too: a new event still gets a higher seq, so a
+    cursor recorded before the delete stays valid."""
+    with aged_store(store_url) as store:
+        top = store.max_seq()
+        assert store.delete_events(0, top, 9999.0) == 10
+    with open_store(store_url) as store:
+        asyncio.run(store.append([ev(100)]))
+        assert store.min_seq() > top
+
+
+def test_delete_events_with_a_wrong_expectation_deletes_nothing(store_url):
+    with aged_store(store_url) as store:
+        seqs = [s.seq for s in store.read_events()]
+        with pytest.raises(StoreConflict, match=r"6 events match .* expected 5; nothing deleted"):
+            store.delete_events(0, seqs[-1], 1500.0, expect=5)
+        assert store.count() == 10
+        assert store.delete_events(0, seqs[-1], 1500.0, expect=6) == 6
+        assert store.count() == 4
+        asyncio.run(store.append([ev(20)]))  # the writer connection is usable afterwards
+        assert store.count() == 5
+
+
+def test_delete_events_on_a_closed_store_is_refused(store_url):
+    store = aged_store(store_url)
+    store.close_sync()
+    with pytest.raises(StoreClosed):
+        store.delete_events(0, 100, 9999.0)
+
+
 def backend_class(url: str) -> type:
     if is_sqlite(url):
         return SQLiteStore
@@ -530,7 +622,6 @@ def test_sqlite_url_paths(tmp_path, monkeypatch):
         assert absolute.path == tmp_path / "abs.db"
 
 
-
 def test_sqlite_file_settings(tmp_path):
     """New files get 1 KiB pages and WAL; a file made before keeps its page size."""
     with open_store(f"sqlite:///{tmp_path}/new.db"):
@@ -549,6 +640,7 @@ def test_sqlite_file_settings(tmp_path):
     conn = sqlite3.connect(tmp_path / "old.db")
     assert conn.execute("PRAGMA page_size").fetchone()[0] == 4096
     conn.close()
+
 
 # -- SQLite: opening bad paths and files ---------------------------------------------------
 

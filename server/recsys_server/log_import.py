@@ -24,7 +24,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -51,18 +51,6 @@ class ImportReport:
     duplicates: int = 0  # already in the store (an earlier, interrupted import) or repeated
     set_aside: list[str] = field(default_factory=list)  # damaged bytes moved aside by recovery
     finished_at: float = 0.0
-
-
-def store_cursor(params: Mapping[str, object]) -> int:
-    """The store seq a model version folded: its ``params["store_seq"]``. A version trained by
-    an older ``recsys-train refresh`` has ``params["event_log_records"]`` instead (how many log
-    records it folded); the import stores the log in order, so on a store that started empty
-    record n became seq n, and that count is the cursor."""
-    for key in ("store_seq", "event_log_records"):
-        value = params.get(key)
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            return value
-    return 0
 
 
 def read_marker(directory: Path) -> dict | None:

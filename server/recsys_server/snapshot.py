@@ -13,10 +13,9 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from recsys_core.artifacts import ArtifactError, load_version
+from recsys_core.artifacts import ArtifactError, load_version, store_cursor
 from recsys_core.models import Hybrid, Popularity, Recommender
 from recsys_server.config import Experiment
-from recsys_server.log_import import store_cursor
 from recsys_server.rankings import RankingCache
 
 REFERENCE_USERS = 256

@@ -31,7 +31,7 @@ from recsys_core.models import MODELS, Hybrid, Recommender
 from recsys_core.models.registry import COMPONENTS, NAMES
 from recsys_core.splits import leave_last_n, random_holdout, temporal_split
 from recsys_trainer import config as config_mod
-from recsys_trainer import synthetic, tuning
+from recsys_trainer import retention, synthetic, tuning
 
 ALL = NAMES
 
@@ -132,6 +132,10 @@ def overrides(a: argparse.Namespace) -> list[str]:
         out.append("tuning.enabled=false")
     if getattr(a, "tune_budget", None) is not None:
         out.append(f"tuning.budget_seconds={a.tune_budget}")
+    if getattr(a, "retention", None):
+        out.append(f"retention.window={json.dumps(a.retention)}")
+    if getattr(a, "archive", None):
+        out.append(f"retention.archive={json.dumps(a.archive)}")
     if getattr(a, "format", None):
         out.append(f"data.format={json.dumps(a.format)}")
     for col in ("user", "item", "weight", "event", "timestamp"):
@@ -328,52 +332,112 @@ def parse_duration(text: str) -> float:
     return value
 
 
-def with_stored_events(base: Interactions, store_url: str) -> tuple[Interactions, int, int]:
-    """The base data plus every event in the data store at ``store_url``, read with polars;
-    also how many events that is and the highest seq among them: the cursor recorded in the
-    manifest (``store_seq``), after which the server replays events on top of the version.
+def _check_store_path(store_url: str) -> None:
+    from recsys_core.datastore import parse_store_url
 
-    On PostgreSQL seq is handed out at insert, not commit: with several writing processes an
-    event could commit below a cursor read meanwhile (issue 19). One server writes today."""
-    from recsys_core.datastore import StoreError, open_store, parse_store_url
-    from recsys_core.eventlog import events_to_interactions
+    parsed = parse_store_url(store_url)
+    # Opening would create an empty database: a mistyped path must not train on nothing.
+    if parsed.scheme == "sqlite" and not Path(parsed.path or "").is_file():
+        raise config_mod.ConfigError(f"--store {parsed.redacted!r}: no such database file")
+
+
+def stored_events(store_url: str, archive: Path | None) -> tuple[pl.DataFrame, int]:
+    """Every event the store has held, in seq order: the hot table plus the archive's Parquet
+    files, each event once (an interrupted retention run leaves some in both; the first by seq
+    is kept: an id stored again after its event was archived is a retry); and the highest seq
+    among all of them, duplicates included, so the server does not replay a dropped retry.
+
+    The table is read before the archive: retention writes a file before it deletes its rows,
+    so an event moved meanwhile is in one of the two reads, never in neither."""
+    from recsys_core.datastore import StoreError, open_store
 
     try:
-        parsed = parse_store_url(store_url)
-        # Opening would create an empty database: a mistyped path must not train on nothing.
-        if parsed.scheme == "sqlite" and not Path(parsed.path or "").is_file():
-            raise config_mod.ConfigError(f"--store {parsed.redacted!r}: no such database file")
+        _check_store_path(store_url)
         with open_store(store_url) as store:
             frame = store.events_frame()
     except StoreError as e:
         raise config_mod.ConfigError(f"--store: {e}") from e
+    if archive is not None:
+        try:
+            archived = retention.read_archive(archive).drop("stored_at")
+        except retention.RetentionError as e:
+            raise config_mod.ConfigError(f"archive: {e}") from e
+        frame = pl.concat([archived, frame]).sort("seq", maintain_order=True)
+    top = int(frame["seq"].max()) if frame.height else 0
+    return frame.unique("event_id", keep="first", maintain_order=True), top
+
+
+def with_stored_events(
+    base: Interactions, store_url: str, archive: Path | None = None
+) -> tuple[Interactions, int, int]:
+    """The base data plus every event in the data store at ``store_url`` and its archive
+    (`stored_events`), read with polars; also how many events that is and the highest seq
+    among them: the cursor recorded in the manifest (``store_seq``), after which the server
+    replays events on top of the version.
+
+    On PostgreSQL seq is handed out at insert, not commit: with several writing processes an
+    event could commit below a cursor read meanwhile (issue 19). One server writes today."""
+    from recsys_core.datastore import parse_store_url
+    from recsys_core.eventlog import events_to_interactions
+
+    frame, top = stored_events(store_url, archive)
     if frame.height == 0:
-        return base, 0, 0
+        return base, 0, top
+    redacted = parse_store_url(store_url).redacted
     try:
         logged = events_to_interactions(frame, EventWeights())
     except ValueError as e:
-        raise config_mod.ConfigError(f"{parsed.redacted}: {e}") from e
+        raise config_mod.ConfigError(f"{redacted}: {e}") from e
     cols = ("user", "item", "weight", "timestamp")
     data = base.to_frame().select(cols)
     combined = pl.concat([data, logged.select(cols).cast(data.schema)])
-    inter = from_frame(combined, ColumnMap(event=None), source=f"{parsed.redacted} + base data")
-    return inter, frame.height, int(frame["seq"].max())
+    inter = from_frame(combined, ColumnMap(event=None), source=f"{redacted} + base data")
+    return inter, frame.height, top
+
+
+def archive_dir(cfg: config_mod.TrainConfig, out: Path) -> Path:
+    return Path(cfg.retention.archive) if cfg.retention.archive else retention.default_archive(out)
+
+
+def retention_window(cfg: config_mod.TrainConfig) -> float:
+    try:
+        return retention.parse_window(cfg.retention.window)
+    except retention.RetentionError as e:
+        raise config_mod.ConfigError(str(e)) from e
+
+
+def run_retention(cfg: config_mod.TrainConfig, store_url: str, out: Path, now: float) -> str:
+    """The retention rule after a publish (`recsys_trainer.retention`); its report line."""
+    from recsys_core.datastore import StoreError, open_store
+
+    window = retention_window(cfg)
+    if window == 0:
+        return "retention: off (the hot table keeps every event)"
+    try:
+        with open_store(store_url) as store:
+            report = retention.apply(store, out, archive_dir(cfg, out), window, now)
+    except (StoreError, retention.RetentionError) as e:
+        raise config_mod.ConfigError(f"retention: {e}") from e
+    return report.line()
 
 
 def cmd_refresh(a: argparse.Namespace) -> int:
     cfg = config_mod.load(a.config, overrides(a))
     names = parse_models(a.models)
     every = parse_duration(a.every) if a.every else None
+    retention_window(cfg)  # a bad value fails before training, not after
+    out = Path(a.out)
     while True:
         base = load_data(Path(a.interactions), cfg)
         catalog = load_catalog_for(a.catalog, Path(a.interactions))
         with step("read the data store"):
-            inter, n_events, seq = with_stored_events(base, a.store)
+            inter, n_events, seq = with_stored_events(base, a.store, archive_dir(cfg, out))
         check_fits(a, names, cfg, inter)
-        path, _, _ = train_and_publish(
-            inter, cfg, names, catalog, Path(a.out), {}, {"store_seq": seq}
-        )
+        path, _, _ = train_and_publish(inter, cfg, names, catalog, out, {}, {"store_seq": seq})
         print(f"published {path}: base data + {n_events} stored events (seq <= {seq})", flush=True)
+        with step("retention"):
+            line = run_retention(cfg, a.store, out, time.time())
+        print(line, flush=True)
         if every is None:
             return 0
         time.sleep(every)
@@ -522,6 +586,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     f.add_argument("--out", required=True, help="artifacts directory")
     f.add_argument("--every", help="repeat every DURATION (e.g. 10m); default: once")
+    f.add_argument(
+        "--retention", metavar="WINDOW",
+        help="after publishing, archive the events every kept version has folded in that were "
+        "stored more than WINDOW ago (e.g. 7d, 12h) to Parquet and delete them from the "
+        f"store; off or 0 disables (default {config_mod.RetentionConfig.window})",
+    )  # fmt: skip
+    f.add_argument(
+        "--archive", metavar="DIR",
+        help="where retention writes, and refresh reads, archived events "
+        "(default: <out>/../events-archive)",
+    )  # fmt: skip
     f.set_defaults(func=cmd_refresh)
 
     e = sub.add_parser("evaluate", help="compare models on a split and write a report")

@@ -66,11 +66,22 @@ class ModelsConfig:
 
 
 @dataclass(frozen=True)
+class RetentionConfig:
+    """What ``refresh`` archives after publishing (docs/trainer.md, "Retention")."""
+
+    window: str = "7d"
+    """Live window: events stored more recently stay in the hot table; "off" or 0 disables."""
+    archive: str = ""
+    """Archive directory; empty: ``<artifacts>/../events-archive``."""
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
     evaluation: EvalConfig = field(default_factory=EvalConfig)
     tuning: TuneConfig = field(default_factory=TuneConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
     keep_versions: int = 5
 
 

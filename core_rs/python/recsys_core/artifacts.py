@@ -148,6 +148,32 @@ def latest_version(out: Path) -> str | None:
     return versions[-1] if versions else None
 
 
+def store_cursor(params: Mapping[str, object]) -> int:
+    """The data store seq a model version folded: its ``params["store_seq"]``; the server
+    replays the events after it. A version trained by an older ``recsys-train refresh`` has
+    ``params["event_log_records"]`` instead (how many log records it folded); the import stores
+    the log in order, so on a store that started empty record n became seq n, and that count
+    is the cursor. 0 when the version was trained without the store."""
+    for key in ("store_seq", "event_log_records"):
+        value = params.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return 0
+
+
+def version_cursors(out: Path) -> dict[str, int]:
+    """`store_cursor` of every complete version in ``out``, oldest first; 0 for a manifest
+    that cannot be read (the safe answer for retention, which must not outrun any of them)."""
+    cursors: dict[str, int] = {}
+    for name in list_versions(out):
+        try:
+            params = json.loads((Path(out) / name / MANIFEST).read_text()).get("params")
+        except (OSError, ValueError, AttributeError):
+            params = None
+        cursors[name] = store_cursor(params) if isinstance(params, dict) else 0
+    return cursors
+
+
 # ---------------------------------------------------------------------------------------------
 # Fingerprints and file helpers
 

@@ -18,6 +18,7 @@ from recsys_core.datastore.base import (
     DataStore,
     StoreClosed,
     StoreConfigError,
+    StoreConflict,
     StoredEvent,
     StoreError,
     StoreUnavailable,
@@ -30,6 +31,7 @@ __all__ = [
     "DataStore",
     "StoreClosed",
     "StoreConfigError",
+    "StoreConflict",
     "StoreError",
     "StoreUnavailable",
     "StoredEvent",
@@ -43,8 +45,9 @@ def open_store(url: str, **opts: Any) -> DataStore:
     """Open (and migrate) the store at ``url``: ``sqlite:///relative.db``,
     ``sqlite:////absolute.db``, ``postgresql://…`` or ``postgres://…``. Blocking: from async
     code use ``await asyncio.to_thread(open_store, url)``. ``opts`` go to the backend
-    (``max_batch``; SQLite ``synchronous``, ``busy_timeout_ms``; PostgreSQL ``pool_min``,
-    ``pool_max``, ``connect_timeout``). StoreConfigError for a bad URL or database."""
+    (``max_batch``, ``clock``; SQLite ``synchronous``, ``busy_timeout_ms``; PostgreSQL
+    ``pool_min``, ``pool_max``, ``connect_timeout``). StoreConfigError for a bad URL or
+    database."""
     parsed = parse_store_url(url)
     if parsed.scheme == "sqlite":
         from recsys_core.datastore.sqlite import SQLiteStore

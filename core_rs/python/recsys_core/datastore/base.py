@@ -1,9 +1,11 @@
 """The data store interface shared by every backend, and the group-commit writer they all use.
 
-A backend (SQLite, PostgreSQL) subclasses `DataStore` and supplies only two kinds of code:
+A backend (SQLite, PostgreSQL) subclasses `DataStore` and supplies only the database calls:
 "store this batch of events in ONE transaction and return the ids that were newly inserted"
-(`DataStore._write_batch`) and the reads. Queueing, group commit, idempotency bookkeeping,
-error fan-out, counters and closing live here, once.
+(`DataStore._write_batch`), "run this statement in one checked write transaction"
+(`_execute_write`, for retention's delete), and "run this read query" (`_fetch` for rows,
+`_frame` for a polars frame). The SQL, queueing, group commit, idempotency bookkeeping, error
+fan-out, counters and closing live here, once.
 
 Group commit: `DataStore.append` queues its events and waits; one writer thread drains the
 queue, commits everything queued (at most ``max_batch`` events; one call is never split) in a
@@ -18,6 +20,7 @@ import asyncio
 import logging
 import re
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Collection, Iterator, Sequence
@@ -36,6 +39,7 @@ __all__ = [
     "GroupCommitter",
     "StoreClosed",
     "StoreConfigError",
+    "StoreConflict",
     "StoreError",
     "StoreURL",
     "StoreUnavailable",
@@ -69,6 +73,11 @@ class StoreUnavailable(StoreError):
 
 class StoreClosed(StoreUnavailable):
     """Append on a store that is closed or closing."""
+
+
+class StoreConflict(StoreError):
+    """A checked write found the table other than the caller read it (`delete_events` with
+    ``expect``); it was rolled back."""
 
 
 class StoreConfigError(StoreError):
@@ -162,6 +171,23 @@ FRAME_SCHEMA = {
     "rating": pl.Float64,
 }
 """`DataStore.events_frame`'s columns and types."""
+
+ARCHIVE_SCHEMA = FRAME_SCHEMA | {"stored_at": pl.Float64}
+"""`DataStore.events_frame`'s columns with ``with_stored_at``: every column of the table."""
+
+
+def _range(
+    after_seq: int, up_to_seq: int | None, stored_before: float | None
+) -> tuple[str, list[Any]]:
+    """The WHERE clause (``?`` placeholders) and parameters shared by reads and deletes."""
+    where, params = ["seq > ?"], [after_seq]
+    if up_to_seq is not None:
+        where.append("seq <= ?")
+        params.append(up_to_seq)
+    if stored_before is not None:
+        where.append("stored_at < ?")
+        params.append(stored_before)
+    return " AND ".join(where), params
 
 
 def stored(row: Sequence[Any]) -> StoredEvent:
@@ -377,12 +403,18 @@ class DataStore(ABC):
     next success. Counters for metrics: ``commits``, ``events_committed``,
     ``commit_errors``, ``duplicates``.
 
-    Subclasses implement `_write_batch`, `_close` and the reads, and call
-    ``super().__init__(url, max_batch=...)``.
+    ``clock`` gives each commit's ``stored_at`` (the server's clock; retention ages events by
+    it). Tests pass a fixed one instead of waiting.
+
+    Subclasses implement `_write_batch`, `_execute_write`, `_frame`, `_fetch` and `_close`,
+    and call ``super().__init__(url, max_batch=..., clock=...)``.
     """
 
-    def __init__(self, url: str, *, max_batch: int = 1000) -> None:
+    def __init__(
+        self, url: str, *, max_batch: int = 1000, clock: Callable[[], float] = time.time
+    ) -> None:
         self.url = redact(url)
+        self.clock = clock
         self.state = "ok"
         self.last_error = ""
         self._writer = GroupCommitter(
@@ -487,11 +519,40 @@ class DataStore(ABC):
                 yield stored(row)
             cursor = rows[-1][0]
 
+    def events_frame(
+        self,
+        after_seq: int = 0,
+        up_to_seq: int | None = None,
+        *,
+        stored_before: float | None = None,
+        limit: int | None = None,
+        with_stored_at: bool = False,
+    ) -> pl.DataFrame:
+        """The events with ``after_seq < seq <= up_to_seq`` (and ``stored_at <
+        stored_before``), the first ``limit`` of them, as a polars frame read straight from
+        the database: columns seq (Int64), event_id, user_id, item_id, event_type (String),
+        timestamp, rating (Float64, null when unrated), and with ``with_stored_at`` also
+        stored_at (Float64), in seq order."""
+        where, params = _range(after_seq, up_to_seq, stored_before)
+        schema = ARCHIVE_SCHEMA if with_stored_at else FRAME_SCHEMA
+        columns = 'seq, event_id, user_id, item_id, event_type, ts AS "timestamp", rating'
+        if with_stored_at:
+            columns += ", stored_at"
+        sql = f"SELECT {columns} FROM events WHERE {where} ORDER BY seq"
+        if limit is not None:
+            if limit < 0:
+                raise ValueError(f"limit must be >= 0, got {limit}")
+            sql += " LIMIT ?"
+            params.append(limit)
+        frame = self._frame(sql, params, schema)
+        return frame.select(pl.col(name).cast(dtype) for name, dtype in schema.items())
+
     @abstractmethod
-    def events_frame(self, after_seq: int = 0, up_to_seq: int | None = None) -> pl.DataFrame:
-        """The same events as a polars frame read straight from the database: columns seq
-        (Int64), event_id, user_id, item_id, event_type (String), timestamp, rating
-        (Float64, null when unrated), in seq order."""
+    def _frame(
+        self, sql: str, params: Sequence[Any], schema: dict[str, pl.DataType]
+    ) -> pl.DataFrame:
+        """The rows of one read query (``?`` placeholders) as a frame with ``schema``'s
+        columns, empty when there are none; database failures raise StoreUnavailable."""
 
     def user_history(self, user_id: str, limit: int | None = None) -> list[StoredEvent]:
         """One user's events in seq order; with ``limit``, the latest ``limit`` of them."""
@@ -511,6 +572,10 @@ class DataStore(ABC):
         """The highest stored seq (0 when empty)."""
         return int(self._fetch("SELECT COALESCE(MAX(seq), 0) FROM events", ())[0][0])
 
+    def min_seq(self) -> int:
+        """The lowest stored seq (0 when empty)."""
+        return int(self._fetch("SELECT COALESCE(MIN(seq), 0) FROM events", ())[0][0])
+
     def count(self) -> int:
         """Number of stored events."""
         return int(self._fetch("SELECT COUNT(*) FROM events", ())[0][0])
@@ -528,6 +593,38 @@ class DataStore(ABC):
     def _probe(self) -> None:
         """What `ping` checks; StoreUnavailable when the store cannot take writes."""
         self._fetch("SELECT 1", ())
+
+    # -- deleting (retention) ----------------------------------------------------------------
+
+    def delete_events(
+        self,
+        after_seq: int,
+        up_to_seq: int,
+        stored_before: float,
+        *,
+        expect: int | None = None,
+    ) -> int:
+        """Delete, in ONE transaction, the events that ``events_frame(after_seq, up_to_seq,
+        stored_before=stored_before)`` reads, and return how many. With ``expect``, any other
+        count rolls the transaction back and raises StoreConflict (something changed since
+        the caller read them). seq values are never reused, so a cursor stays valid.
+        Blocking; StoreUnavailable when the database fails."""
+        where, params = _range(after_seq, up_to_seq, stored_before)
+
+        def check(deleted: int) -> None:
+            if expect is not None and deleted != expect:
+                raise StoreConflict(
+                    f"{self.url}: {deleted} events match seq {after_seq + 1}..{up_to_seq} "
+                    f"stored before {stored_before!r}, expected {expect}; nothing deleted"
+                )
+
+        return self._execute_write(f"DELETE FROM events WHERE {where}", params, check)
+
+    @abstractmethod
+    def _execute_write(self, sql: str, params: Sequence[Any], check: Callable[[int], None]) -> int:
+        """In ONE write transaction run ``sql`` (``?`` placeholders), pass its row count to
+        ``check`` (which may raise: roll back and re-raise), commit, and return the count.
+        Database failures roll back and raise StoreUnavailable. Any thread."""
 
     # -- closing -----------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ writer thread per process makes that impossible for a single server; followers r
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import unquote
@@ -29,7 +29,6 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from recsys_core.datastore.base import (
-    FRAME_SCHEMA,
     AppendResult,
     DataStore,
     StoreClosed,
@@ -95,11 +94,12 @@ class PostgresStore(DataStore):
         statement_timeout_ms: int = 30_000,
         lock_timeout_ms: int = 5_000,
         reconnect_timeout: float = 10.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         parsed = parse_store_url(url)
         if parsed.scheme != "postgresql":
             raise StoreConfigError(f"--store {parsed.redacted!r}: not a PostgreSQL URL")
-        super().__init__(url, max_batch=max_batch)
+        super().__init__(url, max_batch=max_batch, clock=clock)
         self._connect_timeout = connect_timeout
         self._password = _url_password(url)
         self._conninfo = self._conninfo_with_timeouts(
@@ -215,12 +215,24 @@ class PostgresStore(DataStore):
         )
         try:
             with self._connection() as conn:
-                rows = conn.execute(_INSERT, (time.time(), *columns)).fetchall()
+                rows = conn.execute(_INSERT, (self.clock(), *columns)).fetchall()
         except StoreClosed:
             raise
         except psycopg.Error as e:  # not a connection failure, e.g. a NUL in a string
             raise StoreUnavailable(f"{self.url}: commit failed: {self._scrub(e)}") from None
         return [r[0] for r in rows]
+
+    def _execute_write(self, sql: str, params: Sequence[Any], check: Callable[[int], None]) -> int:
+        try:
+            # The pooled connection commits on a clean exit and rolls back when check raises.
+            with self._connection() as conn:
+                count = conn.execute(sql.replace("?", "%s"), tuple(params)).rowcount
+                check(count)
+        except StoreClosed:
+            raise
+        except psycopg.Error as e:
+            raise StoreUnavailable(f"{self.url}: write failed: {self._scrub(e)}") from None
+        return count
 
     async def append(self, events: Sequence[Event]) -> AppendResult:
         # PostgreSQL text cannot hold NUL: refuse such an event in its own call rather than
@@ -239,28 +251,24 @@ class PostgresStore(DataStore):
         with self._connection() as conn:
             return conn.execute(sql.replace("?", "%s"), tuple(params)).fetchall()
 
-    def events_frame(self, after_seq: int = 0, up_to_seq: int | None = None) -> pl.DataFrame:
-        query = (
-            'SELECT seq, event_id, user_id, item_id, event_type, ts AS "timestamp", rating '
-            "FROM events WHERE seq > %s AND (%s::bigint IS NULL OR seq <= %s) ORDER BY seq"
-        )
+    def _frame(
+        self, sql: str, params: Sequence[Any], schema: dict[str, pl.DataType]
+    ) -> pl.DataFrame:
         with self._connection() as conn, conn.cursor(name="recsys_events_frame") as cur:
             # A server-side cursor: polars fetches the rows in batches instead of all at once.
             frames = list(
                 pl.read_database(
-                    query,
+                    sql.replace("?", "%s"),
                     cur,
                     iter_batches=True,
                     batch_size=_FRAME_BATCH,
-                    schema_overrides=FRAME_SCHEMA,
-                    execute_options={"params": (after_seq, up_to_seq, up_to_seq)},
+                    schema_overrides=schema,
+                    execute_options={"params": tuple(params)},
                 )
             )
         if not frames:
-            return pl.DataFrame(schema=FRAME_SCHEMA)
-        return pl.concat(frames, rechunk=True).select(
-            pl.col(name).cast(dtype) for name, dtype in FRAME_SCHEMA.items()
-        )
+            return pl.DataFrame(schema=schema)
+        return pl.concat(frames, rechunk=True)
 
     # -- closing -----------------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,6 @@ from typing import Any
 import polars as pl
 
 from recsys_core.datastore.base import (
-    FRAME_SCHEMA,
     DataStore,
     StoreClosed,
     StoreConfigError,
@@ -44,7 +43,6 @@ __all__ = ["SQLiteStore"]
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 _ROWS_PER_INSERT = 500  # 7 parameters a row, well under SQLite's 32766 variables
 _IDLE_READERS = 4  # read connections kept open between reads
-_NO_LIMIT = 2**63 - 1
 _PAGE_BYTES = 1024
 _CHECKPOINT_PAGES = 40_000
 _WAL_LIMIT_BYTES = 64 * 2**20
@@ -76,11 +74,12 @@ class SQLiteStore(DataStore):
         max_batch: int = 1000,
         synchronous: str = "FULL",
         busy_timeout_ms: int = 5000,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         parsed = parse_store_url(url)
         if parsed.scheme != "sqlite" or parsed.path is None:
             raise StoreConfigError(f"--store {parsed.redacted!r}: not a sqlite:/// URL")
-        super().__init__(url, max_batch=max_batch)
+        super().__init__(url, max_batch=max_batch, clock=clock)
         # Absolute, so reader connections opened later do not depend on the working directory.
         self.path = Path(os.path.abspath(parsed.path))
         self._synchronous = str(synchronous).upper()
@@ -193,7 +192,7 @@ class SQLiteStore(DataStore):
             if conn is None:
                 raise StoreClosed(f"{self.url}: the store is closed")
             inserted: list[str] = []
-            now = time.time()
+            now = self.clock()
             try:
                 self._rollback(conn)  # a rollback that failed last time
                 conn.execute("BEGIN IMMEDIATE")
@@ -220,6 +219,27 @@ class SQLiteStore(DataStore):
                     self._rollback(conn)
                 raise self._unavailable(e, "commit") from e
             return inserted
+
+    def _execute_write(self, sql: str, params: Sequence[Any], check: Callable[[int], None]) -> int:
+        # The writer connection, under its lock: one writer per process, as for appends.
+        with self._write_lock:
+            conn = self._conn
+            if conn is None:
+                raise StoreClosed(f"{self.url}: the store is closed")
+            try:
+                self._rollback(conn)
+                conn.execute("BEGIN IMMEDIATE")
+                count = conn.execute(sql, tuple(params)).rowcount
+                check(count)
+                conn.execute("COMMIT")
+            except sqlite3.Error as e:
+                with contextlib.suppress(sqlite3.Error):
+                    self._rollback(conn)
+                raise self._unavailable(e, "write") from e
+            except BaseException:
+                self._rollback(conn)
+                raise
+            return count
 
     @staticmethod
     def _rollback(conn: sqlite3.Connection) -> None:
@@ -257,20 +277,16 @@ class SQLiteStore(DataStore):
         with self._reader("read") as conn:
             return conn.execute(sql, tuple(params)).fetchall()
 
-    def events_frame(self, after_seq: int = 0, up_to_seq: int | None = None) -> pl.DataFrame:
-        query = (
-            "SELECT seq, event_id, user_id, item_id, event_type, ts AS timestamp, rating "
-            "FROM events WHERE seq > ? AND seq <= ? ORDER BY seq"
-        )
-        upper = _NO_LIMIT if up_to_seq is None else up_to_seq
+    def _frame(
+        self, sql: str, params: Sequence[Any], schema: dict[str, pl.DataType]
+    ) -> pl.DataFrame:
         with self._reader("read") as conn:
-            frame = pl.read_database(
-                query,
+            return pl.read_database(
+                sql,
                 connection=conn,
-                execute_options={"parameters": [after_seq, upper]},
-                schema_overrides=FRAME_SCHEMA,
+                execute_options={"parameters": list(params)},
+                schema_overrides=schema,
             )
-        return frame.select(list(FRAME_SCHEMA))
 
     def _probe(self) -> None:
         # A read answers on a full disk too: without the free-space check, health would turn
