@@ -530,7 +530,6 @@ def test_sqlite_url_paths(tmp_path, monkeypatch):
         assert absolute.path == tmp_path / "abs.db"
 
 
-
 def test_sqlite_file_settings(tmp_path):
     """New files get 1 KiB pages and WAL; a file made before keeps its page size."""
     with open_store(f"sqlite:///{tmp_path}/new.db"):
@@ -549,6 +548,7 @@ def test_sqlite_file_settings(tmp_path):
     conn = sqlite3.connect(tmp_path / "old.db")
     assert conn.execute("PRAGMA page_size").fetchone()[0] == 4096
     conn.close()
+
 
 # -- SQLite: opening bad paths and files ---------------------------------------------------
 
