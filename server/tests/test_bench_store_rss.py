@@ -81,6 +81,7 @@ def test_status_table_verdict_and_docs_section(bench):
     line = bench.verdict_line("sqlite", a, b)
     assert line.startswith("sqlite: RSS(1M) − RSS(10k) = +69.5 MiB") and "FAIL" in line
     assert len(bench.table([a, b])) == 4
+    assert line.endswith("startup before the load +0.00 s (median of the run pairs)")
 
     section = bench.SECTION
     text = "# T\n\n## One\n\nx\n"
