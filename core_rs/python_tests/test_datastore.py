@@ -175,10 +175,15 @@ def test_duplicates_within_a_call_and_across_calls(store):
         again = await store.append([ev(3), ev(4), ev(2), ev(4)])
         assert ids(again.recorded) == ["e4"] and again.duplicates == 3
         retry = await store.append([ev(1), ev(2), ev(3), ev(4)])
-        assert retry == AppendResult([], 4)
+        assert retry == AppendResult([], 4, [])
+        return first, again
 
-    asyncio.run(main())
+    first, again = asyncio.run(main())
     assert stored_ids(store) == ["e1", "e2", "e3", "e4"]
+    # Each recorded event comes with the seq it was stored at.
+    seq_of = {s.event.event_id: s.seq for s in store.read_events()}
+    for r in (first, again):
+        assert r.seqs == [seq_of[e.event_id] for e in r.recorded]
     assert store.count() == 4 and store.events_committed == 4 and store.duplicates == 8
 
 
@@ -210,11 +215,13 @@ def test_concurrent_appends_of_one_id_store_it_once(store, store_url, same_commi
         recorded = ids(ra.recorded) + ids(rb.recorded)
         assert sorted(recorded) == ["e1", "e2", "e3", "e4"]  # each id in exactly one result
         assert ra.duplicates + rb.duplicates == 2
-        return ra.recorded + rb.recorded
+        return ra.recorded + rb.recorded, ra.seqs + rb.seqs
 
-    recorded = asyncio.run(main())
-    # The call that reports an event recorded is the one whose copy was stored.
+    recorded, seqs = asyncio.run(main())
+    # The call that reports an event recorded is the one whose copy was stored, at that seq.
     assert {s.event for s in store.read_events()} - {MARKER} == set(recorded)
+    stored = {(s.seq, s.event) for s in store.read_events() if s.event != MARKER}
+    assert stored == set(zip(seqs, recorded, strict=True))
 
 
 def test_many_same_id_callers_one_winner(store):

@@ -235,7 +235,7 @@ class RecommenderCore:
             if e.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise ResourceExhausted(msg) from e
             raise Unavailable(msg) from e
-        self.versions.fold(result.recorded)
+        self.versions.fold(result.recorded, result.seqs)
         if self.metrics is not None:
             self.metrics.recorded.inc(len(result.recorded))
         return len(result.recorded), result.duplicates

@@ -82,20 +82,25 @@ class LiveHistory:
         after_seq: int,
         item_index: Mapping[str, int],
         weights: EventWeights | None = None,
-    ) -> tuple[LiveHistory, set[str]]:
-        """The live history of the store's events with seq > ``after_seq``, and the ids of the
-        events read (to tell which concurrently recorded events it already holds). Blocking;
-        StoreUnavailable when the store cannot be read."""
+    ) -> tuple[LiveHistory, int]:
+        """The live history of the store's events with seq > ``after_seq``, and the highest
+        seq it covers: it holds every event stored at or below that seq, and none above (a
+        concurrently recorded event belongs in it when its seq is higher). Nothing is kept per
+        event beyond the history itself. Blocking; StoreUnavailable when the store cannot be
+        read."""
         live = cls(item_index, weights)
-        ids: set[str] = set()
         if store is None:
-            return live, ids
+            return live, after_seq
+        # One writer (this process's group committer) stores seqs in commit order, so every
+        # event at or below the max seq read now is committed and in the read below. (Several
+        # processes writing one PostgreSQL store could commit a lower seq later: issue 19,
+        # the same caveat as the trainer's cursor.)
+        last = max(store.max_seq(), after_seq)
         batch: list[Event] = []
-        for stored in store.read_events(after_seq=after_seq):
-            ids.add(stored.event.event_id)
+        for stored in store.read_events(after_seq=after_seq, up_to_seq=last):
             batch.append(stored.event)
             if len(batch) >= 4096:
                 live.fold(batch)
                 batch.clear()
         live.fold(batch)
-        return live, ids
+        return live, last

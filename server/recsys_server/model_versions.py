@@ -170,7 +170,7 @@ class ModelVersions:
         self._lock = asyncio.Lock()
         self._refused: dict[str, tuple[tuple, str]] = {}  # version -> (dir signature, reason)
         self._unloadable: dict[str, tuple] = {}  # counted damaged entries -> their signature
-        self._capture: list[Event] | None = None
+        self._capture: list[tuple[int, Event]] | None = None  # (seq, event) while loading
         self._missing_warned = False
 
     @property
@@ -183,13 +183,14 @@ class ModelVersions:
         s = self.state
         return math.nan if s is None else float(s.live.seen)
 
-    def fold(self, events: list[Event]) -> None:
-        """Folds durably recorded events into the live histories (called on the event loop)."""
+    def fold(self, events: list[Event], seqs: list[int]) -> None:
+        """Folds durably recorded events, stored at ``seqs``, into the live histories (called
+        on the event loop)."""
         s = self.state
         if s is not None:
             s.live.fold(events)
         if self._capture is not None:  # a version is loading: its rebuilt histories need them
-            self._capture.extend(events)
+            self._capture.extend(zip(seqs, events, strict=True))
 
     async def refresh(self) -> ReloadResult:
         """Loads the newest version if it is new and not refused; never raises for a bad
@@ -230,7 +231,7 @@ class ModelVersions:
         t0 = time.perf_counter()
         self._capture = []
         try:
-            snap, live, read_ids = await asyncio.to_thread(self._load, path)
+            snap, live, read_up_to = await asyncio.to_thread(self._load, path)
         except StoreUnavailable as e:
             # Not the version's fault: it is tried again at the next poll or reload.
             log.warning("version %s not loaded yet: %s; still serving %s", name, e, cur_name)
@@ -259,8 +260,9 @@ class ModelVersions:
             return ReloadResult(cur_name, False, f"version {name} refused ({reason}): {e}"[:1000])
         finally:
             pending, self._capture = self._capture, None
-        # Events recorded while loading that the store read did not see yet.
-        live.fold([e for e in pending if e.event_id not in read_ids])
+        # Events recorded while loading that the store read did not see yet: by seq, not by a
+        # set of the ids read (it would grow with the events replayed).
+        live.fold([e for seq, e in pending if seq > read_up_to])
         self.state = State(snap, live)  # the swap: one assignment
         self._refused.pop(name, None)
         seconds = time.perf_counter() - t0
@@ -291,14 +293,14 @@ class ModelVersions:
         for name in set(self._unloadable) - set(found):
             del self._unloadable[name]
 
-    def _load(self, path: Path) -> tuple[Snapshot, LiveHistory, set[str]]:
+    def _load(self, path: Path) -> tuple[Snapshot, LiveHistory, int]:
         snap = build(path, self.config.experiments, self.config.default_model)
         try:
             warm_up(snap, self.config)
         except Exception as e:
             raise WarmupError(f"{type(e).__name__}: {e}") from e
-        live, ids = LiveHistory.from_store(self.datastore, snap.store_seq, snap.item_index)
-        return snap, live, ids
+        live, read_up_to = LiveHistory.from_store(self.datastore, snap.store_seq, snap.item_index)
+        return snap, live, read_up_to
 
     async def poll_forever(self) -> None:
         while True:

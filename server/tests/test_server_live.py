@@ -94,11 +94,16 @@ def test_events_recorded_while_a_version_loads_are_kept_once(
     monkeypatch,
     items,
 ):
-    gate = threading.Event()
-    recorded = threading.Event()
+    """An event recorded while a version loads is in its live history once: one recorded
+    before the store is read is in the read (and the capture), one recorded after it only in
+    the capture."""
+    loading, early_done = threading.Event(), threading.Event()
+    gate, recorded = threading.Event(), threading.Event()
     real = LiveHistory.from_store
 
     def slow_from_store(*a, **kw):
+        loading.set()  # the version is loading: recorded events are captured
+        early_done.wait(30)  # one recorded now is both captured and read below
         result = real(*a, **kw)
         gate.set()  # the store has been read; events recorded now must come from the capture
         recorded.wait(30)  # the load goes on only once the event below was recorded
@@ -113,6 +118,13 @@ def test_events_recorded_while_a_version_loads_are_kept_once(
         done: list = []
         t = threading.Thread(target=lambda: done.append(c.ReloadModels(pb.ReloadModelsRequest())))
         t.start()
+        assert loading.wait(20)
+        early = event("cap-2", "cap-user", items[2], "view")
+        try:
+            r = c.RecordInteractions(pb.RecordInteractionsRequest(events=[early]))
+        finally:
+            early_done.set()
+        assert r.recorded == 1
         assert gate.wait(20)
         during = event("cap-1", "cap-user", items[1], "click")
         try:
@@ -126,7 +138,11 @@ def test_events_recorded_while_a_version_loads_are_kept_once(
         state = srv.running.core.versions.state
         live = state.live.get("cap-user")
         idx = state.snapshot.item_index
-        assert {i: v.weight for i, v in live.items()} == {idx[items[0]]: 1.0, idx[items[1]]: 2.0}
+        assert {i: v.weight for i, v in live.items()} == {
+            idx[items[0]]: 1.0,
+            idx[items[1]]: 2.0,
+            idx[items[2]]: 1.0,
+        }
         c.close()
 
 

@@ -1,11 +1,11 @@
 """The data store interface shared by every backend, and the group-commit writer they all use.
 
 A backend (SQLite, PostgreSQL) subclasses `DataStore` and supplies only the database calls:
-"store this batch of events in ONE transaction and return the ids that were newly inserted"
-(`DataStore._write_batch`), "run this statement in one checked write transaction"
-(`_execute_write`, for retention's delete), and "run this read query" (`_fetch` for rows,
-`_frame` for a polars frame). The SQL, queueing, group commit, idempotency bookkeeping, error
-fan-out, counters and closing live here, once.
+"store this batch of events in ONE transaction and return the ids that were newly inserted,
+with their seqs" (`DataStore._write_batch`), "run this statement in one checked write
+transaction" (`_execute_write`, for retention's delete), and "run this read query" (`_fetch`
+for rows, `_frame` for a polars frame). The SQL, queueing, group commit, idempotency
+bookkeeping, error fan-out, counters and closing live here, once.
 
 Group commit: `DataStore.append` queues its events and waits; one writer thread drains the
 queue, commits everything queued (at most ``max_batch`` events; one call is never split) in a
@@ -23,8 +23,8 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Callable, Collection, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import polars as pl
@@ -93,6 +93,7 @@ class StoreConfigError(StoreError):
 class AppendResult:
     recorded: list[Event]  # this call's events newly stored, in call order
     duplicates: int  # this call's events not stored: id already stored, or repeated in the call
+    seqs: list[int] = field(default_factory=list)  # the store seq of each recorded event
 
 
 @dataclass(frozen=True)
@@ -203,10 +204,11 @@ def stored(row: Sequence[Any]) -> StoredEvent:
 class _Call:  # one append waiting for the writer
     events: list[Event]
     loop: asyncio.AbstractEventLoop
-    done: asyncio.Future[set[str]]  # resolves to the ids this call got stored
+    done: asyncio.Future[dict[str, int]]  # resolves to the ids this call got stored -> seq
 
 
-_Outcome = tuple[asyncio.Future[set[str]], set[str] | None, BaseException | None]
+_Stored = dict[str, int]  # event id -> the seq it was stored at
+_Outcome = tuple[asyncio.Future[_Stored], _Stored | None, BaseException | None]
 
 # How long the writer waits, at most, for settled callers to queue their next appends (see
 # `GroupCommitter._release`). Only a safety net: the release normally comes one loop turn later.
@@ -228,10 +230,11 @@ class GroupCommitter:
     """Group commit for any backend: an asyncio-facing queue drained by one writer thread.
 
     ``write(events)`` runs on the writer thread. It must store the events in one transaction
-    and return the ids it inserted (ids already in the table are skipped by the database, not
-    by us: no id set is kept in memory), or raise `StoreUnavailable` having rolled back. The
-    events it gets have distinct ids: repeats across and within the queued calls are settled
-    here, the first occurrence in queue order being the one offered to the database.
+    and return the ids it inserted, each with the seq it was stored at (ids already in the
+    table are skipped by the database, not by us: no id set is kept in memory), or raise
+    `StoreUnavailable` having rolled back. The events it gets have distinct ids: repeats
+    across and within the queued calls are settled here, the first occurrence in queue order
+    being the one offered to the database.
 
     The writer thread owns a queued call until it is committed: cancelling the awaiting
     caller cancels only its wait, never the write (what ``asyncio.shield`` does for a write
@@ -249,7 +252,7 @@ class GroupCommitter:
 
     def __init__(
         self,
-        write: Callable[[list[Event]], Collection[str]],
+        write: Callable[[list[Event]], Mapping[str, int]],
         *,
         max_batch: int = 1000,
         name: str = "datastore",
@@ -273,12 +276,12 @@ class GroupCommitter:
         self._closing = False
         self._thread: threading.Thread | None = None  # started by the first submit
 
-    def submit(self, events: list[Event]) -> asyncio.Future[set[str]]:
+    def submit(self, events: list[Event]) -> asyncio.Future[_Stored]:
         """Queue ``events`` (non-empty) for the next commit; the future resolves to the ids of
         them that this commit newly stored, or fails with StoreUnavailable. Call from the event
         loop; StoreClosed once `stop` was called."""
         loop = asyncio.get_running_loop()
-        done: asyncio.Future[set[str]] = loop.create_future()
+        done: asyncio.Future[_Stored] = loop.create_future()
         done.add_done_callback(_retrieve)
         with self._cond:
             if self._closing:
@@ -312,7 +315,7 @@ class GroupCommitter:
                 if error is not None:
                     fut.set_exception(error)
                 else:
-                    fut.set_result(ids or set())
+                    fut.set_result(ids or {})
         finally:
             asyncio.get_running_loop().call_soon(self._release)
 
@@ -360,10 +363,10 @@ class GroupCommitter:
             log.exception("%s: commit failed", self._name)
             error = StoreUnavailable(f"{self._name}: commit failed: {e!r}")
         else:
-            won: dict[int, set[str]] = {id(call): set() for call in batch}
-            for eid in inserted:
+            won: dict[int, _Stored] = {id(call): {} for call in batch}
+            for eid, seq in inserted.items():
                 if (call := owner.get(eid)) is not None:
-                    won[id(call)].add(eid)
+                    won[id(call)][eid] = seq
             self.commits += 1
             self.events_committed += len(inserted)
             self.duplicates += sum(len(c.events) for c in batch) - len(inserted)
@@ -374,7 +377,7 @@ class GroupCommitter:
         self._on_failure(error)
         self._notify([(call, None, _copy(error)) for call in batch])
 
-    def _notify(self, outcomes: list[tuple[_Call, set[str] | None, BaseException | None]]) -> None:
+    def _notify(self, outcomes: list[tuple[_Call, _Stored | None, BaseException | None]]) -> None:
         # One wake-up per event loop for the whole batch, so its callers resume together.
         by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
         for call, ids, error in outcomes:
@@ -475,19 +478,20 @@ class DataStore(ABC):
         if not events:
             return AppendResult([], 0)
         # Not shielded: the writer thread owns the call, so cancelling only stops the wait.
-        won = set(await self._writer.submit(events))
-        recorded = []
+        won = dict(await self._writer.submit(events))
+        recorded, seqs = [], []
         for e in events:
-            if e.event_id in won:
-                won.discard(e.event_id)  # a repeat within the call is a duplicate
+            seq = won.pop(e.event_id, None)  # a repeat within the call is a duplicate
+            if seq is not None:
                 recorded.append(e)
-        return AppendResult(recorded, len(events) - len(recorded))
+                seqs.append(seq)
+        return AppendResult(recorded, len(events) - len(recorded), seqs)
 
     @abstractmethod
-    def _write_batch(self, events: list[Event]) -> Collection[str]:
+    def _write_batch(self, events: list[Event]) -> Mapping[str, int]:
         """In ONE transaction, insert the events (distinct ids) skipping ids already stored,
-        and return the inserted ids; on failure roll back and raise StoreUnavailable. Runs on
-        the writer thread only."""
+        and return the inserted ids, each mapped to its seq; on failure roll back and raise
+        StoreUnavailable. Runs on the writer thread only."""
 
     # -- reading -----------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ writer thread per process makes that impossible for a single server; followers r
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import unquote
@@ -45,10 +45,10 @@ __all__ = ["PostgresStore"]
 _FRAME_BATCH = 50_000  # rows per fetch from the server-side cursor: bounds the client's memory
 
 # One statement per batch: the arrays are unnested in order (ORDER BY n), so seq follows the
-# order the calls were queued in. RETURNING names the rows this transaction inserted. Ids
-# already stored are filtered out before the insert (a row that reaches ON CONFLICT has already
-# drawn a seq, so retries of stored events would leave gaps); ON CONFLICT still settles a race
-# with another process inserting the same id.
+# order the calls were queued in. RETURNING names the rows this transaction inserted, with their
+# seqs. Ids already stored are filtered out before the insert (a row that reaches ON CONFLICT
+# has already drawn a seq, so retries of stored events would leave gaps); ON CONFLICT still
+# settles a race with another process inserting the same id.
 _INSERT = """
 INSERT INTO events (event_id, user_id, item_id, event_type, ts, rating, stored_at)
 SELECT t.event_id, t.user_id, t.item_id, t.event_type, t.ts, t.rating, %s
@@ -57,7 +57,7 @@ FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::float8[], %s::fl
 WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = t.event_id)
 ORDER BY t.n
 ON CONFLICT (event_id) DO NOTHING
-RETURNING event_id
+RETURNING event_id, seq
 """
 
 # Connection failures that waiting will not fix: the URL or the server's setup is wrong.
@@ -204,7 +204,7 @@ class PostgresStore(DataStore):
 
     # -- writing -----------------------------------------------------------------------------
 
-    def _write_batch(self, events: list[Event]) -> Collection[str]:
+    def _write_batch(self, events: list[Event]) -> dict[str, int]:
         columns = (
             [e.event_id for e in events],
             [e.user_id for e in events],
@@ -220,7 +220,7 @@ class PostgresStore(DataStore):
             raise
         except psycopg.Error as e:  # not a connection failure, e.g. a NUL in a string
             raise StoreUnavailable(f"{self.url}: commit failed: {self._scrub(e)}") from None
-        return [r[0] for r in rows]
+        return {r[0]: int(r[1]) for r in rows}
 
     def _execute_write(self, sql: str, params: Sequence[Any], check: Callable[[int], None]) -> int:
         try:

@@ -54,7 +54,7 @@ def _insert_sql(rows: int) -> str:
     values = ",".join(["(?,?,?,?,?,?,?)"] * rows)
     return (
         "INSERT INTO events (event_id, user_id, item_id, event_type, ts, rating, stored_at) "
-        f"VALUES {values} ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+        f"VALUES {values} ON CONFLICT (event_id) DO NOTHING RETURNING event_id, seq"
     )
 
 
@@ -186,12 +186,12 @@ class SQLiteStore(DataStore):
 
     # -- writing (writer thread) -------------------------------------------------------------
 
-    def _write_batch(self, events: list[Event]) -> list[str]:
+    def _write_batch(self, events: list[Event]) -> dict[str, int]:
         with self._write_lock:
             conn = self._conn
             if conn is None:
                 raise StoreClosed(f"{self.url}: the store is closed")
-            inserted: list[str] = []
+            inserted: dict[str, int] = {}
             now = self.clock()
             try:
                 self._rollback(conn)  # a rollback that failed last time
@@ -212,7 +212,7 @@ class SQLiteStore(DataStore):
                         )
                     ]
                     rows = conn.execute(_insert_sql(len(chunk)), params).fetchall()
-                    inserted.extend(r[0] for r in rows)
+                    inserted.update((r[0], int(r[1])) for r in rows)
                 conn.execute("COMMIT")
             except sqlite3.Error as e:
                 with contextlib.suppress(sqlite3.Error):  # retried before the next batch
