@@ -49,6 +49,8 @@ _NO_LIMIT = 2**63 - 1
 _PAGE_BYTES = 1024
 _CHECKPOINT_PAGES = 40_000
 _WAL_LIMIT_BYTES = 64 * 2**20
+# A refused file's committed transactions may be in <file>-wal only: it belongs with the file.
+_WITH_SIDE_FILES = "together with its -wal and -shm files"
 
 
 @lru_cache(maxsize=64)
@@ -144,7 +146,7 @@ class SQLiteStore(DataStore):
             detail = "; ".join(problems)[:500]
             raise StoreConfigError(
                 f"{self.path}: the SQLite database is corrupt (quick_check: {detail}); "
-                "restore it from a backup or move it aside"
+                f"restore it from a backup or move it aside {_WITH_SIDE_FILES}"
             )
 
     def _open_writer(self) -> sqlite3.Connection:
@@ -184,7 +186,10 @@ class SQLiteStore(DataStore):
         if code == "SQLITE_NOTADB":
             what = "is not a SQLite database (or its header is damaged)"
         elif code.startswith("SQLITE_CORRUPT"):
-            what = "the SQLite database is corrupt; restore it from a backup or move it aside"
+            what = (
+                "the SQLite database is corrupt; restore it from a backup or move it aside "
+                f"{_WITH_SIDE_FILES}"
+            )
         elif code.startswith("SQLITE_READONLY"):
             what = "the database is read-only"
         elif code.startswith("SQLITE_CANTOPEN"):
