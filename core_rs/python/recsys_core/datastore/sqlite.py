@@ -143,7 +143,9 @@ class SQLiteStore(DataStore):
         finally:
             conn.close()
         if problems != ["ok"]:
-            detail = "; ".join(problems)[:500]
+            # One line (a row may hold several): the message ends up in a log line.
+            lines = (line.strip() for p in problems for line in str(p).splitlines())
+            detail = "; ".join(line for line in lines if line)[:500]
             raise StoreConfigError(
                 f"{self.path}: the SQLite database is corrupt (quick_check: {detail}); "
                 f"restore it from a backup or move it aside {_WITH_SIDE_FILES}"
