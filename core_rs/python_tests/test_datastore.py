@@ -10,10 +10,13 @@ genuine SQLITE_FULL "database or disk is full").
 import asyncio
 import contextlib
 import errno
+import hashlib
 import os
 import shutil
+import signal
 import sqlite3
 import subprocess
+import sys
 from pathlib import Path
 
 import polars as pl
@@ -752,6 +755,60 @@ def test_sqlite_corrupt_page_is_refused(tmp_path):
     with pytest.raises(StoreConfigError, match="corrupt") as info:
         open_store(f"sqlite:///{path}")
     assert str(path) in str(info.value) and "restore it from a backup" in str(info.value)
+
+
+def _crashed_store_file(tmp_path: Path) -> Path:
+    """A closed store of 3,000 events, then 1,000 more committed by a process that was
+    SIGKILLed: they are only in the -wal file, beside an -shm the dead process left."""
+    path = _closed_store_file(tmp_path)
+    child = (
+        "import asyncio, os, signal, sys\n"
+        "from recsys_core.datastore import open_store\n"
+        "from recsys_core.eventlog import Event\n"
+        "s = open_store(sys.argv[1])\n"
+        "async def main():\n"
+        "    for b in range(5):\n"
+        "        await s.append([Event(f'w{b}-{i}', 'u', 'i', 'view', 1.0, None)\n"
+        "                        for i in range(200)])\n"
+        "asyncio.run(main())\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", child, f"sqlite:///{path}"], timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert Path(f"{path}-wal").stat().st_size > 0 and Path(f"{path}-shm").exists()
+    return path
+
+
+def _digest(path: Path) -> str | None:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
+
+
+def test_sqlite_wal_left_by_a_crash_is_recovered(tmp_path):
+    path = _crashed_store_file(tmp_path)
+    with open_store(f"sqlite:///{path}") as s:
+        assert s.count() == 4000
+        assert {f"w{b}-{i}" for b in range(5) for i in range(200)} <= set(stored_ids(s))
+
+
+@pytest.mark.parametrize("damage", ["torn", "corrupt_page"])
+def test_sqlite_damaged_file_with_a_wal_is_refused_and_left_untouched(tmp_path, damage):
+    """Refusing must not change the evidence: a writable connection checkpoints the WAL into
+    the database file when it closes (and deletes the -wal), so the check runs read-only."""
+    path = _crashed_store_file(tmp_path)
+    data = bytearray(path.read_bytes())
+    if damage == "torn":
+        del data[len(data) // 2 :]
+    else:
+        middle = (len(data) // 4096 // 2) * 4096
+        data[middle : middle + 4096] = bytes(range(256)) * 16
+    path.write_bytes(bytes(data))
+    wal = Path(f"{path}-wal")
+    before = (_digest(path), _digest(wal))
+    with pytest.raises(StoreConfigError, match="corrupt") as info:
+        open_store(f"sqlite:///{path}")
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+    assert (_digest(path), _digest(wal)) == before
+    assert Path(f"{path}-shm").exists()
 
 
 @contextlib.contextmanager

@@ -21,9 +21,21 @@ sys.path.insert(0, str(ROOT / "server" / "tests"))
 
 from srv_support import ServerProcess, metric, republish, scrape  # noqa: E402
 
+from recsys_proto.v1 import recommender_pb2 as pb  # noqa: E402
+
 LONG = os.environ.get("RECSYS_FAULTS_LONG", "") not in ("", "0")
 LOADGEN = Path(__file__).with_name("loadgen.py")
 __all__ = ["ServerProcess", "metric", "republish", "scrape"]
+
+
+def events(prefix: str, n: int, start: int = 0) -> list:
+    """``n`` view events with ids ``prefix-start`` .. ``prefix-(start+n-1)`` (users u000-u599)."""
+    return [
+        pb.Interaction(
+            event_id=f"{prefix}-{i}", user_id=f"u{i % 600:03d}", item_id="i001", event_type="view"
+        )
+        for i in range(start, start + n)
+    ]
 
 
 def users(n: int = 200) -> str:

@@ -201,10 +201,27 @@ class PostgresServer:
             return
         raise PostgresUnavailable("running as root and neither user postgres nor nobody exists")
 
-    def _popen_args(self) -> dict[str, object]:
-        if self._user is None:
-            return {"cwd": self.dir}
-        return {"cwd": self.dir, "user": self._user, "group": self._group, "extra_groups": []}
+    def _command(self, cmd: list[str], pdeathsig: bool = False) -> tuple[list[str], dict]:
+        """``cmd`` and the Popen arguments that run it in the directory, as the unprivileged
+        user when this process is root (and, with ``pdeathsig``, killed when it dies).
+
+        With setpriv the user switch happens in setpriv, after exec: Popen without user/group
+        arguments forks with vfork, which runs no pthread_atfork handlers. Switching in Popen
+        (user=, group=) needs a plain fork, and grpc's atfork handlers start threads in the
+        child: with gRPC channels open in this process (the fault tests), the child crashed
+        with SIGSEGV before it could exec postgres (a restart failing, "exited with -11")."""
+        setpriv = shutil.which("setpriv")
+        args: dict[str, object] = {"cwd": self.dir}
+        if setpriv is None:
+            if self._user is not None:
+                args.update(user=self._user, group=self._group, extra_groups=[])
+            return cmd, args
+        prefix = [setpriv]
+        if pdeathsig:
+            prefix += ["--pdeathsig", "KILL"]  # kept across the user switch (setpriv sets it last)
+        if self._user is not None:
+            prefix += ["--reuid", str(self._user), "--regid", str(self._group), "--clear-groups"]
+        return ([*prefix, "--", *cmd] if len(prefix) > 1 else cmd), args
 
     def _initdb(self) -> None:
         pwfile = self.dir / "pwfile"
@@ -227,7 +244,8 @@ class PostgresServer:
             "--no-sync",
             "--no-instructions",
         ]
-        out = subprocess.run(cmd, capture_output=True, text=True, **self._popen_args())  # type: ignore[call-overload]
+        cmd, args = self._command(cmd)
+        out = subprocess.run(cmd, capture_output=True, text=True, **args)  # type: ignore[call-overload]
         pwfile.unlink()
         if out.returncode != 0:
             raise PostgresUnavailable(
@@ -252,9 +270,7 @@ class PostgresServer:
             "-c",
             "max_connections=100",
         ]
-        setpriv = shutil.which("setpriv")
-        if setpriv:
-            cmd = [setpriv, "--pdeathsig", "KILL", "--", *cmd]
+        cmd, args = self._command(cmd, pdeathsig=True)
         with open(self.log_path, "ab") as log:
             # The parent-death signal follows the *thread* that forked: spawn from one thread
             # that lives as long as this process, not from a caller's short-lived worker
@@ -265,7 +281,7 @@ class PostgresServer:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
-                **self._popen_args(),
+                **args,
             ).result()
 
     def _wait_ready(self, timeout: float) -> None:

@@ -154,8 +154,10 @@ class PostgresStore(DataStore):
     # -- errors ------------------------------------------------------------------------------
 
     def _scrub(self, error: BaseException | str) -> str:
-        """The error's text without the password (libpq may echo parts of the URL)."""
-        text = str(error).strip()
+        """The error's text without the password (libpq may echo parts of the URL), on one
+        line (libpq's run over several, indented with tabs; they end up in a log line and in
+        the client's error details)."""
+        text = " ".join(str(error).split())
         if self._password:
             text = text.replace(self._password, "***").replace(unquote(self._password), "***")
         return text

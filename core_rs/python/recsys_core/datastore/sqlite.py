@@ -8,7 +8,8 @@ while a write is in progress and see the last committed state.
 
 Opening refuses, with StoreConfigError naming the file, a missing parent directory, a path
 that cannot be written, a file that is not a SQLite database, and a database that fails
-``PRAGMA quick_check`` (torn or corrupt). A full disk fails the commit with StoreUnavailable
+``PRAGMA quick_check`` (torn or corrupt; checked read-only, so the refused file and its -wal
+are left exactly as they were). A full disk fails the commit with StoreUnavailable
 (errno ENOSPC); the next append simply tries again.
 """
 
@@ -47,6 +48,8 @@ _PAGE_BYTES = 1024
 _CHECKPOINT_PAGES = 40_000
 _WAL_LIMIT_BYTES = 64 * 2**20
 _MIN_FREE_BYTES = 64 * 1024  # below this a ping reports the store unavailable (a full disk)
+# A refused file's committed transactions may be in <file>-wal only: it belongs with the file.
+_WITH_SIDE_FILES = "together with its -wal and -shm files"
 
 
 @lru_cache(maxsize=64)
@@ -121,19 +124,40 @@ class SQLiteStore(DataStore):
             self.path, timeout=self._timeout, isolation_level=None, check_same_thread=False
         )
 
+    def _check_integrity(self) -> None:
+        """``PRAGMA quick_check`` of an existing file, on a read-only connection opened before
+        the writer. Refusing must leave the damaged file as it was: a connection that may
+        write checkpoints the WAL into the database file when it is the last to close (and
+        deletes the -wal), so a writable connection closed on a corrupt file would copy the
+        committed transactions of the WAL into it and remove the -wal on the way out."""
+        if not self.path.exists():
+            return  # a new store: nothing to check
+        try:
+            conn = sqlite3.connect(f"{self.path.as_uri()}?mode=ro", uri=True, timeout=self._timeout)
+        except sqlite3.Error as e:
+            raise self._open_error(e) from e
+        try:
+            problems = [r[0] for r in conn.execute("PRAGMA quick_check").fetchall()]
+        except sqlite3.Error as e:
+            raise self._open_error(e) from e
+        finally:
+            conn.close()
+        if problems != ["ok"]:
+            # One line (a row may hold several): the message ends up in a log line.
+            lines = (line.strip() for p in problems for line in str(p).splitlines())
+            detail = "; ".join(line for line in lines if line)[:500]
+            raise StoreConfigError(
+                f"{self.path}: the SQLite database is corrupt (quick_check: {detail}); "
+                f"restore it from a backup or move it aside {_WITH_SIDE_FILES}"
+            )
+
     def _open_writer(self) -> sqlite3.Connection:
+        self._check_integrity()
         try:
             conn = self._connect()
         except sqlite3.Error as e:
             raise self._open_error(e) from e
         try:
-            problems = [r[0] for r in conn.execute("PRAGMA quick_check").fetchall()]
-            if problems != ["ok"]:
-                detail = "; ".join(problems)[:500]
-                raise StoreConfigError(
-                    f"{self.path}: the SQLite database is corrupt (quick_check: {detail}); "
-                    "restore it from a backup or move it aside"
-                )
             conn.execute(f"PRAGMA page_size={_PAGE_BYTES}")  # no-op unless the file is new
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
@@ -164,7 +188,10 @@ class SQLiteStore(DataStore):
         if code == "SQLITE_NOTADB":
             what = "is not a SQLite database (or its header is damaged)"
         elif code.startswith("SQLITE_CORRUPT"):
-            what = "the SQLite database is corrupt; restore it from a backup or move it aside"
+            what = (
+                "the SQLite database is corrupt; restore it from a backup or move it aside "
+                f"{_WITH_SIDE_FILES}"
+            )
         elif code.startswith("SQLITE_READONLY"):
             what = "the database is read-only"
         elif code.startswith("SQLITE_CANTOPEN"):
