@@ -930,3 +930,39 @@ def test_sqlite_real_full_disk(small_tmpfs):
         store.close_sync()
     with open_store(f"sqlite:///{small_tmpfs}/events.db") as again:
         assert stored_ids(again) == expected
+
+
+def test_a_commit_answered_as_failed_is_read_back_after_the_next(store):
+    """A commit that went through although it raised (the answer lost with the connection)
+    is answered as failed; its events are handed out as ``recovered`` with the next append's
+    result, once, with their seqs, and not as that call's own."""
+    real = store._write_batch
+    lose_answer = False
+
+    def flaky(events):
+        nonlocal lose_answer
+        inserted = real(events)
+        if lose_answer:
+            lose_answer = False
+            raise StoreUnavailable("connection lost after COMMIT")
+        return inserted
+
+    store._write_batch = flaky
+
+    async def main():
+        nonlocal lose_answer
+        first = await store.append([ev(1), ev(2)])
+        lose_answer = True
+        with pytest.raises(StoreUnavailable):
+            await store.append([ev(3), ev(4)])
+        retry = await store.append([ev(3), ev(4), ev(5)])
+        later = await store.append([ev(6)])
+        return first, retry, later
+
+    first, retry, later = asyncio.run(main())
+    assert first.recovered == []
+    assert ids(retry.recorded) == ["e5"] and retry.duplicates == 2
+    assert [r.event for r in retry.recovered] == [ev(3), ev(4)]
+    assert [r.seq for r in retry.recovered] == [first.seqs[-1] + 1, first.seqs[-1] + 2]
+    assert len(retry.seqs) == 1 and retry.seqs[0] > retry.recovered[-1].seq  # seqs may skip
+    assert later.recovered == [] and ids(later.recorded) == ["e6"]

@@ -235,6 +235,12 @@ class RecommenderCore:
             if e.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise ResourceExhausted(msg) from e
             raise Unavailable(msg) from e
+        if result.recovered:  # stored by an earlier call that was answered UNAVAILABLE
+            self.versions.fold(
+                [r.event for r in result.recovered], [r.seq for r in result.recovered]
+            )
+            if self.metrics is not None:
+                self.metrics.recovered.inc(len(result.recovered))
         self.versions.fold(result.recorded, result.seqs)
         if self.metrics is not None:
             self.metrics.recorded.inc(len(result.recorded))

@@ -99,6 +99,12 @@ class Metrics:
             "Interaction events durably recorded (duplicates excluded)",
             registry=r,
         )
+        self.recovered = Counter(
+            "recsys_interactions_recovered",
+            "Events a commit reported as failed had stored after all (connection lost after "
+            "COMMIT): read back and folded into live histories",
+            registry=r,
+        )
         self.inflight = Gauge("recsys_inflight_requests", "RPCs being handled", registry=r)
         self.abandoned = Counter(
             "recsys_work_abandoned",

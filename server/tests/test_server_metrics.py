@@ -78,6 +78,7 @@ def test_values_after_traffic(scraped):
     assert metric(text, "recsys_requests_total", method="RecordInteractions", code="OK") == 1
     assert metric(text, "recsys_requests_total", method="SimilarItems", code="NOT_FOUND") == 1
     assert metric(text, "recsys_interactions_recorded_total") == 1  # the repeat is a duplicate
+    assert metric(text, "recsys_interactions_recovered_total") == 0
     # One call of two copies of one event: one commit storing one event, no errors.
     assert metric(text, "recsys_store_up") == 1
     assert metric(text, "recsys_store_commits_total") == 1

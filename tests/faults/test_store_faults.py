@@ -432,7 +432,8 @@ def test_postgres_connection_lost_around_commit(trained, postgres_dsn, at):
     before COMMIT, the transaction is rolled back and nothing is stored; after the COMMIT, the
     events are stored although the answer was lost. Either way the client is answered
     UNAVAILABLE (never OK), and its retry stores nothing twice: in the second case it reports
-    every event a duplicate. The same recsys-serve then takes writes as before."""
+    every event a duplicate, and the server, reading back what the failed commit stored,
+    folds them into the live histories. The same recsys-serve then takes writes as before."""
     url = urlsplit(postgres_dsn)
     proxy = CuttingProxy(url.port)
     proxied = postgres_dsn.replace(f":{url.port}/", f":{proxy.port}/", 1)
@@ -483,6 +484,8 @@ def test_postgres_connection_lost_around_commit(trained, postgres_dsn, at):
         "rows_duplicated": sum(1 for n in rows.values() if n > 1),
         "commit_errors": [metric(m, "recsys_store_commit_errors_total") for m in (m_lost, m_end)],
         "events_committed": metric(m_end, "recsys_store_events_committed_total"),
+        "recovered": metric(m_end, "recsys_interactions_recovered_total"),
+        "live_events": metric(m_end, "recsys_interactions_since_training"),
     }
     report(f"store_connection_cut_at_{at}_postgresql", figures)
     assert proxy.cut == 1 and figures["answers"] == [(BATCH, 0)] * 2, figures
@@ -497,6 +500,9 @@ def test_postgres_connection_lost_around_commit(trained, postgres_dsn, at):
     # Counted as committed: what the answers reported recorded (the lost answer's commit is
     # in the table only).
     assert figures["events_committed"] == 3 * BATCH - stored, figures
+    # The lost answer's events are read back after the next commit and folded: the live
+    # histories hold all three batches, not only the two acknowledged as recorded.
+    assert figures["recovered"] == stored and figures["live_events"] == 3 * BATCH, figures
 
 
 # --- SQLite: damaged at start, or recovering a WAL -------------------------------------------

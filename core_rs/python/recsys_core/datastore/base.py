@@ -94,6 +94,9 @@ class AppendResult:
     recorded: list[Event]  # this call's events newly stored, in call order
     duplicates: int  # this call's events not stored: id already stored, or repeated in the call
     seqs: list[int] = field(default_factory=list)  # the store seq of each recorded event
+    # Events of earlier calls answered as failed though their commit went through (see
+    # `DataStore._write`): stored, never acknowledged as recorded; the caller folds them.
+    recovered: list[StoredEvent] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -420,8 +423,15 @@ class DataStore(ABC):
         self.clock = clock
         self.state = "ok"
         self.last_error = ""
+        # Writer thread only: the highest seq this process committed, and whether a commit
+        # failed since (its outcome unknown: a connection lost after COMMIT reached the
+        # database stores the rows without acknowledging them). See `_write`.
+        self._last_seq: int | None = None
+        self._uncertain = False
+        self._recovered: list[StoredEvent] = []  # for the next `append` to hand out
+        self._recovered_lock = threading.Lock()
         self._writer = GroupCommitter(
-            self._write_batch,
+            self._write,
             max_batch=max_batch,
             name=self.url,
             on_success=self._mark_ok,
@@ -485,7 +495,52 @@ class DataStore(ABC):
             if seq is not None:
                 recorded.append(e)
                 seqs.append(seq)
-        return AppendResult(recorded, len(events) - len(recorded), seqs)
+        return AppendResult(recorded, len(events) - len(recorded), seqs, self._take_recovered())
+
+    def _write(self, events: list[Event]) -> Mapping[str, int]:
+        """`_write_batch`, plus recovery of rows a failed commit stored anyway.
+
+        A commit that fails may still have been applied (the connection broke after the
+        database committed). Its events were answered UNAVAILABLE; a retry reports them as
+        duplicates, so without this nobody would fold them into the live histories. This
+        process is the store's only writer and commits one batch at a time, so after the
+        next successful commit every row above the last seq it committed before the failure,
+        other than this commit's own, is such a row: they are read back here and handed out
+        with the next `append` result (``AppendResult.recovered``)."""
+        if self._last_seq is None:
+            self._last_seq = self.max_seq()
+        try:
+            inserted = self._write_batch(events)
+        except StoreUnavailable:
+            self._uncertain = True
+            raise
+        mine = set(inserted.values())
+        if self._uncertain:
+            try:
+                rows = self._fetch(
+                    f"SELECT {COLUMNS} FROM events WHERE seq > ? ORDER BY seq", (self._last_seq,)
+                )
+            except StoreUnavailable as e:  # the commit stands; recover after the next one
+                log.warning("%s: reading back after a failed commit: %s", self.url, e)
+            else:
+                found = [stored(r) for r in rows if int(r[0]) not in mine]
+                if found:
+                    log.warning(
+                        "%s: %d events of a commit reported failed were stored; folding them",
+                        self.url,
+                        len(found),
+                    )
+                with self._recovered_lock:
+                    self._recovered.extend(found)
+                self._uncertain = False
+                self._last_seq = max([self._last_seq, *(x.seq for x in found)])
+        self._last_seq = max([self._last_seq, *mine])
+        return inserted
+
+    def _take_recovered(self) -> list[StoredEvent]:
+        with self._recovered_lock:
+            out, self._recovered = self._recovered, []
+        return out
 
     @abstractmethod
     def _write_batch(self, events: list[Event]) -> Mapping[str, int]:
