@@ -34,7 +34,7 @@ from recsys_core.datastore import (
 )
 from recsys_core.datastore.schema import SCHEMA_VERSION
 from recsys_core.datastore.sqlite import SQLiteStore
-from recsys_core.eventlog import Event
+from recsys_core.events import Event
 
 # PostgreSQL runs on a real server the repo-root conftest.py starts (``postgres_dsn``: a fresh
 # database per test). It is requested with getfixturevalue, so when PostgreSQL is missing or
@@ -764,7 +764,7 @@ def _crashed_store_file(tmp_path: Path) -> Path:
     child = (
         "import asyncio, os, signal, sys\n"
         "from recsys_core.datastore import open_store\n"
-        "from recsys_core.eventlog import Event\n"
+        "from recsys_core.events import Event\n"
         "s = open_store(sys.argv[1])\n"
         "async def main():\n"
         "    for b in range(5):\n"

@@ -15,7 +15,7 @@ import pytest
 
 from recsys_core.datastore import StoreConfigError, StoreUnavailable, open_store, redact
 from recsys_core.datastore.postgres import PostgresStore
-from recsys_core.eventlog import Event
+from recsys_core.events import Event
 
 # Short timeouts so an outage fails calls in about a second; the reconnect bound keeps the
 # pool's backoff from outlasting the test's outage by much.

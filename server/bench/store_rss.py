@@ -61,7 +61,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from recsys_core import artifacts
 from recsys_core.datastore import open_store, parse_store_url, redact
-from recsys_core.eventlog import Event
+from recsys_core.events import Event
 from recsys_proto.v1 import recommender_pb2 as pb
 from recsys_proto.v1 import recommender_pb2_grpc as pb_grpc
 

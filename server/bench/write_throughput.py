@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from recsys_core.datastore import open_store, redact
-from recsys_core.eventlog import Event
+from recsys_core.events import Event
 
 Append = Callable[[Sequence[Event]], Awaitable[object]]
 

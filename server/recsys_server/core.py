@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from recsys_core.datastore import DataStore, StoreUnavailable
-from recsys_core.eventlog import Event
+from recsys_core.events import Event
 from recsys_server import scoring
 from recsys_server.config import ServerConfig
 from recsys_server.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted, Unavailable

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from recsys_core.data import EventWeights
 from recsys_core.datastore import DataStore
-from recsys_core.eventlog import Event
+from recsys_core.events import Event
 
 EVENT_TYPES = ("view", "click", "add_to_cart", "purchase", "rating")
 MAX_ITEMS_PER_USER = 2000

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from recsys_core.datastore import DataStore
-from recsys_core.eventlog import Event
+from recsys_core.events import Event
 from recsys_server import old_log
 
 log = logging.getLogger(__name__)

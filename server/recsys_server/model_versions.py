@@ -28,7 +28,7 @@ from recsys_core.artifacts import (
     latest_version,
 )
 from recsys_core.datastore import DataStore, StoreUnavailable
-from recsys_core.eventlog import Event
+from recsys_core.events import Event
 from recsys_server import scoring
 from recsys_server.config import ServerConfig
 from recsys_server.live import LiveHistory

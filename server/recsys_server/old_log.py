@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from recsys_core.eventlog import Event
+from recsys_core.events import Event
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from srv_support import (  # noqa: F401 (fixtures)
 
 from recsys_core import artifacts
 from recsys_core.datastore import open_store
-from recsys_core.eventlog import Event
+from recsys_core.events import Event
 from recsys_proto.v1 import recommender_pb2 as pb
 from recsys_server.log_import import MARKER, ImportReport, count_problems
 from recsys_server.old_log import lock_directory

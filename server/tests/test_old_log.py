@@ -10,7 +10,7 @@ import zlib
 import pytest
 from srv_support import old_record, write_old_segment
 
-from recsys_core.eventlog import Event
+from recsys_core.events import Event
 from recsys_server.old_log import HEADER, list_segments, read_events, recover
 
 

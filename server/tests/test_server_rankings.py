@@ -100,7 +100,7 @@ def test_live_history_rows_and_rankings_follow_recorded_events(both):
     """A user's live history gives one row object until their next event; the hybrid ranks
     that row once and keeps it, and a new event gives a new row, ranked anew, equal to an
     on-arrival ranking of it."""
-    from recsys_core.eventlog import Event
+    from recsys_core.events import Event
     from recsys_server import scoring
     from recsys_server.live import LiveHistory
 

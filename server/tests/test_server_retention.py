@@ -12,7 +12,7 @@ from srv_support import Client, serving, store_url  # noqa: F401 (fixture)
 
 from recsys_core import artifacts
 from recsys_core.datastore import open_store
-from recsys_core.eventlog import Event
+from recsys_core.events import Event
 from recsys_proto.v1 import recommender_pb2 as pb
 from recsys_trainer import cli
 

@@ -378,7 +378,7 @@ def with_stored_events(
     On PostgreSQL seq is handed out at insert, not commit: with several writing processes an
     event could commit below a cursor read meanwhile (issue 19). One server writes today."""
     from recsys_core.datastore import parse_store_url
-    from recsys_core.eventlog import events_to_interactions
+    from recsys_core.events import events_to_interactions
 
     frame, top = stored_events(store_url, archive)
     if frame.height == 0:

@@ -92,7 +92,7 @@ def test_bad_file_exits_2_naming_file_row_and_column(tmp_path, capsys):
 
 def _record(url: str, n: int = 3) -> None:
     from recsys_core.datastore import open_store
-    from recsys_core.eventlog import Event
+    from recsys_core.events import Event
 
     with open_store(url) as store:
         events = [Event(f"e{i}", "fresh-user", "i0001", "click", 1.7e9 + i) for i in range(n)]

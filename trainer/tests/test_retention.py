@@ -19,7 +19,7 @@ import pytest
 from recsys_core import artifacts
 from recsys_core.datastore import StoreUnavailable, open_store
 from recsys_core.datastore.base import ARCHIVE_SCHEMA, DataStore
-from recsys_core.eventlog import Event
+from recsys_core.events import Event
 from recsys_trainer import retention
 from recsys_trainer.cli import main, stored_events
 

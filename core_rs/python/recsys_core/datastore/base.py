@@ -29,7 +29,7 @@ from typing import Any
 
 import polars as pl
 
-from recsys_core.eventlog import Event
+from recsys_core.events import Event
 
 log = logging.getLogger(__name__)
 

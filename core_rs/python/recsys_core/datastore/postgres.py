@@ -38,7 +38,7 @@ from recsys_core.datastore.base import (
     parse_store_url,
 )
 from recsys_core.datastore.schema import migrate
-from recsys_core.eventlog import Event
+from recsys_core.events import Event
 
 __all__ = ["PostgresStore"]
 

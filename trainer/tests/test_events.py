@@ -1,4 +1,4 @@
-"""`recsys_core.eventlog`: the `Event` record, and the data store's events as trainer rows."""
+"""`recsys_core.events`: the `Event` record, and the data store's events as trainer rows."""
 
 import asyncio
 import math
@@ -8,7 +8,7 @@ import pytest
 
 from recsys_core.data import EventWeights, from_frame
 from recsys_core.datastore import open_store
-from recsys_core.eventlog import Event, events_to_interactions
+from recsys_core.events import Event, events_to_interactions
 
 
 def ev(i: int, **kw) -> Event:
