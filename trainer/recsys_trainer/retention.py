@@ -30,7 +30,7 @@ from pathlib import Path
 
 import polars as pl
 
-from recsys_core.artifacts import version_cursors
+from recsys_core.artifacts import fsync_path, version_cursors
 from recsys_core.datastore import DataStore
 from recsys_core.datastore.base import ARCHIVE_SCHEMA
 
@@ -103,14 +103,6 @@ def read_archive(directory: Path) -> pl.DataFrame:
     return pl.concat(frames).cast(ARCHIVE_SCHEMA).sort("seq")
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write(directory: Path, frame: pl.DataFrame, stored_before: float) -> Path:
     first, last = int(frame["seq"][0]), int(frame["seq"][-1])
     path = directory / f"events-{first:012d}-{last:012d}.parquet"
@@ -118,11 +110,11 @@ def _write(directory: Path, frame: pl.DataFrame, stored_before: float) -> Path:
         raise RetentionError(f"{path}: already exists; is another refresh archiving?")
     tmp = directory / f".{path.name}.tmp"
     frame.write_parquet(tmp, metadata={STORED_BEFORE: repr(stored_before)})
-    _fsync(tmp)
+    fsync_path(tmp)
     if pl.scan_parquet(tmp).select(pl.len()).collect().item() != frame.height:
         raise RetentionError(f"{tmp}: read back a different row count; nothing deleted")
     os.rename(tmp, path)
-    _fsync(directory)
+    fsync_path(directory)
     return path
 
 

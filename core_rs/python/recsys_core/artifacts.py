@@ -207,15 +207,13 @@ def _digest(path: Path) -> tuple[str, int]:
     return h.hexdigest(), size
 
 
-def _fsync_file(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """fsync a file, or a directory (on POSIX through a read-only fd as well)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-_fsync_dir = _fsync_file  # on POSIX a directory is fsynced through a read-only fd as well
 
 
 def _files_under(root: Path) -> list[Path]:
@@ -326,7 +324,7 @@ def publish(
             if p.is_symlink():
                 raise ValueError(f"{p.name}: symlinks are not allowed in artifacts")
             sha, size = _digest(p)
-            _fsync_file(p)
+            fsync_path(p)
             files[p.relative_to(tmp).as_posix()] = {"sha256": sha, "bytes": size}
         manifest = {
             "format": FORMAT_VERSION,
@@ -347,9 +345,9 @@ def publish(
         # sums its components in (another order changes scores in the last float bit).
         text = json.dumps(manifest, indent=2, default=_json_default) + "\n"
         (tmp / MANIFEST).write_text(text, encoding="utf-8")
-        _fsync_file(tmp / MANIFEST)
+        fsync_path(tmp / MANIFEST)
         for d in sorted({p.parent for p in _files_under(tmp)}, key=lambda d: -len(d.parts)):
-            _fsync_dir(d)
+            fsync_path(d)
         # Self-check: never publish what a server would then refuse (e.g. a model whose
         # load() cannot read its own save()).
         _load_dir(tmp, version, verify=True)
@@ -357,7 +355,7 @@ def publish(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _fsync_dir(out)
+    fsync_path(out)
     _write_latest(out, version)
     prune(out, keep=keep)
     return final
@@ -370,7 +368,7 @@ def _write_latest(out: Path, version: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, out / LATEST)
-    _fsync_dir(out)
+    fsync_path(out)
 
 
 def prune(out: Path, *, keep: int = 5, stale_after: float = STALE_TMP_SECONDS) -> list[str]:
