@@ -966,3 +966,43 @@ def test_a_commit_answered_as_failed_is_read_back_after_the_next(store):
     assert [r.seq for r in retry.recovered] == [first.seqs[-1] + 1, first.seqs[-1] + 2]
     assert len(retry.seqs) == 1 and retry.seqs[0] > retry.recovered[-1].seq  # seqs may skip
     assert later.recovered == [] and ids(later.recorded) == ["e6"]
+
+
+def test_a_failed_read_back_is_retried_without_recovering_acknowledged_events(store):
+    """The read-back after a lost answer fails once: the rows stay owed, and the next commit
+    hands out exactly the lost ones, not the events acknowledged in between."""
+    real_write, real_fetch = store._write_batch, store._fetch
+    lose_answer = fail_read = False
+
+    def flaky_write(events):
+        nonlocal lose_answer
+        inserted = real_write(events)
+        if lose_answer:
+            lose_answer = False
+            raise StoreUnavailable("connection lost after COMMIT")
+        return inserted
+
+    def flaky_fetch(sql, params):
+        nonlocal fail_read
+        if fail_read and "seq > ?" in sql:
+            fail_read = False
+            raise StoreUnavailable("connection lost while reading back")
+        return real_fetch(sql, params)
+
+    store._write_batch, store._fetch = flaky_write, flaky_fetch
+
+    async def main():
+        nonlocal lose_answer, fail_read
+        await store.append([ev(1)])
+        lose_answer = True
+        with pytest.raises(StoreUnavailable):
+            await store.append([ev(2), ev(3)])
+        fail_read = True
+        between = await store.append([ev(4)])  # acknowledged; its read-back fails
+        after = await store.append([ev(5)])
+        return between, after
+
+    between, after = asyncio.run(main())
+    assert between.recovered == [] and ids(between.recorded) == ["e4"]
+    assert [r.event for r in after.recovered] == [ev(2), ev(3)]
+    assert ids(after.recorded) == ["e5"]

@@ -428,6 +428,7 @@ class DataStore(ABC):
         # database stores the rows without acknowledging them). See `_write`.
         self._last_seq: int | None = None
         self._uncertain = False
+        self._acked_uncertain: set[int] = set()  # seqs committed and answered since then
         self._recovered: list[StoredEvent] = []  # for the next `append` to hand out
         self._recovered_lock = threading.Lock()
         self._writer = GroupCommitter(
@@ -505,8 +506,9 @@ class DataStore(ABC):
         duplicates, so without this nobody would fold them into the live histories. This
         process is the store's only writer and commits one batch at a time, so after the
         next successful commit every row above the last seq it committed before the failure,
-        other than this commit's own, is such a row: they are read back here and handed out
-        with the next `append` result (``AppendResult.recovered``)."""
+        other than those of commits acknowledged since, is such a row: they are read back
+        here and handed out with the next `append` result (``AppendResult.recovered``). A
+        read-back that fails is tried again after the following commit."""
         if self._last_seq is None:
             self._last_seq = self.max_seq()
         try:
@@ -515,26 +517,29 @@ class DataStore(ABC):
             self._uncertain = True
             raise
         mine = set(inserted.values())
-        if self._uncertain:
-            try:
-                rows = self._fetch(
-                    f"SELECT {COLUMNS} FROM events WHERE seq > ? ORDER BY seq", (self._last_seq,)
-                )
-            except StoreUnavailable as e:  # the commit stands; recover after the next one
-                log.warning("%s: reading back after a failed commit: %s", self.url, e)
-            else:
-                found = [stored(r) for r in rows if int(r[0]) not in mine]
-                if found:
-                    log.warning(
-                        "%s: %d events of a commit reported failed were stored; folding them",
-                        self.url,
-                        len(found),
-                    )
-                with self._recovered_lock:
-                    self._recovered.extend(found)
-                self._uncertain = False
-                self._last_seq = max([self._last_seq, *(x.seq for x in found)])
-        self._last_seq = max([self._last_seq, *mine])
+        if not self._uncertain:
+            self._last_seq = max([self._last_seq, *mine])
+            return inserted
+        self._acked_uncertain |= mine  # acknowledged: never handed out as recovered
+        try:
+            found = [
+                x
+                for x in self.read_events(after_seq=self._last_seq)
+                if x.seq not in self._acked_uncertain
+            ]
+        except StoreUnavailable as e:  # the commit stands; recover after the next one
+            log.warning("%s: reading back after a failed commit: %s", self.url, e)
+            return inserted
+        if found:
+            log.warning(
+                "%s: %d events of a commit reported failed were stored; folding them",
+                self.url,
+                len(found),
+            )
+        with self._recovered_lock:
+            self._recovered.extend(found)
+        self._last_seq = max([self._last_seq, *self._acked_uncertain, *(x.seq for x in found)])
+        self._uncertain, self._acked_uncertain = False, set()
         return inserted
 
     def _take_recovered(self) -> list[StoredEvent]:
