@@ -235,14 +235,13 @@ class RecommenderCore:
             if e.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise ResourceExhausted(msg) from e
             raise Unavailable(msg) from e
-        if result.recovered:  # stored by an earlier call that was answered UNAVAILABLE
-            self.versions.fold(
-                [r.event for r in result.recovered], [r.seq for r in result.recovered]
-            )
-            if self.metrics is not None:
-                self.metrics.recovered.inc(len(result.recovered))
-        self.versions.fold(result.recorded, result.seqs)
+        # Recovered: stored by an earlier call that was answered UNAVAILABLE.
+        rec = result.recovered
+        self.versions.fold(
+            [r.event for r in rec] + result.recorded, [r.seq for r in rec] + result.seqs
+        )
         if self.metrics is not None:
+            self.metrics.recovered.inc(len(rec))
             self.metrics.recorded.inc(len(result.recorded))
         return len(result.recorded), result.duplicates
 
