@@ -320,11 +320,9 @@ def cmd_train(a: argparse.Namespace) -> int:
 
 
 def parse_duration(text: str) -> float:
-    """'90s', '10m', '2h', '1d' or plain seconds."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    t = text.strip().lower()
+    """``--every``: a positive `config.duration_seconds`."""
     try:
-        value = float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t)
+        value = config_mod.duration_seconds(text)
     except ValueError:
         raise SystemExit(f"--every {text!r}: expected a duration such as 30s, 10m or 2h") from None
     if not value > 0:

@@ -85,6 +85,20 @@ class TrainConfig:
     keep_versions: int = 5
 
 
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def duration_seconds(text: str) -> float:
+    """'90s', '10m', '2h', '7d', '2w' or plain seconds, as seconds; ValueError when it is
+    none of these, negative, NaN or infinite."""
+    t = str(text).strip().lower()
+    unit = DURATION_UNITS.get(t[-1:])
+    value = float(t[:-1]) * unit if unit else float(t)
+    if not 0 <= value < float("inf"):
+        raise ValueError(f"not a duration: {text!r}")
+    return value
+
+
 class ConfigError(ValueError):
     pass
 

@@ -33,6 +33,7 @@ import polars as pl
 from recsys_core.artifacts import fsync_path, version_cursors
 from recsys_core.datastore import DataStore
 from recsys_core.datastore.base import ARCHIVE_SCHEMA
+from recsys_trainer.config import DURATION_UNITS, duration_seconds
 
 FILE_RE = re.compile(r"^events-(\d+)-(\d+)\.parquet$")
 STORED_BEFORE = "recsys.stored_before"  # the file's delete predicate (Parquet metadata)
@@ -40,8 +41,6 @@ LOCK = ".lock"
 MAX_ROWS = 100_000
 """Events per file, and so per delete transaction: bounds how long SQLite's write lock is held
 (the server's commits wait for it, up to their busy timeout)."""
-
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
 class RetentionError(Exception):
@@ -55,12 +54,11 @@ def parse_window(text: str) -> float:
     if t in ("off", "none", "no", "false"):
         return 0.0
     try:
-        value = float(t[:-1]) * _UNITS[t[-1]] if t and t[-1] in _UNITS else float(t)
+        return duration_seconds(t)
     except ValueError:
-        value = -1.0
-    if not value >= 0 or value == float("inf"):
-        raise RetentionError(f"retention window {text!r}: expected a duration such as 7d or off")
-    return value
+        raise RetentionError(
+            f"retention window {text!r}: expected a duration such as 7d or off"
+        ) from None
 
 
 def default_archive(artifacts: Path) -> Path:
@@ -183,8 +181,8 @@ class Report:
 
 def _duration(seconds: float) -> str:
     for unit in ("d", "h", "m"):
-        if seconds >= _UNITS[unit] and seconds % _UNITS[unit] == 0:
-            return f"{seconds / _UNITS[unit]:g}{unit}"
+        if seconds >= DURATION_UNITS[unit] and seconds % DURATION_UNITS[unit] == 0:
+            return f"{seconds / DURATION_UNITS[unit]:g}{unit}"
     return f"{seconds:g}s"
 
 
