@@ -14,11 +14,18 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from recsys_core.datastore import DataStore, StoreUnavailable
+from recsys_core.datastore import DataStore, ItemChange, StoreUnavailable
 from recsys_core.events import Event
-from recsys_server import scoring
+from recsys_server import catalogue, history, scoring
+from recsys_server.catalogue import Catalogue
 from recsys_server.config import ServerConfig
-from recsys_server.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted, Unavailable
+from recsys_server.errors import (
+    DeadlineExceeded,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
 from recsys_server.live import EVENT_TYPES
 from recsys_server.metrics import Metrics
 from recsys_server.model_versions import ModelVersions, ReloadResult, State
@@ -102,8 +109,10 @@ class RecommenderCore:
         versions: ModelVersions,
         datastore: DataStore | None,
         metrics: Metrics | None = None,
+        catalogue: Catalogue | None = None,
     ) -> None:
         self.config = config
+        self.catalogue = catalogue if catalogue is not None else Catalogue()
         self.versions = versions
         self.datastore = datastore
         self.metrics = metrics
@@ -121,7 +130,7 @@ class RecommenderCore:
     def recommend(self, q: Query) -> Answer:
         scoring.check_query(q)
         s = self.state()
-        a = scoring.recommend(s.snapshot, s.live, self.config.experiments, q)
+        a = scoring.recommend(s.snapshot, s.live, self.config.experiments, q, self.catalogue)
         if self.metrics is not None:
             self.metrics.served(a.model, a.experiment, a.variant, a.tier, a.items)
         return a
@@ -138,6 +147,7 @@ class RecommenderCore:
             scoring.check_query(q, f"requests[{n}].")
         s = self.state()  # one version for the whole batch
         exps = self.config.experiments
+        cat = self.catalogue
 
         stop = threading.Event()  # set when the caller gave up (deadline, cancel)
         gate = threading.Lock()  # orders the start of the work against the caller giving up
@@ -163,7 +173,7 @@ class RecommenderCore:
                     raise DeadlineExceeded(
                         f"deadline passed after {n} of {len(queries)} requests; nothing returned"
                     )
-                out.append(scoring.recommend(s.snapshot, s.live, exps, q))
+                out.append(scoring.recommend(s.snapshot, s.live, exps, q, cat))
             return out
 
         try:
@@ -182,7 +192,7 @@ class RecommenderCore:
     def similar(self, item_id: str, k: int, model: str = "") -> SimilarAnswer:
         scoring.check_id(item_id, "item_id")
         scoring.check_k(k)
-        return scoring.similar(self.state().snapshot, item_id, k, model)
+        return scoring.similar(self.state().snapshot, item_id, k, model, self.catalogue)
 
     def models(self) -> ModelsAnswer:
         snap = self.state().snapshot
@@ -244,6 +254,61 @@ class RecommenderCore:
             self.metrics.recovered.inc(len(rec))
             self.metrics.recorded.inc(len(result.recorded))
         return len(result.recorded), result.duplicates
+
+    async def change_items(self, changes: Sequence[ItemChange]) -> tuple[int, int]:
+        """Durably applies catalogue changes (validated first: all or nothing), then serves
+        them. Returns (changed, unchanged)."""
+        if self.datastore is None:
+            raise Unavailable("the data store is not open")
+        try:
+            stored = await self.datastore.change_items(changes)
+        except StoreUnavailable as e:
+            msg = f"{STORE_WRITE_FAILED}: {e}"
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise ResourceExhausted(msg) from e
+            raise Unavailable(msg) from e
+        s = self.versions.state
+        self.catalogue.apply(stored, s.snapshot if s is not None else None)
+        changed = sum(r is not None for r in stored)
+        return changed, len(stored) - changed
+
+    async def upsert_items(self, changes: Sequence[ItemChange]) -> tuple[int, int]:
+        catalogue.check_upserts(changes)
+        return await self.change_items(changes)
+
+    async def set_availability(self, item_ids: Sequence[str], available: bool) -> tuple[int, int]:
+        catalogue.check_ids(item_ids)
+        snap = self.state().snapshot
+        for n, i in enumerate(item_ids):
+            if not self.catalogue.known(snap, i):
+                raise NotFound(f"item_ids[{n}]: item {i!r} is not in the catalogue")
+        return await self.change_items(
+            [ItemChange(i, False, available=available) for i in item_ids]
+        )
+
+    def get_item(self, item_id: str) -> catalogue.ItemView:
+        scoring.check_id(item_id, "item_id")
+        return self.catalogue.get(self.state().snapshot, item_id)
+
+    def list_items(
+        self, page_size: int, page_token: str, available: bool | None
+    ) -> tuple[list[catalogue.ItemView], str]:
+        return self.catalogue.page(self.state().snapshot, page_size, page_token, available)
+
+    async def user_history(self, user_id: str, limit: int) -> history.UserHistory:
+        scoring.check_id(user_id, "user_id")
+        if not 0 <= limit <= history.MAX_EVENTS:
+            raise InvalidArgument("limit", f"must be in 0..{history.MAX_EVENTS}, got {limit}")
+        snap = self.state().snapshot
+        stored = []
+        if self.datastore is not None:
+            try:
+                stored = await asyncio.to_thread(
+                    self.datastore.user_history, user_id, limit or history.DEFAULT_EVENTS
+                )
+            except StoreUnavailable as e:
+                raise Unavailable(f"data store read failed: {e}") from e
+        return history.build(snap, self.catalogue, user_id, stored)
 
     async def reload(self) -> ReloadResult:
         return await self.versions.refresh()

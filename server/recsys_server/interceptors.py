@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 Behavior = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
 
-WRITE_METHODS = frozenset({"RecordInteractions"})
+WRITE_METHODS = frozenset({"RecordInteractions", "UpsertItems", "SetItemAvailability"})
 ADMIN_METHODS = frozenset({"ReloadModels"})
 
 

@@ -33,6 +33,11 @@ METHODS = (
     "RecordInteractions",
     "ListModels",
     "ReloadModels",
+    "UpsertItems",
+    "SetItemAvailability",
+    "GetItem",
+    "ListItems",
+    "GetUserHistory",
 )
 CODES = (
     "OK",

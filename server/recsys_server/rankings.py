@@ -4,13 +4,25 @@ decides when a stored list answers a request."""
 
 from __future__ import annotations
 
+import numpy as np
 import scipy.sparse as sp
 
 import recsys_core as rc
 from recsys_core.models import Hybrid
+from recsys_core.models.hybrid import Ranking
 
 PRECOMPUTED_K = 50
 """How long a stored list is: requests for up to this many items read its head."""
+
+
+def without(r: Ranking, deny: np.ndarray) -> Ranking:
+    """``r`` without the items in ``deny`` (the top of the rest, in the same order)."""
+    keep = ~np.isin(r.items, deny)
+    if keep.all():
+        return r
+    return Ranking(
+        r.items[keep], r.scores[keep], r.names, r.weights, r.part_scores[:, keep], r.cold
+    )
 
 
 class RankingCache:
@@ -30,7 +42,9 @@ class RankingCache:
         user's top PRECOMPUTED_K is kept for their next request with this row (while there is
         room), so a user with new events is ranked once per event, not once per request."""
         m = self.model
-        plain = allow is None and deny is None and k <= PRECOMPUTED_K
+        # A deny list (exclusions, unavailable items) only removes items from a stored list,
+        # which still answers when k remain; an allow list needs the model.
+        plain = allow is None and k <= PRECOMPUTED_K
         hit = self._ranked.get(user) if plain else None
         if hit is None or hit[0] is not row:
             keep = plain and user >= 0 and (hit is not None or len(self._ranked) < self.keep)
@@ -38,7 +52,12 @@ class RankingCache:
                 return m.recommend_one(user, row, k, allow, deny)
             hit = (row, m.rank(user, row, PRECOMPUTED_K))
             self._ranked[user] = hit
-        return m.answer(user, row, hit[1].head(k))
+        ranking = hit[1]
+        if deny is not None and len(deny):
+            ranking = without(ranking, deny)
+            if len(ranking.items) < k and len(hit[1].items) >= PRECOMPUTED_K:
+                return m.recommend_one(user, row, k, allow, deny)  # the list ran short
+        return m.answer(user, row, ranking.head(k))
 
     def precompute(self, user: int, row: sp.csr_matrix) -> None:
         """Ranks a known user's top PRECOMPUTED_K for ``row`` (their training history) now, at

@@ -12,6 +12,7 @@ import scipy.sparse as sp
 from recsys_core.models import Hybrid
 from recsys_core.models.registry import SIMILAR
 from recsys_server import router
+from recsys_server.catalogue import Catalogue, score_new_items
 from recsys_server.config import Experiment
 from recsys_server.errors import InvalidArgument, NotFound
 from recsys_server.explain import Reason, blend_reasons, describe
@@ -155,8 +156,21 @@ def user_history(
 # -- recommend ---------------------------------------------------------------------------------
 
 
+def merged_deny(snap: Snapshot, exclude: Sequence[str], unavailable: np.ndarray | None):
+    """The request's exclusions plus the catalogue's unavailable items (already sorted
+    indices, `catalogue.Catalogue.deny`): one deny list for the top-K."""
+    deny = known(snap, exclude) if exclude else None
+    if unavailable is None:
+        return deny
+    return unavailable if deny is None or not len(deny) else np.concatenate((unavailable, deny))
+
+
 def recommend(
-    snap: Snapshot, live: LiveHistory | None, experiments: tuple[Experiment, ...], q: Query
+    snap: Snapshot,
+    live: LiveHistory | None,
+    experiments: tuple[Experiment, ...],
+    q: Query,
+    catalogue: Catalogue | None = None,
 ) -> Answer:
     r = router.route(snap, experiments, q.user_id, q.model)
     user, row, kinds = user_history(snap, live, q.user_id, q.recent_item_ids)
@@ -165,22 +179,40 @@ def recommend(
     allow = known(snap, q.allow_item_ids) if q.allow_item_ids else None
     if allow is not None and len(allow) == 0:
         return answer  # none of the allowed items exists in this version
-    deny = known(snap, q.exclude_item_ids) if q.exclude_item_ids else None
+    unavailable = catalogue.deny(snap) if catalogue is not None else None
+    deny = merged_deny(snap, q.exclude_item_ids, unavailable)
     rec = snap.rank(choice.model, user, row, q.k, allow, deny)
     items = rec.items.tolist()
-    if not items:
-        return answer
     scores = rec.scores.tolist()
+    new = (
+        []
+        if allow is not None
+        else score_new_items(catalogue, snap, user, row, q.k, q.exclude_item_ids)
+    )
+    if not items and not new:
+        return answer
     ref = snap.reference(choice.key)
     reasons: list[Reason | None] = [None] * len(items)
-    if q.explain:
+    if q.explain and items:
         reasons = explain_items(choice.model, user, row, rec.items, snap, kinds)
     titles, cats, ids = snap.titles, snap.categories, snap.item_ids
     answer.items = [
         Scored(ids[i], s, confidence(s, ref), titles[i], cats[i], why)
         for i, s, why in zip(items, scores, reasons, strict=True)
     ]
+    if new:
+        answer.items = merge_new(answer.items, new, catalogue, ref, q.k)
     return answer
+
+
+def merge_new(items: list[Scored], new, catalogue: Catalogue, ref: float, k: int) -> list[Scored]:
+    """The top ``k`` of the model's items and the scored new items, by score."""
+    records = catalogue.records
+    extra = [
+        Scored(i, s, confidence(s, ref), records[i].title or i, records[i].categories)
+        for i, s in new
+    ]
+    return sorted(items + extra, key=lambda x: -x.score)[:k]
 
 
 def explain_items(model, user: int, row, items, snap: Snapshot, kinds) -> list[Reason]:
@@ -203,7 +235,9 @@ def confidence(score: float, reference: float) -> float:
 # -- similar items -----------------------------------------------------------------------------
 
 
-def similar(snap: Snapshot, item_id: str, k: int, model: str = "") -> SimilarAnswer:
+def similar(
+    snap: Snapshot, item_id: str, k: int, model: str = "", catalogue: Catalogue | None = None
+) -> SimilarAnswer:
     check_id(item_id, "item_id")
     check_k(k)
     name = model or "item_cf"
@@ -218,12 +252,20 @@ def similar(snap: Snapshot, item_id: str, k: int, model: str = "") -> SimilarAns
     item = snap.item_index.get(item_id)
     if item is None:
         raise NotFound(f"item {item_id!r} is not in model version {snap.version}")
-    r = m.similar_items(item, k)
+    deny = catalogue.deny(snap) if catalogue is not None else None
+    # similar_items takes no deny list: ask for as many more as could be denied, so k are
+    # still returned when k are eligible.
+    want = k if deny is None else min(k + len(deny), snap.n_items)
+    r = m.similar_items(item, want)
+    got, scores = np.asarray(r.items), np.asarray(r.scores)
+    if deny is not None:
+        keep = ~np.isin(got, deny)
+        got, scores = got[keep][:k], scores[keep][:k]
     ref = snap.reference(f"similar:{name}")
     ids, titles, cats = snap.item_ids, snap.titles, snap.categories
     items = [
         Scored(ids[i], s, confidence(s, ref), titles[i], cats[i])
-        for i, s in zip(r.items.tolist(), np.asarray(r.scores).tolist(), strict=True)
+        for i, s in zip(got.tolist(), scores.tolist(), strict=True)
     ]
     return SimilarAnswer(item_id, items, name, snap.version)
 

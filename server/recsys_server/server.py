@@ -17,6 +17,7 @@ from grpc_reflection.v1alpha import reflection
 
 from recsys_core.datastore import DataStore, StoreConfigError, StoreUnavailable, open_store
 from recsys_server import store_watch
+from recsys_server.catalogue import Catalogue
 from recsys_server.config import ServerConfig
 from recsys_server.core import RecommenderCore
 from recsys_server.interceptors import Auth, Observe
@@ -187,8 +188,16 @@ async def start(cfg: ServerConfig, *, poll: bool = True) -> Running:
         pending.add(task)
         task.add_done_callback(pending.discard)
 
+    try:
+        # Before any call is taken: an unavailable item is never served, not even at start.
+        live_catalogue = await asyncio.to_thread(Catalogue.load, datastore)
+    except StoreUnavailable as e:
+        metrics.stop_http()
+        await server.stop(None)
+        await datastore.close()
+        raise StartupError(f"cannot read the catalogue from the data store: {e}") from e
     versions = ModelVersions(cfg, metrics, on_swap, datastore)
-    core = RecommenderCore(cfg, versions, datastore, metrics)
+    core = RecommenderCore(cfg, versions, datastore, metrics, live_catalogue)
     observe = Observe(metrics, limit=cfg.max_concurrent_rpcs)
     add_to_server(
         RecommenderService(core),

@@ -8,9 +8,11 @@ import time
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from recsys_core.datastore import ItemChange
 from recsys_proto.v1 import recommender_pb2 as pb
 from recsys_proto.v1 import recommender_pb2_grpc as pb_grpc
 from recsys_server import explain as ex
+from recsys_server.catalogue import ItemView
 from recsys_server.core import Interaction, RecommenderCore
 from recsys_server.interceptors import Auth, Observe
 from recsys_server.router import COLD_START, PERSONALIZED, POPULARITY
@@ -149,6 +151,70 @@ class RecommenderService(pb_grpc.RecommenderServicer):
     async def ReloadModels(self, request, context):
         r = await self.core.reload()
         return pb.ReloadModelsResponse(version=r.version, changed=r.changed, message=r.message)
+
+    async def UpsertItems(self, request, context):
+        changes = [
+            ItemChange(
+                i.item_id,
+                True,
+                i.title,
+                tuple(i.categories),
+                dict(i.attributes),
+                i.available if i.HasField("available") else None,
+            )
+            for i in request.items
+        ]
+        changed, unchanged = await self.core.upsert_items(changes)
+        return pb.UpsertItemsResponse(changed=changed, unchanged=unchanged)
+
+    async def SetItemAvailability(self, request, context):
+        changed, unchanged = await self.core.set_availability(
+            list(request.item_ids), request.available
+        )
+        return pb.SetItemAvailabilityResponse(changed=changed, unchanged=unchanged)
+
+    async def GetItem(self, request, context):
+        out = pb.GetItemResponse()
+        fill_item(out.item, self.core.get_item(request.item_id))
+        return out
+
+    async def ListItems(self, request, context):
+        available = request.available if request.HasField("available") else None
+        views, token = self.core.list_items(request.page_size, request.page_token, available)
+        out = pb.ListItemsResponse(next_page_token=token)
+        for v in views:
+            fill_item(out.items.add(), v)
+        return out
+
+    async def GetUserHistory(self, request, context):
+        h = await self.core.user_history(request.user_id, request.limit)
+        out = pb.GetUserHistoryResponse(user_id=h.user_id, model_version=h.version)
+        for t in h.training_items:
+            out.training_items.add(item_id=t.item_id, title=t.title, weight=t.weight)
+        for e in h.events:
+            m = out.events.add(
+                event_id=e.event_id,
+                item_id=e.item_id,
+                title=e.title,
+                event_type=e.event_type,
+                rating=e.rating,
+                trained=e.trained,
+            )
+            _set_ts(m.timestamp, e.timestamp)
+        return out
+
+
+def fill_item(out: pb.Item, v: ItemView) -> None:
+    out.item_id, out.title, out.available, out.in_model = (
+        v.item_id,
+        v.title,
+        v.available,
+        v.in_model,
+    )
+    out.categories.extend(v.categories)
+    out.attributes.update(v.attributes)
+    if v.updated_at is not None:
+        _set_ts(out.updated_at, v.updated_at)
 
 
 def add_to_server(

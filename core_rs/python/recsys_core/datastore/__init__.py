@@ -25,10 +25,13 @@ from recsys_core.datastore.base import (
     parse_store_url,
     redact,
 )
+from recsys_core.datastore.items import ItemChange, ItemRecord
 
 __all__ = [
     "AppendResult",
     "DataStore",
+    "ItemChange",
+    "ItemRecord",
     "StoreClosed",
     "StoreConfigError",
     "StoreConflict",

@@ -29,6 +29,7 @@ from typing import Any
 
 import polars as pl
 
+from recsys_core.datastore.items import ITEM_COLUMNS, ItemChange, ItemRecord, record_of
 from recsys_core.events import Event
 
 log = logging.getLogger(__name__)
@@ -204,10 +205,11 @@ def stored(row: Sequence[Any]) -> StoredEvent:
 
 
 @dataclass
-class _Call:  # one append waiting for the writer
-    events: list[Event]
+class _Call:  # one append (or catalogue change) waiting for the writer
+    events: list[Any]  # Events, or ItemChanges when kind is "items"
     loop: asyncio.AbstractEventLoop
-    done: asyncio.Future[dict[str, int]]  # resolves to the ids this call got stored -> seq
+    done: asyncio.Future[Any]  # events: the ids this call got stored -> seq; items: records
+    kind: str = "events"
 
 
 _Stored = dict[str, int]  # event id -> the seq it was stored at
@@ -249,6 +251,11 @@ class GroupCommitter:
     turn have all queued; and after a commit the writer holds until the loop has resumed the
     callers it settled (`_release`), instead of taking a straggler alone.
 
+    Catalogue changes (``submit(changes, kind="items")``) share the queue and the thread:
+    ``write_items(changes)`` commits the consecutive item calls of the queue in one
+    transaction, in queue order, and returns one result per change. A batch holds calls of
+    one kind, so events and catalogue changes are committed in the order they were queued.
+
     Counters (plain ints, written only by the writer thread): ``commits``,
     ``events_committed``, ``commit_errors``, ``duplicates``.
     """
@@ -261,10 +268,12 @@ class GroupCommitter:
         name: str = "datastore",
         on_success: Callable[[], None] = lambda: None,
         on_failure: Callable[[StoreUnavailable], None] = lambda e: None,
+        write_items: Callable[[list[Any]], list[Any]] | None = None,
     ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         self._write = write
+        self._write_items = write_items
         self._max_batch = max_batch
         self._name = name
         self._on_success = on_success
@@ -279,7 +288,7 @@ class GroupCommitter:
         self._closing = False
         self._thread: threading.Thread | None = None  # started by the first submit
 
-    def submit(self, events: list[Event]) -> asyncio.Future[_Stored]:
+    def submit(self, events: list[Any], kind: str = "events") -> asyncio.Future[Any]:
         """Queue ``events`` (non-empty) for the next commit; the future resolves to the ids of
         them that this commit newly stored, or fails with StoreUnavailable. Call from the event
         loop; StoreClosed once `stop` was called."""
@@ -294,7 +303,7 @@ class GroupCommitter:
                     target=self._run, name="datastore-writer", daemon=True
                 )
                 self._thread.start()
-            self._queue.append(_Call(events, loop, done))
+            self._queue.append(_Call(events, loop, done, kind))
         loop.call_soon(self._wake)  # next turn: see the class doc
         return done
 
@@ -318,7 +327,7 @@ class GroupCommitter:
                 if error is not None:
                     fut.set_exception(error)
                 else:
-                    fut.set_result(ids or {})
+                    fut.set_result({} if ids is None else ids)
         finally:
             asyncio.get_running_loop().call_soon(self._release)
 
@@ -345,12 +354,19 @@ class GroupCommitter:
                     return
                 batch = [self._queue.popleft()]
                 n = len(batch[0].events)
-                while self._queue and n + len(self._queue[0].events) <= self._max_batch:
+                while (
+                    self._queue
+                    and self._queue[0].kind == batch[0].kind
+                    and n + len(self._queue[0].events) <= self._max_batch
+                ):
                     n += len(self._queue[0].events)
                     batch.append(self._queue.popleft())
             self._commit(batch)
 
     def _commit(self, batch: list[_Call]) -> None:
+        if batch[0].kind == "items":
+            self._commit_items(batch)
+            return
         owner: dict[str, _Call] = {}  # id -> the call whose copy is offered to the database
         unique: list[Event] = []
         for call in batch:
@@ -375,6 +391,30 @@ class GroupCommitter:
             self.duplicates += sum(len(c.events) for c in batch) - len(inserted)
             self._on_success()
             self._notify([(call, won[id(call)], None) for call in batch])
+            return
+        self.commit_errors += 1
+        self._on_failure(error)
+        self._notify([(call, None, _copy(error)) for call in batch])
+
+    def _commit_items(self, batch: list[_Call]) -> None:
+        changes = [c for call in batch for c in call.events]
+        try:
+            if self._write_items is None:
+                raise StoreUnavailable(f"{self._name}: this store cannot hold items")
+            results = list(self._write_items(changes))
+        except StoreUnavailable as e:
+            error = e
+        except Exception as e:
+            log.exception("%s: commit failed", self._name)
+            error = StoreUnavailable(f"{self._name}: commit failed: {e!r}")
+        else:
+            self.commits += 1
+            self._on_success()
+            outcomes, at = [], 0
+            for call in batch:
+                outcomes.append((call, results[at : at + len(call.events)], None))
+                at += len(call.events)
+            self._notify(outcomes)
             return
         self.commit_errors += 1
         self._on_failure(error)
@@ -437,6 +477,7 @@ class DataStore(ABC):
             name=self.url,
             on_success=self._mark_ok,
             on_failure=self._mark_unavailable,
+            write_items=self._write_items,
         )
         self._close_lock = threading.Lock()
         self._closed = False
@@ -552,6 +593,31 @@ class DataStore(ABC):
         """In ONE transaction, insert the events (distinct ids) skipping ids already stored,
         and return the inserted ids, each mapped to its seq; on failure roll back and raise
         StoreUnavailable. Runs on the writer thread only."""
+
+    # -- the catalogue (recsys_core.datastore.items) -------------------------------------------
+
+    async def change_items(self, changes: Sequence[ItemChange]) -> list[ItemRecord | None]:
+        """Apply catalogue changes in order, through the group-commit writer; return once
+        committed, per change the record it stored or None when it changed nothing. Raises
+        StoreUnavailable (nothing applied: the transaction is all or nothing; retrying is
+        safe, as the changes are idempotent), StoreClosed after close."""
+        changes = list(changes)
+        for c in changes:
+            if not isinstance(c, ItemChange):
+                raise TypeError(f"expected ItemChange, got {type(c).__name__}")
+        if not changes:
+            return []
+        return list(await self._writer.submit(changes, kind="items"))
+
+    @abstractmethod
+    def _write_items(self, changes: list[ItemChange]) -> list[ItemRecord | None]:
+        """In ONE transaction, `items.write` the changes; on failure roll back and raise
+        StoreUnavailable. Runs on the writer thread only."""
+
+    def read_items(self) -> list[ItemRecord]:
+        """Every stored catalogue record, in item id order. Blocking."""
+        rows = self._fetch(f"SELECT {ITEM_COLUMNS} FROM items ORDER BY item_id", ())
+        return [record_of(r) for r in rows]
 
     # -- reading -----------------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
+from recsys_core.datastore import items
 from recsys_core.datastore.base import (
     AppendResult,
     DataStore,
@@ -37,6 +38,7 @@ from recsys_core.datastore.base import (
     StoreUnavailable,
     parse_store_url,
 )
+from recsys_core.datastore.items import ItemChange, ItemRecord
 from recsys_core.datastore.schema import migrate
 from recsys_core.events import Event
 
@@ -223,6 +225,15 @@ class PostgresStore(DataStore):
         except psycopg.Error as e:  # not a connection failure, e.g. a NUL in a string
             raise StoreUnavailable(f"{self.url}: commit failed: {self._scrub(e)}") from None
         return {r[0]: int(r[1]) for r in rows}
+
+    def _write_items(self, changes: list[ItemChange]) -> list[ItemRecord | None]:
+        try:
+            with self._connection() as conn, conn.cursor() as cur:
+                return items.write(cur, "%s", changes, self.clock())
+        except StoreClosed:
+            raise
+        except psycopg.Error as e:
+            raise StoreUnavailable(f"{self.url}: commit failed: {self._scrub(e)}") from None
 
     def _execute_write(self, sql: str, params: Sequence[Any], check: Callable[[int], None]) -> int:
         try:

@@ -55,6 +55,18 @@ _EVENT_INDEXES = (
     "CREATE INDEX events_ts ON events (ts)",
 )
 
+# One row per item changed through the API (recsys_core.datastore.items); categories and
+# attributes as JSON text; title NULL: only the availability was ever set.
+_ITEMS_TABLE = """
+CREATE TABLE items (
+    item_id    TEXT PRIMARY KEY,
+    title      TEXT NULL,
+    categories TEXT NOT NULL,
+    attributes TEXT NOT NULL,
+    available  {available} NOT NULL,
+    updated_at DOUBLE PRECISION NOT NULL
+)"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -66,6 +78,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         # transactions a lower seq can commit after a higher one. One writer per process
         # (the group committer) is fine for one server; multi-writer followers are issue 19.
         postgres=(_events_table(_PG_SEQ), *_EVENT_INDEXES),
+    ),
+    Migration(
+        2,
+        "items table (the live catalogue)",
+        sqlite=(_ITEMS_TABLE.format(available="INTEGER"),),
+        postgres=(_ITEMS_TABLE.format(available="SMALLINT"),),
     ),
 )
 

@@ -28,6 +28,7 @@ from typing import Any
 
 import polars as pl
 
+from recsys_core.datastore import items
 from recsys_core.datastore.base import (
     DataStore,
     StoreClosed,
@@ -36,6 +37,7 @@ from recsys_core.datastore.base import (
     StoreUnavailable,
     parse_store_url,
 )
+from recsys_core.datastore.items import ItemChange, ItemRecord
 from recsys_core.datastore.schema import migrate
 from recsys_core.events import Event
 
@@ -246,6 +248,26 @@ class SQLiteStore(DataStore):
                     self._rollback(conn)
                 raise self._unavailable(e, "commit") from e
             return inserted
+
+    def _write_items(self, changes: list[ItemChange]) -> list[ItemRecord | None]:
+        with self._write_lock:
+            conn = self._conn
+            if conn is None:
+                raise StoreClosed(f"{self.url}: the store is closed")
+            try:
+                self._rollback(conn)
+                conn.execute("BEGIN IMMEDIATE")
+                cur = conn.cursor()
+                out = items.write(cur, "?", changes, self.clock())
+                conn.execute("COMMIT")
+            except sqlite3.Error as e:
+                with contextlib.suppress(sqlite3.Error):
+                    self._rollback(conn)
+                raise self._unavailable(e, "commit") from e
+            except BaseException:
+                self._rollback(conn)
+                raise
+            return out
 
     def _execute_write(self, sql: str, params: Sequence[Any], check: Callable[[int], None]) -> int:
         # The writer connection, under its lock: one writer per process, as for appends.

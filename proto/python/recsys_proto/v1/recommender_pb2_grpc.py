@@ -64,6 +64,31 @@ class RecommenderStub:
                 request_serializer=recsys__proto_dot_v1_dot_recommender__pb2.ReloadModelsRequest.SerializeToString,
                 response_deserializer=recsys__proto_dot_v1_dot_recommender__pb2.ReloadModelsResponse.FromString,
                 _registered_method=True)
+        self.UpsertItems = channel.unary_unary(
+                '/recsys.v1.Recommender/UpsertItems',
+                request_serializer=recsys__proto_dot_v1_dot_recommender__pb2.UpsertItemsRequest.SerializeToString,
+                response_deserializer=recsys__proto_dot_v1_dot_recommender__pb2.UpsertItemsResponse.FromString,
+                _registered_method=True)
+        self.SetItemAvailability = channel.unary_unary(
+                '/recsys.v1.Recommender/SetItemAvailability',
+                request_serializer=recsys__proto_dot_v1_dot_recommender__pb2.SetItemAvailabilityRequest.SerializeToString,
+                response_deserializer=recsys__proto_dot_v1_dot_recommender__pb2.SetItemAvailabilityResponse.FromString,
+                _registered_method=True)
+        self.GetItem = channel.unary_unary(
+                '/recsys.v1.Recommender/GetItem',
+                request_serializer=recsys__proto_dot_v1_dot_recommender__pb2.GetItemRequest.SerializeToString,
+                response_deserializer=recsys__proto_dot_v1_dot_recommender__pb2.GetItemResponse.FromString,
+                _registered_method=True)
+        self.ListItems = channel.unary_unary(
+                '/recsys.v1.Recommender/ListItems',
+                request_serializer=recsys__proto_dot_v1_dot_recommender__pb2.ListItemsRequest.SerializeToString,
+                response_deserializer=recsys__proto_dot_v1_dot_recommender__pb2.ListItemsResponse.FromString,
+                _registered_method=True)
+        self.GetUserHistory = channel.unary_unary(
+                '/recsys.v1.Recommender/GetUserHistory',
+                request_serializer=recsys__proto_dot_v1_dot_recommender__pb2.GetUserHistoryRequest.SerializeToString,
+                response_deserializer=recsys__proto_dot_v1_dot_recommender__pb2.GetUserHistoryResponse.FromString,
+                _registered_method=True)
 
 
 class RecommenderServicer:
@@ -112,6 +137,43 @@ class RecommenderServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpsertItems(self, request, context):
+        """Adds or replaces catalogue items (title, categories, attributes, availability): durable
+        before the answer, idempotent. Needs the write token when one is configured.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetItemAvailability(self, request, context):
+        """Makes items available or unavailable; an unavailable item is returned by no RPC from the
+        answer on. Durable, idempotent. Needs the write token when one is configured.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetItem(self, request, context):
+        """One item of the live catalogue (the loaded version's catalogue plus stored changes).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListItems(self, request, context):
+        """The live catalogue in item id order, a page at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetUserHistory(self, request, context):
+        """A user's training history (from the loaded version) and stored events, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RecommenderServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -144,6 +206,31 @@ def add_RecommenderServicer_to_server(servicer, server):
                     servicer.ReloadModels,
                     request_deserializer=recsys__proto_dot_v1_dot_recommender__pb2.ReloadModelsRequest.FromString,
                     response_serializer=recsys__proto_dot_v1_dot_recommender__pb2.ReloadModelsResponse.SerializeToString,
+            ),
+            'UpsertItems': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpsertItems,
+                    request_deserializer=recsys__proto_dot_v1_dot_recommender__pb2.UpsertItemsRequest.FromString,
+                    response_serializer=recsys__proto_dot_v1_dot_recommender__pb2.UpsertItemsResponse.SerializeToString,
+            ),
+            'SetItemAvailability': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetItemAvailability,
+                    request_deserializer=recsys__proto_dot_v1_dot_recommender__pb2.SetItemAvailabilityRequest.FromString,
+                    response_serializer=recsys__proto_dot_v1_dot_recommender__pb2.SetItemAvailabilityResponse.SerializeToString,
+            ),
+            'GetItem': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetItem,
+                    request_deserializer=recsys__proto_dot_v1_dot_recommender__pb2.GetItemRequest.FromString,
+                    response_serializer=recsys__proto_dot_v1_dot_recommender__pb2.GetItemResponse.SerializeToString,
+            ),
+            'ListItems': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListItems,
+                    request_deserializer=recsys__proto_dot_v1_dot_recommender__pb2.ListItemsRequest.FromString,
+                    response_serializer=recsys__proto_dot_v1_dot_recommender__pb2.ListItemsResponse.SerializeToString,
+            ),
+            'GetUserHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUserHistory,
+                    request_deserializer=recsys__proto_dot_v1_dot_recommender__pb2.GetUserHistoryRequest.FromString,
+                    response_serializer=recsys__proto_dot_v1_dot_recommender__pb2.GetUserHistoryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -308,6 +395,141 @@ class Recommender:
             '/recsys.v1.Recommender/ReloadModels',
             recsys__proto_dot_v1_dot_recommender__pb2.ReloadModelsRequest.SerializeToString,
             recsys__proto_dot_v1_dot_recommender__pb2.ReloadModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpsertItems(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/recsys.v1.Recommender/UpsertItems',
+            recsys__proto_dot_v1_dot_recommender__pb2.UpsertItemsRequest.SerializeToString,
+            recsys__proto_dot_v1_dot_recommender__pb2.UpsertItemsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetItemAvailability(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/recsys.v1.Recommender/SetItemAvailability',
+            recsys__proto_dot_v1_dot_recommender__pb2.SetItemAvailabilityRequest.SerializeToString,
+            recsys__proto_dot_v1_dot_recommender__pb2.SetItemAvailabilityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetItem(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/recsys.v1.Recommender/GetItem',
+            recsys__proto_dot_v1_dot_recommender__pb2.GetItemRequest.SerializeToString,
+            recsys__proto_dot_v1_dot_recommender__pb2.GetItemResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListItems(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/recsys.v1.Recommender/ListItems',
+            recsys__proto_dot_v1_dot_recommender__pb2.ListItemsRequest.SerializeToString,
+            recsys__proto_dot_v1_dot_recommender__pb2.ListItemsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUserHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/recsys.v1.Recommender/GetUserHistory',
+            recsys__proto_dot_v1_dot_recommender__pb2.GetUserHistoryRequest.SerializeToString,
+            recsys__proto_dot_v1_dot_recommender__pb2.GetUserHistoryResponse.FromString,
             options,
             channel_credentials,
             insecure,
