@@ -31,7 +31,7 @@ from recsys_core.models import MODELS, Hybrid, Recommender
 from recsys_core.models.registry import COMPONENTS, NAMES
 from recsys_core.splits import leave_last_n, random_holdout, temporal_split
 from recsys_trainer import config as config_mod
-from recsys_trainer import retention, synthetic, tuning
+from recsys_trainer import live_catalogue, retention, synthetic, tuning
 
 ALL = NAMES
 
@@ -393,6 +393,20 @@ def with_stored_events(
     return inter, frame.height, top
 
 
+def with_stored_items(catalog: Catalog | None, store_url: str) -> tuple[Catalog | None, int]:
+    """The catalogue with the store's item records merged over it (`live_catalogue.merge`),
+    and how many records the store holds."""
+    from recsys_core.datastore import StoreError, open_store
+
+    try:
+        _check_store_path(store_url)
+        with open_store(store_url) as store:
+            records = store.read_items()
+    except StoreError as e:
+        raise config_mod.ConfigError(f"--store: {e}") from e
+    return live_catalogue.merge(catalog, records), len(records)
+
+
 def archive_dir(cfg: config_mod.TrainConfig, out: Path) -> Path:
     return Path(cfg.retention.archive) if cfg.retention.archive else retention.default_archive(out)
 
@@ -430,9 +444,15 @@ def cmd_refresh(a: argparse.Namespace) -> int:
         catalog = load_catalog_for(a.catalog, Path(a.interactions))
         with step("read the data store"):
             inter, n_events, seq = with_stored_events(base, a.store, archive_dir(cfg, out))
+            catalog, n_items = with_stored_items(catalog, a.store)
         check_fits(a, names, cfg, inter)
-        path, _, _ = train_and_publish(inter, cfg, names, catalog, out, {}, {"store_seq": seq})
-        print(f"published {path}: base data + {n_events} stored events (seq <= {seq})", flush=True)
+        extra = {"store_seq": seq, "store_items": n_items}
+        path, _, _ = train_and_publish(inter, cfg, names, catalog, out, {}, extra)
+        print(
+            f"published {path}: base data + {n_events} stored events (seq <= {seq}), "
+            f"{n_items} stored catalogue items",
+            flush=True,
+        )
         with step("retention"):
             line = run_retention(cfg, a.store, out, time.time())
         print(line, flush=True)

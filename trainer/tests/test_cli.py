@@ -114,6 +114,38 @@ def test_refresh_reads_the_store_and_records_its_cursor(data, tmp_path, request,
     assert "fresh-user" in loaded.user_ids.tolist()
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_refresh_carries_the_stored_catalogue_into_the_version(data, tmp_path, request, backend):
+    from recsys_core.datastore import ItemChange, open_store
+
+    url = (
+        f"sqlite:///{tmp_path}/events.db"
+        if backend == "sqlite"
+        else request.getfixturevalue("postgres_dsn")
+    )
+    _record(url)
+    with open_store(url) as store:
+        changes = [
+            ItemChange("brand-new", True, "Brand new thing", ("Gadgets", "Home")),
+            ItemChange("i001", True, "Renamed", ("Drama",)),
+            ItemChange("i002", False, available=False),  # availability only
+        ]
+        asyncio.run(store.change_items(changes))
+    args = ["refresh", "--interactions", str(data), "--store", url]
+    assert main([*args, "--out", str(tmp_path / "art"), "--models", "popularity"]) == 0
+    loaded = artifacts.load_version(tmp_path / "art" / artifacts.latest_version(tmp_path / "art"))
+    cat = loaded.catalog
+    assert loaded.manifest["params"]["store_items"] == 3
+    assert cat.title("brand-new") == "Brand new thing"
+    assert cat.categories_of("brand-new") == ("Gadgets", "Home")
+    assert (cat.title("i001"), cat.categories_of("i001")) == ("Renamed", ("Drama",))
+    from recsys_core.catalog import load_catalog
+
+    given = load_catalog(data.with_name("catalog.tsv"))
+    assert cat.title("i002") == given.title("i002") != ""  # kept from the file
+    assert len(cat) == len(given) + 1
+
+
 def test_refresh_with_a_missing_store_file_exits_2_naming_it(data, tmp_path, capsys):
     url = f"sqlite:///{tmp_path}/typo.db"
     args = ["refresh", "--interactions", str(data), "--store", url, "--out", str(tmp_path / "a")]
