@@ -18,8 +18,13 @@ from recsys_client.errors import InvalidArgument
 from recsys_client.types import (
     ComponentShare,
     Explanation,
+    HistoryEvent,
+    HistoryItem,
     Interaction,
+    Item,
     ItemContribution,
+    ItemsPage,
+    ItemsResult,
     LatentFactors,
     ModelInfo,
     ModelsResult,
@@ -31,6 +36,7 @@ from recsys_client.types import (
     SimilarItemsResult,
     SimilarUsers,
     Trending,
+    UserHistory,
 )
 from recsys_proto.v1 import recommender_pb2 as pb
 
@@ -38,6 +44,8 @@ from recsys_proto.v1 import recommender_pb2 as pb
 MAX_K = 1000
 MAX_BATCH = 1000
 MAX_EVENTS = 1000
+MAX_ITEMS = 1000
+MAX_PAGE = 1000
 
 _TIERS = {
     pb.FALLBACK_TIER_UNSPECIFIED: "unspecified",
@@ -216,6 +224,69 @@ def record_interactions_request(events: Iterable[Interaction]) -> pb.RecordInter
     return pb.RecordInteractionsRequest(events=msgs)
 
 
+def item_to_proto(item: Item) -> pb.Item:
+    if not isinstance(item, Item):
+        raise InvalidArgument(f"items must be Item objects, got {type(item).__name__}")
+    if not isinstance(item.title, str):
+        raise InvalidArgument(f"title must be a string, got {item.title!r}")
+    attributes = dict(item.attributes or {})
+    for key, value in attributes.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise InvalidArgument(f"attributes must map strings to strings, got {key!r}: {value!r}")
+    msg = pb.Item(
+        item_id=check_id("item_id", item.item_id),
+        title=item.title,
+        categories=check_ids("categories", item.categories),
+        attributes=attributes,
+    )
+    if item.available is not None:
+        msg.available = bool(item.available)
+    return msg
+
+
+def upsert_items_request(items: Iterable[Item]) -> pb.UpsertItemsRequest:
+    if isinstance(items, Item):
+        items = [items]
+    msgs = [item_to_proto(i) for i in items]
+    if not msgs or len(msgs) > MAX_ITEMS:
+        raise InvalidArgument(f"1..{MAX_ITEMS} items per call, got {len(msgs)}")
+    return pb.UpsertItemsRequest(items=msgs)
+
+
+def set_availability_request(
+    item_ids: Iterable[Any], available: bool
+) -> pb.SetItemAvailabilityRequest:
+    ids = check_ids("item_ids", item_ids)
+    if not ids or len(ids) > MAX_ITEMS:
+        raise InvalidArgument(f"1..{MAX_ITEMS} item ids per call, got {len(ids)}")
+    if not isinstance(available, bool):
+        raise InvalidArgument(f"available must be True or False, got {available!r}")
+    return pb.SetItemAvailabilityRequest(item_ids=ids, available=available)
+
+
+def list_items_request(
+    page_size: Any = 100, page_token: Any = "", available: bool | None = None
+) -> pb.ListItemsRequest:
+    if (
+        isinstance(page_size, bool)
+        or not isinstance(page_size, int)
+        or not 1 <= page_size <= MAX_PAGE
+    ):
+        raise InvalidArgument(f"page_size must be an integer in [1, {MAX_PAGE}], got {page_size!r}")
+    if not isinstance(page_token, str):
+        raise InvalidArgument(f"page_token must be a string, got {page_token!r}")
+    msg = pb.ListItemsRequest(page_size=page_size, page_token=page_token)
+    if available is not None:
+        msg.available = bool(available)
+    return msg
+
+
+def user_history_request(user_id: Any, limit: Any = 100) -> pb.GetUserHistoryRequest:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_EVENTS:
+        raise InvalidArgument(f"limit must be an integer in [1, {MAX_EVENTS}], got {limit!r}")
+    return pb.GetUserHistoryRequest(user_id=check_id("user_id", user_id), limit=limit)
+
+
 # --- responses ------------------------------------------------------------------------------
 
 
@@ -313,3 +384,47 @@ def models_result(msg: pb.ListModelsResponse) -> ModelsResult:
 
 def reload_result(msg: pb.ReloadModelsResponse) -> ReloadResult:
     return ReloadResult(version=msg.version, changed=msg.changed, message=msg.message)
+
+
+def item_from_proto(msg: pb.Item) -> Item:
+    return Item(
+        item_id=msg.item_id,
+        title=msg.title,
+        categories=list(msg.categories),
+        attributes=dict(msg.attributes),
+        available=msg.available if msg.HasField("available") else True,
+        in_model=msg.in_model,
+        updated_at=_optional_timestamp(msg, "updated_at"),
+    )
+
+
+def items_result(msg: Any) -> ItemsResult:
+    return ItemsResult(changed=msg.changed, unchanged=msg.unchanged)
+
+
+def get_item_result(msg: pb.GetItemResponse) -> Item:
+    return item_from_proto(msg.item)
+
+
+def items_page(msg: pb.ListItemsResponse) -> ItemsPage:
+    return ItemsPage([item_from_proto(i) for i in msg.items], msg.next_page_token)
+
+
+def user_history_result(msg: pb.GetUserHistoryResponse) -> UserHistory:
+    return UserHistory(
+        user_id=msg.user_id,
+        model_version=msg.model_version,
+        training_items=[HistoryItem(t.item_id, t.title, t.weight) for t in msg.training_items],
+        events=[
+            HistoryEvent(
+                e.event_id,
+                e.item_id,
+                e.title,
+                e.event_type,
+                _optional_timestamp(e, "timestamp"),
+                e.rating,
+                e.trained,
+            )
+            for e in msg.events
+        ],
+    )

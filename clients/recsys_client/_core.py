@@ -21,11 +21,15 @@ from recsys_client._version import __version__
 from recsys_client.errors import InvalidArgument, ServerError, from_rpc_error
 from recsys_client.types import (
     Interaction,
+    Item,
+    ItemsPage,
+    ItemsResult,
     ModelsResult,
     RecommendResult,
     RecordResult,
     ReloadResult,
     SimilarItemsResult,
+    UserHistory,
 )
 from recsys_proto.v1 import recommender_pb2 as pb
 
@@ -291,6 +295,52 @@ def reload_models() -> Call[ReloadResult]:
         pb.ReloadModelsResponse,
         _convert.reload_result,
         idempotent=False,
+    )
+
+
+def upsert_items(items: Iterable[Item]) -> Call[ItemsResult]:
+    # Idempotent: upserting the same item again changes nothing.
+    return Call(
+        _path("UpsertItems"),
+        _convert.upsert_items_request(items),
+        pb.UpsertItemsResponse,
+        _convert.items_result,
+    )
+
+
+def set_item_availability(item_ids: Iterable[Any], available: bool) -> Call[ItemsResult]:
+    return Call(
+        _path("SetItemAvailability"),
+        _convert.set_availability_request(item_ids, available),
+        pb.SetItemAvailabilityResponse,
+        _convert.items_result,
+    )
+
+
+def get_item(item_id: Any) -> Call[Item]:
+    return Call(
+        _path("GetItem"),
+        pb.GetItemRequest(item_id=_convert.check_id("item_id", item_id)),
+        pb.GetItemResponse,
+        _convert.get_item_result,
+    )
+
+
+def list_items(page_size: Any, page_token: Any, available: bool | None) -> Call[ItemsPage]:
+    return Call(
+        _path("ListItems"),
+        _convert.list_items_request(page_size, page_token, available),
+        pb.ListItemsResponse,
+        _convert.items_page,
+    )
+
+
+def user_history(user_id: Any, limit: Any) -> Call[UserHistory]:
+    return Call(
+        _path("GetUserHistory"),
+        _convert.user_history_request(user_id, limit),
+        pb.GetUserHistoryResponse,
+        _convert.user_history_result,
     )
 
 

@@ -22,12 +22,16 @@ from recsys_client._core import (
 )
 from recsys_client.types import (
     Interaction,
+    Item,
+    ItemsPage,
+    ItemsResult,
     ModelsResult,
     RecommendRequest,
     RecommendResult,
     RecordResult,
     ReloadResult,
     SimilarItemsResult,
+    UserHistory,
 )
 
 __all__ = ["AsyncRecsysClient", "Backoff"]
@@ -143,6 +147,39 @@ class AsyncRecsysClient:
     async def list_models(self, *, timeout: float | None = None) -> ModelsResult:
         """The loaded models (see :meth:`RecsysClient.list_models`)."""
         return await self._invoke(_core.list_models(), timeout)
+
+    async def upsert_items(
+        self, items: Iterable[Item] | Item, *, timeout: float | None = None
+    ) -> ItemsResult:
+        """Adds or replaces items (see :meth:`RecsysClient.upsert_items`)."""
+        return await self._invoke(_core.upsert_items(items), timeout)
+
+    async def set_item_availability(
+        self, item_ids: Iterable[str], available: bool, *, timeout: float | None = None
+    ) -> ItemsResult:
+        """See :meth:`RecsysClient.set_item_availability`."""
+        return await self._invoke(_core.set_item_availability(item_ids, available), timeout)
+
+    async def get_item(self, item_id: str, *, timeout: float | None = None) -> Item:
+        """See :meth:`RecsysClient.get_item`."""
+        return await self._invoke(_core.get_item(item_id), timeout)
+
+    async def list_items(
+        self,
+        page_size: int = 100,
+        page_token: str = "",
+        *,
+        available: bool | None = None,
+        timeout: float | None = None,
+    ) -> ItemsPage:
+        """See :meth:`RecsysClient.list_items`."""
+        return await self._invoke(_core.list_items(page_size, page_token, available), timeout)
+
+    async def user_history(
+        self, user_id: str, limit: int = 100, *, timeout: float | None = None
+    ) -> UserHistory:
+        """See :meth:`RecsysClient.user_history`."""
+        return await self._invoke(_core.user_history(user_id, limit), timeout)
 
     async def reload_models(self, *, timeout: float | None = None) -> ReloadResult:
         """Admin: look for a new artifact version now; never retried."""

@@ -7,6 +7,12 @@
     recsys record --user U --item I --event click [--rating 4.5] [--event-id ID] [--time T]
     recsys reload
     recsys health [--service NAME]
+    recsys upsert-item --item X [--title T] [--categories a,b] [--attr KEY=VALUE ...]
+                       [--available | --unavailable]
+    recsys set-availability --items a,b (--available | --unavailable)
+    recsys item --item X
+    recsys items [--page-size 100] [--page-token TOKEN] [--available | --unavailable]
+    recsys history --user U [--limit 100]
 
 ``--target`` and ``--token`` default to $RECSYS_TARGET and $RECSYS_TOKEN. ``--json`` prints the
 result as JSON instead of a table. Exit status: 0 on success, 1 when the call failed (a one-line
@@ -28,7 +34,7 @@ from recsys_client._core import DEFAULT_RETRIES, DEFAULT_TARGET, DEFAULT_TIMEOUT
 from recsys_client._version import __version__
 from recsys_client.client import RecsysClient
 from recsys_client.errors import RecsysError
-from recsys_client.types import EVENT_TYPES, Interaction, Recommendation
+from recsys_client.types import EVENT_TYPES, Interaction, Item, Recommendation
 
 TITLE_WIDTH = 48
 EXPLANATION_WIDTH = 100
@@ -184,6 +190,89 @@ def _health(client: RecsysClient, a: argparse.Namespace) -> int:
     return 0 if status == "SERVING" else 1
 
 
+def _upsert_item(client: RecsysClient, a: argparse.Namespace) -> int:
+    item = Item(a.item, a.title, a.categories, dict(a.attr), a.available)
+    result = client.upsert_items([item])
+    if a.json:
+        _print_json(result)
+    else:
+        print(f"changed {result.changed}, unchanged {result.unchanged}")
+    return 0
+
+
+def _set_availability(client: RecsysClient, a: argparse.Namespace) -> int:
+    result = client.set_item_availability(a.items, a.available)
+    if a.json:
+        _print_json(result)
+    else:
+        print(f"changed {result.changed}, unchanged {result.unchanged}")
+    return 0
+
+
+def _item_rows(items: Sequence[Item]) -> str:
+    rows = [
+        [
+            i.item_id,
+            _clip(i.title, TITLE_WIDTH),
+            "|".join(i.categories) or "-",
+            "yes" if i.available else "no",
+            "yes" if i.in_model else "no",
+        ]
+        for i in items
+    ]
+    return format_table(["item", "title", "categories", "available", "in_model"], rows, set())
+
+
+def _item(client: RecsysClient, a: argparse.Namespace) -> int:
+    item = client.get_item(a.item)
+    if a.json:
+        _print_json(item)
+        return 0
+    print(_item_rows([item]))
+    for key, value in sorted(item.attributes.items()):
+        print(f"  {key} = {value}")
+    return 0
+
+
+def _items(client: RecsysClient, a: argparse.Namespace) -> int:
+    page = client.list_items(a.page_size, a.page_token, available=a.available)
+    if a.json:
+        _print_json(page)
+        return 0
+    print(_item_rows(page.items) if page.items else "no items")
+    if page.next_page_token:
+        print(f"next page: --page-token {page.next_page_token}")
+    return 0
+
+
+def _history(client: RecsysClient, a: argparse.Namespace) -> int:
+    h = client.user_history(a.user, a.limit)
+    if a.json:
+        _print_json(h)
+        return 0
+    print(f"user {h.user_id}: model version {h.model_version or '-'}")
+    rows = [
+        [
+            e.item_id,
+            _clip(e.title, TITLE_WIDTH),
+            e.event_type,
+            _when(e.timestamp),
+            "yes" if e.trained else "no",
+        ]
+        for e in h.events
+    ]
+    print(
+        format_table(["item", "title", "event", "time", "trained"], rows, set())
+        if rows
+        else "no stored events"
+    )
+    rows = [[t.item_id, _clip(t.title, TITLE_WIDTH), f"{t.weight:.2f}"] for t in h.training_items]
+    if rows:
+        print("training history:")
+        print(format_table(["item", "title", "weight"], rows, {2}))
+    return 0
+
+
 # --- argument parsing -----------------------------------------------------------------------
 
 
@@ -202,6 +291,20 @@ def _timestamp(text: str) -> datetime | float:
         raise argparse.ArgumentTypeError(
             f"not Unix seconds or an ISO 8601 time: {text!r}"
         ) from None
+
+
+def _attribute(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def _availability(parser: argparse.ArgumentParser, required: bool) -> None:
+    g = parser.add_mutually_exclusive_group(required=required)
+    g.add_argument("--available", dest="available", action="store_const", const=True)
+    g.add_argument("--unavailable", dest="available", action="store_const", const=False)
+    parser.set_defaults(available=None)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -265,6 +368,36 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--time", type=_timestamp, help="Unix seconds or ISO 8601 (default: now)")
 
     command("reload", _reload, "admin: look for a new model artifact version now")
+
+    c = command("upsert-item", _upsert_item, "add or replace a catalogue item (write token)")
+    c.add_argument("--item", required=True)
+    c.add_argument("--title", default="")
+    c.add_argument("--categories", type=_id_list, default=[], metavar="A,B")
+    c.add_argument(
+        "--attr",
+        type=_attribute,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an attribute (repeatable)",
+    )
+    _availability(c, required=False)
+
+    c = command("set-availability", _set_availability, "make items (un)available (write token)")
+    c.add_argument("--items", type=_id_list, required=True, metavar="A,B")
+    _availability(c, required=True)
+
+    c = command("item", _item, "one item of the live catalogue")
+    c.add_argument("--item", required=True)
+
+    c = command("items", _items, "the live catalogue, a page at a time")
+    c.add_argument("--page-size", type=int, default=100)
+    c.add_argument("--page-token", default="")
+    _availability(c, required=False)
+
+    c = command("history", _history, "a user's stored events and training history")
+    c.add_argument("--user", required=True)
+    c.add_argument("--limit", type=int, default=100)
 
     c = command("health", _health, "the server's health status (exit 0 only when SERVING)")
     c.add_argument("--service", default="", help="service name (default: the whole server)")

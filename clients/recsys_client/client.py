@@ -20,12 +20,16 @@ from recsys_client._core import (
 )
 from recsys_client.types import (
     Interaction,
+    Item,
+    ItemsPage,
+    ItemsResult,
     ModelsResult,
     RecommendRequest,
     RecommendResult,
     RecordResult,
     ReloadResult,
     SimilarItemsResult,
+    UserHistory,
 )
 
 __all__ = ["Backoff", "RecsysClient"]
@@ -164,6 +168,42 @@ class RecsysClient:
     def reload_models(self, *, timeout: float | None = None) -> ReloadResult:
         """Admin: make the server look for a new artifact version now (never retried)."""
         return self._invoke(_core.reload_models(), timeout)
+
+    def upsert_items(
+        self, items: Iterable[Item] | Item, *, timeout: float | None = None
+    ) -> ItemsResult:
+        """Adds or replaces catalogue items (at most 1000, distinct ids); returns once
+        durable. Idempotent: an item upserted again unchanged counts as ``unchanged``. Needs
+        the write token when the server has one."""
+        return self._invoke(_core.upsert_items(items), timeout)
+
+    def set_item_availability(
+        self, item_ids: Iterable[str], available: bool, *, timeout: float | None = None
+    ) -> ItemsResult:
+        """Makes items available or unavailable (at most 1000 ids); an unavailable item is
+        returned by no RPC once this returns. Idempotent; needs the write token."""
+        return self._invoke(_core.set_item_availability(item_ids, available), timeout)
+
+    def get_item(self, item_id: str, *, timeout: float | None = None) -> Item:
+        """One item of the live catalogue; NotFound when the server does not know it."""
+        return self._invoke(_core.get_item(item_id), timeout)
+
+    def list_items(
+        self,
+        page_size: int = 100,
+        page_token: str = "",
+        *,
+        available: bool | None = None,
+        timeout: float | None = None,
+    ) -> ItemsPage:
+        """One page of the live catalogue in item id order (pass ``next_page_token`` on)."""
+        return self._invoke(_core.list_items(page_size, page_token, available), timeout)
+
+    def user_history(
+        self, user_id: str, limit: int = 100, *, timeout: float | None = None
+    ) -> UserHistory:
+        """The user's training history and latest ``limit`` stored events (newest first)."""
+        return self._invoke(_core.user_history(user_id, limit), timeout)
 
     def health(self, service: str = "", *, timeout: float | None = None) -> str:
         """The server's grpc.health.v1 status: "SERVING", "NOT_SERVING", "UNKNOWN" or

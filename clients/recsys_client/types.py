@@ -17,8 +17,13 @@ __all__ = [
     "FALLBACK_TIERS",
     "ComponentShare",
     "Explanation",
+    "HistoryEvent",
+    "HistoryItem",
     "Interaction",
+    "Item",
     "ItemContribution",
+    "ItemsPage",
+    "ItemsResult",
     "LatentFactors",
     "ModelInfo",
     "ModelsResult",
@@ -30,6 +35,7 @@ __all__ = [
     "SimilarItemsResult",
     "SimilarUsers",
     "Trending",
+    "UserHistory",
     "new_event_id",
 ]
 
@@ -211,6 +217,74 @@ class RecommendRequest:
     allow: Sequence[str] = ()
     recent: Sequence[str] = ()
     explain: bool = False
+
+
+# --- the live catalogue ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Item:
+    """A catalogue item. To upsert, give ``item_id`` and what to set; ``available`` None keeps
+    a stored item's availability (a new item is available). In answers ``available`` is always
+    set, ``in_model`` says whether the loaded model version knows the item and ``updated_at``
+    when its last stored change committed (None: never changed through the API)."""
+
+    item_id: str
+    title: str = ""
+    categories: Sequence[str] = ()
+    attributes: dict[str, str] = field(default_factory=dict)
+    available: bool | None = None
+    in_model: bool = False
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ItemsResult:
+    """Items (UpsertItems) or ids (SetItemAvailability) whose stored record changed, and
+    those already stored exactly so."""
+
+    changed: int
+    unchanged: int
+
+
+@dataclass(frozen=True)
+class ItemsPage:
+    """One page of ListItems; ``next_page_token`` is "" on the last page."""
+
+    items: list[Item]
+    next_page_token: str = ""
+
+
+@dataclass(frozen=True)
+class HistoryItem:
+    """An item of the user's training history, with its summed weight."""
+
+    item_id: str
+    title: str
+    weight: float
+
+
+@dataclass(frozen=True)
+class HistoryEvent:
+    """A stored event; ``trained``: the loaded model version was trained on it."""
+
+    event_id: str
+    item_id: str
+    title: str
+    event_type: str
+    timestamp: datetime | None
+    rating: float
+    trained: bool
+
+
+@dataclass(frozen=True)
+class UserHistory:
+    """GetUserHistory: training items (heaviest first) and stored events (newest first)."""
+
+    user_id: str
+    model_version: str
+    training_items: list[HistoryItem]
+    events: list[HistoryEvent]
 
 
 def new_event_id() -> str:
