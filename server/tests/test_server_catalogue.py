@@ -259,3 +259,50 @@ def test_user_history_has_training_items_and_live_events(artifacts_copy, tmp_pat
         )
         assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("limit")
         c.close()
+
+
+class FakeContent:
+    """Stands for the content model's interface (`catalogue.score_new_items`): a new item
+    scores its number of categories in ``liked``, times 100 (above every trained score)."""
+
+    liked = {"Brand-new-genre"}
+
+    def vectorize(self, titles, categories, attrs):
+        return [len(self.liked & set(c)) for c in categories]
+
+    def score_vectors(self, row, vectors):
+        return [100.0 * v for v in vectors]
+
+
+def test_new_items_are_merged_into_the_top_k_through_the_content_seam(
+    artifacts_copy,  # noqa: F811
+    tmp_path,
+    loaded,
+):
+    user = str(loaded.user_ids[0])
+    with serving(artifacts_copy, tmp_path) as srv:
+        c = Client(srv.address)
+        before = ids_of(c.Recommend(pb.RecommendRequest(user_id=user, k=K)))
+        c.UpsertItems(
+            pb.UpsertItemsRequest(
+                items=[
+                    item("fresh-match", "Fresh", ("Brand-new-genre",)),
+                    item("fresh-other", "Other", ("Elsewhere",)),
+                ]
+            )
+        )
+        # Without a content model new items are listed, not recommended.
+        assert ids_of(c.Recommend(pb.RecommendRequest(user_id=user, k=K))) == before
+        srv.running.core.state().snapshot.models["content"] = FakeContent()
+        r = c.Recommend(pb.RecommendRequest(user_id=user, k=K))
+        assert ids_of(r) == ["fresh-match", *before[: K - 1]]
+        assert r.items[0].title == "Fresh" and list(r.items[0].categories) == ["Brand-new-genre"]
+        excluded = c.Recommend(
+            pb.RecommendRequest(user_id=user, k=K, exclude_item_ids=["fresh-match"])
+        )
+        assert ids_of(excluded) == before
+        c.SetItemAvailability(
+            pb.SetItemAvailabilityRequest(item_ids=["fresh-match"], available=False)
+        )
+        assert ids_of(c.Recommend(pb.RecommendRequest(user_id=user, k=K))) == before
+        c.close()
