@@ -32,6 +32,9 @@ class RankingCache:
         self.model = model
         # user -> (the row it was ranked for, its Ranking of PRECOMPUTED_K)
         self._ranked: dict[int, tuple] = {}
+        # user -> (row, deny array, the stored ranking without it): the catalogue hands every
+        # request the same deny array until availability changes, so filtering is done once.
+        self._filtered: dict[int, tuple] = {}
         self.keep = 0
         """How many users' rankings there is room for (`precompute` sets it)."""
 
@@ -54,7 +57,12 @@ class RankingCache:
             self._ranked[user] = hit
         ranking = hit[1]
         if deny is not None and len(deny):
-            ranking = without(ranking, deny)
+            f = self._filtered.get(user)
+            if f is not None and f[0] is row and f[1] is deny:
+                ranking = f[2]
+            else:
+                ranking = without(ranking, deny)
+                self._filtered[user] = (row, deny, ranking)
             if len(ranking.items) < k and len(hit[1].items) >= PRECOMPUTED_K:
                 return m.recommend_one(user, row, k, allow, deny)  # the list ran short
         return m.answer(user, row, ranking.head(k))

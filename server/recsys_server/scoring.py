@@ -253,14 +253,7 @@ def similar(
     if item is None:
         raise NotFound(f"item {item_id!r} is not in model version {snap.version}")
     deny = catalogue.deny(snap) if catalogue is not None else None
-    # similar_items takes no deny list: ask for as many more as could be denied, so k are
-    # still returned when k are eligible.
-    want = k if deny is None else min(k + len(deny), snap.n_items)
-    r = m.similar_items(item, want)
-    got, scores = np.asarray(r.items), np.asarray(r.scores)
-    if deny is not None:
-        keep = ~np.isin(got, deny)
-        got, scores = got[keep][:k], scores[keep][:k]
+    got, scores = similar_allowed(m, item, k, deny, snap.n_items)
     ref = snap.reference(f"similar:{name}")
     ids, titles, cats = snap.item_ids, snap.titles, snap.categories
     items = [
@@ -268,6 +261,24 @@ def similar(
         for i, s in zip(got.tolist(), scores.tolist(), strict=True)
     ]
     return SimilarAnswer(item_id, items, name, snap.version)
+
+
+def similar_allowed(m, item: int, k: int, deny: np.ndarray | None, n_items: int):
+    """``m.similar_items`` without the ``deny`` items (sorted), still k when k are eligible.
+    similar_items takes no deny list: ask for 4k first (denied items are rarely many among
+    the nearest), then, when that ran short, for k more than could be denied."""
+    if deny is None:
+        r = m.similar_items(item, k)
+        return np.asarray(r.items), np.asarray(r.scores)
+    for want in (min(4 * k, k + len(deny)), k + len(deny)):
+        want = min(want, n_items)
+        r = m.similar_items(item, want)
+        got, scores = np.asarray(r.items), np.asarray(r.scores)
+        at = np.minimum(np.searchsorted(deny, got), len(deny) - 1)
+        keep = deny[at] != got
+        if keep.sum() >= k or len(got) < want:  # enough, or the model has no more
+            break
+    return got[keep][:k], scores[keep][:k]
 
 
 __all__ = ["Answer", "Query", "Scored", "SimilarAnswer", "recommend", "similar"]

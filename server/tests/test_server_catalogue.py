@@ -265,7 +265,7 @@ class FakeContent:
     """Stands for the content model's interface (`catalogue.score_new_items`): a new item
     scores its number of categories in ``liked``, times 100 (above every trained score)."""
 
-    liked = {"Brand-new-genre"}
+    liked = frozenset({"Brand-new-genre"})
 
     def vectorize(self, titles, categories, attrs):
         return [len(self.liked & set(c)) for c in categories]
@@ -306,3 +306,27 @@ def test_new_items_are_merged_into_the_top_k_through_the_content_seam(
         )
         assert ids_of(c.Recommend(pb.RecommendRequest(user_id=user, k=K))) == before
         c.close()
+
+
+def test_similar_refills_when_the_first_fetch_is_all_denied():
+    import numpy as np
+
+    import recsys_core as rc
+    from recsys_server.scoring import similar_allowed
+
+    class Ordered:  # neighbours 0, 1, 2, ... with falling scores
+        def __init__(self):
+            self.asked: list[int] = []
+
+        def similar_items(self, item, k):
+            self.asked.append(k)
+            items = np.arange(min(k, 200), dtype=np.int32)
+            return rc.Recommendations(items, (1.0 - items / 1000).astype(np.float32))
+
+    m = Ordered()
+    deny = np.arange(0, 100, 2, dtype=np.int32)[:50]  # every even item below 100: 50 denied
+    got, _ = similar_allowed(m, 0, 10, deny, 200)
+    assert got.tolist() == list(range(1, 21, 2))  # the 10 best odd ones
+    deny = np.arange(50, dtype=np.int32)  # the whole first fetch (40) is denied
+    got, _ = similar_allowed(m, 0, 10, deny, 200)
+    assert got.tolist() == list(range(50, 60)) and m.asked[-2:] == [40, 60]
