@@ -267,6 +267,9 @@ class RecommenderCore:
             if e.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise ResourceExhausted(msg) from e
             raise Unavailable(msg) from e
+        # No await between the commit's answer and this: callers resume in commit order (the
+        # writer settles a batch's calls in queue order and the next batch only after they
+        # resumed), so the in-memory catalogue follows the store's last-write-wins order.
         s = self.versions.state
         self.catalogue.apply(stored, s.snapshot if s is not None else None)
         changed = sum(r is not None for r in stored)
