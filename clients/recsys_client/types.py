@@ -211,6 +211,7 @@ class RecommendRequest:
     allow: Sequence[str] = ()
     recent: Sequence[str] = ()
     explain: bool = False
+    diversity: float = 0.0
 
 
 def new_event_id() -> str:

@@ -4,6 +4,7 @@ through a real server."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import grpc
@@ -265,3 +266,21 @@ def test_diversity_out_of_range_is_invalid(client, value):
 @pytest.mark.parametrize("value", [0.0, 1.0])
 def test_diversity_bounds_are_valid(client, users, value):
     assert len(rec(client, users[0], k=5, diversity=value).items) == 5
+
+
+def test_sdk_and_cli_against_the_server(srv, users, capsys):
+    from recsys_client import RecommendRequest, RecsysClient
+    from recsys_client.cli import main
+
+    with RecsysClient(srv.address, timeout=30) as c:
+        plain = c.recommend(users[1], k=10)
+        div = c.recommend(users[1], k=10, diversity=0.7)
+        assert len(div.items) == 10 and div.item_ids[0] == plain.item_ids[0]
+        assert div.item_ids != plain.item_ids
+        batch = c.recommend_batch([RecommendRequest(users[1], k=10, diversity=0.7)])
+        assert batch[0].item_ids == div.item_ids
+    code = main(["--target", srv.address, "--json", "recommend", "--user", users[1]]
+                + ["--diversity", "0.7"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0
+    assert [i["item_id"] for i in json.loads(out)["items"]] == div.item_ids
