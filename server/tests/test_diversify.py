@@ -279,8 +279,8 @@ def test_sdk_and_cli_against_the_server(srv, users, capsys):
         assert div.item_ids != plain.item_ids
         batch = c.recommend_batch([RecommendRequest(users[1], k=10, diversity=0.7)])
         assert batch[0].item_ids == div.item_ids
-    code = main(["--target", srv.address, "--json", "recommend", "--user", users[1]]
-                + ["--diversity", "0.7"])  # fmt: skip
+    argv = ["--target", srv.address, "--json", "recommend", "--user", users[1]]
+    code = main([*argv, "--diversity", "0.7"])
     out = capsys.readouterr().out
     assert code == 0
     assert [i["item_id"] for i in json.loads(out)["items"]] == div.item_ids
