@@ -94,6 +94,13 @@ def check_model(model: Any) -> str:
     return model
 
 
+def check_diversity(value: Any) -> float:
+    """0 … 1 (0: off), as the server checks it."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool) and 0 <= value <= 1:
+        return float(value)
+    raise InvalidArgument(f"diversity must be a number in [0, 1], got {value!r}")
+
+
 def check_timeout(timeout: Any, name: str = "timeout") -> float | None:
     if timeout is None:
         return None
@@ -143,6 +150,7 @@ def recommend_request(
     allow: Iterable[Any] | None = (),
     recent: Iterable[Any] | None = (),
     explain: bool = False,
+    diversity: Any = 0.0,
 ) -> pb.RecommendRequest:
     return pb.RecommendRequest(
         user_id=check_id("user_id", user_id),
@@ -152,6 +160,7 @@ def recommend_request(
         allow_item_ids=check_ids("allow", allow),
         recent_item_ids=check_ids("recent", recent),
         explain=bool(explain),
+        diversity=check_diversity(diversity),
     )
 
 
@@ -172,6 +181,7 @@ def recommend_batch_request(requests: Iterable[Any], **defaults: Any) -> pb.Reco
                     allow=entry.allow,
                     recent=entry.recent,
                     explain=entry.explain,
+                    diversity=entry.diversity,
                 )
             )
         else:

@@ -106,11 +106,19 @@ class AsyncRecsysClient:
         allow: Iterable[str] = (),
         recent: Iterable[str] = (),
         explain: bool = False,
+        diversity: float = 0.0,
         timeout: float | None = None,
     ) -> RecommendResult:
         """The top-``k`` items for ``user_id`` (see :meth:`RecsysClient.recommend`)."""
         call = _core.recommend(
-            user_id, k, model=model, exclude=exclude, allow=allow, recent=recent, explain=explain
+            user_id,
+            k,
+            model=model,
+            exclude=exclude,
+            allow=allow,
+            recent=recent,
+            explain=explain,
+            diversity=diversity,
         )
         return await self._invoke(call, timeout)
 
@@ -124,11 +132,19 @@ class AsyncRecsysClient:
         allow: Iterable[str] = (),
         recent: Iterable[str] = (),
         explain: bool = False,
+        diversity: float = 0.0,
         timeout: float | None = None,
     ) -> list[RecommendResult]:
         """Many users in one call (see :meth:`RecsysClient.recommend_batch`)."""
         call = _core.recommend_batch(
-            requests, k=k, model=model, exclude=exclude, allow=allow, recent=recent, explain=explain
+            requests,
+            k=k,
+            model=model,
+            exclude=exclude,
+            allow=allow,
+            recent=recent,
+            explain=explain,
+            diversity=diversity,
         )
         return await self._invoke(call, timeout)
 

@@ -1,6 +1,7 @@
 """``recsys``: the recsys-engine API from the shell.
 
     recsys [--target HOST:PORT] [--token T] recommend --user 42 --k 10 [--model M] [--explain]
+                                                      [--diversity 0..1]
                                                       [--recent a,b] [--exclude a,b] [--allow a,b]
     recsys similar --item X [--k 10] [--model M]
     recsys models
@@ -114,6 +115,7 @@ def _recommend(client: RecsysClient, a: argparse.Namespace) -> int:
         allow=a.allow,
         recent=a.recent,
         explain=a.explain,
+        diversity=a.diversity,
     )
     if a.json:
         _print_json(result)
@@ -345,6 +347,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-k", "--k", type=int, default=10)
     c.add_argument("--model", help="a loaded model (`recsys models` lists them)")
     c.add_argument("--explain", action="store_true", help="explain each recommendation")
+    c.add_argument(
+        "--diversity",
+        type=float,
+        default=0.0,
+        metavar="0..1",
+        help="re-rank for variety: 0 (off, default) to 1 (least similar items)",
+    )
     for name, what in [
         ("recent", "session context: recently seen items"),
         ("exclude", "items never to recommend"),

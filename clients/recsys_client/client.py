@@ -111,6 +111,7 @@ class RecsysClient:
         allow: Iterable[str] = (),
         recent: Iterable[str] = (),
         explain: bool = False,
+        diversity: float = 0.0,
         timeout: float | None = None,
     ) -> RecommendResult:
         """The top-``k`` items for ``user_id``.
@@ -119,9 +120,18 @@ class RecsysClient:
         user's A/B variant). ``exclude`` items are never returned; when ``allow`` is given
         only those items may be. ``recent`` item ids are session context added to the user's
         history (works for unknown users). ``explain`` asks for an explanation per item.
+        ``diversity`` (0 … 1, 0: off) re-ranks the model's candidates by maximal marginal
+        relevance, trading relevance for items less similar to each other (docs/serving.md).
         """
         call = _core.recommend(
-            user_id, k, model=model, exclude=exclude, allow=allow, recent=recent, explain=explain
+            user_id,
+            k,
+            model=model,
+            exclude=exclude,
+            allow=allow,
+            recent=recent,
+            explain=explain,
+            diversity=diversity,
         )
         return self._invoke(call, timeout)
 
@@ -135,6 +145,7 @@ class RecsysClient:
         allow: Iterable[str] = (),
         recent: Iterable[str] = (),
         explain: bool = False,
+        diversity: float = 0.0,
         timeout: float | None = None,
     ) -> list[RecommendResult]:
         """Recommendations for many users in one call (at most 1000), in request order.
@@ -143,7 +154,14 @@ class RecsysClient:
         keyword arguments given here.
         """
         call = _core.recommend_batch(
-            requests, k=k, model=model, exclude=exclude, allow=allow, recent=recent, explain=explain
+            requests,
+            k=k,
+            model=model,
+            exclude=exclude,
+            allow=allow,
+            recent=recent,
+            explain=explain,
+            diversity=diversity,
         )
         return self._invoke(call, timeout)
 

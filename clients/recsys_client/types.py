@@ -217,6 +217,7 @@ class RecommendRequest:
     allow: Sequence[str] = ()
     recent: Sequence[str] = ()
     explain: bool = False
+    diversity: float = 0.0
 
 
 # --- the live catalogue ---------------------------------------------------------------------

@@ -60,10 +60,12 @@ def test_recommend_sends_every_argument(fake, make_client):
         allow=("i2", "i3", "i5", "i8"),
         recent=iter(["i7", "i9"]),
         explain=True,
+        diversity=0.25,
     )
     (seen,) = fake.servicer.calls_of("Recommend")
     req = seen.request
     assert (req.user_id, req.k, req.model, req.explain) == ("u1", 3, "item_cf", True)
+    assert req.diversity == 0.25
     assert list(req.exclude_item_ids) == ["i1", "i2"]
     assert list(req.allow_item_ids) == ["i2", "i3", "i5", "i8"]
     assert list(req.recent_item_ids) == ["i7", "i9"]
@@ -140,9 +142,10 @@ def test_fallback_tier_and_experiment(fake, make_client, user, tier, experiment)
 def test_recommend_batch_keeps_order_and_applies_defaults(fake, make_client):
     client = make_client(fake.address)
     results = client.recommend_batch(
-        ["a", RecommendRequest("b", k=2, exclude=["i1"], explain=True), 7],
+        ["a", RecommendRequest("b", k=2, exclude=["i1"], explain=True, diversity=0.5), 7],
         k=3,
         model="svd",
+        diversity=0.25,
     )
     assert [r.user_id for r in results] == ["a", "b", "7"]
     assert [len(r.items) for r in results] == [3, 2, 3]
@@ -152,6 +155,7 @@ def test_recommend_batch_keeps_order_and_applies_defaults(fake, make_client):
     assert results[0].items[0].explanation is None
     (seen,) = fake.servicer.calls_of("RecommendBatch")
     assert [r.k for r in seen.request.requests] == [3, 2, 3]
+    assert [r.diversity for r in seen.request.requests] == [0.25, 0.5, 0.25]
 
 
 def test_empty_batch_makes_no_call(fake, make_client):
@@ -321,6 +325,11 @@ def test_every_status_code_maps_to_its_error(fake, make_client, code):
         lambda c: c.recommend("u1", exclude="i1"),
         lambda c: c.recommend("u1", recent=["i1", ""]),
         lambda c: c.recommend("u1", timeout=0),
+        lambda c: c.recommend("u1", diversity=1.5),
+        lambda c: c.recommend("u1", diversity=-0.1),
+        lambda c: c.recommend("u1", diversity=float("nan")),
+        lambda c: c.recommend("u1", diversity="0.5"),
+        lambda c: c.recommend_batch(["u1"], diversity=2),
         lambda c: c.recommend_batch([f"u{n}" for n in range(1001)]),
         lambda c: c.recommend_batch("u1"),
         lambda c: c.similar_items("i1", k=-1),

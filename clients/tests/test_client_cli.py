@@ -71,6 +71,16 @@ def test_recommend_with_explanations_and_options(fake, capsys):
     assert list(seen.request.recent_item_ids) == ["i9", "i8"]
     assert list(seen.request.exclude_item_ids) == ["i1"]
     assert seen.request.model == "item_cf" and seen.request.explain
+    assert seen.request.diversity == 0.0
+
+
+def test_recommend_diversity(fake, capsys):
+    code, _, _ = run(
+        capsys, "--target", fake.address, "recommend", "--user", "u", "--diversity", "0.5"
+    )
+    assert code == 0
+    (seen,) = fake.servicer.calls_of("Recommend")
+    assert seen.request.diversity == 0.5
 
 
 def test_recommend_json(fake, capsys):
@@ -186,6 +196,7 @@ def test_deadline(fake, capsys):
     "argv",
     [
         ["recommend", "--user", "u", "--k", "0"],
+        ["recommend", "--user", "u", "--diversity", "1.5"],
         ["--timeout", "-1", "models"],
         ["--tls-root-cert", "/nonexistent.pem", "models"],
         ["record", "--user", "u", "--item", "i", "--event", "click", "--rating", "3"],

@@ -11,7 +11,7 @@ import scipy.sparse as sp
 
 from recsys_core.models import Hybrid
 from recsys_core.models.registry import SIMILAR
-from recsys_server import router
+from recsys_server import diversify, router
 from recsys_server.catalogue import Catalogue, score_new_items
 from recsys_server.config import Experiment
 from recsys_server.errors import InvalidArgument, NotFound
@@ -35,6 +35,8 @@ class Query:
     allow_item_ids: Sequence[str] = ()
     recent_item_ids: Sequence[str] = ()
     explain: bool = False
+    diversity: float = 0.0
+    """0 … 1: MMR re-ranking strength (`recsys_server.diversify`); 0 is off."""
 
 
 @dataclass(slots=True)
@@ -95,6 +97,12 @@ def check_query(q: Query, prefix: str = "") -> None:
     check_ids(q.exclude_item_ids, prefix + "exclude_item_ids")
     check_ids(q.allow_item_ids, prefix + "allow_item_ids")
     check_ids(q.recent_item_ids, prefix + "recent_item_ids")
+    check_diversity(q.diversity, prefix + "diversity")
+
+
+def check_diversity(value: float, name: str = "diversity") -> None:
+    if not (0.0 <= value <= 1.0):  # NaN fails both comparisons
+        raise InvalidArgument(name, f"must be in [0, 1], got {value}")
 
 
 # -- history -----------------------------------------------------------------------------------
@@ -181,9 +189,16 @@ def recommend(
         return answer  # none of the allowed items exists in this version
     unavailable = catalogue.deny(snap) if catalogue is not None else None
     deny = merged_deny(snap, q.exclude_item_ids, unavailable)
-    rec = snap.rank(choice.model, user, row, q.k, allow, deny)
-    items = rec.items.tolist()
-    scores = rec.scores.tolist()
+    if q.diversity > 0:
+        rec = snap.rank(choice.model, user, row, diversify.candidates(q.k), allow, deny)
+        picked, picked_scores = diversify.rerank(
+            rec.items, rec.scores, q.k, q.diversity, diversify.for_snapshot(snap)
+        )
+    else:
+        rec = snap.rank(choice.model, user, row, q.k, allow, deny)
+        picked, picked_scores = rec.items, rec.scores
+    items = picked.tolist()
+    scores = np.asarray(picked_scores).tolist()
     new = (
         []
         if allow is not None
@@ -194,7 +209,7 @@ def recommend(
     ref = snap.reference(choice.key)
     reasons: list[Reason | None] = [None] * len(items)
     if q.explain and items:
-        reasons = explain_items(choice.model, user, row, rec.items, snap, kinds)
+        reasons = explain_items(choice.model, user, row, picked, snap, kinds)
     titles, cats, ids = snap.titles, snap.categories, snap.item_ids
     answer.items = [
         Scored(ids[i], s, confidence(s, ref), titles[i], cats[i], why)

@@ -40,6 +40,7 @@ def query_from(r: pb.RecommendRequest) -> Query:
         allow_item_ids=r.allow_item_ids,
         recent_item_ids=r.recent_item_ids,
         explain=r.explain,
+        diversity=r.diversity,
     )
 
 

@@ -22,7 +22,7 @@ FALLBACK_TIER_COLD_START: FallbackTier
 FALLBACK_TIER_POPULARITY: FallbackTier
 
 class RecommendRequest(_message.Message):
-    __slots__ = ("user_id", "k", "model", "exclude_item_ids", "allow_item_ids", "recent_item_ids", "explain")
+    __slots__ = ("user_id", "k", "model", "exclude_item_ids", "allow_item_ids", "recent_item_ids", "explain", "diversity")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -30,6 +30,7 @@ class RecommendRequest(_message.Message):
     ALLOW_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
     RECENT_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
     EXPLAIN_FIELD_NUMBER: _ClassVar[int]
+    DIVERSITY_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     k: int
     model: str
@@ -37,7 +38,8 @@ class RecommendRequest(_message.Message):
     allow_item_ids: _containers.RepeatedScalarFieldContainer[str]
     recent_item_ids: _containers.RepeatedScalarFieldContainer[str]
     explain: bool
-    def __init__(self, user_id: _Optional[str] = ..., k: _Optional[int] = ..., model: _Optional[str] = ..., exclude_item_ids: _Optional[_Iterable[str]] = ..., allow_item_ids: _Optional[_Iterable[str]] = ..., recent_item_ids: _Optional[_Iterable[str]] = ..., explain: _Optional[bool] = ...) -> None: ...
+    diversity: float
+    def __init__(self, user_id: _Optional[str] = ..., k: _Optional[int] = ..., model: _Optional[str] = ..., exclude_item_ids: _Optional[_Iterable[str]] = ..., allow_item_ids: _Optional[_Iterable[str]] = ..., recent_item_ids: _Optional[_Iterable[str]] = ..., explain: _Optional[bool] = ..., diversity: _Optional[float] = ...) -> None: ...
 
 class RecommendResponse(_message.Message):
     __slots__ = ("user_id", "items", "model", "model_version", "fallback_tier", "experiment", "variant")
