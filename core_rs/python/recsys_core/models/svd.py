@@ -301,23 +301,30 @@ class SVD(Recommender):
         return self._unit_scorer.recommend(self._unit[item], k, exclude=[item])
 
     def explain(self, user, history: sp.csr_matrix, items) -> list[Explanation]:
+        """The top factors of u · y_j and the history item closest to j, for every item at
+        once (the vector is the one `recommend_one` scored: trained or folded in)."""
         u = self.user_vectors(np.array([user]), history)[0]
         hist = history.tocsr().indices
+        items = np.asarray(items, dtype=np.int64)
+        contrib = u * self.item_factors_[items]  # items x f
+        totals = contrib.sum(axis=1)
+        top = np.argsort(-contrib, axis=1, kind="stable")[:, : self.config.explain_factors]
+        picked = np.take_along_axis(contrib, top, axis=1)
+        if len(hist):
+            cos = self._unit[hist] @ self._unit[items].T  # history x items
+            best = np.argmax(cos, axis=0)
+            best_cos = cos[best, np.arange(len(items))]
         out = []
-        for j in np.asarray(items, dtype=np.int64):
-            contrib = u * self.item_factors_[j]
-            total = float(contrib.sum())
-            top = np.argsort(-contrib)[: self.config.explain_factors]
+        for r in range(len(items)):
+            total = float(totals[r])
             fields: dict[str, Any] = {
-                "factors": top.tolist(),
-                "contributions": contrib[top].tolist(),
-                "shares": (contrib[top] / total).tolist() if total > 0 else [0.0] * len(top),
+                "factors": top[r].tolist(),
+                "contributions": picked[r].tolist(),
+                "shares": (picked[r] / total).tolist() if total > 0 else [0.0] * top.shape[1],
             }
             if len(hist):
-                cos = self._unit[hist] @ self._unit[j]
-                best = int(np.argmax(cos))
-                fields["closest_item"] = int(hist[best])
-                fields["closest_similarity"] = float(cos[best])
+                fields["closest_item"] = int(hist[best[r]])
+                fields["closest_similarity"] = float(best_cos[r])
             out.append(Explanation("latent_factors", fields))
         return out
 
