@@ -8,7 +8,10 @@ the p50 ratio to the health check (the gRPC floor). Then, case by case, it measu
 server-side handling time of the Recommender calls from the server's own
 `recsys_request_duration_seconds` histogram (exact mean; p50/p99 interpolated in its
 buckets), and checks the targets: Recommend with explanations p50 within 2x the floor and
-single-client p99 under 5 ms.
+single-client p99 under 5 ms. The "live" cases ask for known users with recorded events (five
+purchases each, recorded before timing), whose SVD vector is folded in from their training
+row plus those events on every request, for SVD and for the hybrid; they are held to the
+same 2x bound.
 
 It does all that twice: against the default server, which ranks its known users on the
 hybrid when a version loads, and against one that ranks every request on arrival
@@ -121,6 +124,21 @@ def run(address: str, metrics_url: str, n: int) -> int:
     def user(i: int) -> str:
         return f"u{(i * 7919) % n_users:04d}"
 
+    n_live = 200
+
+    def live_user(i: int) -> str:
+        return f"u{(i % n_live * 7919 + 4999) % n_users:04d}"
+
+    events = [
+        pb.Interaction(
+            event_id=f"bench-{u}-{j}", user_id=live_user(u), event_type="purchase",
+            item_id=f"i{(u * 37 + j * 911) % 5000:04d}",
+        )
+        for u in range(n_live)
+        for j in range(5)
+    ]  # fmt: skip
+    rec.RecordInteractions(pb.RecordInteractionsRequest(events=events))
+
     cases = {
         "health Check": lambda i: health.Check(check),
         "Recommend popularity k=10": lambda i: rec.Recommend(
@@ -132,6 +150,18 @@ def run(address: str, metrics_url: str, n: int) -> int:
         "Recommend hybrid": lambda i: rec.Recommend(pb.RecommendRequest(user_id=user(i), k=10)),
         "Recommend hybrid explain": lambda i: rec.Recommend(
             pb.RecommendRequest(user_id=user(i), k=10, explain=True)
+        ),
+        "Recommend svd live": lambda i: rec.Recommend(
+            pb.RecommendRequest(user_id=live_user(i), k=10, model="svd")
+        ),
+        "Recommend svd live explain": lambda i: rec.Recommend(
+            pb.RecommendRequest(user_id=live_user(i), k=10, model="svd", explain=True)
+        ),
+        "Recommend hybrid live": lambda i: rec.Recommend(
+            pb.RecommendRequest(user_id=live_user(i), k=10)
+        ),
+        "Recommend hybrid live explain": lambda i: rec.Recommend(
+            pb.RecommendRequest(user_id=live_user(i), k=10, explain=True)
         ),
         "SimilarItems item_cf": lambda i: rec.SimilarItems(
             pb.SimilarItemsRequest(item_id=f"i{i % 4000:04d}", k=10)
@@ -150,16 +180,16 @@ def run(address: str, metrics_url: str, n: int) -> int:
             times[k].append(time.perf_counter() - t)
     base = float(np.percentile(times["health Check"], 50))
     print("client-observed (one synchronous client, cases interleaved)")
-    print(f"{'case':28s} {'p50 ms':>8s} {'p90 ms':>8s} {'p99 ms':>8s} {'p50/health':>10s}")
+    print(f"{'case':30s} {'p50 ms':>8s} {'p90 ms':>8s} {'p99 ms':>8s} {'p50/health':>10s}")
     for k, v in times.items():
         p50, p90, p99 = np.percentile(np.array(v) * 1e3, [50, 90, 99])
-        print(f"{k:28s} {p50:8.3f} {p90:8.3f} {p99:8.3f} {p50 / base / 1e3:10.2f}")
+        print(f"{k:30s} {p50:8.3f} {p90:8.3f} {p99:8.3f} {p50 / base / 1e3:10.2f}")
     print("\nserver-side (recsys_request_duration_seconds, each case on its own)")
-    print(f"{'case':28s} {'mean ms':>8s} {'p50 ms':>8s} {'p99 ms':>8s}")
+    print(f"{'case':30s} {'mean ms':>8s} {'p50 ms':>8s} {'p99 ms':>8s}")
     for k, f in cases.items():
         if k.startswith("Recommend"):
             mean, p50, p99 = server_side(metrics_url, f, n)
-            print(f"{k:28s} {mean:8.3f} {p50:8.3f} {p99:8.3f}")
+            print(f"{k:30s} {mean:8.3f} {p50:8.3f} {p99:8.3f}")
     key = "Recommend hybrid explain"
     p50, p99 = np.percentile(np.array(times[key]) * 1e3, [50, 99])
     ratio_ok, p99_ok = p50 / (base * 1e3) <= 2.0, p99 < 5.0
@@ -168,8 +198,15 @@ def run(address: str, metrics_url: str, n: int) -> int:
         f"{p50 / (base * 1e3):.2f} x the health floor {base * 1e3:.3f} ms (target <= 2)"
     )
     print(f"{'PASS' if p99_ok else 'FAIL'}  {key} single-client p99 {p99:.3f} ms (target < 5)")
+    live_ok = True
+    for key in [k for k in times if " live" in k]:
+        p50 = float(np.percentile(times[key], 50)) / base
+        live_ok &= p50 <= 2.0
+        print(
+            f"{'PASS' if p50 <= 2.0 else 'FAIL'}  {key} p50 = {p50:.2f} x the floor (target <= 2)"
+        )
     ch.close()
-    return 0 if ratio_ok and p99_ok else 1
+    return 0 if ratio_ok and p99_ok and live_ok else 1
 
 
 if __name__ == "__main__":

@@ -312,7 +312,7 @@ def test_personalised_models_beat_popularity(name, popularity_ndcg):
 
 @pytest.mark.parametrize(("reg_exponent", "reg"), [(0.0, 30.0), (0.5, 3.0), (1.0, 0.3)])
 def test_svd_fold_in_solves_what_the_training_half_step_solves(reg_exponent, reg):
-    """fold_in (numpy CG on a cached Gram matrix, the row's regularisation added per solve)
+    """fold_in (Rust CG on a cached Gram matrix, the row's regularisation added per solve)
     against the Rust ALS half-step on the same rows: both solve each row's normal equations
     from 0 with the same number of CG steps, reg * n^reg_exponent for a history of n items."""
     import recsys_core as rc

@@ -20,6 +20,7 @@ from recsys_core._native import (
 from recsys_core._native import DenseScorer as _DenseScorer
 from recsys_core._native import SparseScorer as _SparseScorer
 from recsys_core._native import als_half_step as _als_half_step
+from recsys_core._native import als_solve_row as _als_solve_row
 from recsys_core._native import blend_topk as _blend_topk
 from recsys_core._native import select_topk as _select_topk
 from recsys_core._native import similarity_topk as _similarity_topk
@@ -36,6 +37,7 @@ __all__ = [
     "Recommendations",
     "SparseScorer",
     "als_half_step",
+    "als_solve_row",
     "blend_topk",
     "half_exact",
     "select_topk",
@@ -572,3 +574,35 @@ def half_exact(a) -> np.ndarray:
     with np.errstate(over="ignore"):
         h = a.astype(np.float16).astype(np.float32)
     return np.where(np.isfinite(h) | ~np.isfinite(a), h, a)
+
+
+def als_solve_row(
+    indices,
+    data,
+    y: np.ndarray,
+    yty: np.ndarray,
+    *,
+    alpha: float,
+    reg: float,
+    reg_exponent: float = 0.0,
+    max_steps: int = 50,
+) -> np.ndarray:
+    """Fold-in: the factor row (float32, length f) of one history, the items ``indices`` with
+    their (already transformed) weights ``data``, against the fixed ``y`` (items x f). It
+    solves the weighted-ALS user half-step's normal equations
+    ``(YᵀY + reg_u I + Σ alpha w_i y_i y_iᵀ) x = Σ (1 + alpha w_i) y_i`` with
+    ``reg_u = reg * max(n, 1) ** reg_exponent`` by conjugate gradient from 0, until the
+    residual is 1e-5 of the right-hand side or after ``max_steps`` steps. ``yty`` is ``YᵀY``
+    (f x f, without reg): computed once per model, it is what a half-step rebuilds."""
+    y = _float_array(y, "y", 2)
+    yty = _float_array(yty, "yty", 2)
+    return _als_solve_row(
+        np.ascontiguousarray(indices, np.int32),
+        np.ascontiguousarray(data, np.float32),
+        y,
+        yty,
+        float(alpha),
+        float(reg),
+        float(reg_exponent),
+        _count(max_steps, "max_steps"),
+    )

@@ -81,6 +81,23 @@ fn gram_times(g: &[f32], f: usize, extra: f32, v: &[f32], out: &mut [f32]) {
     }
 }
 
+fn check_params(params: &AlsParams) -> Result<()> {
+    for (name, v) in [("alpha", params.alpha), ("reg", params.reg)] {
+        if !v.is_finite() || v < 0.0 {
+            return Err(CoreError::arg(format!(
+                "{name} must be finite and >= 0, got {v}"
+            )));
+        }
+    }
+    let nu = params.reg_exponent;
+    if !(0.0..=1.0).contains(&nu) {
+        return Err(CoreError::arg(format!(
+            "reg_exponent must be in [0, 1], got {nu}"
+        )));
+    }
+    Ok(())
+}
+
 /// One ALS half-step: updates every row of `x` (n_rows x f) given the fixed `y` (n_cols x f)
 /// and the interactions `r` (n_rows x n_cols).
 pub fn half_step(
@@ -103,19 +120,7 @@ pub fn half_step(
             r.n_cols()
         )));
     }
-    for (name, v) in [("alpha", params.alpha), ("reg", params.reg)] {
-        if !v.is_finite() || v < 0.0 {
-            return Err(CoreError::arg(format!(
-                "{name} must be finite and >= 0, got {v}"
-            )));
-        }
-    }
-    let nu = params.reg_exponent;
-    if !(0.0..=1.0).contains(&nu) {
-        return Err(CoreError::arg(format!(
-            "reg_exponent must be in [0, 1], got {nu}"
-        )));
-    }
+    check_params(params)?;
     let g = gram(y, f, params.reg);
     pool::install_for(num_threads, r.n_rows(), || {
         x.par_chunks_mut(f)
@@ -125,12 +130,29 @@ pub fn half_step(
                 || vec![0f32; 3 * f],
                 |buf, (u, xu)| {
                     let (cols, vals) = r.row(u);
-                    solve_row(cols, vals, xu, y, &g, f, params, buf);
+                    let cg = Cg {
+                        alpha: params.alpha,
+                        extra: params.extra_reg(cols.len()),
+                        steps: params.cg_steps,
+                        stop: 1e-20,
+                    };
+                    solve_row(cols, vals, xu, y, &g, f, &cg, buf);
                 },
             )
     })
 }
 
+/// One row's conjugate-gradient run on `(G + extra I + Σ alpha w_i y_i y_iᵀ) x = Σ c_i y_i`.
+struct Cg {
+    alpha: f32,
+    /// Added to the diagonal of `G`.
+    extra: f32,
+    steps: usize,
+    /// Stop once the squared residual is below this.
+    stop: f32,
+}
+
+/// Runs `p.steps` CG steps on row `xu`, warm-started from its current value.
 #[allow(clippy::too_many_arguments)]
 fn solve_row(
     cols: &[i32],
@@ -139,12 +161,12 @@ fn solve_row(
     y: &[f32],
     g: &[f32],
     f: usize,
-    p: &AlsParams,
+    p: &Cg,
     buf: &mut [f32],
 ) {
     let (r, rest) = buf.split_at_mut(f);
     let (dir, ap) = rest.split_at_mut(f);
-    let extra = p.extra_reg(cols.len());
+    let extra = p.extra;
     // r = b - A x
     gram_times(g, f, extra, xu, r);
     r.iter_mut().for_each(|v| *v = -*v);
@@ -155,8 +177,8 @@ fn solve_row(
     }
     dir.copy_from_slice(r);
     let mut rs_old = dot(r, r);
-    for _ in 0..p.cg_steps {
-        if rs_old < 1e-20 {
+    for _ in 0..p.steps {
+        if rs_old < p.stop {
             break;
         }
         gram_times(g, f, extra, dir, ap);
@@ -178,6 +200,81 @@ fn solve_row(
         }
         rs_old = rs_new;
     }
+}
+
+/// Relative residual at which fold-in's CG stops: f32 arithmetic stalls not far below it.
+const FOLD_IN_TOL: f64 = 1e-5;
+
+/// Fold-in: the factor row of one history (`cols`, `vals`: weights already transformed)
+/// against fixed `y` (n_cols x f), solving the user half-step's normal equations
+/// `(YᵀY + reg_u I + Σ alpha w_i y_i y_iᵀ) x = Σ (1 + alpha w_i) y_i`,
+/// `reg_u = reg * max(n, 1)^reg_exponent`, by CG from 0 until the residual is `FOLD_IN_TOL`
+/// of the right-hand side or after `params.cg_steps` steps. `yty` is `YᵀY` (f x f, row-major,
+/// without reg), computed once per model by the caller: rebuilding it is the n_cols x f^2
+/// part of a half-step, and one row needs only O((f + n) f) per step.
+pub fn solve_one(
+    cols: &[i32],
+    vals: &[f32],
+    y: &[f32],
+    yty: &[f32],
+    f: usize,
+    params: &AlsParams,
+) -> Result<Vec<f32>> {
+    if f == 0 || y.len() % f != 0 {
+        return Err(CoreError::arg(format!(
+            "y has {} values, not a multiple of {f} factors (at least 1)",
+            y.len()
+        )));
+    }
+    if yty.len() != f * f {
+        return Err(CoreError::arg(format!(
+            "yty must be {f}x{f}, got {} values",
+            yty.len()
+        )));
+    }
+    if cols.len() != vals.len() {
+        return Err(CoreError::arg(format!(
+            "{} indices but {} values",
+            cols.len(),
+            vals.len()
+        )));
+    }
+    check_params(params)?;
+    let n_cols = y.len() / f;
+    if let Some(&i) = cols.iter().find(|&&i| i < 0 || i as usize >= n_cols) {
+        return Err(CoreError::arg(format!(
+            "index {i} out of range for {n_cols} items"
+        )));
+    }
+    if let Some(pos) = vals.iter().position(|v| !v.is_finite()) {
+        return Err(CoreError::NonFinite {
+            name: "data".to_string(),
+            pos,
+            row: 0,
+            value: vals[pos],
+        });
+    }
+    let reg_u = params.reg as f64 * (cols.len().max(1) as f64).powf(params.reg_exponent as f64);
+    // |b|² sets the stop; b = Σ (1 + alpha w_i) y_i is the residual of x = 0
+    let mut b = vec![0f32; f];
+    for (&i, &w) in cols.iter().zip(vals) {
+        axpy(
+            &mut b,
+            1.0 + params.alpha * w,
+            &y[i as usize * f..(i as usize + 1) * f],
+        );
+    }
+    let bb = dot(&b, &b) as f64;
+    let cg = Cg {
+        alpha: params.alpha,
+        extra: reg_u as f32,
+        steps: params.cg_steps,
+        stop: (bb * FOLD_IN_TOL * FOLD_IN_TOL).max(1e-20) as f32,
+    };
+    let mut x = vec![0f32; f];
+    let mut buf = vec![0f32; 3 * f];
+    solve_row(cols, vals, &mut x, y, yty, f, &cg, &mut buf);
+    Ok(x)
 }
 
 #[cfg(test)]
@@ -310,5 +407,70 @@ mod tests {
             };
             assert!(half_step(r, &mut [0.0; 2], &[0.0; 4], 2, &bad, None).is_err());
         }
+    }
+
+    #[test]
+    fn fold_in_solves_the_rows_normal_equations() {
+        let f = 5;
+        let n_items = 9;
+        let y: Vec<f32> = (0..n_items * f)
+            .map(|i| ((i * 41 % 17) as f32 - 8.0) / 9.0)
+            .collect();
+        let yty = gram(&y, f, 0.0);
+        let cols = [1i32, 4, 6, 8];
+        let vals = [2.0f32, 1.0, 0.5, 3.0];
+        for reg_exponent in [0.0f32, 0.5, 1.0] {
+            let p = AlsParams {
+                alpha: 2.0,
+                reg: 0.3,
+                reg_exponent,
+                cg_steps: 50,
+            };
+            let x = solve_one(&cols, &vals, &y, &yty, f, &p).unwrap();
+            let want = exact_row(&cols, &vals, &y, f, &p);
+            for s in 0..f {
+                assert!(
+                    (x[s] as f64 - want[s]).abs() < 1e-4,
+                    "nu {reg_exponent}: {x:?} vs {want:?}"
+                );
+            }
+            // the same row through a converged half-step gives the same vector
+            let indptr = [0i64, cols.len() as i64];
+            let r = CsrRef::new("r", 1, n_items, &indptr, &cols, &vals).unwrap();
+            let mut xh = vec![0f32; f];
+            half_step(r, &mut xh, &y, f, &p, Some(1)).unwrap();
+            for s in 0..f {
+                assert!((x[s] - xh[s]).abs() < 1e-4, "{x:?} vs half-step {xh:?}");
+            }
+        }
+        // an empty history solves (YᵀY + reg I) x = 0
+        let p = AlsParams {
+            alpha: 2.0,
+            reg: 0.3,
+            reg_exponent: 0.0,
+            cg_steps: 50,
+        };
+        assert_eq!(solve_one(&[], &[], &y, &yty, f, &p).unwrap(), vec![0.0; f]);
+    }
+
+    #[test]
+    fn fold_in_rejects_bad_input() {
+        let (f, y) = (2, [0.5f32, 1.0, -1.0, 0.25]);
+        let yty = gram(&y, f, 0.0);
+        let p = AlsParams {
+            alpha: 1.0,
+            reg: 0.1,
+            reg_exponent: 0.0,
+            cg_steps: 10,
+        };
+        assert!(solve_one(&[0], &[1.0], &y, &yty, f, &p).is_ok());
+        assert!(solve_one(&[2], &[1.0], &y, &yty, f, &p).is_err()); // item out of range
+        assert!(solve_one(&[-1], &[1.0], &y, &yty, f, &p).is_err());
+        assert!(solve_one(&[0, 1], &[1.0], &y, &yty, f, &p).is_err()); // lengths differ
+        assert!(solve_one(&[0], &[f32::NAN], &y, &yty, f, &p).is_err());
+        assert!(solve_one(&[0], &[1.0], &y, &yty[..3], f, &p).is_err()); // yty not f x f
+        assert!(solve_one(&[0], &[1.0], &y[..3], &yty, f, &p).is_err()); // y not n x f
+        let bad = AlsParams { alpha: -1.0, ..p };
+        assert!(solve_one(&[0], &[1.0], &y, &yty, f, &bad).is_err());
     }
 }

@@ -654,6 +654,46 @@ impl DenseScorer {
     }
 }
 
+/// Fold-in: one history's factor row against fixed `y`, the user half-step's normal
+/// equations solved by CG from 0 (`als::solve_one`); `yty` is `YᵀY` without reg.
+#[pyfunction]
+#[pyo3(signature = (indices, data, y, yty, alpha, reg, reg_exponent=0.0, max_steps=50))]
+#[allow(clippy::too_many_arguments)]
+fn als_solve_row<'py>(
+    py: Python<'py>,
+    indices: PyReadonlyArray1<'_, i32>,
+    data: PyReadonlyArray1<'_, f32>,
+    y: PyReadonlyArray2<'_, f32>,
+    yty: PyReadonlyArray2<'_, f32>,
+    alpha: f32,
+    reg: f32,
+    reg_exponent: f32,
+    max_steps: i64,
+) -> PyResult<Bound<'py, PyArray1<f32>>> {
+    let f = y.shape()[1];
+    if yty.shape() != [f, f] {
+        return Err(InvalidArgumentError::new_err(format!(
+            "yty must have shape ({f}, {f}), got {:?}",
+            yty.shape()
+        )));
+    }
+    let (cols, vals) = (slice("indices", &indices)?, slice("data", &data)?);
+    let ys = y
+        .as_slice()
+        .map_err(|_| InvalidArgumentError::new_err("y must be C-contiguous"))?;
+    let gs = yty
+        .as_slice()
+        .map_err(|_| InvalidArgumentError::new_err("yty must be C-contiguous"))?;
+    let params = AlsParams {
+        alpha,
+        reg,
+        reg_exponent,
+        cg_steps: count("max_steps", max_steps)?,
+    };
+    let x = py.detach(|| als::solve_one(cols, vals, ys, gs, f, &params))?;
+    Ok(PyArray1::from_vec(py, x))
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
@@ -671,5 +711,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(blend_topk, m)?)?;
     m.add_class::<SparseScorer>()?;
     m.add_class::<DenseScorer>()?;
+    m.add_function(wrap_pyfunction!(als_solve_row, m)?)?;
     Ok(())
 }

@@ -4,11 +4,19 @@ Why weighted ALS rather than PureSVD or a biased rating model: behaviour logs ar
 (a view is weak evidence of interest, a missing entry is not a dislike), and weighted ALS models
 exactly that, a confidence 1 + alpha * w on observed entries and a weak zero everywhere else.
 The solver is the Rust conjugate-gradient half-step (``recsys_core.als_half_step``).
+
+Fold-in: a history the model was not trained on (an unknown user's session, or a known user's
+training row plus live events) gets its factor row solved against the fixed item factors,
+the user half-step's normal equations for that row (``recsys_core.als_solve_row``). A known
+user whose history is still their training row keeps the trained vector, so offline
+evaluation and serving agree; the model recognises that row by a per-user checksum kept
+since training (artifacts without one keep every known user's trained vector).
 """
 
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -23,7 +31,12 @@ from recsys_core.models.base import (
     Recommender,
     check_transform,
     transform_axis,
+    transform_values,
 )
+
+FOLD_IN_STEPS = 50
+"""CG steps at most per fold-in; the solve stops earlier, at a residual 1e-5 of the start's
+(a few tens of µs at 100 factors)."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +84,13 @@ def typical_row_count(train: Interactions) -> float:
     return max(len(train) / math.sqrt(max(train.n_users, 1) * max(train.n_items, 1)), 1.0)
 
 
+def item_hash(n_items: int) -> np.ndarray:
+    """A fixed pseudo-random weight in [1, 2) per item index (the fractional parts of
+    multiples of the golden ratio): a row's checksum Σ w_i h_i changes when any item's weight
+    does, whatever the order its entries are stored in."""
+    return 1.0 + np.modf(np.arange(n_items, dtype=np.float64) * 0.6180339887498949)[0]
+
+
 def _round2(x: float) -> float:
     """Two significant digits: readable tuned values, the grid's spacing is far coarser."""
     return float(f"{x:.2g}")
@@ -83,6 +103,11 @@ class SVD(Recommender):
         self.config = config or SVDConfig()
         self.user_factors_ = np.zeros((0, self.config.n_factors), np.float32)
         self.item_factors_ = np.zeros((0, self.config.n_factors), np.float32)
+        # each training user's row: entries and checksum (``item_hash``); None: not known
+        self.row_nnz_: np.ndarray | None = None
+        self.row_checksum_: np.ndarray | None = None
+        # per thread: the last folded (row, user, vector), so explaining it solves nothing
+        self._memo = threading.local()
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> Self:
@@ -137,6 +162,9 @@ class SVD(Recommender):
         # every request with the same scores as these values give (NDCG unchanged, see
         # docs/quality.md); each is within 2^-11 of the solved value.
         self.user_factors_, self.item_factors_ = x, rc.half_exact(y)
+        raw = sp.csr_matrix(user_items)
+        self.row_nnz_ = np.diff(raw.indptr).astype(np.int32)
+        self.row_checksum_ = self._checksums(raw)
         self._prepare()
         return self
 
@@ -151,52 +179,73 @@ class SVD(Recommender):
         norms = np.linalg.norm(self.item_factors_, axis=1, keepdims=True)
         self._unit = (self.item_factors_ / np.where(norms > 0, norms, 1)).astype(np.float32)
         self._unit_scorer = rc.DenseScorer(self._unit)
+        self._hash = item_hash(self.item_factors_.shape[0])
 
     def fold_in(self, history: sp.csr_matrix) -> np.ndarray:
-        """User vectors for histories the model was not trained on: each row's ALS normal
-        equations, solved by conjugate gradient from 0 as the training half-step does."""
+        """User vectors for histories as given, whoever they belong to: each row's ALS normal
+        equations against the fixed item factors, solved by conjugate gradient from 0 (an
+        empty row gives 0)."""
         h = sp.csr_matrix(self.weigh(history), dtype=np.float32)
         out = np.zeros((h.shape[0], self.config.n_factors), np.float32)
         for r in range(h.shape[0]):
             a, b = h.indptr[r], h.indptr[r + 1]
             if b > a:
-                out[r] = self._solve_row(h.indices[a:b], h.data[a:b])
+                out[r] = self._solve(h.indices[a:b], h.data[a:b])
         return out
 
-    def _solve_row(self, cols: np.ndarray, vals: np.ndarray) -> np.ndarray:
-        # (YᵀY + reg_u I + Σ alpha w_i y_i y_iᵀ) x = Σ (1 + alpha w_i) y_i,
+    def _solve(self, cols: np.ndarray, vals: np.ndarray) -> np.ndarray:
+        # (YᵀY + reg_u I + Σ alpha w_i y_i y_iᵀ) x = Σ (1 + alpha w_i) y_i in Rust, with
         # reg_u = reg * max(n, 1)^reg_exponent as in the training half-step
         c = self.config
-        reg_u = np.float32(c.regularization * max(len(cols), 1) ** c.reg_exponent)
-        yh = self.item_factors_[cols]
-        aw = np.float32(self.config.alpha) * vals.astype(np.float32)
-        r = ((1 + aw) @ yh).astype(np.float32)
-        x = np.zeros(self.config.n_factors, np.float32)
-        d = r.copy()
-        rs_old = np.float32(r @ r)
-        for _ in range(max(self.config.cg_steps, 10)):
-            if rs_old < 1e-20:
-                break
-            ap = self._gram @ d + reg_u * d + (aw * (yh @ d)) @ yh
-            denom = np.float32(d @ ap)
-            if denom <= 0 or not np.isfinite(denom):
-                break
-            step = rs_old / denom
-            x += step * d
-            r -= step * ap
-            rs_new = np.float32(r @ r)
-            d = r + (rs_new / rs_old) * d
-            rs_old = rs_new
-        return x
+        return rc.als_solve_row(
+            cols,
+            vals,
+            self.item_factors_,
+            self._gram,
+            alpha=c.alpha,
+            reg=c.regularization,
+            reg_exponent=c.reg_exponent,
+            max_steps=max(c.cg_steps, FOLD_IN_STEPS),
+        )
+
+    def _checksums(self, history: sp.csr_matrix) -> np.ndarray:
+        """Σ w_i h_i per row (raw weights, float64)."""
+        return np.asarray(history @ item_hash(history.shape[1]), np.float64).ravel()
+
+    def trained_rows(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
+        """Whether each row of ``history`` (raw weights) is its user's training row, so the
+        trained vector answers for it: a known user whose row has the training row's entries
+        and checksum. Every known user's row counts as trained when the model has no
+        checksums (artifacts older than them), and so does an empty row (a server with no
+        training history to add live events to)."""
+        users = np.asarray(users)
+        known = (users >= 0) & (users < self.n_users)
+        if self.row_nnz_ is None or not known.any():
+            return known
+        history = sp.csr_matrix(history)
+        nnz = np.diff(history.indptr)
+        u = users[known]
+        want = self.row_checksum_[u]
+        same = (nnz[known] == self.row_nnz_[u]) & (
+            np.abs(self._checksums(history[np.flatnonzero(known)]) - want)
+            <= 1e-9 * (1.0 + np.abs(want))
+        )
+        out = known.copy()
+        out[known] = same | (nnz[known] == 0)
+        return out
 
     def user_vectors(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
+        """The trained vector of each user whose row is their training row, the row folded
+        in (``fold_in``) for everyone else."""
         users = np.asarray(users)
+        if len(users) == 1 and history.shape[0] == 1:
+            return self._vector(int(users[0]), history)[None]
         vec = np.empty((len(users), self.config.n_factors), np.float32)
-        known = (users >= 0) & (users < self.n_users)
-        vec[known] = self.user_factors_[users[known]]
-        stale = ~known
-        if stale.any():
-            vec[stale] = self.fold_in(history[np.flatnonzero(stale)])
+        trained = self.trained_rows(users, history)
+        vec[trained] = self.user_factors_[users[trained]]
+        if not trained.all():
+            stale = np.flatnonzero(~trained)
+            vec[stale] = self.fold_in(history[stale])
         return vec
 
     def score(self, users, history: sp.csr_matrix) -> np.ndarray:
@@ -220,37 +269,79 @@ class SVD(Recommender):
         return (self._scorer, self._vector(user, row), weight)
 
     def _vector(self, user: int, row: sp.csr_matrix) -> np.ndarray:
-        """`user_vectors` for one user: the trained vector, else folded in."""
-        return self.user_factors_[user] if 0 <= user < self.n_users else self.fold_in(row)[0]
+        """`user_vectors` for one user and their 1-row history."""
+        if 0 <= user < self.n_users and self._is_training_row(user, row):
+            return self.user_factors_[user]
+        memo = getattr(self._memo, "last", None)
+        if memo is not None and memo[0] is row and memo[1] == user:
+            return memo[2]
+        if row.nnz == 0:
+            vec = np.zeros(self.config.n_factors, np.float32)
+        else:
+            kind = self.config.transform
+            vals = row.data
+            if kind != "linear" and getattr(row, "_weighed_by", None) is not self:
+                vals = transform_values(vals.astype(np.float32), kind, self.config.transform_eps)
+            vec = self._solve(row.indices, vals)
+        # Holding ``row`` keeps its id from being reused by another object.
+        self._memo.last = (row, user, vec)
+        return vec
+
+    def _is_training_row(self, user: int, row: sp.csr_matrix) -> bool:
+        """`trained_rows` for one row, without building arrays (the request path)."""
+        if self.row_nnz_ is None or row.nnz == 0:
+            return True
+        if row.nnz != self.row_nnz_[user]:
+            return False
+        want = float(self.row_checksum_[user])
+        got = float(row.data.astype(np.float64) @ self._hash[row.indices])
+        return abs(got - want) <= 1e-9 * (1.0 + abs(want))
 
     def similar_items(self, item: int, k: int = 10) -> rc.Recommendations:
         return self._unit_scorer.recommend(self._unit[item], k, exclude=[item])
 
     def explain(self, user, history: sp.csr_matrix, items) -> list[Explanation]:
+        """The top factors of u · y_j and the history item closest to j, for every item at
+        once (the vector is the one `recommend_one` scored: trained or folded in)."""
         u = self.user_vectors(np.array([user]), history)[0]
         hist = history.tocsr().indices
+        items = np.asarray(items, dtype=np.int64)
+        contrib = u * self.item_factors_[items]  # items x f
+        totals = contrib.sum(axis=1)
+        top = np.argsort(-contrib, axis=1, kind="stable")[:, : self.config.explain_factors]
+        picked = np.take_along_axis(contrib, top, axis=1)
+        if len(hist):
+            cos = self._unit[hist] @ self._unit[items].T  # history x items
+            best = np.argmax(cos, axis=0)
+            best_cos = cos[best, np.arange(len(items))]
         out = []
-        for j in np.asarray(items, dtype=np.int64):
-            contrib = u * self.item_factors_[j]
-            total = float(contrib.sum())
-            top = np.argsort(-contrib)[: self.config.explain_factors]
+        for r in range(len(items)):
+            total = float(totals[r])
             fields: dict[str, Any] = {
-                "factors": top.tolist(),
-                "contributions": contrib[top].tolist(),
-                "shares": (contrib[top] / total).tolist() if total > 0 else [0.0] * len(top),
+                "factors": top[r].tolist(),
+                "contributions": picked[r].tolist(),
+                "shares": (picked[r] / total).tolist() if total > 0 else [0.0] * top.shape[1],
             }
             if len(hist):
-                cos = self._unit[hist] @ self._unit[j]
-                best = int(np.argmax(cos))
-                fields["closest_item"] = int(hist[best])
-                fields["closest_similarity"] = float(cos[best])
+                fields["closest_item"] = int(hist[best[r]])
+                fields["closest_similarity"] = float(best_cos[r])
             out.append(Explanation("latent_factors", fields))
         return out
 
     def _arrays(self) -> dict[str, np.ndarray]:
-        return {"user_factors": self.user_factors_, "item_factors": self.item_factors_}
+        out = {"user_factors": self.user_factors_, "item_factors": self.item_factors_}
+        if self.row_nnz_ is not None:
+            out |= {"row_nnz": self.row_nnz_, "row_checksum": self.row_checksum_}
+        return out
 
     def _restore(self, arrays: dict[str, np.ndarray]) -> None:
         self.user_factors_ = np.ascontiguousarray(arrays["user_factors"], np.float32)
         self.item_factors_ = np.ascontiguousarray(arrays["item_factors"], np.float32)
+        # absent from artifacts written before fold-in of known users: they keep their
+        # trained vectors whatever their live events
+        nnz, checksum = arrays.get("row_nnz"), arrays.get("row_checksum")
+        n = len(self.user_factors_)
+        ok = nnz is not None and checksum is not None and len(nnz) == len(checksum) == n
+        self.row_nnz_ = np.asarray(nnz, np.int32) if ok else None
+        self.row_checksum_ = np.asarray(checksum, np.float64) if ok else None
         self._prepare()
