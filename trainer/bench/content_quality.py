@@ -175,7 +175,8 @@ def render(command: str, results: list[tuple[str, dict, dict]]) -> str:
         "data. *R@20 all*: recall of those items in the top 20 over all items; *reached*: share "
         "of the cold items in at least one top 20; *NDCG@10 / R@10 cold only*: ranking only the "
         "cold items (R@10 normalised by min(relevant, 10)); a random order of them reaches "
-        "the R@10 shown as *random*.",
+        "the R@10 shown as *random*. A model that scores every cold item 0 returns them in "
+        "index order, which is what its cold-only row measures.",
         "",
     ]
     for title, acc, cold in results:
