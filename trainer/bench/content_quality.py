@@ -120,7 +120,7 @@ def cold_rows(title: str, inter: Interactions, catalog: Catalog) -> dict:
     data = with_catalog(inter, catalog)
     warm = np.unique(inter.item_idx)
     rng = np.random.default_rng(COLD_SEED)
-    cold = np.sort(rng.choice(warm, int(round(COLD_SHARE * len(warm))), replace=False))
+    cold = np.sort(rng.choice(warm, round(COLD_SHARE * len(warm)), replace=False))
     is_cold = np.isin(data.item_idx, cold)
     train = data.take(~is_cold)
     say(f"{title}: fit without the interactions of {len(cold)} items")
@@ -136,12 +136,17 @@ def cold_rows(title: str, inter: Interactions, catalog: Catalog) -> dict:
             continue
         top = m.recommend(users, history, COLD_K)
         lists = [top.user(i).items for i in range(len(users))]
-        recall = np.mean([len(np.intersect1d(r, li)) / len(r) for r, li in zip(rel, lists)])
+        recall = np.mean(
+            [len(np.intersect1d(r, li)) / len(r) for r, li in zip(rel, lists, strict=True)]
+        )
         reached = len(np.intersect1d(np.concatenate(lists), cold)) / len(cold)
         only = m.recommend(users, history, K, allow=cold)
         only_lists = [only.user(i).items for i in range(len(users))]
         only_recall = np.mean(
-            [len(np.intersect1d(r, li)) / min(len(r), K) for r, li in zip(rel, only_lists)]
+            [
+                len(np.intersect1d(r, li)) / min(len(r), K)
+                for r, li in zip(rel, only_lists, strict=True)
+            ]
         )
         out["models"][name] = {
             "recall20": float(recall),

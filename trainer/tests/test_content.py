@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pytest
-import scipy.sparse as sp
 
 from recsys_core import artifacts
 from recsys_core.catalog import Catalog, with_catalog
