@@ -180,3 +180,13 @@ def test_trainer_without_a_catalogue_leaves_content_out(tmp_path, capsys):
     assert "content" not in loaded.models["hybrid"].components
     assert main([*train, "--models", "content"]) == 2  # asked for by name: a clear error
     assert "needs an item catalogue" in capsys.readouterr().err
+
+
+def test_extra_catalogue_columns_are_read_as_attributes(tmp_path):
+    from recsys_core.catalog import load_catalog
+
+    path = tmp_path / "catalog.tsv"
+    path.write_text("item\ttitle\tcategories\ttags\nx\tA\tToys\tcozy|wood\ny\tB\tToys\t\n")
+    cat = load_catalog(path)
+    assert cat.attributes == ({"tags": "cozy|wood"}, {})
+    assert cat.categories == (("Toys",), ("Toys",))
