@@ -6,7 +6,7 @@ import streamlit as st
 
 # The dashboard's copies of model facts (it does not import the trainer, and ListModels does
 # not send them); server/tests/test_registry.py checks them against the model registry.
-SIMILAR_MODELS = ("item_cf", "svd", "ease")
+SIMILAR_MODELS = ("item_cf", "svd", "ease", "content")
 """The models SimilarItems supports."""
 
 # One color per model and per tier, used by cards and charts alike (others get ui's grey).
@@ -17,6 +17,7 @@ MODEL_COLORS = {
     "svd": "#fbbf24",
     "popularity": "#60a5fa",
     "ease": "#fb923c",
+    "content": "#22d3ee",
 }
 TIER_COLORS = {
     "personalized": "#34d399",

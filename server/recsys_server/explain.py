@@ -163,12 +163,26 @@ def _blend(f: Mapping, snap: Snapshot, kinds: Mapping[int, str]) -> Reason:
     return blend_reasons(names, contrib, shares, bool(f.get("cold_start")))[0]
 
 
+def _content(f: Mapping, snap: Snapshot, kinds: Mapping[int, str]) -> Reason:
+    items = [
+        ItemReason(snap.item_ids[i], snap.titles[i], 0.0, float(c))
+        for i, c in zip(f["items"], f["item_contributions"], strict=True)
+    ]
+    if not f["labels"]:
+        return Reason("Nothing in common with your history; added to complete your list", "content")
+    text = f"Matches your interest in {join(list(f['labels']))}"
+    if items:
+        text += f", like {snap.title(f['items'][0])}"
+    return Reason(text[:120], "content", items=items)
+
+
 DESCRIBERS = {
     "because_you_interacted": _item_cf,
     "similar_users": _user_cf,
     "latent_factors": _svd,
     "trending": _trending,
     "blend": _blend,
+    "content": _content,
 }
 """Explanation kind (``ModelSpec.explanation``) -> its text and structured evidence."""
 

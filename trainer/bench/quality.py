@@ -880,7 +880,15 @@ def main(argv: list[str] | None = None) -> int:
             res.report.write(args.report_dir / res.data.key)
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(render(command, args.quick, budget, results))
+    text = render(command, args.quick, budget, results)
+    if args.out.exists():  # keep the content model's section (content_quality.py)
+        from content_quality import BEGIN, END
+
+        old = args.out.read_text()
+        if BEGIN in old and END in old:
+            text = text.rstrip("\n") + "\n\n" + BEGIN + old.split(BEGIN, 1)[1].split(END, 1)[0]
+            text += END + "\n"
+    args.out.write_text(text)
     say(f"wrote {args.out}")
     for res in results:
         print(

@@ -17,7 +17,7 @@ import polars as pl
 import scipy.sparse as sp
 from tqdm import tqdm
 
-from recsys_core.catalog import Catalog, load_catalog
+from recsys_core.catalog import Catalog, load_catalog, with_catalog
 from recsys_core.data import (
     ColumnMap,
     DataError,
@@ -190,22 +190,27 @@ def needed(
     return [n for n in ALL if n in need and (data is None or fits(n, cfg, data))]
 
 
-def fits(name: str, cfg: config_mod.TrainConfig, data: Interactions) -> bool:
+def unfit_reason(name: str, cfg: config_mod.TrainConfig, data: Interactions) -> str | None:
     if name == "hybrid":
-        return True
-    return MODELS[name](getattr(cfg.models, name)).can_fit(data.n_users, data.n_items)
+        return None
+    return MODELS[name](getattr(cfg.models, name)).unfit_reason(data)
+
+
+def fits(name: str, cfg: config_mod.TrainConfig, data: Interactions) -> bool:
+    return unfit_reason(name, cfg, data) is None
 
 
 def check_fits(a: argparse.Namespace, names, cfg: config_mod.TrainConfig, data) -> None:
-    """Models named with ``--models`` that cannot fit ``data`` are an error, not skipped."""
-    if not a.models:
-        return
-    for n in names:
-        if not fits(n, cfg, data):
-            raise config_mod.ConfigError(
-                f"model {n} cannot fit {data.n_users} users x {data.n_items} items with its "
-                f"settings (models.{n}, e.g. max_items)"
-            )
+    """Models named with ``--models`` that cannot fit ``data`` are an error; the others are
+    left out with a note on stderr (content without a catalogue, EASE above max_items)."""
+    need = set(names) | (set(COMPONENTS) if "hybrid" in names else set())
+    for n in ALL:
+        reason = unfit_reason(n, cfg, data) if n in need else None
+        if reason is None:
+            continue
+        if a.models and n in names:
+            raise config_mod.ConfigError(f"model {n}: {reason}")
+        print(f"note: {n} left out: {reason}", file=sys.stderr)
 
 
 def build_models(
@@ -300,9 +305,9 @@ def train_and_publish(
 def cmd_train(a: argparse.Namespace) -> int:
     cfg = config_mod.load(a.config, overrides(a))
     names = parse_models(a.models)
-    inter = load_data(Path(a.interactions), cfg)
-    check_fits(a, names, cfg, inter)
     catalog = load_catalog_for(a.catalog, Path(a.interactions))
+    inter = with_catalog(load_data(Path(a.interactions), cfg), catalog)
+    check_fits(a, names, cfg, inter)
     metrics, tuned = {}, None
     t0 = time.perf_counter()
     if not a.no_evaluate:
@@ -445,6 +450,7 @@ def cmd_refresh(a: argparse.Namespace) -> int:
         with step("read the data store"):
             inter, n_events, seq = with_stored_events(base, a.store, archive_dir(cfg, out))
             catalog, n_items = with_stored_items(catalog, a.store)
+        inter = with_catalog(inter, catalog)
         check_fits(a, names, cfg, inter)
         extra = {"store_seq": seq, "store_items": n_items}
         path, _, _ = train_and_publish(inter, cfg, names, catalog, out, {}, extra)
@@ -465,9 +471,9 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     extra = [f"evaluation.split={json.dumps(a.split)}", f"evaluation.k={a.k}"]
     cfg = config_mod.load(a.config, [*overrides(a), *extra])
     names = parse_models(a.models)
-    inter = load_data(Path(a.interactions), cfg)
-    check_fits(a, names, cfg, inter)
     catalog = load_catalog_for(a.catalog, Path(a.interactions))
+    inter = with_catalog(load_data(Path(a.interactions), cfg), catalog)
+    check_fits(a, names, cfg, inter)
     report, _, _ = evaluate_models(inter, cfg, names, catalog, Path(a.interactions).name)
     report.write(Path(a.report))
     print(Path(a.report, "report.md").read_text())

@@ -29,6 +29,7 @@ from recsys_core.models import (
     SVDConfig,
     UserCFConfig,
 )
+from recsys_core.models.content import ContentConfig
 from recsys_core.models.ease import EASEConfig
 from recsys_trainer.tuning import TuneConfig
 
@@ -62,6 +63,7 @@ class ModelsConfig:
     item_cf: ItemCFConfig = field(default_factory=ItemCFConfig)
     svd: SVDConfig = field(default_factory=SVDConfig)
     ease: EASEConfig = field(default_factory=EASEConfig)
+    content: ContentConfig = field(default_factory=ContentConfig)
     hybrid: HybridConfig = field(default_factory=HybridConfig)
 
 

@@ -17,6 +17,7 @@ from recsys_core.artifacts import (
     load_version,
     publish,
 )
+from recsys_core.catalog import with_catalog
 from recsys_core.data import from_frame
 from recsys_core.models import Hybrid, HybridConfig, Popularity, SVDConfig
 from recsys_core.models.registry import COMPONENTS, NAMES, REGISTRY
@@ -30,7 +31,7 @@ SMALL = {"svd": SVDConfig(n_factors=8, iterations=4)}
 @pytest.fixture(scope="module")
 def data():
     df, catalog = generate(n_users=200, n_items=100, n_interactions=3000, seed=1)
-    return from_frame(df), catalog
+    return with_catalog(from_frame(df), catalog), catalog
 
 
 @pytest.fixture(scope="module")
@@ -220,7 +221,8 @@ def test_without_catalog_and_ids_load_without_pickle(tmp_path, data, models):
 
 def test_data_fingerprint_is_stable_and_sensitive(data):
     inter, _ = data
-    again = from_frame(generate(n_users=200, n_items=100, n_interactions=3000, seed=1)[0])
+    df, catalog = generate(n_users=200, n_items=100, n_interactions=3000, seed=1)
+    again = with_catalog(from_frame(df), catalog)
     assert data_fingerprint(inter) == data_fingerprint(again)
     changed = inter.take(np.arange(len(inter)))
     changed.weight[0] += 1

@@ -126,16 +126,22 @@ def test_refresh_carries_the_stored_catalogue_into_the_version(data, tmp_path, r
     _record(url)
     with open_store(url) as store:
         changes = [
-            ItemChange("brand-new", True, "Brand new thing", ("Gadgets", "Home")),
+            ItemChange("brand-new", True, "Brand new thing", ("Gadgets", "Home"), {"maker": "zq"}),
+            ItemChange("twin-new", True, "Twin", ("Toys",), {"maker": "zq"}),
             ItemChange("i001", True, "Renamed", ("Drama",)),
             ItemChange("i002", False, available=False),  # availability only
         ]
         asyncio.run(store.change_items(changes))
     args = ["refresh", "--interactions", str(data), "--store", url]
-    assert main([*args, "--out", str(tmp_path / "art"), "--models", "popularity"]) == 0
+    assert main([*args, "--out", str(tmp_path / "art"), "--models", "popularity,content"]) == 0
     loaded = artifacts.load_version(tmp_path / "art" / artifacts.latest_version(tmp_path / "art"))
     cat = loaded.catalog
-    assert loaded.manifest["params"]["store_items"] == 3
+    assert loaded.manifest["params"]["store_items"] == 4
+    # the new items are in the index, and the content model learnt their stored attributes:
+    # the two share only the "maker" attribute, so each is the other's nearest item
+    ids = loaded.item_ids.tolist()
+    similar = loaded.models["content"].similar_items(ids.index("brand-new"), k=1)
+    assert [ids[i] for i in similar.items] == ["twin-new"]
     assert cat.title("brand-new") == "Brand new thing"
     assert cat.categories_of("brand-new") == ("Gadgets", "Home")
     assert (cat.title("i001"), cat.categories_of("i001")) == ("Renamed", ("Drama",))
@@ -143,7 +149,7 @@ def test_refresh_carries_the_stored_catalogue_into_the_version(data, tmp_path, r
 
     given = load_catalog(data.with_name("catalog.tsv"))
     assert cat.title("i002") == given.title("i002") != ""  # kept from the file
-    assert len(cat) == len(given) + 1
+    assert len(cat) == len(given) + 2
 
 
 def test_refresh_with_a_missing_store_file_exits_2_naming_it(data, tmp_path, capsys):

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from recsys_core.catalog import Catalog, with_catalog
 from recsys_core.data import Interactions, from_frame
 from recsys_core.models import MODELS, Explanation, Hybrid, Recommender
 from recsys_core.models.registry import NAMES, REGISTRY, SIMILAR
@@ -53,9 +54,13 @@ def checkerboard() -> Interactions:
             users += [g * GROUP_USERS + u] * PER_USER
             items += chosen.tolist()
     weights = rng.choice([1.0, 2.0], size=len(users))
-    return make_interactions(
+    data = make_interactions(
         users, items, n_users=2 * GROUP_USERS, n_items=2 * HALF_ITEMS, weights=weights
     )
+    # Each half has its own category, so the content model sees the groups too.
+    cats = [("left",) if i < HALF_ITEMS else ("right",) for i in range(2 * HALF_ITEMS)]
+    titles = [f"Item {i}" for i in range(2 * HALF_ITEMS)]
+    return with_catalog(data, Catalog(data.item_ids, titles, cats))
 
 
 def group_of_user(u: int) -> int:
@@ -68,8 +73,8 @@ def group_of_items(items) -> np.ndarray:
 
 @cache
 def synthetic() -> Interactions:
-    df, _ = generate(n_users=300, n_items=150, n_interactions=6000, seed=3)
-    return from_frame(df)
+    df, catalog = generate(n_users=300, n_items=150, n_interactions=6000, seed=3)
+    return with_catalog(from_frame(df), catalog)
 
 
 DATASETS = {"checkerboard": checkerboard, "synthetic": synthetic}
@@ -161,12 +166,32 @@ def check_blend(model, data, row, item, score, expl):
         assert math.isclose(sum(f["shares"].values()), 1.0, rel_tol=1e-6)
 
 
+def check_content(model, data, row, item, score, expl):
+    f = expl.fields
+    assert len(f["tokens"]) == len(f["labels"]) == len(f["contributions"])
+    assert len(f["tokens"]) <= model.config.explain_top
+    assert f["contributions"] == sorted(f["contributions"], reverse=True)
+    assert all(c > 0 for c in f["contributions"])
+    assert set(f["items"]) <= set(row.indices.tolist()), "explained by items not in history"
+    assert len(f["items"]) == len(f["item_contributions"]) <= model.config.explain_top
+    vocab = model.tokens_.tolist()
+    for tok in f["tokens"]:  # each shared token is the item's and some history item's
+        j = vocab.index(tok)
+        assert model.attributes_[item, j] > 0
+        assert any(model.attributes_[i, j] > 0 for i in row.indices)
+    if score > 0:
+        assert f["tokens"], "a positive score with no shared token behind it"
+        assert f["items"], "a positive score with no history item behind it"
+        assert sum(f["contributions"]) <= score * (1 + 1e-5)
+
+
 EXPLANATION_CHECKS = {
     "trending": check_trending,
     "because_you_interacted": check_because_you_interacted,
     "similar_users": check_similar_users,
     "latent_factors": check_latent_factors,
     "blend": check_blend,
+    "content": check_content,
 }
 """Explanation kind (``ModelSpec.explanation``) -> its check."""
 

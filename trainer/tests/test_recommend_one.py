@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from recsys_core.catalog import with_catalog
 from recsys_core.data import from_frame
 from recsys_core.models import Hybrid
 from recsys_core.models.registry import NAMES
@@ -24,8 +25,8 @@ from recsys_trainer.synthetic import generate
 def fitted(transform: str = "linear"):
     """Every registered model fitted as the trainer fits them (the hybrid shares the others),
     each reading weights through ``transform``."""
-    df, _ = generate(n_users=300, n_items=150, n_interactions=6000, seed=3)
-    data = from_frame(df)
+    df, catalog = generate(n_users=300, n_items=150, n_interactions=6000, seed=3)
+    data = with_catalog(from_frame(df), catalog)
     cfg = config.TrainConfig()
     models_cfg = {
         f.name: dataclasses.replace(getattr(cfg.models, f.name), transform=transform)

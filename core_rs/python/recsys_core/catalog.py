@@ -5,7 +5,8 @@ Formats:
 * ``ml-100k``: MovieLens 100k ``u.item`` (``|``-separated, latin-1, 19 genre flag columns).
 * ``ml-1m``: MovieLens 1M/10M ``movies.dat`` (``MovieID::Title::Genres``, no header).
 * ``ml-csv``: MovieLens ``movies.csv`` (header ``movieId,title,genres``).
-* ``delimited``: CSV/TSV with header ``item title categories``.
+* ``delimited``: CSV/TSV with header ``item title categories``; any further columns (tags,
+  brand, description, ...) are kept as per-item ``attributes`` (read by the content model).
 
 Categories (genres) are separated by ``|``; MovieLens' ``(no genres listed)`` means none. Text
 that is not valid UTF-8 is read as latin-1.
@@ -13,6 +14,7 @@ that is not valid UTF-8 is read as latin-1.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +29,7 @@ import scipy.sparse as sp
 from recsys_core.data import (
     ROW,
     DataError,
+    Interactions,
     first_line,
     header_key,
     read_table,
@@ -80,8 +83,14 @@ class Catalog:
     titles: np.ndarray  # str
     categories: tuple[tuple[str, ...], ...]
     category_names: tuple[str, ...] | None = None
+    attributes: tuple[dict[str, str], ...] | None = None
+    """Per item, further named text columns (column -> value); None when there are none."""
 
     def __post_init__(self) -> None:
+        if self.attributes is not None:
+            object.__setattr__(self, "attributes", tuple(dict(a) for a in self.attributes))
+            if len(self.attributes) != len(self.item_ids):
+                raise ValueError("Catalog attributes must have one entry per item")
         object.__setattr__(self, "item_ids", np.asarray(self.item_ids, dtype=np.str_))
         object.__setattr__(self, "titles", np.asarray(self.titles, dtype=np.str_))
         object.__setattr__(self, "categories", tuple(tuple(c) for c in self.categories))
@@ -215,7 +224,12 @@ def _load_table(path: Path, fmt: CatalogFormat, separator: str | None) -> Catalo
         cats = tuple(tuple(n for c in p if (n := c.strip()) and n != NO_CATEGORIES) for p in parts)
     else:
         cats = tuple(() for _ in range(df.height))
-    return Catalog(np.asarray(ids.to_list()), np.asarray(titles.to_list()), cats)
+    extra = [n for n in names if n not in (item, title, categories)]
+    attrs = None
+    if extra:
+        values = df.select(pl.col(extra).fill_null("").str.strip_chars()).rows()
+        attrs = tuple({n: v for n, v in zip(extra, row, strict=True) if v} for row in values)
+    return Catalog(np.asarray(ids.to_list()), np.asarray(titles.to_list()), cats, None, attrs)
 
 
 _ML_1M_LINE = re.compile(r"^\s*\d+::")
@@ -247,3 +261,17 @@ def load_catalog(
     if fmt in TABLE_COLUMNS:
         return _load_table(path, fmt, separator)
     raise ValueError(f"unknown catalog format {format!r}")
+
+
+def with_catalog(inter: Interactions, catalog: Catalog | None) -> Interactions:
+    """``inter`` with ``catalog`` attached and its item index extended by the catalogue items
+    that have no interaction (appended in catalogue order), so a model that reads item
+    attributes can recommend them; models that learn from interactions score them 0."""
+    if catalog is None:
+        return inter
+    known = inter.item_index
+    cold = [i for i in catalog.item_ids.tolist() if i not in known]
+    item_ids = np.concatenate([inter.item_ids, np.asarray(cold, np.str_)]) if cold else None
+    return dataclasses.replace(
+        inter, catalog=catalog, item_ids=inter.item_ids if item_ids is None else item_ids
+    )

@@ -25,11 +25,14 @@ import re
 from dataclasses import dataclass, field, fields
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
+
+if TYPE_CHECKING:
+    from recsys_core.catalog import Catalog
 
 Format = Literal["auto", "ml-100k", "ml-1m", "ml-csv", "steam", "delimited", "parquet"]
 
@@ -177,6 +180,9 @@ class Interactions:
     user_ids: np.ndarray  # str, external ids in index order
     item_ids: np.ndarray  # str
     event: np.ndarray | None = None  # str event type per row, when the input had events
+    catalog: Catalog | None = None
+    """The item catalogue (keyed by external id), for models that read item attributes;
+    ``recsys_core.catalog.with_catalog`` attaches it. Splits and samples keep it."""
 
     def __post_init__(self) -> None:
         n = len(self.user_idx)
@@ -236,6 +242,7 @@ class Interactions:
             user_ids=self.user_ids,
             item_ids=self.item_ids,
             event=None if self.event is None else self.event[rows],
+            catalog=self.catalog,
         )
 
     def to_frame(self) -> pl.DataFrame:

@@ -137,6 +137,7 @@ def filter_min_interactions(
         user_ids=inter.user_ids[used_users],
         item_ids=inter.item_ids[used_items],
         event=kept.event,
+        catalog=inter.catalog,
     )
 
 

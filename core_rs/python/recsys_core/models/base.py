@@ -106,6 +106,16 @@ class Recommender(ABC):
         """Whether data of this shape is within the model's limits (its settings)."""
         return True
 
+    def unfit_reason(self, data: Interactions) -> str | None:
+        """Why this model cannot fit ``data`` (e.g. it needs a catalogue the data lacks), or
+        None when it can; the trainer and the hybrid leave such a model out."""
+        if self.can_fit(data.n_users, data.n_items):
+            return None
+        return (
+            f"{self.name} cannot fit {data.n_users} users x {data.n_items} items with its "
+            f"settings (models.{self.name}, e.g. max_items)"
+        )
+
     def weigh(self, m: sp.csr_matrix) -> sp.csr_matrix:
         """``m`` (users x items, raw weights) as this model reads it: its configured weight
         transform applied. The same matrix object when there is nothing to change, and a

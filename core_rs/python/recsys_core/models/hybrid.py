@@ -120,7 +120,10 @@ class Hybrid(Recommender):
     def fit(self, train: Interactions) -> Self:
         """Fits the components (unless ``fit_components`` is off) and tunes the weights."""
         if not self.components:
-            self.components = self.default_components()
+            # a component that cannot fit this data (content without a catalogue) is left out
+            self.components = {
+                n: m for n, m in self.default_components().items() if m.unfit_reason(train) is None
+            }
         if self.config.tune:
             self.weights_ = self._tune(train)
         if self.fit_components:

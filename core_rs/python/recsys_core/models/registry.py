@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from recsys_core.models.base import Recommender
+from recsys_core.models.content import Content, ContentConfig
 from recsys_core.models.ease import EASE, EASEConfig
 from recsys_core.models.hybrid import Hybrid, HybridConfig
 from recsys_core.models.item_cf import ItemCF, ItemCFConfig
@@ -36,6 +37,7 @@ SPECS: tuple[ModelSpec, ...] = (
     ModelSpec("item_cf", ItemCF, ItemCFConfig, "because_you_interacted", "item-CF", True, 1.0),
     ModelSpec("svd", SVD, SVDConfig, "latent_factors", "SVD", True, 0.5),
     ModelSpec("ease", EASE, EASEConfig, "because_you_interacted", "EASE", True, 0.5),
+    ModelSpec("content", Content, ContentConfig, "content", "content", True, 0.1),
     ModelSpec("hybrid", Hybrid, HybridConfig, "blend", "hybrid"),
 )
 """In fitting order: a hybrid comes after the components it shares."""
