@@ -128,7 +128,7 @@ def fit(features: np.ndarray, hits: np.ndarray, k: int, max_bins: int = MAX_BINS
     edges = lower[rows]
     probs = np.clip(fitted[rows], 0.0, 1.0)
     return Calibration(
-        tuple(edges.tolist()), tuple(probs.tolist()), int(len(f)), float(h.mean()), int(k)
+        tuple(edges.tolist()), tuple(probs.tolist()), len(f), float(h.mean()), int(k)
     )
 
 
