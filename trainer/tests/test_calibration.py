@@ -71,9 +71,7 @@ def synthetic():
 def test_train_stores_calibrations_and_old_manifests_load_without(tmp_path, synthetic):
     inter, catalog = synthetic
     cfg = config_mod.load(None, ["tuning.enabled=false"])
-    path, models, _ = cli.train_and_publish(
-        inter, cfg, ("svd", "popularity"), catalog, tmp_path, {}
-    )
+    path, _, _ = cli.train_and_publish(inter, cfg, ("svd", "popularity"), catalog, tmp_path, {})
     loaded = art.load_version(path)
     assert set(loaded.calibrations) == {"svd", "popularity"}
     for cal in loaded.calibrations.values():
