@@ -880,7 +880,13 @@ def main(argv: list[str] | None = None) -> int:
             res.report.write(args.report_dir / res.data.key)
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(render(command, args.quick, budget, results))
+    text = render(command, args.quick, budget, results)
+    old = args.out.read_text() if args.out.exists() else ""
+    begin, end = "<!-- calibration:begin", "<!-- calibration:end -->"
+    if begin in old and end in old:  # trainer/bench/calibration.py's section is kept
+        block = begin + old.split(begin, 1)[1].split(end, 1)[0] + end
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    args.out.write_text(text)
     say(f"wrote {args.out}")
     for res in results:
         print(
