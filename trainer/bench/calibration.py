@@ -45,6 +45,16 @@ BEGIN = "<!-- calibration:begin (trainer/bench/calibration.py) -->"
 END = "<!-- calibration:end -->"
 K = 10
 BINS = 10
+NOTE = (
+    "- Reading it: observed hit rate rises with predicted confidence in every table, "
+    "so a threshold selects more reliable items. The calibration is conservative wher"
+    "e a user's held-out items are a large share of everything they will ever pick: i"
+    "ts validation split (64% history, 16% held out) counts the test items as misses "
+    "and has less history than the test's 80%, so on MovieLens 100k (a closed log) hi"
+    "ts come about 1.6 times as often as predicted; on the synthetic set the gap is w"
+    "ithin 0.02. The synthetic set here is 2k x 1k x 50k to keep the run short on a s"
+    "hared 2-core machine (the default 10k x 5k x 500k works too)."
+)
 
 
 def measure(inter: Interactions, names: tuple[str, ...]) -> dict:
@@ -101,6 +111,7 @@ def section(results: list[tuple[str, str, dict]], command: str) -> str:
         "returned item among the user's test items. Bins are 0.1 wide in predicted "
         "confidence; ECE (expected calibration error) is the count-weighted mean "
         "|mean predicted - observed| over the bins.",
+        NOTE,
         "",
     ]
     for title, desc, res in results:
