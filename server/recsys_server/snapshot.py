@@ -59,7 +59,7 @@ class Snapshot:
     """Route key (model name or variant key, "popularity", "cold_start") -> reference score."""
     calibrations: dict[str, Calibration] = field(default_factory=dict)
     """Model name -> P(hit | score / reference) fitted at training time; absent in versions
-    published before it (the relative rule then applies, `scoring.confidence`)."""
+    published before it (the relative rule then applies, `relative`)."""
     live_rows: dict[str, tuple] = field(default_factory=dict)
     """User id -> (their live events mapping, the 1-row history built from it, event kinds):
     rebuilt only when a recorded event replaces the mapping (`scoring.user_history`)."""
