@@ -17,7 +17,7 @@ from recsys_server.config import Experiment
 from recsys_server.errors import InvalidArgument, NotFound
 from recsys_server.explain import Reason, blend_reasons, describe
 from recsys_server.live import LiveHistory
-from recsys_server.snapshot import Snapshot
+from recsys_server.snapshot import Snapshot, relative
 
 MAX_K = 1000
 MAX_ID = 256
@@ -211,9 +211,10 @@ def recommend(
     if q.explain and items:
         reasons = explain_items(choice.model, user, row, picked, snap, kinds)
     titles, cats, ids = snap.titles, snap.categories, snap.item_ids
+    conf = snap.confidences(choice.name, choice.key, scores)
     answer.items = [
-        Scored(ids[i], s, confidence(s, ref), titles[i], cats[i], why)
-        for i, s, why in zip(items, scores, reasons, strict=True)
+        Scored(ids[i], s, c, titles[i], cats[i], why)
+        for i, s, c, why in zip(items, scores, conf, reasons, strict=True)
     ]
     if new:
         answer.items = merge_new(answer.items, new, catalogue, ref, q.k)
@@ -240,11 +241,7 @@ def explain_items(model, user: int, row, items, snap: Snapshot, kinds) -> list[R
     return [describe(e, snap, kinds) for e in model.explain(user, row, items)]
 
 
-def confidence(score: float, reference: float) -> float:
-    """score / reference (> 0, snapshot.measure_references) clipped to [0, 1], 0 for NaN. Plain
-    floats: for the k items of a response that costs less than the numpy calls."""
-    c = score / reference
-    return 0.0 if c != c else min(max(c, 0.0), 1.0)
+confidence = relative  # SimilarItems' rule (`snapshot.relative`); lists use `confidences`
 
 
 # -- similar items -----------------------------------------------------------------------------

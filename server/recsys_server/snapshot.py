@@ -14,13 +14,13 @@ import numpy as np
 import scipy.sparse as sp
 
 from recsys_core.artifacts import ArtifactError, load_version, store_cursor
+from recsys_core.calibration import Calibration, reference_score
 from recsys_core.models import Hybrid, Popularity, Recommender
 from recsys_server.config import Experiment
 from recsys_server.rankings import RankingCache
 
 REFERENCE_USERS = 256
 """Training users sampled at load time to measure each model's reference score."""
-REFERENCE_QUANTILE = 95.0
 DEFAULT_ORDER = ("hybrid", "item_cf", "svd", "user_cf", "popularity")
 """The default model when the configured one is missing: the first of these present, else
 the first model of the version."""
@@ -57,6 +57,9 @@ class Snapshot:
     """id(model) -> the stored rankings of a hybrid route (default or variant)."""
     references: dict[str, float] = field(default_factory=dict)
     """Route key (model name or variant key, "popularity", "cold_start") -> reference score."""
+    calibrations: dict[str, Calibration] = field(default_factory=dict)
+    """Model name -> P(hit | score / reference) fitted at training time; absent in versions
+    published before it (the relative rule then applies, `relative`)."""
     live_rows: dict[str, tuple] = field(default_factory=dict)
     """User id -> (their live events mapping, the 1-row history built from it, event kinds):
     rebuilt only when a recorded event replaces the mapping (`scoring.user_history`)."""
@@ -97,6 +100,26 @@ class Snapshot:
 
     def reference(self, key: str) -> float:
         return self.references.get(key, 1.0)
+
+    def confidences(self, name: str, key: str, scores: list[float]) -> list[float]:
+        """Confidence of each score of a list model ``name`` answered on route ``key``: its
+        calibrated P(hit) when the version has a calibration for it, else the relative rule.
+        The calibration's feature divides by the reference of the model that answered (a
+        cold-start answer is the hybrid's blend: the hybrid's reference)."""
+        cal = self.calibrations.get(name)
+        if cal is None:
+            ref = self.reference(key)
+            return [relative(s, ref) for s in scores]
+        ref = self.reference(name if key == "cold_start" else key)
+        return [cal.confidence(s, ref) for s in scores]
+
+
+def relative(score: float, reference: float) -> float:
+    """score / reference (> 0, `measure_references`) clipped to [0, 1], 0 for NaN: the rule
+    for SimilarItems and for versions without a calibration. Plain floats: for the k items of
+    a response that costs less than the numpy calls."""
+    c = score / reference
+    return 0.0 if c != c else min(max(c, 0.0), 1.0)
 
 
 def _parse_time(value: Any) -> datetime:
@@ -169,6 +192,7 @@ def build(path: Path, experiments: tuple[Experiment, ...], default_model: str) -
         default_model=default_model,
         cold_threshold=int(threshold),
         store_seq=store_cursor(params if isinstance(params, dict) else {}),
+        calibrations=dict(loaded.calibrations),
     )
     for m in [*models.values(), *variant_models.values()]:
         if isinstance(m, Hybrid):
@@ -195,10 +219,7 @@ def measure_references(snap: Snapshot) -> dict[str, float]:
         elif len(users) == 0:
             top = 0.0
         else:
-            r = model.recommend(users, rows, 1)
-            scores = np.asarray(r.scores, np.float64)
-            scores = scores[np.isfinite(scores)]
-            top = float(np.percentile(scores, REFERENCE_QUANTILE)) if scores.size else 0.0
+            top = reference_score(model.recommend(users, rows, 1).scores)
         refs[key] = top if top > 0 and math.isfinite(top) else 1.0
     item_cf = snap.models.get("item_cf")
     sim = getattr(item_cf, "similarity_", None)
@@ -207,7 +228,6 @@ def measure_references(snap: Snapshot) -> dict[str, float]:
         sim = sp.csr_matrix(sim)
         rows = np.flatnonzero(np.diff(sim.indptr) > 0)
         best = np.maximum.reduceat(sim.data, sim.indptr[rows]).astype(np.float64)
-        top = float(np.percentile(best, REFERENCE_QUANTILE))
-        refs["similar:item_cf"] = top if top > 0 and math.isfinite(top) else 1.0
+        refs["similar:item_cf"] = reference_score(best)
     refs["similar:svd"] = 1.0  # cosine similarity, already at most 1
     return refs

@@ -133,8 +133,59 @@ def test_every_model_answers_with_confidence(client, users, model):
         assert len(r.items) == 10
         conf = [i.confidence for i in r.items]
         assert all(0.0 <= c <= 1.0 for c in conf)
-        assert conf == sorted(conf, reverse=True)  # a fixed reference: same order as scores
+        assert conf == sorted(conf, reverse=True)  # a monotone map: same order as scores
         assert max(conf) > 0
+
+
+def test_confidence_is_the_calibrated_hit_probability(client, loaded, users):
+    """Recommend's confidence is the version's calibration of the model that answered at
+    score / that model's reference (measured as the server does: snapshot.build)."""
+    from recsys_server import snapshot
+
+    snap = snapshot.build(loaded.path, (), "hybrid")
+    assert set(snap.calibrations) >= {"hybrid", "svd", "popularity"}
+    for model in ("svd", "hybrid", "item_cf"):
+        cal, ref = snap.calibrations[model], snap.reference(model)
+        for user in users[:3]:
+            r = rec(client, user, model=model)
+            want = [cal.confidence(i.score, ref) for i in r.items]
+            assert [i.confidence for i in r.items] == pytest.approx(want, abs=1e-6)
+            assert all(any(abs(i.confidence - p) < 1e-6 for p in cal.probs) for i in r.items)
+    # an unknown user is answered by popularity: its table, not the hybrid's
+    r = rec(client, "nobody-at-all")
+    assert r.fallback_tier == pb.FALLBACK_TIER_POPULARITY
+    cal, ref = snap.calibrations["popularity"], snap.reference("popularity")
+    assert [i.confidence for i in r.items] == pytest.approx(
+        [cal.confidence(i.score, ref) for i in r.items], abs=1e-6
+    )
+
+
+def test_version_without_calibration_keeps_the_relative_rule(tmp_path, trained):  # noqa: F811
+    """A version published before calibration existed loads and answers with
+    clip(score / reference, 0, 1)."""
+    from srv_support import republish
+
+    from recsys_server import snapshot
+
+    root = tmp_path / "artifacts"
+    import shutil
+
+    shutil.copytree(trained, root)
+    republish(root)  # publish() without calibrations: no "calibration" in the manifest
+    loaded = artifacts.load_version(root / artifacts.latest_version(root))
+    assert loaded.calibrations == {}
+    snap = snapshot.build(loaded.path, (), "hybrid")
+    (tmp_path / "srv").mkdir()
+    with serving(root, tmp_path / "srv") as s:
+        c = Client(s.address)
+        try:
+            user = str(loaded.user_ids[int(np.argmax(np.diff(loaded.history.indptr)))])
+            r = rec(c, user, model="svd")
+        finally:
+            c.close()
+    ref = snap.reference("svd")
+    want = [min(max(i.score / ref, 0.0), 1.0) for i in r.items]
+    assert [i.confidence for i in r.items] == pytest.approx(want, abs=1e-6)
 
 
 def test_explanation_item_cf(client, loaded, users):
@@ -195,7 +246,10 @@ def test_explanation_popularity(client, loaded):
     assert t.half_life_days == loaded.manifest["models"]["popularity"]["params"]["half_life_days"]
     assert t.window_end.seconds >= t.window_start.seconds > 0
     assert r.items[0].explanation.text.startswith("Trending: #1 as of ")
-    assert r.items[0].confidence == pytest.approx(1.0)  # the most popular item
+    # the calibrated P(hit) of the most popular item: popularity's table at its score
+    cal = loaded.calibrations["popularity"]
+    ref = max(loaded.models["popularity"].scores_)
+    assert r.items[0].confidence == pytest.approx(cal.confidence(r.items[0].score, ref), abs=1e-6)
 
 
 def test_explanation_hybrid(client, users):

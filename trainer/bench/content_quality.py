@@ -36,6 +36,8 @@ if str(TRAINER) not in sys.path:
     sys.path.insert(0, str(TRAINER))
 sys.path.insert(0, str(TRAINER / "bench"))
 
+import sections  # noqa: E402
+
 from recsys_core.catalog import Catalog, load_catalog, with_catalog  # noqa: E402
 from recsys_core.data import Interactions, from_frame, load_interactions  # noqa: E402
 from recsys_core.metrics import ndcg_at_k  # noqa: E402
@@ -44,8 +46,7 @@ from recsys_trainer import cli  # noqa: E402
 from recsys_trainer import config as config_mod  # noqa: E402
 from recsys_trainer.evaluate import compare  # noqa: E402
 
-BEGIN = "<!-- content:begin (trainer/bench/content_quality.py) -->"
-END = "<!-- content:end -->"
+BEGIN, END = sections.markers("content", "trainer/bench/content_quality.py")
 K, MIN_USER, TEST_SEED, COLD_SEED, COLD_SHARE, COLD_K = 10, 5, 42, 3, 0.1, 20
 COLD_MODELS = ("content", "hybrid", "item_cf", "svd", "ease", "popularity")
 
@@ -231,14 +232,6 @@ def render(command: str, results: list[tuple[str, dict, dict]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def splice(text: str, section: str) -> str:
-    """``text`` with the marked section replaced by ``section`` (appended when absent)."""
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        return head + section.rstrip("\n") + rest.split(END, 1)[1]
-    return text.rstrip("\n") + "\n\n" + section
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--ml100k", type=Path, help="MovieLens 100k u.data (u.item beside it)")
@@ -256,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.argv[1:] if argv is None else argv
     )
     old = args.out.read_text() if args.out.exists() else ""
-    args.out.write_text(splice(old, render(command, results)))
+    args.out.write_text(sections.splice(old, "content", render(command, results)))
     say(f"wrote {args.out}")
     return 0
 

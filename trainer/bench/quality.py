@@ -54,6 +54,8 @@ REPO = TRAINER.parent
 if str(TRAINER) not in sys.path:
     sys.path.insert(0, str(TRAINER))
 
+import sections  # noqa: E402
+
 import recsys_core as rc  # noqa: E402
 from recsys_core.catalog import load_catalog  # noqa: E402
 from recsys_core.data import Interactions, from_frame, load_interactions  # noqa: E402
@@ -881,13 +883,9 @@ def main(argv: list[str] | None = None) -> int:
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     text = render(command, args.quick, budget, results)
-    if args.out.exists():  # keep the content model's section (content_quality.py)
-        from content_quality import BEGIN, END
-
-        old = args.out.read_text()
-        if BEGIN in old and END in old:
-            text = text.rstrip("\n") + "\n\n" + BEGIN + old.split(BEGIN, 1)[1].split(END, 1)[0]
-            text += END + "\n"
+    old = args.out.read_text() if args.out.exists() else ""
+    for block in sections.kept(old):  # the other benches' sections (sections.py) are kept
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
     args.out.write_text(text)
     say(f"wrote {args.out}")
     for res in results:

@@ -30,8 +30,8 @@ from recsys_core.data import (
 from recsys_core.models import MODELS, Hybrid, Recommender
 from recsys_core.models.registry import COMPONENTS, NAMES
 from recsys_core.splits import leave_last_n, random_holdout, temporal_split
+from recsys_trainer import calibrate, live_catalogue, retention, synthetic, tuning
 from recsys_trainer import config as config_mod
-from recsys_trainer import live_catalogue, retention, synthetic, tuning
 
 ALL = NAMES
 
@@ -285,6 +285,8 @@ def train_and_publish(
     t0 = time.perf_counter()
     models = fit_models(inter, cfg, names, tuned)
     train_seconds = time.perf_counter() - t0
+    with step("calibrate confidence"):
+        calibrations = calibrate_models(inter, cfg, models)
     params = config_mod.to_dict(cfg) | {"train_seconds": train_seconds} | (extra_params or {})
     with step("publish"):
         path = artifacts.publish(
@@ -298,8 +300,16 @@ def train_and_publish(
             params=params,
             keep=cfg.keep_versions,
             history=inter.to_csr(),
+            calibrations=calibrations,
         )
     return path, models, train_seconds
+
+
+def calibrate_models(inter: Interactions, cfg: config_mod.TrainConfig, models) -> dict:
+    """Each model's confidence calibration (`recsys_trainer.calibrate`), on the validation
+    split the hyperparameter search carves from ``inter`` (tuning on or off)."""
+    val = tuning.Validation(inter, cfg.tuning)
+    return calibrate.calibrate(models, val, lambda name, c: MODELS[name](c))
 
 
 def cmd_train(a: argparse.Namespace) -> int:

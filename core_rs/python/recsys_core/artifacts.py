@@ -28,7 +28,7 @@ import time
 import zipfile
 import zlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -37,6 +37,7 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
+from recsys_core.calibration import Calibration
 from recsys_core.catalog import Catalog, load_catalog
 from recsys_core.data import DataError, Interactions
 from recsys_core.models import MODELS, Recommender
@@ -107,6 +108,9 @@ class LoadedArtifacts:
     item_ids: np.ndarray
     catalog: Catalog | None
     history: sp.csr_matrix | None = None
+    calibrations: dict[str, Calibration] = field(default_factory=dict)
+    """Model name -> its confidence calibration (`recsys_core.calibration`); a version
+    published before calibration existed has none, and the server keeps the relative rule."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -257,6 +261,7 @@ def publish(
     version: str | None = None,
     trained_at: datetime | None = None,
     history: sp.csr_matrix | None = None,
+    calibrations: Mapping[str, Calibration] | None = None,
 ) -> Path:
     """Write a new version under ``out``, point ``latest`` at it, prune old ones; returns its
     directory. Nothing becomes visible unless the whole version was written and loads back."""
@@ -295,6 +300,9 @@ def publish(
                 raise ValueError(f"model {name!r} wrote {sorted(clash)}, already taken")
             reserved |= set(rels)
             model_entries[name] = {"files": rels, "params": model.params()}
+            cal = (calibrations or {}).get(name)
+            if cal is not None:
+                model_entries[name]["calibration"] = cal.to_dict()
         np.savez(tmp / IDS_FILE, user_ids=user_ids, item_ids=item_ids)
         if history is not None:
             # The training histories: the server scores known users from them and excludes
@@ -578,7 +586,20 @@ def _load_dir(root: Path, name: str | None, *, verify: bool) -> LoadedArtifacts:
     _attach_hybrid(models, root)
     catalog = _load_catalog(root, m.get("catalog"))
     history = _load_history(root, m) if m.get("history") else None
-    return LoadedArtifacts(name, root, m, models, user_ids, item_ids, catalog, history)
+    cals = _load_calibrations(root, m)
+    return LoadedArtifacts(name, root, m, models, user_ids, item_ids, catalog, history, cals)
+
+
+def _load_calibrations(root: Path, m: dict[str, Any]) -> dict[str, Calibration]:
+    out: dict[str, Calibration] = {}
+    for name, entry in m["models"].items():
+        if "calibration" not in entry:
+            continue  # published before calibration, or no hit to fit on
+        try:
+            out[name] = Calibration.from_dict(entry["calibration"])
+        except ValueError as e:
+            raise ArtifactError("bad_model", f"{root / MANIFEST}: model {name!r}: {e}") from e
+    return out
 
 
 def _load_history(root: Path, m: dict[str, Any]) -> sp.csr_matrix:
