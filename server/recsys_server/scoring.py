@@ -14,7 +14,7 @@ from recsys_core.models.registry import SIMILAR
 from recsys_server import router
 from recsys_server.config import Experiment
 from recsys_server.errors import InvalidArgument, NotFound
-from recsys_server.explain import Reason, blend_reasons, describe
+from recsys_server.explain import Reason, blend_reasons, describe, hybrid_reasons, popular_now
 from recsys_server.live import LiveHistory
 from recsys_server.snapshot import Snapshot
 
@@ -174,7 +174,7 @@ def recommend(
     ref = snap.reference(choice.key)
     reasons: list[Reason | None] = [None] * len(items)
     if q.explain:
-        reasons = explain_items(choice.model, user, row, rec.items, snap, kinds)
+        reasons = explain_items(choice.model, user, row, rec.items, snap, kinds, choice.tier)
     titles, cats, ids = snap.titles, snap.categories, snap.item_ids
     answer.items = [
         Scored(ids[i], s, confidence(s, ref), titles[i], cats[i], why)
@@ -183,14 +183,21 @@ def recommend(
     return answer
 
 
-def explain_items(model, user: int, row, items, snap: Snapshot, kinds) -> list[Reason]:
-    """The reasons for ``items``: a hybrid's blend shares straight from the ranking it just
-    answered (vectorised, `explain.blend_reasons`), else the model's explanations described."""
+def explain_items(
+    model, user: int, row, items, snap: Snapshot, kinds, tier: str = router.PERSONALIZED
+) -> list[Reason]:
+    """The reasons for ``items``: a hybrid's from the evidence of the ranking it just
+    answered (`explain.hybrid_reasons`, vectorised over the items), else the model's
+    explanations described; the popularity tier says it will personalise."""
     if isinstance(model, Hybrid):
+        got = hybrid_reasons(model, user, row, items, snap, kinds)
+        if got is not None:
+            return got
         got = model.blend_parts(user, row, items)
         if got is not None:
             return blend_reasons(*got)
-    return [describe(e, snap, kinds) for e in model.explain(user, row, items)]
+    reasons = [describe(e, snap, kinds) for e in model.explain(user, row, items)]
+    return popular_now(reasons) if tier == router.POPULARITY else reasons
 
 
 def confidence(score: float, reference: float) -> float:

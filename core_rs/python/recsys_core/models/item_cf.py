@@ -143,6 +143,43 @@ class ItemCF(Recommender):
             )
         return out
 
+    def evidence(self, user, row, items, part=None) -> dict[str, np.ndarray]:
+        """``sources``/``contributions``/``similarities`` (items x ``explain_top``, source -1
+        where there are fewer) of the history items that add most to each item's score, and
+        ``scores``: one allow-masked scan of the history's neighbour lists."""
+        _, idx, w, _ = part if part is not None else self.blend_part(user, row, 1.0)
+        items = np.asarray(items, np.int32)
+        top = self.config.explain_top
+        k = len(items)
+        src = np.full((k, top), -1, np.int32)
+        con = np.zeros((k, top), np.float32)
+        out = {"sources": src, "contributions": con, "similarities": np.zeros((k, top), np.float32)}
+        out["scores"] = np.zeros(k, np.float32)
+        if k == 0 or len(idx) == 0:
+            return out
+        r = self._scorer.recommend(
+            idx, w, k, exclude_history=False, allow=items, deny=None, explain=top
+        )
+        # r is in this model's order: the position in r of each of ``items``
+        order = np.argsort(r.items, kind="stable")
+        at = order[np.searchsorted(r.items[order], items)]
+        ex = r.explanations
+        starts = ex.indptr[at]
+        cols = np.arange(top)
+        have = cols[None, :] < (ex.indptr[at + 1] - starts)[:, None]
+        flat = (starts[:, None] + cols[None, :])[have]
+        src[have] = ex.sources[flat]
+        con[have] = ex.contributions[flat]
+        # similarity = contribution / the source's history weight
+        h_order = np.argsort(idx, kind="stable")
+        weights = np.asarray(w, np.float32)[h_order]
+        wsrc = weights[np.searchsorted(np.asarray(idx)[h_order], src[have])]
+        out["similarities"][have] = np.divide(
+            con[have], wsrc, out=np.zeros_like(con[have]), where=wsrc != 0
+        )
+        out["scores"] = np.asarray(r.scores, np.float32)[at]
+        return out
+
     def _arrays(self) -> dict[str, np.ndarray]:
         return csr_arrays(self.similarity_, "similarity")
 
