@@ -249,7 +249,9 @@ def test_tiers_no_history_short_history_and_explicit_model(client, loaded):
     assert r.fallback_tier == pb.FALLBACK_TIER_COLD_START and r.model == "hybrid"
     assert not {i.item_id for i in r.items} & set(items)
     e = r.items[0].explanation
-    assert e.kind == "blend" and e.text.endswith("we will personalise after a few more interactions")
+    assert e.kind == "blend" and e.text.endswith(
+        "we will personalise after a few more interactions"
+    )
     shares = {c.model: c.share for c in e.components}
     assert set(shares) <= set(COMPONENTS) and "popularity" in shares  # the blend with popularity
     # An explicit non-hybrid model answers itself.

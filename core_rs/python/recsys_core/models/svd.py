@@ -249,8 +249,7 @@ class SVD(Recommender):
 
     def evidence(self, user, row, items, part=None) -> dict[str, np.ndarray]:
         """Each item's ``closest`` history item in factor space (cosine; -1 with no history)
-        and its ``closest_similarity``; with ``part``, the ``explain_factors`` factors adding
-        most to each item's score (``factors``, ``contributions``, ``shares``)."""
+        and its ``closest_similarity``."""
         items = np.asarray(items, np.int64)
         hist = row.indices
         k = len(items)
@@ -263,15 +262,6 @@ class SVD(Recommender):
             best = cos.argmax(axis=0)
             out["closest"] = np.asarray(hist, np.int64)[best]
             out["closest_similarity"] = cos[best, np.arange(k)]
-        if part is not None and k:
-            contrib = part[1][None, :] * self.item_factors_[items]  # items x factors
-            n = min(self.config.explain_factors, contrib.shape[1])
-            top = np.argsort(-contrib, axis=1)[:, :n]
-            val = np.take_along_axis(contrib, top, axis=1)
-            total = contrib.sum(axis=1, keepdims=True)
-            out["factors"] = top
-            out["contributions"] = val
-            out["shares"] = np.divide(val, total, out=np.zeros_like(val), where=total > 0)
         return out
 
     def _arrays(self) -> dict[str, np.ndarray]:
