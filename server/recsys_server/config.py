@@ -33,6 +33,25 @@ from typing import Any
 from recsys_core.datastore import StoreConfigError, parse_store_url, redact
 from recsys_core.models import MODELS
 from recsys_core.models.registry import COMPONENTS
+from recsys_server.live import EVENT_TYPES
+
+TRAINING = "training"
+"""The verb key of training history (its event types are not kept: a neutral verb)."""
+SESSION = "session"
+"""The verb key of ``recent_item_ids``."""
+DEFAULT_VERBS = {
+    "view": "viewed",
+    "click": "clicked",
+    "add_to_cart": "added {} to your cart",
+    "purchase": "bought",
+    "rating": "rated",
+    SESSION: "viewed",
+    TRAINING: "chose",
+}
+"""What explanations say a user did to an item, per event type: "Because you bought Heat".
+``{}`` marks where the titles go (default: after the verb). Training history says "chose",
+true of any log (ratings, purchases, plays)."""
+MAX_VERB = 40
 
 TOKEN_ENV = {
     "write_token": "RECSYS_WRITE_TOKEN",
@@ -95,6 +114,9 @@ class ServerConfig:
     until each was scored once or this time is up, so their first requests find warm rows and
     caches. The old version serves meanwhile; a large version takes longer to swap in."""
     experiments: tuple[Experiment, ...] = ()
+    event_verbs: dict[str, str] = dataclasses.field(default_factory=dict)
+    """Explanation verbs replacing `DEFAULT_VERBS` for the event types named (an event type
+    of `recsys_server.live.EVENT_TYPES`, ``session`` or ``training``)."""
     write_token: str | None = None
     admin_token: str | None = None
     read_token: str | None = None
@@ -103,6 +125,11 @@ class ServerConfig:
 
     def __post_init__(self) -> None:
         check(self)
+
+    @property
+    def verbs(self) -> dict[str, str]:
+        """`DEFAULT_VERBS` with ``event_verbs`` applied."""
+        return DEFAULT_VERBS | dict(self.event_verbs)
 
     @property
     def var_dir(self) -> Path:
@@ -164,6 +191,7 @@ def check(c: ServerConfig) -> None:
         tok = getattr(c, name)
         if tok is not None and not tok.strip():
             raise ConfigError(f"{name} must not be empty")
+    check_verbs(c.event_verbs)
     seen: set[str] = set()
     for exp in c.experiments:
         if not exp.name or exp.name in seen:
@@ -192,6 +220,24 @@ def check(c: ServerConfig) -> None:
                         raise ConfigError(f"{where}: weight {k} must be finite and >= 0")
         if total > 1.0 + 1e-9:
             raise ConfigError(f"experiment {exp.name!r}: shares add up to {total:g} > 1")
+
+
+def check_verbs(verbs: Any) -> None:
+    if not isinstance(verbs, dict):
+        raise ConfigError(f"event_verbs: expected a table of event type = verb, got {verbs!r}")
+    known = (*EVENT_TYPES, SESSION, TRAINING)
+    for kind, verb in verbs.items():
+        if kind not in known:
+            raise ConfigError(
+                f"event_verbs: unknown event type {kind!r}; known: {', '.join(known)}"
+            )
+        if not isinstance(verb, str) or not verb.strip() or len(verb) > MAX_VERB:
+            raise ConfigError(
+                f"event_verbs.{kind}: expected a verb of 1..{MAX_VERB} characters, got {verb!r}"
+            )
+        rest = verb.replace("{}", "", 1)
+        if "{" in rest or "}" in rest:
+            raise ConfigError(f"event_verbs.{kind}: at most one {{}} (where titles go): {verb!r}")
 
 
 _PATHS = {"artifacts", "import_log", "tls_cert", "tls_key"}

@@ -294,7 +294,7 @@ class ModelVersions:
             del self._unloadable[name]
 
     def _load(self, path: Path) -> tuple[Snapshot, LiveHistory, int]:
-        snap = build(path, self.config.experiments, self.config.default_model)
+        snap = build(path, self.config.experiments, self.config.default_model, self.config.verbs)
         try:
             warm_up(snap, self.config)
         except Exception as e:

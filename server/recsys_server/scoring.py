@@ -15,7 +15,7 @@ from recsys_server import diversify, router
 from recsys_server.catalogue import Catalogue, score_new_items
 from recsys_server.config import Experiment
 from recsys_server.errors import InvalidArgument, NotFound
-from recsys_server.explain import Reason, blend_reasons, describe
+from recsys_server.explain import Reason, blend_reasons, describe, hybrid_reasons, popular_now
 from recsys_server.live import LiveHistory
 from recsys_server.snapshot import Snapshot, relative
 
@@ -209,7 +209,7 @@ def recommend(
     ref = snap.reference(choice.key)
     reasons: list[Reason | None] = [None] * len(items)
     if q.explain and items:
-        reasons = explain_items(choice.model, user, row, picked, snap, kinds)
+        reasons = explain_items(choice.model, user, row, picked, snap, kinds, choice.tier)
     titles, cats, ids = snap.titles, snap.categories, snap.item_ids
     conf = snap.confidences(choice.name, choice.key, scores)
     answer.items = [
@@ -231,14 +231,21 @@ def merge_new(items: list[Scored], new, catalogue: Catalogue, ref: float, k: int
     return sorted(items + extra, key=lambda x: -x.score)[:k]
 
 
-def explain_items(model, user: int, row, items, snap: Snapshot, kinds) -> list[Reason]:
-    """The reasons for ``items``: a hybrid's blend shares straight from the ranking it just
-    answered (vectorised, `explain.blend_reasons`), else the model's explanations described."""
+def explain_items(
+    model, user: int, row, items, snap: Snapshot, kinds, tier: str = router.PERSONALIZED
+) -> list[Reason]:
+    """The reasons for ``items``: a hybrid's from the evidence of the ranking it just
+    answered (`explain.hybrid_reasons`, vectorised over the items), else the model's
+    explanations described; the popularity tier says it will personalise."""
     if isinstance(model, Hybrid):
+        got = hybrid_reasons(model, user, row, items, snap, kinds)
+        if got is not None:
+            return got
         got = model.blend_parts(user, row, items)
         if got is not None:
             return blend_reasons(*got)
-    return [describe(e, snap, kinds) for e in model.explain(user, row, items)]
+    reasons = [describe(e, snap, kinds) for e in model.explain(user, row, items)]
+    return popular_now(reasons) if tier == router.POPULARITY else reasons
 
 
 confidence = relative  # SimilarItems' rule (`snapshot.relative`); lists use `confidences`

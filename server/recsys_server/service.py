@@ -74,6 +74,13 @@ def fill_explanation(out: pb.Explanation, r: ex.Reason) -> None:
         _set_ts(o.window_end, t.window_end)
     for c in r.components:
         out.components.add(model=c.model, share=c.share, contribution=c.contribution)
+    if r.content is not None:
+        o = out.content
+        o.categories.extend(r.content.categories)
+        for i in r.content.items:
+            o.items.add(item_id=i.item_id, title=i.title, similarity=i.similarity)
+    if r.new_item:
+        out.new_item = True
 
 
 def add_scored(items, s: Scored) -> None:

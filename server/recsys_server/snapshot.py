@@ -16,7 +16,7 @@ import scipy.sparse as sp
 from recsys_core.artifacts import ArtifactError, load_version, store_cursor
 from recsys_core.calibration import Calibration, reference_score
 from recsys_core.models import Hybrid, Popularity, Recommender
-from recsys_server.config import Experiment
+from recsys_server.config import DEFAULT_VERBS, Experiment
 from recsys_server.rankings import RankingCache
 
 REFERENCE_USERS = 256
@@ -63,6 +63,8 @@ class Snapshot:
     live_rows: dict[str, tuple] = field(default_factory=dict)
     """User id -> (their live events mapping, the 1-row history built from it, event kinds):
     rebuilt only when a recorded event replaces the mapping (`scoring.user_history`)."""
+    verbs: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_VERBS))
+    """Event type -> the verb explanations use (`ServerConfig.verbs`)."""
     rows: dict[int, sp.csr_matrix] = field(default_factory=dict)
     """Known user -> their training row as a 1-row CSR, built on first use: building a scipy
     matrix costs about 0.1 ms, a large share of a request. Never modified in place."""
@@ -129,10 +131,15 @@ def _parse_time(value: Any) -> datetime:
         return datetime.fromtimestamp(0, UTC)
 
 
-def build(path: Path, experiments: tuple[Experiment, ...], default_model: str) -> Snapshot:
+def build(
+    path: Path,
+    experiments: tuple[Experiment, ...],
+    default_model: str,
+    verbs: dict[str, str] | None = None,
+) -> Snapshot:
     """Loads and validates one version directory (raises `ArtifactError`), sets up the
     hybrid routes' stored rankings and measures the confidence references. Runs in a worker
-    thread."""
+    thread. ``verbs``: explanation verbs (default `DEFAULT_VERBS`)."""
     loaded = load_version(path)
     if not loaded.models:
         raise ArtifactError("empty", f"{path}: the version holds no models")
@@ -193,6 +200,7 @@ def build(path: Path, experiments: tuple[Experiment, ...], default_model: str) -
         cold_threshold=int(threshold),
         store_seq=store_cursor(params if isinstance(params, dict) else {}),
         calibrations=dict(loaded.calibrations),
+        verbs=dict(DEFAULT_VERBS if verbs is None else verbs),
     )
     for m in [*models.values(), *variant_models.values()]:
         if isinstance(m, Hybrid):

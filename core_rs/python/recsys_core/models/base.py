@@ -173,6 +173,14 @@ class Recommender(ABC):
     def explain(self, user: int, history: sp.csr_matrix, items: np.ndarray) -> list[Explanation]:
         """One explanation per recommended item (``history`` is the user's single CSR row)."""
 
+    def evidence(
+        self, user: int, row: sp.csr_matrix, items: np.ndarray, part: BlendPart | None = None
+    ) -> dict[str, np.ndarray] | None:
+        """This model's evidence at ``items`` as arrays (one entry per item), for a hybrid's
+        explanations: computed for all items at once, from ``part`` (this model's
+        ``blend_part`` for ``row``, as the ranking computed it) when given. None: none."""
+        return None
+
     # -- persistence: arrays in <dir>/<name>.npz (no pickle), parameters in <name>.json --------
 
     @abstractmethod

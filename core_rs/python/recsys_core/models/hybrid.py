@@ -254,6 +254,8 @@ class Hybrid(Recommender):
             m = self.components[n]
             parts.append(m.blend_part(user, row, float(weights[n])))
         b = rc.blend_topk(parts, self.n_items, k, exclude=row.indices, allow=allow, deny=deny)
+        # kept for `evidence` on this row (a user-CF part of a folded-in history is costly)
+        self._memo.parts = (row, user, dict(zip(names, parts, strict=True)))
         return Ranking(b.items, b.scores, names, weights, b.part_scores, cold)
 
     def answer(self, user: int, row: sp.csr_matrix, ranking: Ranking) -> rc.Recommendations:
@@ -283,6 +285,25 @@ class Hybrid(Recommender):
         contrib = w[:, None] * part_scores.astype(np.float64)
         total = contrib.sum(axis=0)  # blend_explanation's shares, every item at once
         return r.names, contrib, contrib / np.where(total > 0, total, np.inf), r.cold > 0
+
+    def evidence(self, user, history: sp.csr_matrix, items, names) -> dict[str, dict]:
+        """Each named component's ``evidence`` at ``items`` (name -> its arrays; components
+        without any are left out), from the parts the last ``rank`` on this thread computed
+        for this row when there are any, else from fresh ``blend_part``s."""
+        memo = getattr(self._memo, "parts", None)
+        kept = memo[2] if memo is not None and memo[0] is history and memo[1] == user else {}
+        out = {}
+        for n in names:
+            m = self.components.get(n)
+            if m is None:
+                continue
+            part = kept.get(n)
+            if part is None and type(m).evidence is not Recommender.evidence:
+                part = m.blend_part(user, history, 1.0)
+            got = m.evidence(user, history, items, part)
+            if got is not None:
+                out[n] = got
+        return out
 
     def explain(self, user, history: sp.csr_matrix, items) -> list[Explanation]:
         got = self.blend_parts(user, history, items)

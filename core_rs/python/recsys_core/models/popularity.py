@@ -127,6 +127,10 @@ class Popularity(Recommender):
             for i in items
         ]
 
+    def evidence(self, user, row, items, part=None) -> dict[str, np.ndarray]:
+        """Each item's trending ``rank`` (1-based)."""
+        return {"rank": self.trending_rank()[np.asarray(items, np.int64)]}
+
     def _arrays(self) -> dict[str, np.ndarray]:
         return {"scores": self.scores_, "window": self.window_}
 

@@ -328,6 +328,23 @@ class SVD(Recommender):
             out.append(Explanation("latent_factors", fields))
         return out
 
+    def evidence(self, user, row, items, part=None) -> dict[str, np.ndarray]:
+        """Each item's ``closest`` history item in factor space (cosine; -1 with no history)
+        and its ``closest_similarity``."""
+        items = np.asarray(items, np.int64)
+        hist = row.indices
+        k = len(items)
+        out: dict[str, np.ndarray] = {
+            "closest": np.full(k, -1, np.int64),
+            "closest_similarity": np.zeros(k, np.float32),
+        }
+        if len(hist) and k:
+            cos = self._unit[hist] @ self._unit[items].T  # history x items
+            best = cos.argmax(axis=0)
+            out["closest"] = np.asarray(hist, np.int64)[best]
+            out["closest_similarity"] = cos[best, np.arange(k)]
+        return out
+
     def _arrays(self) -> dict[str, np.ndarray]:
         out = {"user_factors": self.user_factors_, "item_factors": self.item_factors_}
         if self.row_nnz_ is not None:

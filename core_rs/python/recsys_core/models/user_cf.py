@@ -188,6 +188,45 @@ class UserCF(Recommender):
             )
         return out
 
+    def evidence(self, user, row, items, part=None) -> dict[str, np.ndarray]:
+        """Of the ``explain_top`` nearest neighbours (``neighbours``, one number), how many
+        chose each item (``counts``) and their mean and max similarity: one allow-masked scan
+        of those neighbours' rows, each chooser one contribution."""
+        _, nb, sims, _ = part if part is not None else self.blend_part(user, row, 1.0)
+        items = np.asarray(items, np.int32)
+        k = len(items)
+        top = self.config.explain_top
+        if len(nb) > top:
+            keep = np.argpartition(-sims, top - 1)[:top]
+            nb, sims = nb[keep], sims[keep]
+        out = {
+            "neighbours": np.int64(len(nb)),
+            "counts": np.zeros(k, np.int64),
+            "mean_similarity": np.zeros(k, np.float64),
+            "max_similarity": np.zeros(k, np.float64),
+        }
+        if k == 0 or len(nb) == 0:
+            return out
+        ones = np.ones(len(nb), np.float32)
+        r = self._scorer.recommend(nb, ones, k, exclude_history=False, allow=items, explain=len(nb))
+        order = np.argsort(r.items, kind="stable")
+        at = order[np.searchsorted(r.items[order], items)]
+        ex = r.explanations
+        counts = np.diff(ex.indptr)  # per position in r
+        nb_order = np.argsort(nb, kind="stable")
+        s = np.asarray(sims, np.float64)[nb_order][
+            np.searchsorted(np.asarray(nb)[nb_order], ex.sources)
+        ]
+        owner = np.repeat(np.arange(len(counts)), counts)
+        sums = np.bincount(owner, weights=s, minlength=len(counts))
+        peak = np.zeros(len(counts))
+        np.maximum.at(peak, owner, s)
+        c = counts[at]
+        out["counts"] = c.astype(np.int64)
+        out["mean_similarity"] = np.divide(sums[at], c, out=np.zeros(k), where=c > 0)
+        out["max_similarity"] = peak[at]
+        return out
+
     def _arrays(self) -> dict[str, np.ndarray]:
         return csr_arrays(self.user_items_, "user_items") | csr_arrays(
             self.neighbours_, "neighbours"

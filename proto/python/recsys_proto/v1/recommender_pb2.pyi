@@ -76,7 +76,7 @@ class ScoredItem(_message.Message):
     def __init__(self, item_id: _Optional[str] = ..., score: _Optional[float] = ..., confidence: _Optional[float] = ..., title: _Optional[str] = ..., categories: _Optional[_Iterable[str]] = ..., explanation: _Optional[_Union[Explanation, _Mapping]] = ...) -> None: ...
 
 class Explanation(_message.Message):
-    __slots__ = ("text", "kind", "items", "similar_users", "latent_factors", "trending", "components")
+    __slots__ = ("text", "kind", "items", "similar_users", "latent_factors", "trending", "components", "content", "new_item")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     ITEMS_FIELD_NUMBER: _ClassVar[int]
@@ -84,6 +84,8 @@ class Explanation(_message.Message):
     LATENT_FACTORS_FIELD_NUMBER: _ClassVar[int]
     TRENDING_FIELD_NUMBER: _ClassVar[int]
     COMPONENTS_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    NEW_ITEM_FIELD_NUMBER: _ClassVar[int]
     text: str
     kind: str
     items: _containers.RepeatedCompositeFieldContainer[ItemContribution]
@@ -91,7 +93,17 @@ class Explanation(_message.Message):
     latent_factors: LatentFactors
     trending: Trending
     components: _containers.RepeatedCompositeFieldContainer[ComponentShare]
-    def __init__(self, text: _Optional[str] = ..., kind: _Optional[str] = ..., items: _Optional[_Iterable[_Union[ItemContribution, _Mapping]]] = ..., similar_users: _Optional[_Union[SimilarUsers, _Mapping]] = ..., latent_factors: _Optional[_Union[LatentFactors, _Mapping]] = ..., trending: _Optional[_Union[Trending, _Mapping]] = ..., components: _Optional[_Iterable[_Union[ComponentShare, _Mapping]]] = ...) -> None: ...
+    content: ContentMatch
+    new_item: bool
+    def __init__(self, text: _Optional[str] = ..., kind: _Optional[str] = ..., items: _Optional[_Iterable[_Union[ItemContribution, _Mapping]]] = ..., similar_users: _Optional[_Union[SimilarUsers, _Mapping]] = ..., latent_factors: _Optional[_Union[LatentFactors, _Mapping]] = ..., trending: _Optional[_Union[Trending, _Mapping]] = ..., components: _Optional[_Iterable[_Union[ComponentShare, _Mapping]]] = ..., content: _Optional[_Union[ContentMatch, _Mapping]] = ..., new_item: _Optional[bool] = ...) -> None: ...
+
+class ContentMatch(_message.Message):
+    __slots__ = ("categories", "items")
+    CATEGORIES_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    categories: _containers.RepeatedScalarFieldContainer[str]
+    items: _containers.RepeatedCompositeFieldContainer[ItemContribution]
+    def __init__(self, categories: _Optional[_Iterable[str]] = ..., items: _Optional[_Iterable[_Union[ItemContribution, _Mapping]]] = ...) -> None: ...
 
 class ItemContribution(_message.Message):
     __slots__ = ("item_id", "title", "similarity", "contribution")
