@@ -6,9 +6,8 @@ every ranking its deny list: the version's indices of the unavailable items, a s
 array made once per (version, availability change) and merged with the request's exclusions
 inside the Rust top-K, so lists still hold k items when k are eligible.
 
-New items (stored, not in the version's item index) are recommendable through
-`score_new_items`: a version with a ``content`` model that can ``vectorize`` and
-``score_vectors`` scores them for the user; without one they are only listed.
+New items (stored, not in the version's item index) are vectorised here for the version's
+``content`` model, once per catalogue change; `new_items` ranks and explains them.
 """
 
 from __future__ import annotations
@@ -284,30 +283,3 @@ def _sorted_version_ids(snap: Snapshot) -> list[str]:
         got = sorted(snap.item_ids)
         snap._sorted_item_ids = got  # derived once per version
     return got
-
-
-def score_new_items(
-    catalogue: Catalogue | None, snap: Snapshot, user: int, row, k: int, exclude: Sequence[str]
-) -> list[tuple[str, float]]:
-    """The seam that makes new items recommendable: (item id, score) of the user's best ``k``
-    new items, by the version's ``content`` model (``score_vectors(row, vectors)``, one score
-    per new item); empty without one. Excluded ids are left out."""
-    if catalogue is None or not catalogue.records:
-        return []
-    content = snap.models.get("content")
-    if content is None or not hasattr(content, "score_vectors"):
-        return []
-    items, vectors = catalogue.new_items(snap)
-    if not items or vectors is None:
-        return []
-    scores = np.asarray(content.score_vectors(row, vectors), np.float64).ravel()
-    skip = set(exclude)
-    ranked = sorted(
-        (
-            (float(s), r.item_id)
-            for r, s in zip(items, scores.tolist(), strict=True)
-            if np.isfinite(s) and s > 0 and r.item_id not in skip
-        ),
-        key=lambda t: (-t[0], t[1]),
-    )
-    return [(i, s) for s, i in ranked[:k]]

@@ -214,8 +214,9 @@ def _content(f: Mapping, snap: Snapshot, kinds: Mapping[int, str]) -> Reason:
         return Reason("Nothing in common with your history; added to complete your list", "content")
     text = f"Matches your interest in {join(list(f['labels']))}"
     if items:
-        text += f", like {snap.title(f['items'][0])}"
-    return Reason(text[:120], "content", items=items)
+        text += f", like {short(snap.title(f['items'][0]))}"
+    match = ContentMatch(list(f["categories"]), items)
+    return Reason(fit(text), "content", items=items, content=match)
 
 
 DESCRIBERS = {

@@ -11,8 +11,8 @@ import scipy.sparse as sp
 
 from recsys_core.models import Hybrid
 from recsys_core.models.registry import SIMILAR
-from recsys_server import diversify, router
-from recsys_server.catalogue import Catalogue, score_new_items
+from recsys_server import diversify, new_items, router
+from recsys_server.catalogue import Catalogue
 from recsys_server.config import Experiment
 from recsys_server.errors import InvalidArgument, NotFound
 from recsys_server.explain import Reason, blend_reasons, describe, hybrid_reasons, popular_now
@@ -199,14 +199,10 @@ def recommend(
         picked, picked_scores = rec.items, rec.scores
     items = picked.tolist()
     scores = np.asarray(picked_scores).tolist()
-    new = (
-        []
-        if allow is not None
-        else score_new_items(catalogue, snap, user, row, q.k, q.exclude_item_ids)
-    )
-    if not items and not new:
+    new = [] if allow is not None else new_items.scored(catalogue, snap, row, q.exclude_item_ids)
+    extra, by_score = new_items.for_list(choice.model, snap, user, row, q.k, new, deny)
+    if not items and not extra:
         return answer
-    ref = snap.reference(choice.key)
     reasons: list[Reason | None] = [None] * len(items)
     if q.explain and items:
         reasons = explain_items(choice.model, user, row, picked, snap, kinds, choice.tier)
@@ -216,19 +212,21 @@ def recommend(
         Scored(ids[i], s, c, titles[i], cats[i], why)
         for i, s, c, why in zip(items, scores, conf, reasons, strict=True)
     ]
-    if new:
-        answer.items = merge_new(answer.items, new, catalogue, ref, q.k)
+    if extra:
+        answer.items = new_items.place(
+            answer.items, scored_new(snap, row, kinds, extra, q), q.k, by_score
+        )
     return answer
 
 
-def merge_new(items: list[Scored], new, catalogue: Catalogue, ref: float, k: int) -> list[Scored]:
-    """The top ``k`` of the model's items and the scored new items, by score."""
-    records = catalogue.records
-    extra = [
-        Scored(i, s, confidence(s, ref), records[i].title or i, records[i].categories)
-        for i, s in new
+def scored_new(snap: Snapshot, row, kinds, extra: list, q: Query) -> list[Scored]:
+    """Answer entries for just-added items; confidence by the content model's rule."""
+    conf = snap.confidences("content", "content", [n.score for n in extra])
+    why = new_items.reasons(snap, row, kinds, extra) if q.explain else [None] * len(extra)
+    return [
+        Scored(n.item_id, n.score, c, n.title, n.categories, w)
+        for n, c, w in zip(extra, conf, why, strict=True)
     ]
-    return sorted(items + extra, key=lambda x: -x.score)[:k]
 
 
 def explain_items(
@@ -270,7 +268,11 @@ def similar(
         )
     item = snap.item_index.get(item_id)
     if item is None:
-        raise NotFound(f"item {item_id!r} is not in model version {snap.version}")
+        vector = new_items.vector_of(catalogue, snap, item_id) if model in ("", "content") else None
+        if vector is None:
+            raise NotFound(f"item {item_id!r} is not in model version {snap.version}")
+        # an item added after training: its neighbours by content
+        name, m, item = "content", new_items.ByVector(new_items.content_of(snap), vector), -1
     deny = catalogue.deny(snap) if catalogue is not None else None
     got, scores = similar_allowed(m, item, k, deny, snap.n_items)
     ref = snap.reference(f"similar:{name}")

@@ -19,7 +19,7 @@ from srv_support import (  # noqa: F401 (fixtures)
 from recsys_core import artifacts
 from recsys_core.datastore import open_store
 from recsys_proto.v1 import recommender_pb2 as pb
-from recsys_server import catalogue
+from recsys_server import catalogue, new_items
 
 K = 10
 
@@ -261,50 +261,75 @@ def test_user_history_has_training_items_and_live_events(artifacts_copy, tmp_pat
         c.close()
 
 
-class FakeContent:
-    """Stands for the content model's interface (`catalogue.score_new_items`): a new item
-    scores its number of categories in ``liked``, times 100 (above every trained score)."""
-
-    liked = frozenset({"Brand-new-genre"})
-
-    def vectorize(self, titles, categories, attrs):
-        return [len(self.liked & set(c)) for c in categories]
-
-    def score_vectors(self, row, vectors):
-        return [100.0 * v for v in vectors]
+def main_categories(loaded, user: str) -> tuple[str, ...]:
+    """The user's two most frequent training categories."""
+    row = loaded.history[loaded.user_ids.tolist().index(user)]
+    counts: dict[str, int] = {}
+    for i in row.indices.tolist():
+        for c in loaded.catalog.categories_of(str(loaded.item_ids[i])):
+            counts[c] = counts.get(c, 0) + 1
+    return tuple(sorted(counts, key=lambda c: (-counts[c], c))[:2])
 
 
-def test_new_items_are_merged_into_the_top_k_through_the_content_seam(
+def test_a_new_item_reaches_matching_users_at_once_and_says_it_is_new(
     artifacts_copy,  # noqa: F811
     tmp_path,
     loaded,
 ):
+    """The real content model: an item upserted with the categories of a user's history is in
+    that user's default (hybrid) top 20 on the next call, at the reserved slot, explained as
+    new; one sharing nothing is not; SimilarItems answers it by content; exclusions and
+    availability apply to it like to any item."""
+    assert "content" in loaded.models, "the fixture's version must have a content model"
     user = str(loaded.user_ids[0])
+    cats = main_categories(loaded, user)
     with serving(artifacts_copy, tmp_path) as srv:
         c = Client(srv.address)
-        before = ids_of(c.Recommend(pb.RecommendRequest(user_id=user, k=K)))
+        req = pb.RecommendRequest(user_id=user, k=20, explain=True)
+        before = ids_of(c.Recommend(req))
         c.UpsertItems(
             pb.UpsertItemsRequest(
                 items=[
-                    item("fresh-match", "Fresh", ("Brand-new-genre",)),
-                    item("fresh-other", "Other", ("Elsewhere",)),
+                    item("fresh-match", "Zyxwv Fresh", cats),
+                    item("fresh-other", "Qqqq Other", ("Nothing-anyone-likes",)),
                 ]
             )
         )
-        # Without a content model new items are listed, not recommended.
-        assert ids_of(c.Recommend(pb.RecommendRequest(user_id=user, k=K))) == before
-        srv.running.core.state().snapshot.models["content"] = FakeContent()
-        r = c.Recommend(pb.RecommendRequest(user_id=user, k=K))
-        assert ids_of(r) == ["fresh-match", *before[: K - 1]]
-        assert r.items[0].title == "Fresh" and list(r.items[0].categories) == ["Brand-new-genre"]
+        r = c.Recommend(req)
+        got = ids_of(r)
+        at = new_items.NEW_ITEM_RANK - 1
+        assert got == [*before[:at], "fresh-match", *before[at:19]]
+        e = r.items[at].explanation
+        assert e.new_item and e.text.endswith("(new to you: just added)")
+        assert set(e.content.categories) & set(cats), e.content
+        assert e.text.startswith("Matches your interest in ")
+        assert len(e.text) <= 120
+        assert r.items[at].title == "Zyxwv Fresh" and tuple(r.items[at].categories) == cats
+        assert not any(i.explanation.new_item for i in r.items if i.item_id != "fresh-match")
+        # the content model itself ranks it on its own score
+        own = ids_of(c.Recommend(pb.RecommendRequest(user_id=user, k=20, model="content")))
+        assert "fresh-match" in own and "fresh-other" not in own
+        # models without content do not return it
+        svd = ids_of(c.Recommend(pb.RecommendRequest(user_id=user, k=20, model="svd")))
+        assert "fresh-match" not in svd
+        # its neighbours by content: items sharing its categories
+        sim = c.SimilarItems(pb.SimilarItemsRequest(item_id="fresh-match", k=5))
+        assert sim.model == "content" and len(sim.items) == 5
+        assert all(set(i.categories) & set(cats) for i in sim.items)
+        code, _ = code_of(
+            c.SimilarItems, pb.SimilarItemsRequest(item_id="fresh-match", k=5, model="svd")
+        )
+        assert code == grpc.StatusCode.NOT_FOUND
         excluded = c.Recommend(
-            pb.RecommendRequest(user_id=user, k=K, exclude_item_ids=["fresh-match"])
+            pb.RecommendRequest(user_id=user, k=20, exclude_item_ids=["fresh-match"])
         )
         assert ids_of(excluded) == before
         c.SetItemAvailability(
             pb.SetItemAvailabilityRequest(item_ids=["fresh-match"], available=False)
         )
-        assert ids_of(c.Recommend(pb.RecommendRequest(user_id=user, k=K))) == before
+        assert ids_of(c.Recommend(req)) == before
+        code, _ = code_of(c.SimilarItems, pb.SimilarItemsRequest(item_id="fresh-match", k=5))
+        assert code == grpc.StatusCode.NOT_FOUND
         c.close()
 
 

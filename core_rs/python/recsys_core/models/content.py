@@ -250,8 +250,16 @@ class Content(Recommender):
         return (self._scorer, p.indices, p.data, weight)
 
     def similar_items(self, item: int, k: int = 10) -> rc.Recommendations:
-        a = self.attributes_[item]
-        r = self._scorer.recommend(a.indices, a.data, k, exclude=[item], exclude_history=False)
+        return self.similar_to(self.attributes_[item], k, exclude=[item])
+
+    def similar_to(self, row: sp.csr_matrix, k: int = 10, exclude=()) -> rc.Recommendations:
+        """The indexed items most like a token ``row`` (an item's, or ``vectorize``'s for an
+        item added after training)."""
+        a = sp.csr_matrix(row, dtype=np.float32)
+        a.sort_indices()
+        r = self._scorer.recommend(
+            a.indices, a.data, k, exclude=list(exclude), exclude_history=False
+        )
         keep = r.scores > 0  # an item sharing no token is not similar
         return rc.Recommendations(r.items[keep], r.scores[keep])
 
@@ -259,14 +267,19 @@ class Content(Recommender):
         """Per item: the tokens it shares with the profile, largest contribution first (at
         most ``explain_top``; categories as ``categories``, the rest as ``tokens``), and the
         history items holding them, ranked by how much they put into those tokens."""
-        items = np.asarray(items, dtype=np.int64)
+        return self.explain_rows(history, self.attributes_[np.asarray(items, dtype=np.int64)])
+
+    def explain_rows(self, history: sp.csr_matrix, rows: sp.csr_matrix) -> list[Explanation]:
+        """`explain` for items given as token rows (``vectorize``'s, for items added after
+        training)."""
+        rows = sp.csr_matrix(rows)
         h = self.weigh(history).tocsr()
         p = self.profile(history)
         prof = dict(zip(p.indices.tolist(), p.data.tolist(), strict=True))
         hist = self.attributes_[h.indices]  # history items x tokens
         out = []
-        for j in items.tolist():
-            row = self.attributes_[j]
+        for j in range(rows.shape[0]):
+            row = rows[j]
             shared = [
                 (prof[t] * v, t)
                 for t, v in zip(row.indices.tolist(), row.data.tolist(), strict=True)
