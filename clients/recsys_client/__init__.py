@@ -30,6 +30,7 @@ from recsys_client.errors import (
 from recsys_client.types import (
     EVENT_TYPES,
     ComponentShare,
+    ContentMatch,
     Explanation,
     HistoryEvent,
     HistoryItem,
@@ -58,6 +59,7 @@ __all__ = [
     "AsyncRecsysClient",
     "Backoff",
     "ComponentShare",
+    "ContentMatch",
     "DeadlineExceeded",
     "Explanation",
     "HistoryEvent",

@@ -17,6 +17,7 @@ from google.protobuf import timestamp_pb2
 from recsys_client.errors import InvalidArgument
 from recsys_client.types import (
     ComponentShare,
+    ContentMatch,
     Explanation,
     HistoryEvent,
     HistoryItem,
@@ -323,17 +324,24 @@ def explanation_from_proto(msg: pb.Explanation) -> Explanation:
             window_start=_optional_timestamp(t, "window_start"),
             window_end=_optional_timestamp(t, "window_end"),
         )
+    content = None
+    if msg.HasField("content"):
+        content = ContentMatch(list(msg.content.categories), _contributions(msg.content.items))
     return Explanation(
         text=msg.text,
         kind=msg.kind,
-        items=[
-            ItemContribution(c.item_id, c.title, c.similarity, c.contribution) for c in msg.items
-        ],
+        items=_contributions(msg.items),
         similar_users=similar_users,
         latent_factors=latent_factors,
         trending=trending,
         components=[ComponentShare(c.model, c.share, c.contribution) for c in msg.components],
+        content=content,
+        new_item=msg.new_item,
     )
+
+
+def _contributions(msgs) -> list[ItemContribution]:
+    return [ItemContribution(c.item_id, c.title, c.similarity, c.contribution) for c in msgs]
 
 
 def scored_item_from_proto(msg: pb.ScoredItem) -> Recommendation:

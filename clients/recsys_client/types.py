@@ -91,6 +91,15 @@ class Trending:
 
 
 @dataclass(frozen=True)
+class ContentMatch:
+    """Content: the item's categories among the user's main interests, and the history items
+    holding them."""
+
+    categories: list[str] = field(default_factory=list)
+    items: list[ItemContribution] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class ComponentShare:
     """Hybrid: one component model's share of the score."""
 
@@ -102,7 +111,9 @@ class ComponentShare:
 @dataclass(frozen=True)
 class Explanation:
     """Why an item was recommended. ``kind`` is one of because_you_interacted | similar_users |
-    latent_factors | trending | blend; the detail fields the kind does not use are empty/None."""
+    latent_factors | trending | content | blend; the detail fields the kind does not use are
+    empty/None. ``text`` is one line (at most 120 characters) naming the strongest evidence;
+    ``new_item``: the item was just added to the catalogue (no interactions yet)."""
 
     text: str
     kind: str = ""
@@ -111,6 +122,8 @@ class Explanation:
     latent_factors: LatentFactors | None = None
     trending: Trending | None = None
     components: list[ComponentShare] = field(default_factory=list)
+    content: ContentMatch | None = None
+    new_item: bool = False
 
 
 # --- results --------------------------------------------------------------------------------

@@ -37,7 +37,14 @@ from recsys_proto.v1 import recommender_pb2 as pb
 from recsys_proto.v1 import recommender_pb2_grpc as pb_grpc
 
 CATALOG = [f"i{n}" for n in range(1, 31)]
-KINDS = ["because_you_interacted", "similar_users", "latent_factors", "trending", "blend"]
+KINDS = [
+    "because_you_interacted",
+    "similar_users",
+    "latent_factors",
+    "trending",
+    "blend",
+    "content",
+]
 #: Backoff for tests: fast and without jitter.
 FAST = Backoff(initial=0.01, multiplier=2.0, maximum=0.05, jitter=0.0)
 
@@ -93,6 +100,11 @@ def _explanation(kind: str, rank: int, recent: list[str]) -> pb.Explanation:
                 window_end=_ts(1_700_604_800),
             )
         )
+    elif kind == "content":
+        e.text = "Matches your interest in Drama (new to you: just added)"
+        e.content.categories.append("Drama")
+        e.content.items.add(item_id="i3", title="Item i3", similarity=1.0)
+        e.new_item = True
     else:
         e.text = "A blend of item_cf and svd"
         e.components.add(model="item_cf", share=0.75, contribution=0.5)

@@ -84,7 +84,7 @@ def test_recommend_defaults_and_int_ids(fake, make_client):
 
 def test_explanations_of_every_kind(fake, make_client):
     client = make_client(fake.address)
-    items = client.recommend("u1", k=5, explain=True, recent=["i7"]).items
+    items = client.recommend("u1", k=6, explain=True, recent=["i7"]).items
     kinds = [r.explanation.kind for r in items]
     assert kinds == [
         "because_you_interacted",
@@ -92,15 +92,16 @@ def test_explanations_of_every_kind(fake, make_client):
         "latent_factors",
         "trending",
         "blend",
+        "content",
     ]
-    cf, users, factors, trending, blend = (r.explanation for r in items)
+    cf, users, factors, trending, blend, content = (r.explanation for r in items)
 
     assert cf.text == "Because you watched Item i7"
     assert [(c.item_id, c.title) for c in cf.items] == [("i7", "Item i7")]
     assert cf.items[0].similarity == pytest.approx(0.5)
     assert cf.items[0].contribution == pytest.approx(0.25)
     assert cf.similar_users is None and cf.latent_factors is None and cf.trending is None
-    assert cf.components == []
+    assert cf.components == [] and cf.content is None and not cf.new_item
 
     s = users.similar_users
     assert (s.count, s.neighbours) == (3, 10)
@@ -122,6 +123,9 @@ def test_explanations_of_every_kind(fake, make_client):
         ("item_cf", 0.75, 0.5),
         ("svd", 0.25, 0.125),
     ]
+
+    assert content.new_item and content.content.categories == ["Drama"]
+    assert [(c.item_id, c.similarity) for c in content.content.items] == [("i3", 1.0)]
 
 
 @pytest.mark.parametrize(
