@@ -30,7 +30,8 @@ from test_dashboard_support import (  # noqa: F401
     live,
 )
 
-from recsys_client import RecsysClient
+from recsys_client import Interaction, RecsysClient
+from recsys_dashboard import artifacts, pickers
 
 CHROMIUM = Path("/usr/bin/chromium")
 PLAYWRIGHT = "playwright==1.65.2"
@@ -167,6 +168,8 @@ def screenshot(page, path: Path) -> None:
 def test_page_in_chromium(name: str, browser_page, dashboard: str, shots: Path, live: Live) -> None:
     path, expected = PAGES[name]
     page = browser_page
+    if name == "users":  # a stored event for the page's default user, and what to expect
+        expected = [*expected, *history_and_explanation(live)]
     page.goto(f"{dashboard}/{path}")
     settle(page)
     if name == "overview":  # some traffic, and a few metrics scrapes to measure its rate
@@ -193,6 +196,19 @@ def test_page_in_chromium(name: str, browser_page, dashboard: str, shots: Path, 
     check_clean(page)
     screenshot(page, shots / f"{name}.png")
     assert (shots / f"{name}.png").stat().st_size > 10_000
+
+
+def history_and_explanation(live: Live) -> list[str]:
+    """Records a purchase for the user explorer's default user; returns texts its page must
+    show: the event type and item title (GetUserHistory) and an explanation text."""
+    user = pickers.default_user(artifacts.load(live.trained.artifacts))
+    with RecsysClient(live.address) as client:
+        item = client.recommend(user, 1, model="popularity").items[0]
+        client.record_interactions(Interaction.create(user, item.item_id, "purchase"))
+        assert client.user_history(user, 5).events[0].event_type == "purchase"
+        why = client.recommend(user, 8, model="hybrid", explain=True).items[0].explanation
+    assert why is not None and why.text
+    return ["Stored events", "purchase", item.title, why.text]
 
 
 def test_server_down_in_chromium(browser_page, tmp_path: Path) -> None:

@@ -53,7 +53,6 @@ class Live:
             "RECSYS_TARGET": self.address,
             "RECSYS_METRICS_URL": self.metrics_url,
             "RECSYS_ARTIFACTS": str(self.trained.artifacts),
-            "RECSYS_DATA": str(self.trained.data),
         }
         env.update(overrides)
         return env
