@@ -2,7 +2,7 @@
 
 The gRPC API has no user list and sends no category counts or user activity, so the dashboard
 reads these from the version directory the server is serving (files are immutable once
-published); histories come from GetUserHistory. Plain
+published); histories come from GetUserHistory and the live catalogue from ListItems. Plain
 numpy and pandas: the dashboard does not depend on the trainer package.
 """
 

@@ -20,6 +20,7 @@ from recsys_client import (
     Explanation,
     Interaction,
     ItemContribution,
+    NotFound,
     RecsysClient,
     SimilarUsers,
     Trending,
@@ -226,6 +227,90 @@ def test_simulation_warms_a_cold_user_up(dash_env: Live, sdk) -> None:
     assert now == sdk.recommend(user, 6).item_ids
     before = panels(at)[next(p for p in panels(at) if p.startswith("before the click"))]
     assert "clicked" in before and "Why it changed" in text(at)
+
+
+def test_catalogue_adds_toggles_and_watches_an_item(dash_env: Live, sdk) -> None:
+    user = active_users(dash_env)[3]
+    at = page("catalogue", user=user)
+    at.text_input(key="cat_new_id").input("dash-apptest-item")
+    at.text_input(key="cat_new_title").input("Apptest lamp")
+    at.text_input(key="cat_new_categories").input("Home, Lighting ")
+    next(b for b in at.button if b.label == "Add item").click().run()
+    assert_clean(at)
+    got = sdk.get_item("dash-apptest-item")
+    assert (got.title, list(got.categories), got.available) == (
+        "Apptest lamp",
+        ["Home", "Lighting"],
+        True,
+    )
+    assert not got.in_model
+    body = text(at)
+    assert "UpsertItems stored dash-apptest-item (changed 1, unchanged 0)" in body
+    listed = {r[0]: r for r in table_rows(body, "availability")}
+    assert listed["dash-apptest-item"][1:4] == ["Apptest lamp", "Home Lighting", "available"]
+    assert listed["dash-apptest-item"][4] == "new"
+    assert '<tr class="rs-hl"><td><span class="rs-item-id">dash-apptest-item<' in body
+    # The user's list is Recommend's; a new item is ranked only by a content model (none here).
+    assert (
+        ids_in_order(panels(at)[f"{user} · {sdk.recommend(user, 10).model}"])
+        == sdk.recommend(user, 10).item_ids
+    )
+    assert "is new to the serving version" in body
+
+    next(b for b in at.button if b.label == "Make unavailable").click().run()
+    assert_clean(at)
+    assert sdk.get_item("dash-apptest-item").available is False
+    assert "dash-apptest-item" in [i.item_id for i in sdk.list_items(1000, available=False).items]
+    listed = {r[0]: r for r in table_rows(text(at), "availability")}
+    assert listed["dash-apptest-item"][3] == "unavailable"
+    at.segmented_control(key="cat_show").set_value("unavailable").run()
+    assert [r[0] for r in table_rows(text(at), "availability")] == ["dash-apptest-item"]
+    at.segmented_control(key="cat_show").set_value("all").run()
+
+    # An item in the user's list leaves it when made unavailable, and comes back.
+    top = sdk.recommend(user, 10).item_ids[0]
+    at.text_input(key="cat_item").input(top).run()
+    name = f"{user} · {sdk.recommend(user, 10).model}"
+    assert ids_in_order(panels(at)[name])[0] == top
+    assert f"is #1 in {user}'s top 10" in text(at)
+    next(b for b in at.button if b.label == "Make unavailable").click().run()
+    assert_clean(at)
+    after = sdk.recommend(user, 10).item_ids
+    assert top not in after and ids_in_order(panels(at)[name]) == after
+    assert "is unavailable" in text(at)
+    next(b for b in at.button if b.label == "Make available").click().run()
+    assert sdk.get_item(top).available and sdk.recommend(user, 10).item_ids[0] == top
+    assert ids_in_order(panels(at)[name])[0] == top
+
+
+def test_catalogue_refused_writes_are_messages(dash_env: Live, sdk) -> None:
+    at = page("catalogue")
+    next(b for b in at.button if b.label == "Add item").click().run()
+    assert not at.exception and [w.value for w in at.warning] == ["An item needs an id."]
+    at.text_input(key="cat_new_id").input("dash-bad-item")
+    at.text_input(key="cat_new_categories").input("x" * 129)
+    next(b for b in at.button if b.label == "Add item").click().run()
+    assert not at.exception and "Traceback" not in text(at)
+    assert "The server rejected the request." in at.error[0].value
+    assert "categories" in text(at)  # the server's message names the field
+    with pytest.raises(NotFound):
+        sdk.get_item("dash-bad-item")
+
+
+def test_catalogue_pages_through_list_items(dash_env: Live, sdk) -> None:
+    at = page("catalogue")
+    at.selectbox(key="cat_size").set_value(50).run()
+    first = [r[0] for r in table_rows(text(at), "availability")]
+    assert first == [i.item_id for i in sdk.list_items(50).items]
+    next(b for b in at.button if b.label == "Next page").click().run()
+    assert_clean(at)
+    second = [r[0] for r in table_rows(text(at), "availability")]
+    assert second == [
+        i.item_id for i in sdk.list_items(50, sdk.list_items(50).next_page_token).items
+    ]
+    assert "Page 2" in text(at)
+    next(b for b in at.button if b.label == "Previous page").click().run()
+    assert [r[0] for r in table_rows(text(at), "availability")] == first
 
 
 def test_evidence_lines() -> None:

@@ -32,6 +32,7 @@ PAGES = {
     "users": "views/users.py",
     "lab": "views/lab.py",
     "similar": "views/similar.py",
+    "catalogue": "views/catalogue.py",
     "simulate": "views/simulate.py",
 }
 
