@@ -17,6 +17,7 @@ PAGES = [
     ("views/users.py", "User explorer", ":material/person_search:"),
     ("views/lab.py", "Algorithm lab", ":material/science:"),
     ("views/similar.py", "Similar items", ":material/hub:"),
+    ("views/catalogue.py", "Catalogue", ":material/inventory_2:"),
     ("views/simulate.py", "Live simulation", ":material/play_circle:"),
 ]
 

@@ -1,8 +1,9 @@
 """Read-only access to the trainer's artifacts: manifest, id maps, catalog, training histories.
 
-The gRPC API has no catalog, user list or history calls, so the dashboard reads these from the
-version directory the server is serving (files are immutable once published). Plain numpy and
-pandas: the dashboard does not depend on the trainer package.
+The gRPC API has no user list and sends no category counts or user activity, so the dashboard
+reads these from the version directory the server is serving (files are immutable once
+published); histories come from GetUserHistory and the live catalogue from ListItems. Plain
+numpy and pandas: the dashboard does not depend on the trainer package.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""What every page needs: settings, the SDK client, and the trainer's files (cached)."""
+"""What every page needs: settings, the SDK client, and the trainer's artifacts (cached)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import streamlit as st
 
 from recsys_client import Backoff, RecsysClient
-from recsys_dashboard import artifacts, events
+from recsys_dashboard import artifacts
 from recsys_dashboard.settings import Settings
 
 # Reconnect quickly after the server comes back (grpc's default backoff grows to 2 minutes).
@@ -58,25 +58,4 @@ def load_artifacts(version: str | None = None) -> artifacts.Artifacts | None:
         st.session_state["artifacts_error"] = str(e)
         return None
     st.session_state.pop("artifacts_error", None)
-    return found
-
-
-@st.cache_resource(show_spinner=False, max_entries=2)
-def _events(path: str, mtime: float, size: int) -> events.EventTable:
-    return events.load(Path(path))
-
-
-def load_events() -> events.EventTable | None:
-    """Training events with types and times, or None (reason in session state)."""
-    path = settings().data
-    if path is None or not path.is_file():
-        st.session_state["events_error"] = f"no interactions file at {path}"
-        return None
-    stat = path.stat()
-    try:
-        found = _events(str(path.resolve()), stat.st_mtime, stat.st_size)
-    except (OSError, ValueError) as e:
-        st.session_state["events_error"] = f"{path}: {e}"
-        return None
-    st.session_state.pop("events_error", None)
     return found

@@ -2,7 +2,7 @@
 
     recsys-dashboard                         # server 127.0.0.1:50051, files under ./var
     recsys-dashboard --target HOST:PORT --metrics-url http://HOST:9100/metrics \\
-        --artifacts var/artifacts --data var/data/interactions.tsv --port 8501
+        --artifacts var/artifacts --port 8501
 
 The settings reach the app as environment variables (:mod:`.settings`).
 """
@@ -29,9 +29,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-url", default=d.metrics_url, help="Prometheus URL (%(default)s)")
     p.add_argument(
         "--artifacts", default=d.artifacts, type=Path, help="trainer artifacts (%(default)s)"
-    )
-    p.add_argument(
-        "--data", default=d.data, type=Path, help="interactions file trained on (%(default)s)"
     )
     p.add_argument("--report", default=d.report, type=Path, help="recsys-train evaluate report")
     p.add_argument("--token", default=d.token, help="bearer token ($RECSYS_TOKEN)")
@@ -66,7 +63,6 @@ def main(argv: list[str] | None = None) -> int:
         target=a.target,
         metrics_url=a.metrics_url,
         artifacts=absolute(a.artifacts),
-        data=absolute(a.data),
         report=absolute(a.report),
         token=a.token,
         tls_root_cert=a.tls_root_cert,

@@ -11,7 +11,6 @@ from pathlib import Path
 DEFAULT_TARGET = "127.0.0.1:50051"
 DEFAULT_METRICS_URL = "http://127.0.0.1:9100/metrics"
 DEFAULT_ARTIFACTS = "var/artifacts"
-DEFAULT_DATA = "var/data/interactions.tsv"
 
 # Environment variable for each setting (RECSYS_TARGET and RECSYS_TOKEN are the `recsys` CLI's).
 ENV = {
@@ -20,7 +19,6 @@ ENV = {
     "tls_root_cert": "RECSYS_TLS_ROOT_CERT",
     "metrics_url": "RECSYS_METRICS_URL",
     "artifacts": "RECSYS_ARTIFACTS",
-    "data": "RECSYS_DATA",
     "report": "RECSYS_REPORT",
     "timeout": "RECSYS_DASHBOARD_TIMEOUT",
 }
@@ -32,8 +30,6 @@ class Settings:
     metrics_url: str = DEFAULT_METRICS_URL
     artifacts: Path | None = None
     """The trainer's artifacts root (catalog, user ids, training histories, manifest)."""
-    data: Path | None = None
-    """The interactions file the models were trained on (event types and times)."""
     report: Path | None = None
     """A ``recsys-train evaluate`` report directory (report.json), optional."""
     token: str | None = None
@@ -55,7 +51,6 @@ class Settings:
             target=get("target") or DEFAULT_TARGET,
             metrics_url=get("metrics_url") or DEFAULT_METRICS_URL,
             artifacts=path("artifacts", DEFAULT_ARTIFACTS),
-            data=path("data", DEFAULT_DATA),
             report=path("report"),
             token=get("token"),
             tls_root_cert=get("tls_root_cert"),
@@ -66,7 +61,7 @@ class Settings:
         """The environment that makes :meth:`from_env` return these settings."""
         out = {ENV["target"]: self.target, ENV["metrics_url"]: self.metrics_url}
         out[ENV["timeout"]] = str(self.timeout)
-        for name in ("artifacts", "data", "report", "token", "tls_root_cert"):
+        for name in ("artifacts", "report", "token", "tls_root_cert"):
             value = getattr(self, name)
             if value is not None:
                 out[ENV[name]] = str(value)

@@ -150,6 +150,16 @@ h1, h2, h3 { letter-spacing: -0.02em; }
 .rs-bar > span { display: block; height: 100%; border-radius: 99px; }
 .rs-why { margin-top: .35rem; font-size: .8rem; color: #cbd5e1; font-style: italic; }
 .rs-why::before { content: "↳ "; color: var(--accent); font-style: normal; }
+.rs-evidence { margin-top: .2rem; font-size: .74rem; color: var(--muted); }
+.rs-evidence::before { content: "evidence · "; color: var(--cyan); }
+.rs-hl { outline: 1px solid var(--cyan); border-radius: 10px; background: rgba(34,211,238,0.08); }
+.rs-table { width: 100%; border-collapse: collapse; font-size: .82rem; }
+.rs-table th {
+  text-align: left; color: var(--muted); font-weight: 600; font-size: .7rem;
+  text-transform: uppercase; letter-spacing: .08em; padding: .35rem .5rem;
+  border-bottom: 1px solid var(--line);
+}
+.rs-table td { padding: .35rem .5rem; border-bottom: 1px solid rgba(255,255,255,0.05); }
 .rs-delta-up { color: #34d399; font-weight: 700; }
 .rs-delta-down { color: #f87171; font-weight: 700; }
 .rs-delta-new { color: #22d3ee; font-weight: 700; }

@@ -6,7 +6,7 @@ Everything that comes from the server or the data is escaped here: titles are da
 from __future__ import annotations
 
 import html
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 import streamlit as st
@@ -98,9 +98,12 @@ def item_row(
     why: str | None = None,
     extra: str = "",
     confidence: bool = True,
+    evidence: str = "",
+    highlight: bool = False,
 ) -> str:
     """One ranked item: rank badge, title and confidence, id and categories, score, the
-    explanation text."""
+    explanation text and ``evidence`` (escaped HTML, see explain.evidence); ``highlight``
+    frames the row."""
     tags = "".join(f'<span class="rs-tag">{esc(c)}</span>' for c in rec.categories[:3])
     text = why if why is not None else (rec.explanation.text if rec.explanation else "")
     why_html = f'<div class="rs-why">{esc(text)}</div>' if text else ""
@@ -110,14 +113,36 @@ def item_row(
         else ""
     )
     meter = bar(rec.confidence, color) if confidence else ""
+    proof = f'<div class="rs-evidence">{evidence}</div>' if evidence else ""
+    cls = "rs-item rs-hl" if highlight else "rs-item"
     return (
-        f'<div class="rs-item"><div class="rs-rank" style="background:{color}">{rank}</div>'
+        f'<div class="{cls}"><div class="rs-rank" style="background:{color}">{rank}</div>'
         f'<div><div class="rs-line"><span class="rs-item-title">{esc(rec.title or rec.item_id)}'
         f"</span>{conf}</div>"
         f'<div class="rs-line"><span class="rs-meta"><span class="rs-item-id">{esc(rec.item_id)}'
         f'</span>{tags}</span><span class="rs-meta">{extra}<span>{score_label} '
-        f"<b>{rec.score:.3g}</b></span></span></div>{meter}{why_html}</div></div>"
+        f"<b>{rec.score:.3g}</b></span></span></div>{meter}{why_html}{proof}</div></div>"
     )
+
+
+def table(
+    headers: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    empty: str = "",
+    highlight: Collection[int] = (),
+) -> str:
+    """An HTML table; cells are markup (escape data with :func:`esc`); rows whose index is in
+    ``highlight`` are framed."""
+    if not rows:
+        return f'<div class="rs-kpi-sub">{esc(empty)}</div>'
+    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
+    body = "".join(
+        ('<tr class="rs-hl">' if i in highlight else "<tr>")
+        + "".join(f"<td>{c}</td>" for c in row)
+        + "</tr>"
+        for i, row in enumerate(rows)
+    )
+    return f'<table class="rs-table"><tr>{head}</tr>{body}</table>'
 
 
 def panel(title: str, color: str, badges: str, rows: Sequence[str], empty: str = "") -> None:

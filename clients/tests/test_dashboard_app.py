@@ -6,15 +6,27 @@ the SDK returns, and failures show a clear message instead of a traceback."""
 
 from __future__ import annotations
 
+import html
 import json
 import re
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from streamlit.testing.v1 import AppTest
 from test_dashboard_support import APP, PAGES, Live, dash_env, dash_trained, live  # noqa: F401
 
-from recsys_client import RecsysClient
+from recsys_client import (
+    ComponentShare,
+    Explanation,
+    Interaction,
+    ItemContribution,
+    NotFound,
+    RecsysClient,
+    SimilarUsers,
+    Trending,
+)
 from recsys_dashboard import blend, promtext, style
+from recsys_dashboard.explain import evidence
 
 TIMEOUT = 60
 
@@ -39,8 +51,22 @@ def assert_clean(at: AppTest) -> None:
 def text(at: AppTest) -> str:
     parts = [m.value for m in at.markdown] + [c.value for c in at.caption]
     parts += [w.value for w in at.warning] + [e.value for e in at.error]
-    parts += [i.value for i in at.info]
+    parts += [i.value for i in at.info] + [s.value for s in at.success]
     return "\n".join(parts)
+
+
+def table_rows(body: str, header: str) -> list[list[str]]:
+    """The cells (tags stripped, entities decoded) of the rs-table whose headers include
+    ``header``."""
+    for found in re.findall(r'<table class="rs-table">(.*?)</table>', body):
+        rows = re.findall(r"<tr[^>]*>(.*?)</tr>", found)
+        if f"<th>{header}</th>" not in rows[0]:
+            continue
+        return [
+            [html.unescape(re.sub(r"<[^>]+>", "", c)) for c in re.findall(r"<td>(.*?)</td>", r)]
+            for r in rows[1:]
+        ]
+    raise AssertionError(f"no table with a {header!r} column")
 
 
 def ids_in_order(markup: str) -> list[str]:
@@ -98,25 +124,40 @@ def test_overview_shows_counts_models_metrics_and_live_traffic(dash_env: Live, s
 
 def test_user_explorer_matches_the_sdk_model_by_model(dash_env: Live, sdk) -> None:
     user = active_users(dash_env)[5]
+    # Two stored events, so GetUserHistory has events with types and times to show.
+    item = sdk.recommend(user, 1, model="popularity").item_ids[0]
+    at_ = datetime(2026, 11, 5, 9, 30, tzinfo=UTC)
+    sdk.record_interactions(
+        [
+            Interaction.create(user, item, "view", timestamp=at_),
+            Interaction.create(user, item, "purchase", timestamp=at_ + timedelta(minutes=2)),
+        ]
+    )
     at = page("users", user=user)
     shown = panels(at)
     for m in sdk.list_models().models:
         expected = sdk.recommend(user, 8, model=m.name, explain=True)
         assert ids_in_order(shown[m.name]) == expected.item_ids
-        for rec in expected.items:  # titles, explanation text
+        for rec in expected.items:  # explanation text and its structured evidence
             assert rec.explanation is not None
             assert rec.explanation.text.replace("$", "&#36;")[:30] in shown[m.name]
+            proof = evidence(rec.explanation)
+            assert proof and f'<div class="rs-evidence">{proof}</div>' in shown[m.name]
     routed = sdk.recommend(user, 8)
     body = text(at)
     assert routed.fallback_tier.replace("_", " ") in body
     assert f"{routed.experiment} / {routed.variant}" in body
-    # The history table lists the user's training events with types and times.
-    history = at.dataframe[0].value
-    lines = dash_env.trained.data.read_text().splitlines()
-    mine = [line for line in lines[1:] if line.split("\t")[0] == user]
-    assert len(history) == len(mine)
-    assert set(history["event"]) <= {"view", "click", "add_to_cart", "purchase", "rating"}
-    assert history["time"].notna().all()
+    # The history tables are GetUserHistory's answer: stored events newest first with types
+    # and times, and the version's training items.
+    h = sdk.user_history(user, 200)
+    events = table_rows(body, "time (UTC)")
+    assert [(r[2], r[1]) for r in events] == [(e.item_id, e.event_type) for e in h.events]
+    assert events[0][:2] == ["2026-11-05 09:32:00", "purchase"]
+    assert events[1][:2] == ["2026-11-05 09:30:00", "view"]
+    assert events[0][5] == "live"  # recorded after the version was trained
+    training = table_rows(body, "weight")
+    assert [r[0] for r in training] == [t.item_id for t in h.training_items]
+    assert len(training) > 0
     # The structured explanations are there too.
     assert at.json, "explanation structure missing"
 
@@ -186,6 +227,115 @@ def test_simulation_warms_a_cold_user_up(dash_env: Live, sdk) -> None:
     assert now == sdk.recommend(user, 6).item_ids
     before = panels(at)[next(p for p in panels(at) if p.startswith("before the click"))]
     assert "clicked" in before and "Why it changed" in text(at)
+
+
+def test_catalogue_adds_toggles_and_watches_an_item(dash_env: Live, sdk) -> None:
+    user = active_users(dash_env)[3]
+    at = page("catalogue", user=user)
+    at.text_input(key="cat_new_id").input("dash-apptest-item")
+    at.text_input(key="cat_new_title").input("Apptest lamp")
+    at.text_input(key="cat_new_categories").input("Home, Lighting ")
+    next(b for b in at.button if b.label == "Add item").click().run()
+    assert_clean(at)
+    got = sdk.get_item("dash-apptest-item")
+    assert (got.title, list(got.categories), got.available) == (
+        "Apptest lamp",
+        ["Home", "Lighting"],
+        True,
+    )
+    assert not got.in_model
+    body = text(at)
+    assert "UpsertItems stored dash-apptest-item (changed 1, unchanged 0)" in body
+    listed = {r[0]: r for r in table_rows(body, "availability")}
+    assert listed["dash-apptest-item"][1:4] == ["Apptest lamp", "Home Lighting", "available"]
+    assert listed["dash-apptest-item"][4] == "new"
+    assert '<tr class="rs-hl"><td><span class="rs-item-id">dash-apptest-item<' in body
+    # The user's list is Recommend's; a new item is ranked only by a content model (none here).
+    assert (
+        ids_in_order(panels(at)[f"{user} · {sdk.recommend(user, 10).model}"])
+        == sdk.recommend(user, 10).item_ids
+    )
+    assert "is new to the serving version" in body
+
+    next(b for b in at.button if b.label == "Make unavailable").click().run()
+    assert_clean(at)
+    assert sdk.get_item("dash-apptest-item").available is False
+    assert "dash-apptest-item" in [i.item_id for i in sdk.list_items(1000, available=False).items]
+    listed = {r[0]: r for r in table_rows(text(at), "availability")}
+    assert listed["dash-apptest-item"][3] == "unavailable"
+    at.segmented_control(key="cat_show").set_value("unavailable").run()
+    assert [r[0] for r in table_rows(text(at), "availability")] == ["dash-apptest-item"]
+    at.segmented_control(key="cat_show").set_value("all").run()
+
+    # An item in the user's list leaves it when made unavailable, and comes back.
+    top = sdk.recommend(user, 10).item_ids[0]
+    at.text_input(key="cat_item").input(top).run()
+    name = f"{user} · {sdk.recommend(user, 10).model}"
+    assert ids_in_order(panels(at)[name])[0] == top
+    assert f"is #1 in {user}'s top 10" in text(at)
+    next(b for b in at.button if b.label == "Make unavailable").click().run()
+    assert_clean(at)
+    after = sdk.recommend(user, 10).item_ids
+    assert top not in after and ids_in_order(panels(at)[name]) == after
+    assert "is unavailable" in text(at)
+    next(b for b in at.button if b.label == "Make available").click().run()
+    assert sdk.get_item(top).available and sdk.recommend(user, 10).item_ids[0] == top
+    assert ids_in_order(panels(at)[name])[0] == top
+
+
+def test_catalogue_refused_writes_are_messages(dash_env: Live, sdk) -> None:
+    at = page("catalogue")
+    next(b for b in at.button if b.label == "Add item").click().run()
+    assert not at.exception and [w.value for w in at.warning] == ["An item needs an id."]
+    at.text_input(key="cat_new_id").input("dash-bad-item")
+    at.text_input(key="cat_new_categories").input("x" * 129)
+    next(b for b in at.button if b.label == "Add item").click().run()
+    assert not at.exception and "Traceback" not in text(at)
+    assert "The server rejected the request." in at.error[0].value
+    assert "categories" in text(at)  # the server's message names the field
+    with pytest.raises(NotFound):
+        sdk.get_item("dash-bad-item")
+
+
+def test_catalogue_pages_through_list_items(dash_env: Live, sdk) -> None:
+    at = page("catalogue")
+    at.selectbox(key="cat_size").set_value(50).run()
+    first = [r[0] for r in table_rows(text(at), "availability")]
+    assert first == [i.item_id for i in sdk.list_items(50).items]
+    next(b for b in at.button if b.label == "Next page").click().run()
+    assert_clean(at)
+    second = [r[0] for r in table_rows(text(at), "availability")]
+    assert second == [
+        i.item_id for i in sdk.list_items(50, sdk.list_items(50).next_page_token).items
+    ]
+    assert "Page 2" in text(at)
+    next(b for b in at.button if b.label == "Previous page").click().run()
+    assert [r[0] for r in table_rows(text(at), "availability")] == first
+
+
+def test_evidence_lines() -> None:
+    e = Explanation(
+        "Because you watched A",
+        "because_you_interacted",
+        items=[ItemContribution("a", "A <b>", 0.5, 0.25), ItemContribution("b", "", 0.125)],
+    )
+    assert evidence(e) == "from A &lt;b&gt; (sim 0.50, adds 0.25) · b (0.12, 0.00)"
+    users = SimilarUsers(count=3, neighbours=10, mean_similarity=0.5, max_similarity=0.75)
+    assert evidence(Explanation("x", similar_users=users)) == (
+        "3 of 10 neighbours · mean sim 0.50, max 0.75"
+    )
+    assert evidence(Explanation("x", trending=Trending(rank=2, half_life_days=7.0))) == (
+        "#2 by decayed popularity (half-life 7 d)"
+    )
+    week = Trending(3, 7.0, datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 11, 8, tzinfo=UTC))
+    assert evidence(Explanation("x", trending=week)) == (
+        "#3 by decayed popularity (half-life 7 d, window 2026-11-01 to 2026-11-08)"
+    )
+    parts = [ComponentShare("item_cf", 0.75, 0.5), ComponentShare("svd", 0.25, 0.125)]
+    assert evidence(Explanation("x", components=parts)) == (
+        "item_cf 75% (adds 0.50) · svd 25% (adds 0.12)"
+    )
+    assert evidence(Explanation("plain")) == "" and evidence(None) == ""
 
 
 @pytest.mark.parametrize("name", list(PAGES))

@@ -30,7 +30,8 @@ from test_dashboard_support import (  # noqa: F401
     live,
 )
 
-from recsys_client import RecsysClient
+from recsys_client import Interaction, RecsysClient
+from recsys_dashboard import artifacts, pickers
 
 CHROMIUM = Path("/usr/bin/chromium")
 PLAYWRIGHT = "playwright==1.65.2"
@@ -42,6 +43,10 @@ PAGES = {
     "lab": ("lab", ["How the five recommenders compare", "Hybrid weights", "re-blended"]),
     "similar": ("similar", ["Items like this one", "item_cf", "svd", "Shared neighbours"]),
     "simulate": ("simulate", ["Watch the recommendations learn", "Recommended now"]),
+    "catalogue": (
+        "catalogue",
+        ["The live catalogue", "Add an item", "In a user's top K", "Page 1"],
+    ),
 }
 
 
@@ -167,6 +172,8 @@ def screenshot(page, path: Path) -> None:
 def test_page_in_chromium(name: str, browser_page, dashboard: str, shots: Path, live: Live) -> None:
     path, expected = PAGES[name]
     page = browser_page
+    if name == "users":  # a stored event for the page's default user, and what to expect
+        expected = [*expected, *history_and_explanation(live)]
     page.goto(f"{dashboard}/{path}")
     settle(page)
     if name == "overview":  # some traffic, and a few metrics scrapes to measure its rate
@@ -193,6 +200,66 @@ def test_page_in_chromium(name: str, browser_page, dashboard: str, shots: Path, 
     check_clean(page)
     screenshot(page, shots / f"{name}.png")
     assert (shots / f"{name}.png").stat().st_size > 10_000
+
+
+def history_and_explanation(live: Live) -> list[str]:
+    """Records a purchase for the user explorer's default user; returns texts its page must
+    show: the event type and item title (GetUserHistory) and an explanation text."""
+    user = pickers.default_user(artifacts.load(live.trained.artifacts))
+    with RecsysClient(live.address) as client:
+        item = client.recommend(user, 1, model="popularity").items[0]
+        client.record_interactions(Interaction.create(user, item.item_id, "purchase"))
+        assert client.user_history(user, 5).events[0].event_type == "purchase"
+        why = client.recommend(user, 8, model="hybrid", explain=True).items[0].explanation
+    assert why is not None and why.text
+    return ["Stored events", "purchase", item.title, why.text]
+
+
+def row_text(page, item_id: str) -> str:
+    """The text of the catalogue listing's row for ``item_id``."""
+    row = page.locator("table.rs-table tr", has_text=item_id).first
+    row.wait_for(timeout=30_000)
+    return row.inner_text()
+
+
+def test_catalogue_in_chromium(browser_page, dashboard: str, shots: Path, live: Live) -> None:
+    """Adds an item through the form, sees it listed, makes it unavailable; the page and the
+    server agree at each step."""
+    item_id = "a-browser-item"  # sorts before the generated ids: on the first page
+    page = browser_page
+    page.goto(f"{dashboard}/catalogue")
+    settle(page)
+    page.get_by_label("Item id", exact=True).fill(item_id)
+    page.get_by_label("Title", exact=True).fill("Browser kettle")
+    page.get_by_label("Categories", exact=True).fill("Kitchen, Home")
+    page.get_by_role("button", name="Add item").click()
+    page.get_by_text(f"UpsertItems stored {item_id}").first.wait_for(timeout=30_000)
+    settle(page)
+    with RecsysClient(live.address) as client:
+        got = client.get_item(item_id)
+        assert (got.title, list(got.categories), got.available) == (
+            "Browser kettle",
+            ["Kitchen", "Home"],
+            True,
+        )
+        row = row_text(page, item_id)
+        assert "Browser kettle" in row and "Kitchen" in row and "unavailable" not in row
+        check_clean(page)
+        screenshot(page, shots / "catalogue-added.png")
+
+        page.get_by_role("button", name="Make unavailable").click()
+        page.get_by_text(f"SetItemAvailability: {item_id} is unavailable").first.wait_for(
+            timeout=30_000
+        )
+        settle(page)
+        assert client.get_item(item_id).available is False
+        off = client.list_items(1000, available=False).items
+        assert item_id in [i.item_id for i in off]
+        assert "unavailable" in row_text(page, item_id)
+        assert page.get_by_role("button", name="Make available").count() == 1
+        check_clean(page)
+        screenshot(page, shots / "catalogue-unavailable.png")
+        assert (shots / "catalogue-unavailable.png").stat().st_size > 10_000
 
 
 def test_server_down_in_chromium(browser_page, tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ PAGES = {
     "users": "views/users.py",
     "lab": "views/lab.py",
     "similar": "views/similar.py",
+    "catalogue": "views/catalogue.py",
     "simulate": "views/simulate.py",
 }
 
@@ -53,7 +54,6 @@ class Live:
             "RECSYS_TARGET": self.address,
             "RECSYS_METRICS_URL": self.metrics_url,
             "RECSYS_ARTIFACTS": str(self.trained.artifacts),
-            "RECSYS_DATA": str(self.trained.data),
         }
         env.update(overrides)
         return env

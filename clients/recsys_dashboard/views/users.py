@@ -9,8 +9,10 @@ import streamlit as st
 
 from recsys_client import RecommendRequest
 from recsys_dashboard import context, history, pickers
+from recsys_dashboard.explain import evidence
 from recsys_dashboard.ui import (
     Kpi,
+    chip,
     esc,
     hero,
     item_row,
@@ -18,8 +20,12 @@ from recsys_dashboard.ui import (
     model_color,
     note,
     panel,
+    show,
+    table,
     tier_chip,
 )
+
+EVENT_COLORS = {"purchase": "#34d399", "add_to_cart": "#fbbf24", "click": "#22d3ee"}
 
 client = context.client()
 models = client.list_models()
@@ -29,8 +35,8 @@ names = [m.name for m in models.models]
 hero(
     "recsys-engine · user explorer",
     "Who is this user, and what does each model make of them?",
-    "History from the trainer's data, then every loaded model's top-K side by side, each item "
-    "with its score, confidence and the server's explanation.",
+    "History from the server (GetUserHistory), then every loaded model's top-K side by side, "
+    "each item with its score, confidence, the server's explanation and its evidence.",
 )
 
 top = st.columns([2, 1, 3], gap="medium")
@@ -50,14 +56,18 @@ results = client.recommend_batch(
     + [RecommendRequest(user, k, model=m, explain=True) for m in chosen]
 )
 routed, per_model = results[0], dict(zip(chosen, results[1:], strict=True))
-past = history.of(user, found)
-known = found is not None and found.knows(user)
+past = history.fetch(client, user, found)
 
 variant = f"{routed.experiment} / {routed.variant}" if routed.experiment else "none"
 kpis(
     [
-        Kpi("User", user, "known from training" if known else "not in the training data"),
-        Kpi("History", f"{len(past):,}", "events shown below", "#f472b6"),
+        Kpi("User", user, "known to the server" if past.known else "unknown to the server"),
+        Kpi(
+            "History",
+            f"{len(past.training):,} items",
+            f"trained on · {len(past.events):,} stored events",
+            "#f472b6",
+        ),
         Kpi(
             "Fallback tier",
             routed.fallback_tier.replace("_", " "),
@@ -67,36 +77,60 @@ kpis(
         Kpi("A/B variant", variant, "from the server's answer", "#22d3ee"),
     ]
 )
-if not known and not len(past):
+if not past.known:
     note(
-        f"<b>{esc(user)}</b> is not a known user: no training history and no events recorded "
-        "here, so the server answers from the popularity fallback tier."
+        f"<b>{esc(user)}</b> is not a known user: the server has no training history and no "
+        "stored events for them, so it answers from the popularity fallback tier."
     )
+
+
+def event_rows() -> list[list[str]]:
+    return [
+        [
+            esc(r.time.strftime("%Y-%m-%d %H:%M:%S")) if pd.notna(r.time) else "",
+            chip(r.event, EVENT_COLORS.get(r.event, "#a78bfa")),
+            f'<span class="rs-item-id">{esc(r.item)}</span>',
+            esc(r.title),
+            f"{r.rating:g}" if pd.notna(r.rating) else "",
+            "trained" if r.trained else "live",
+        ]
+        for r in past.events.itertuples(index=False)
+    ]
+
 
 left, right = st.columns([3, 2], gap="medium")
 with left, st.container(border=True):
-    st.markdown(f"**History** · {len(past):,} events, newest first")
-    if len(past):
-        st.dataframe(
-            past.head(300),
-            hide_index=True,
-            height=300,
-            column_config={
-                "time": st.column_config.DatetimeColumn("time", format="YYYY-MM-DD HH:mm"),
-                "weight": st.column_config.NumberColumn(format="%.1f"),
-            },
-        )
-        if st.session_state.get("events_error"):
-            st.caption(
-                "Event types and times need the interactions file "
-                f"({st.session_state['events_error']}); showing summed weights."
+    st.markdown(f"**History** · GetUserHistory, version {past.version or '-'}")
+    stored, trained = st.tabs(
+        [f"Stored events ({len(past.events):,})", f"Training items ({len(past.training):,})"]
+    )
+    with stored, st.container(height=300, border=False):
+        show(
+            table(
+                ["time (UTC)", "event", "item", "title", "rating", "model"],
+                event_rows(),
+                empty="No stored events: the server holds only this user's training history "
+                "(summed weights, no times) or nothing.",
             )
-    else:
-        st.caption("No history.")
+        )
+    with trained, st.container(height=300, border=False):
+        show(
+            table(
+                ["item", "title", "weight"],
+                [
+                    [
+                        f'<span class="rs-item-id">{esc(t.item)}</span>',
+                        esc(t.title),
+                        f"{t.weight:.2f}",
+                    ]
+                    for t in past.training.itertuples(index=False)
+                ],
+                empty="Not in the serving version's training data.",
+            )
+        )
 with right, st.container(border=True):
     st.markdown("**Taste profile** · categories in the history")
-    cats = past["categories"].str.split(", ").explode() if len(past) else pd.Series()
-    cats = cats[cats.astype(bool)] if len(cats) else cats
+    cats = past.categories()
     if len(cats):
         counts = cats.value_counts().head(8).rename_axis("category").reset_index(name="events")
         st.bar_chart(counts, x="category", y="events", horizontal=True, height=300, color="#a78bfa")
@@ -119,7 +153,10 @@ for start in range(0, len(chosen), per_row):
                 name,
                 color,
                 tier_chip(res.fallback_tier),
-                [item_row(i, r, color) for i, r in enumerate(res.items, 1)],
+                [
+                    item_row(i, r, color, evidence=evidence(r.explanation))
+                    for i, r in enumerate(res.items, 1)
+                ],
                 empty="No items.",
             )
             with st.expander("Explanation structure"):
