@@ -25,6 +25,8 @@ from _core_support import (
 from hypothesis import given
 from hypothesis import strategies as st
 
+import recsys_core as rc
+
 NB_KINDS = ["small_int", "sixteenths", "pos_float", "float"]
 # History weights are multiples of 1/4: their float32 sums are exact, so "non-zero
 # contribution" has one answer; the neighbour values bring in the rounding.
@@ -332,3 +334,40 @@ def test_sparse_scorer_sums_duplicate_model_entries():
     assert r.items.tolist() == [0, 2, 1]
     assert r.scores.tolist() == [4.0, 3.0, 0.0]
     assert r.explanations.contributions.tolist() == [4.0, 3.0]
+
+
+# -- evidence: the history rows behind a few items' scores -------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_evidence_matches_a_dense_reference(seed):
+    rng = np.random.default_rng(seed)
+    n = 40
+    m = sp.random(n, n, density=0.2, random_state=seed, format="csr", dtype=np.float32)
+    m.data = rng.integers(1, 9, m.nnz).astype(np.float32) / 4  # exact float32 products
+    hist = rng.choice(n, 12, replace=False).astype(np.int32)
+    w = rng.integers(1, 5, len(hist)).astype(np.float32) / 2
+    items = rng.choice(n, 7, replace=False).astype(np.int32)
+    top = 3
+    got = rc.SparseScorer(m).evidence(hist, w, items, top)
+    dense = m.toarray()[hist][:, items]  # history x items
+    contrib = w[:, None] * dense
+    np.testing.assert_allclose(got["scores"], contrib.sum(axis=0), rtol=1e-6)
+    for j in range(len(items)):
+        order = [n for n in np.argsort(-contrib[:, j], kind="stable") if contrib[n, j] != 0]
+        order = order[:top]
+        want = hist[order].tolist() + [-1] * (top - len(order))
+        assert got["sources"][j].tolist() == want
+        np.testing.assert_array_equal(
+            got["contributions"][j][: len(order)], contrib[order, j].astype(np.float32)
+        )
+        np.testing.assert_array_equal(got["similarities"][j][: len(order)], dense[order, j])
+        assert not got["contributions"][j][len(order) :].any()
+
+
+def test_evidence_names_a_bad_index():
+    s = rc.SparseScorer(sp.identity(4, dtype=np.float32, format="csr"))
+    with pytest.raises(rc.InvalidArgumentError, match="cols"):
+        s.evidence([0], [1.0], [4], 2)
+    with pytest.raises(rc.InvalidArgumentError, match="history_items"):
+        s.evidence([5], [1.0], [0], 2)

@@ -385,13 +385,14 @@ def hybrid_reasons(model, user: int, row, items, snap: Snapshot, kinds) -> list[
     for j, it in enumerate(item_list):
         shares_j = sh[j]
         r = Reason("", "blend", components=comps[j])
-        cands: list[tuple[float, int, str, bool]] = []  # share, order, text, concrete
+        cands: list[tuple] = []  # share, order, text (or a callable making it), concrete
         d = hist[j]
         if d:
             top = sorted(d.items(), key=lambda x: (-x[1][0], x[0]))[:3]
             r.items = [ItemReason(ids[s], titles[s], v[1], v[0]) for s, v in top]
             share = sum(shares_j[pos[n]] for n in HISTORY_PARTS if n in pos)
-            cands.append((share, 0, because(snap, kinds, [s for s, _ in top]), True))
+            srcs = [s for s, _ in top]
+            cands.append((share, 0, lambda srcs=srcs: because(snap, kinds, srcs), True))
         if ucf is not None:
             c = counts[j]
             r.similar_users = SimilarUsers(c, n_nb, means[j], peaks[j])
@@ -437,13 +438,19 @@ def hybrid_reasons(model, user: int, row, items, snap: Snapshot, kinds) -> list[
     return out
 
 
-def _text(cands: list[tuple[float, int, str, bool]], cold: bool, new: bool) -> str:
+def said(cand) -> str:
+    """A candidate's text; made on demand when it is a callable (most are never shown)."""
+    t = cand[2]
+    return t() if callable(t) else t
+
+
+def _text(cands: list[tuple], cold: bool, new: bool) -> str:
     suffix = NEW_SUFFIX if new else ""
     ranked = sorted(cands, key=lambda c: (-c[0], c[1]))
     concrete = [c for c in ranked if c[3]]
     if cold:
         popular_first = not concrete or (ranked[0][1] == 4)
-        lead = "Popular right now" if popular_first else concrete[0][2]
+        lead = "Popular right now" if popular_first else said(concrete[0])
         text = f"{lead}; {COLD_SUFFIX}"
         if len(text) + len(suffix) > MAX_TEXT:
             text = f"Popular right now; {COLD_SUFFIX}"
@@ -451,11 +458,11 @@ def _text(cands: list[tuple[float, int, str, bool]], cold: bool, new: bool) -> s
     if not ranked:
         return fit(NO_BLEND_SIGNAL + suffix)
     lead = concrete[0] if concrete else ranked[0]
-    text = lead[2]
+    text = said(lead)
     for c in ranked:
         if c is lead or (not c[3] and c[0] < 0.05):
             continue
-        longer = f"{text}; {_lower(c[2])}"
+        longer = f"{text}; {_lower(said(c))}"
         if len(longer) + len(suffix) <= MAX_TEXT:
             text = longer
         break

@@ -251,6 +251,23 @@ class SparseScorer:
         indptr, indices, data = self._native.matrix()
         return sp.csr_matrix((data, indices, indptr), shape=(self.n_sources, self.n_items))
 
+    def evidence(self, rows, weights, cols, top: int) -> dict[str, np.ndarray]:
+        """Per item of ``cols``: the ``top`` history ``rows`` adding most to its score
+        (``sources``, -1 where fewer add anything; ``contributions`` = weight x value;
+        ``similarities`` = the stored values; each len(cols) x top), and ``scores``, the
+        whole weighted history's score of each item."""
+        r = np.ascontiguousarray(rows, dtype=_I32)
+        c = np.ascontiguousarray(cols, dtype=_I32)
+        w = np.ascontiguousarray(weights, dtype=_F32)
+        src, con, sim, scores = self._native.evidence(r, w, c, int(top))
+        shape = (len(c), int(top))
+        return {
+            "sources": src.reshape(shape),
+            "contributions": con.reshape(shape),
+            "similarities": sim.reshape(shape),
+            "scores": scores,
+        }
+
     def recommend(
         self,
         history_items,

@@ -469,6 +469,29 @@ impl SparseScorer {
         csr_to_py(py, self.model.matrix().clone())
     }
 
+    /// `SparseModel::evidence` as (sources, contributions, similarities, scores), flat.
+    fn evidence<'py>(
+        &self,
+        py: Python<'py>,
+        rows: PyReadonlyArray1<'py, i32>,
+        weights: PyReadonlyArray1<'py, f32>,
+        cols: PyReadonlyArray1<'py, i32>,
+        top: i64,
+    ) -> PyResult<Bound<'py, PyTuple>> {
+        let (r, w) = (slice("rows", &rows)?, slice("weights", &weights)?);
+        let (c, top) = (slice("cols", &cols)?, count("top", top)?);
+        let ev = self.model.evidence(r, w, c, top)?;
+        PyTuple::new(
+            py,
+            [
+                PyArray1::from_vec(py, ev.sources).into_bound_py_any(py)?,
+                PyArray1::from_vec(py, ev.contributions).into_bound_py_any(py)?,
+                PyArray1::from_vec(py, ev.similarities).into_bound_py_any(py)?,
+                PyArray1::from_vec(py, ev.scores).into_bound_py_any(py)?,
+            ],
+        )
+    }
+
     #[pyo3(signature = (history_items, history_weights, k, exclude, allow, deny, exclude_history, explain))]
     #[allow(clippy::too_many_arguments)]
     fn recommend<'py>(

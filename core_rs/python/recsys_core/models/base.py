@@ -129,6 +129,14 @@ class Recommender(ABC):
         out._weighed_by = self
         return out
 
+    def weigh_data(self, row: sp.csr_matrix) -> np.ndarray:
+        """``weigh(row).data`` without building a matrix: the one-row request paths only need
+        the values, and scipy's constructor costs more than the transform."""
+        kind = getattr(getattr(self, "config", None), "transform", "linear")
+        if kind == "linear" or getattr(row, "_weighed_by", None) is self:
+            return row.data
+        return transform_values(row.data.astype(np.float32), kind, self.config.transform_eps)
+
     @abstractmethod
     def score(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
         """Dense float32 scores (len(users) x n_items). ``users`` may hold -1 for a user the

@@ -99,6 +99,7 @@ class Hybrid(Recommender):
         self.fit_components = fit_components
         self.weights_ = dict(self.config.weights)
         self.components = components or {}
+        self._picks = not components  # chooses its own components, on every fit
         self.validation_ndcg_: float | None = None
         # per thread: the last `answer` (row, user, ranking), so explaining it scores nothing
         self._memo = threading.local()
@@ -119,7 +120,7 @@ class Hybrid(Recommender):
 
     def fit(self, train: Interactions) -> Self:
         """Fits the components (unless ``fit_components`` is off) and tunes the weights."""
-        if not self.components:
+        if self._picks:
             # a component that cannot fit this data (content without a catalogue) is left out
             self.components = {
                 n: m for n, m in self.default_components().items() if m.unfit_reason(train) is None

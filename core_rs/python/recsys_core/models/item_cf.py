@@ -97,12 +97,11 @@ class ItemCF(Recommender):
         )
 
     def recommend_one(self, user, row, k, allow=None, deny=None) -> rc.Recommendations:
-        row = self.weigh(row)
-        return self._scorer.recommend(row.indices, row.data, k, allow=allow, deny=deny)
+        w = self.weigh_data(row)
+        return self._scorer.recommend(row.indices, w, k, allow=allow, deny=deny)
 
     def blend_part(self, user, row, weight):
-        row = self.weigh(row)
-        return (self._scorer, row.indices, row.data, weight)
+        return (self._scorer, row.indices, self.weigh_data(row), weight)
 
     def similar_items(self, item: int, k: int = 10) -> rc.Recommendations:
         row = self.similarity_[item]
@@ -146,49 +145,10 @@ class ItemCF(Recommender):
     def evidence(self, user, row, items, part=None) -> dict[str, np.ndarray]:
         """``sources``/``contributions``/``similarities`` (items x ``explain_top``, source -1
         where there are fewer) of the history items that add most to each item's score, and
-        ``scores`` (the whole history's): the history x items similarities looked up at once
-        in the similarity matrix's sorted (row, column) keys (`_keys`)."""
+        ``scores`` (the whole history's), read from the similarity matrix in Rust
+        (`SparseScorer.evidence`) without scoring every item."""
         _, idx, w, _ = part if part is not None else self.blend_part(user, row, 1.0)
-        items = np.asarray(items, np.int64)
-        top = self.config.explain_top
-        k, n = len(items), self.n_items
-        out = {
-            "sources": np.full((k, top), -1, np.int32),
-            "contributions": np.zeros((k, top), np.float32),
-            "similarities": np.zeros((k, top), np.float32),
-            "scores": np.zeros(k, np.float32),
-        }
-        if k == 0 or len(idx) == 0:
-            return out
-        keys, data = self._keys()
-        h = np.asarray(idx, np.int64)
-        q = (h[:, None] * n + items[None, :]).ravel().astype(keys.dtype)
-        p = np.minimum(np.searchsorted(keys, q), len(keys) - 1)
-        sims = np.where(keys[p] == q, data[p], np.float32(0)).reshape(len(h), k)
-        contrib = np.asarray(w, np.float32)[:, None] * sims  # history x items
-        out["scores"] = contrib.sum(axis=0)
-        order = np.argsort(-contrib, axis=0, kind="stable")[:top]  # top x items
-        con = np.take_along_axis(contrib, order, axis=0).T
-        found = con != 0
-        out["sources"][:, : con.shape[1]] = np.where(found, h[order].T, -1)
-        out["contributions"][:, : con.shape[1]] = np.where(found, con, 0)
-        out["similarities"][:, : con.shape[1]] = np.where(
-            found, np.take_along_axis(sims, order, axis=0).T, 0
-        )
-        return out
-
-    def _keys(self) -> tuple[np.ndarray, np.ndarray]:
-        """(row * n_items + column for every stored similarity, sorted; its values), built
-        once: a history's similarities to a few items are then one ``searchsorted``."""
-        got = getattr(self, "_keyed", None)
-        if got is None:
-            m = self.similarity_
-            if not m.has_sorted_indices:
-                m = m.sorted_indices()
-            dtype = np.int32 if self.n_items**2 < 2**31 else np.int64
-            rows = np.repeat(np.arange(m.shape[0], dtype=dtype), np.diff(m.indptr))
-            got = self._keyed = (rows * dtype(self.n_items) + m.indices.astype(dtype), m.data)
-        return got
+        return self._scorer.evidence(idx, w, items, self.config.explain_top)
 
     def _arrays(self) -> dict[str, np.ndarray]:
         return csr_arrays(self.similarity_, "similarity")

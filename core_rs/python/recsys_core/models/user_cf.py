@@ -116,14 +116,14 @@ class UserCF(Recommender):
     def neighbours_of(self, user: int, history: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
         """(user indices, cosine similarities) of the k nearest users. A user seen in training
         with an unchanged history uses the stored neighbours; anyone else is folded in."""
-        h = self.weigh(history).tocsr()
-        if 0 <= user < self.n_users and _same_row(self.user_items_, user, h):
+        idx, w = history.indices, self.weigh_data(history)
+        if 0 <= user < self.n_users and _same_row(self.user_items_, user, idx):
             # Read straight from the arrays: scipy row indexing costs more than the lookup.
             nb = self.neighbours_
             a, b = nb.indptr[user], nb.indptr[user + 1]
             return nb.indices[a:b].astype(np.int32), nb.data[a:b].astype(np.float32)
-        hw = self._weigh(h.indices, h.data)
-        dots = np.asarray(self._item_users[h.indices].T @ hw).ravel()
+        hw = self._weigh(idx, w)
+        dots = np.asarray(self._item_users[idx].T @ hw).ravel()
         if 0 <= user < self.n_users:
             dots[user] = 0.0
         hn = float(np.sqrt((hw**2).sum()))
@@ -143,7 +143,9 @@ class UserCF(Recommender):
         users = np.asarray(users)
         if ((users >= 0) & (users < self.n_users)).all() and history.shape[0] == len(users):
             nb = self.neighbours_[users.astype(np.int64)]
-            if all(_same_row(self.user_items_, int(u), history[n]) for n, u in enumerate(users)):
+            if all(
+                _same_row(self.user_items_, int(u), history[n].indices) for n, u in enumerate(users)
+            ):
                 return self._scorer.recommend_batch(
                     nb,
                     k,
@@ -238,9 +240,9 @@ class UserCF(Recommender):
         self._prepare()
 
 
-def _same_row(m: sp.csr_matrix, r: int, h: sp.csr_matrix) -> bool:
+def _same_row(m: sp.csr_matrix, r: int, idx: np.ndarray) -> bool:
     a, b = m.indptr[r], m.indptr[r + 1]
-    return (b - a) == h.nnz and np.array_equal(m.indices[a:b], np.sort(h.indices))
+    return (b - a) == len(idx) and np.array_equal(m.indices[a:b], np.sort(idx))
 
 
 def _rows_to_csr(rows: list[tuple[np.ndarray, np.ndarray]], n_cols: int) -> sp.csr_matrix:
