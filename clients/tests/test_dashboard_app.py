@@ -283,6 +283,32 @@ def test_catalogue_adds_toggles_and_watches_an_item(dash_env: Live, sdk) -> None
     assert ids_in_order(panels(at)[name])[0] == top
 
 
+def test_catalogue_shows_a_new_item_reaching_a_matching_user(dash_env: Live, sdk) -> None:
+    """An item added with the categories the user's history is mostly made of is in their
+    list on the next run of the page, at the reserved slot, explained as new."""
+    user = active_users(dash_env)[5]
+    counts: dict[str, int] = {}
+    for h in sdk.user_history(user, 1).training_items:
+        for c in sdk.get_item(h.item_id).categories:
+            counts[c] = counts.get(c, 0) + 1
+    cats = sorted(counts, key=lambda c: (-counts[c], c))[:2]
+    at = page("catalogue", user=user)
+    at.text_input(key="cat_new_id").input("dash-apptest-match")
+    at.text_input(key="cat_new_title").input("Zyxwv matching thing")
+    at.text_input(key="cat_new_categories").input(", ".join(cats))
+    next(b for b in at.button if b.label == "Add item").click().run()
+    assert_clean(at)
+    got = sdk.recommend(user, 10, explain=True)
+    assert got.item_ids[2] == "dash-apptest-match"
+    assert got.items[2].explanation.new_item
+    body = text(at)
+    assert f"is #3 in {user}'s top 10" in body
+    panel_ids = ids_in_order(panels(at)[f"{user} · {got.model}"])
+    assert panel_ids == got.item_ids
+    assert "(new to you: just added)" in body
+    sdk.set_item_availability(["dash-apptest-match"], False)  # leave the session's lists as were
+
+
 def test_catalogue_refused_writes_are_messages(dash_env: Live, sdk) -> None:
     at = page("catalogue")
     next(b for b in at.button if b.label == "Add item").click().run()
