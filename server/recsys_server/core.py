@@ -240,11 +240,8 @@ class RecommenderCore:
             result = await self.datastore.append(events)
         except StoreUnavailable as e:
             # Not acknowledged (normally not stored either); a retry is safe: stored ids come
-            # back as duplicates. The store's message names it (file or redacted URL).
-            msg = f"{STORE_WRITE_FAILED}: {e}"
-            if e.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise ResourceExhausted(msg) from e
-            raise Unavailable(msg) from e
+            # back as duplicates.
+            raise write_failed(e) from e
         # Recovered: stored by an earlier call that was answered UNAVAILABLE.
         rec = result.recovered
         self.versions.fold(
@@ -263,10 +260,7 @@ class RecommenderCore:
         try:
             stored = await self.datastore.change_items(changes)
         except StoreUnavailable as e:
-            msg = f"{STORE_WRITE_FAILED}: {e}"
-            if e.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise ResourceExhausted(msg) from e
-            raise Unavailable(msg) from e
+            raise write_failed(e) from e
         # No await between the commit's answer and this: callers resume in commit order (the
         # writer settles a batch's calls in queue order and the next batch only after they
         # resumed), so the in-memory catalogue follows the store's last-write-wins order.
@@ -315,3 +309,12 @@ class RecommenderCore:
 
     async def reload(self) -> ReloadResult:
         return await self.versions.refresh()
+
+
+def write_failed(e: StoreUnavailable) -> ResourceExhausted | Unavailable:
+    """A failed store write as the caller sees it: RESOURCE_EXHAUSTED when the disk is full,
+    else UNAVAILABLE; the store's message names it (file or redacted URL)."""
+    msg = f"{STORE_WRITE_FAILED}: {e}"
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return ResourceExhausted(msg)
+    return Unavailable(msg)

@@ -67,6 +67,23 @@ def wait_answered(srv: ServerProcess, method: str) -> None:
         time.sleep(0.02)
 
 
+def held_batch(stub, total_s: float = 1.0, batches: int = 6) -> pb.RecommendBatchRequest:
+    """A RecommendBatch sized so that ``batches`` of them take about ``total_s`` on this
+    machine and these models: measured with one small batch first, so the batches are still
+    running at the signal but end well inside the grace period however slow the machine or
+    the explanations are."""
+    probe = [pb.RecommendRequest(user_id=f"u{i:03d}", k=20, explain=True) for i in range(1, 41)]
+    t0 = time.perf_counter()
+    stub.RecommendBatch(pb.RecommendBatchRequest(requests=probe), timeout=30)
+    per_user = (time.perf_counter() - t0) / len(probe)
+    n = int(min(max(total_s / batches / per_user, 10), 599))
+    return pb.RecommendBatchRequest(
+        requests=[
+            pb.RecommendRequest(user_id=f"u{i:03d}", k=20, explain=True) for i in range(1, n + 1)
+        ]
+    )
+
+
 @pytest.mark.parametrize("run", range(RUNS))
 def test_sigterm_under_load(trained, tmp_path, run, store_url):  # noqa: F811
     cfg = tmp_path / "s.toml"
@@ -99,11 +116,7 @@ def test_sigterm_under_load(trained, tmp_path, run, store_url):  # noqa: F811
         wgen = loadgen(srv.address, wout, rate=100, duration=2.0, timeout=10, method="record")
         wait_answered(srv, "RecordInteractions")
         stub = pb_grpc.RecommenderStub(ch)
-        slow = pb.RecommendBatchRequest(
-            requests=[
-                pb.RecommendRequest(user_id=f"u{i:03d}", k=20, explain=True) for i in range(1, 600)
-            ]
-        )
+        slow = held_batch(stub)
         time.sleep(0.7)
         # Six batches hold the server for about a second, so they are running at the signal;
         # the writes race it. Each ends OK, or UNAVAILABLE when it reached the server only

@@ -36,10 +36,11 @@ if str(TRAINER) not in sys.path:
     sys.path.insert(0, str(TRAINER))
 sys.path.insert(0, str(TRAINER / "bench"))
 
+import quality  # noqa: E402
 import sections  # noqa: E402
 
 from recsys_core.catalog import Catalog, load_catalog, with_catalog  # noqa: E402
-from recsys_core.data import Interactions, from_frame, load_interactions  # noqa: E402
+from recsys_core.data import Interactions, load_interactions  # noqa: E402
 from recsys_core.metrics import ndcg_at_k  # noqa: E402
 from recsys_core.splits import filter_min_interactions, random_holdout  # noqa: E402
 from recsys_trainer import cli  # noqa: E402
@@ -61,16 +62,7 @@ def ml100k(path: Path) -> tuple[str, Interactions, Catalog]:
 
 
 def synthetic(quick: bool) -> tuple[str, Interactions, Catalog]:
-    from recsys_trainer.synthetic import generate
-
-    if quick:
-        df, catalog = generate(n_users=2_000, n_items=1_000, n_interactions=50_000)
-        title = "Synthetic (quick: 2k users x 1k items x 50k events)"
-    else:
-        df, catalog = generate()
-        title = "Synthetic (defaults: 10k users x 5k items x 500k events)"
-    inter = filter_min_interactions(from_frame(df), min_user=MIN_USER, min_item=1)
-    return title, inter, catalog
+    return quality.synthetic_set(quick)
 
 
 def fit(train: Interactions) -> tuple[dict, float]:

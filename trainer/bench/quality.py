@@ -472,7 +472,8 @@ def load_steam(path: Path) -> Dataset:
     return Dataset("steam", "Steam play log (steam-200k-play)", weights, inter, None)
 
 
-def load_synthetic(quick: bool) -> Dataset:
+def synthetic_set(quick: bool):
+    """(title, interactions of users with >= MIN_USER, catalogue) of the synthetic set."""
     from recsys_trainer.synthetic import generate
 
     if quick:
@@ -482,6 +483,11 @@ def load_synthetic(quick: bool) -> Dataset:
         df, catalog = generate()
         title = "Synthetic (defaults: 10k users x 5k items x 500k events)"
     inter = filter_min_interactions(from_frame(df), min_user=MIN_USER, min_item=1)
+    return title, inter, catalog
+
+
+def load_synthetic(quick: bool) -> Dataset:
+    title, inter, catalog = synthetic_set(quick)
     return Dataset(
         "synthetic",
         title,

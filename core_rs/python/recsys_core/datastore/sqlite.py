@@ -250,6 +250,22 @@ class SQLiteStore(DataStore):
             return inserted
 
     def _write_items(self, changes: list[ItemChange]) -> list[ItemRecord | None]:
+        now = self.clock()
+        return self._transaction(
+            lambda conn: items.write(conn.cursor(), "?", changes, now), "commit"
+        )
+
+    def _execute_write(self, sql: str, params: Sequence[Any], check: Callable[[int], None]) -> int:
+        def run(conn: sqlite3.Connection) -> int:
+            count = conn.execute(sql, tuple(params)).rowcount
+            check(count)
+            return count
+
+        return self._transaction(run, "write")
+
+    def _transaction(self, work: Callable[[sqlite3.Connection], Any], what: str) -> Any:
+        """``work`` in one immediate transaction on the writer connection, under its lock (one
+        writer per process, as for appends); rolled back when anything fails."""
         with self._write_lock:
             conn = self._conn
             if conn is None:
@@ -257,38 +273,16 @@ class SQLiteStore(DataStore):
             try:
                 self._rollback(conn)
                 conn.execute("BEGIN IMMEDIATE")
-                cur = conn.cursor()
-                out = items.write(cur, "?", changes, self.clock())
+                out = work(conn)
                 conn.execute("COMMIT")
             except sqlite3.Error as e:
                 with contextlib.suppress(sqlite3.Error):
                     self._rollback(conn)
-                raise self._unavailable(e, "commit") from e
+                raise self._unavailable(e, what) from e
             except BaseException:
                 self._rollback(conn)
                 raise
             return out
-
-    def _execute_write(self, sql: str, params: Sequence[Any], check: Callable[[int], None]) -> int:
-        # The writer connection, under its lock: one writer per process, as for appends.
-        with self._write_lock:
-            conn = self._conn
-            if conn is None:
-                raise StoreClosed(f"{self.url}: the store is closed")
-            try:
-                self._rollback(conn)
-                conn.execute("BEGIN IMMEDIATE")
-                count = conn.execute(sql, tuple(params)).rowcount
-                check(count)
-                conn.execute("COMMIT")
-            except sqlite3.Error as e:
-                with contextlib.suppress(sqlite3.Error):
-                    self._rollback(conn)
-                raise self._unavailable(e, "write") from e
-            except BaseException:
-                self._rollback(conn)
-                raise
-            return count
 
     @staticmethod
     def _rollback(conn: sqlite3.Connection) -> None:
