@@ -12,6 +12,7 @@ browser here."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -223,27 +224,34 @@ def row_text(page, item_id: str) -> str:
 
 
 def test_catalogue_in_chromium(browser_page, dashboard: str, shots: Path, live: Live) -> None:
-    """Adds an item through the form, sees it listed, makes it unavailable; the page and the
-    server agree at each step."""
+    """Adds an item with the shown user's main categories through the form, sees it listed
+    and in that user's list at the reserved slot, explained as new; makes it unavailable; the
+    page and the server agree at each step."""
     item_id = "a-browser-item"  # sorts before the generated ids: on the first page
     page = browser_page
     page.goto(f"{dashboard}/catalogue")
     settle(page)
-    page.get_by_label("Item id", exact=True).fill(item_id)
-    page.get_by_label("Title", exact=True).fill("Browser kettle")
-    page.get_by_label("Categories", exact=True).fill("Kitchen, Home")
-    page.get_by_role("button", name="Add item").click()
-    page.get_by_text(f"UpsertItems stored {item_id}").first.wait_for(timeout=30_000)
-    settle(page)
+    header = page.get_by_text(re.compile(r"^\S+ · hybrid$")).first.inner_text()
+    user = header.split(" · ")[0]
     with RecsysClient(live.address) as client:
+        counts: dict[str, int] = {}
+        for h in client.user_history(user, 1).training_items:
+            for c in client.get_item(h.item_id).categories:
+                counts[c] = counts.get(c, 0) + 1
+        cats = sorted(counts, key=lambda c: (-counts[c], c))[:2]
+        page.get_by_label("Item id", exact=True).fill(item_id)
+        page.get_by_label("Title", exact=True).fill("Browser kettle")
+        page.get_by_label("Categories", exact=True).fill(", ".join(cats))
+        page.get_by_role("button", name="Add item").click()
+        page.get_by_text(f"UpsertItems stored {item_id}").first.wait_for(timeout=30_000)
+        settle(page)
         got = client.get_item(item_id)
-        assert (got.title, list(got.categories), got.available) == (
-            "Browser kettle",
-            ["Kitchen", "Home"],
-            True,
-        )
+        assert (got.title, list(got.categories), got.available) == ("Browser kettle", cats, True)
         row = row_text(page, item_id)
-        assert "Browser kettle" in row and "Kitchen" in row and "unavailable" not in row
+        assert "Browser kettle" in row and cats[0] in row and "unavailable" not in row
+        assert client.recommend(user, 10).item_ids[2] == item_id
+        page.get_by_text(f"is #3 in {user}'s top 10").first.wait_for(timeout=30_000)
+        page.get_by_text("(new to you: just added)").first.wait_for(timeout=30_000)
         check_clean(page)
         screenshot(page, shots / "catalogue-added.png")
 

@@ -16,6 +16,7 @@ from recsys_server.catalogue import Catalogue
 from recsys_server.config import Experiment
 from recsys_server.errors import InvalidArgument, NotFound
 from recsys_server.explain import Reason, blend_reasons, describe, hybrid_reasons, popular_now
+from recsys_server.explain_pb import serialized
 from recsys_server.live import LiveHistory
 from recsys_server.snapshot import Snapshot, relative
 
@@ -46,7 +47,8 @@ class Scored:
     confidence: float
     title: str
     categories: tuple[str, ...]
-    reason: Reason | None = None
+    reason: Reason | bytes | None = None
+    """Why: a `Reason`, or an Explanation already serialised (`explained`)."""
 
 
 @dataclass(slots=True)
@@ -203,7 +205,7 @@ def recommend(
     extra, by_score = new_items.for_list(choice.model, snap, user, row, q.k, new, deny)
     if not items and not extra:
         return answer
-    reasons: list[Reason | None] = [None] * len(items)
+    reasons: list[Reason | bytes | None] = [None] * len(items)
     if q.explain and items:
         reasons = explain_items(choice.model, user, row, picked, snap, kinds, choice.tier)
     titles, cats, ids = snap.titles, snap.categories, snap.item_ids
@@ -231,12 +233,15 @@ def scored_new(snap: Snapshot, row, kinds, extra: list, q: Query) -> list[Scored
 
 def explain_items(
     model, user: int, row, items, snap: Snapshot, kinds, tier: str = router.PERSONALIZED
-) -> list[Reason]:
+) -> list[Reason] | list[bytes]:
     """The reasons for ``items``: a hybrid's from the evidence of the ranking it just
     answered (`explain.hybrid_reasons`, vectorised over the items), else the model's
     explanations described; the popularity tier says it will personalise."""
     if isinstance(model, Hybrid):
-        got = hybrid_reasons(model, user, row, items, snap, kinds)
+        if user >= 0:
+            got = kept_reasons(model, user, row, items, snap, kinds)
+        else:
+            got = hybrid_reasons(model, user, row, items, snap, kinds)
         if got is not None:
             return got
         got = model.blend_parts(user, row, items)
@@ -244,6 +249,23 @@ def explain_items(
             return blend_reasons(*got)
     reasons = [describe(e, snap, kinds) for e in model.explain(user, row, items)]
     return popular_now(reasons) if tier == router.POPULARITY else reasons
+
+
+def kept_reasons(model, user: int, row, items, snap: Snapshot, kinds) -> list[bytes] | None:
+    """A known user's hybrid reasons, serialised: those made for this row before
+    (`explained`), the others made now and kept. None when the ranking is not at hand."""
+    route = id(model)
+    kept = snap.explained.get(route, user, row)
+    wanted = np.asarray(items).tolist()
+    missing = [i for i in wanted if i not in kept]
+    if missing:
+        made = hybrid_reasons(model, user, row, np.asarray(missing), snap, kinds)
+        if made is None:
+            return None
+        new = {i: serialized(r) for i, r in zip(missing, made, strict=True)}
+        snap.explained.put(route, user, row, new)
+        kept = {**kept, **new}
+    return [kept[i] for i in wanted]
 
 
 confidence = relative  # SimilarItems' rule (`snapshot.relative`); lists use `confidences`

@@ -6,14 +6,13 @@ from __future__ import annotations
 import time
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from recsys_core.datastore import ItemChange
 from recsys_proto.v1 import recommender_pb2 as pb
 from recsys_proto.v1 import recommender_pb2_grpc as pb_grpc
-from recsys_server import explain as ex
 from recsys_server.catalogue import ItemView
 from recsys_server.core import Interaction, RecommenderCore
+from recsys_server.explain_pb import fill_explanation, set_ts
 from recsys_server.interceptors import Auth, Observe
 from recsys_server.router import COLD_START, PERSONALIZED, POPULARITY
 from recsys_server.scoring import Answer, Query, Scored
@@ -24,11 +23,6 @@ TIER = {
     POPULARITY: pb.FALLBACK_TIER_POPULARITY,
 }
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Recommender"].full_name
-
-
-def _set_ts(t: Timestamp, seconds: float) -> None:
-    whole = int(seconds // 1)
-    t.seconds, t.nanos = whole, round((seconds - whole) * 1e9) % 1_000_000_000
 
 
 def query_from(r: pb.RecommendRequest) -> Query:
@@ -44,51 +38,14 @@ def query_from(r: pb.RecommendRequest) -> Query:
     )
 
 
-# The messages are filled in place (``add``, field by field): building them from keyword
-# arguments and nested constructors cost about twice as much per item with upb, and a response
-# carries ten items with an explanation each.
-
-
-def fill_explanation(out: pb.Explanation, r: ex.Reason) -> None:
-    out.text = r.text
-    out.kind = r.kind
-    for i in r.items:
-        out.items.add(
-            item_id=i.item_id, title=i.title, similarity=i.similarity, contribution=i.contribution
-        )
-    if r.similar_users is not None:
-        su, o = r.similar_users, out.similar_users
-        o.count, o.neighbours = su.count, su.neighbours
-        o.mean_similarity, o.max_similarity = su.mean_similarity, su.max_similarity
-    if r.latent_factors is not None:
-        lf, o = r.latent_factors, out.latent_factors
-        o.factors.extend(lf.factors)
-        o.contributions.extend(lf.contributions)
-        o.shares.extend(lf.shares)
-        o.closest_item_id, o.closest_item_title = lf.closest_item_id, lf.closest_item_title
-        o.closest_similarity = lf.closest_similarity
-    if r.trending is not None:
-        t, o = r.trending, out.trending
-        o.rank, o.half_life_days = t.rank, t.half_life_days
-        _set_ts(o.window_start, t.window_start)
-        _set_ts(o.window_end, t.window_end)
-    for c in r.components:
-        out.components.add(model=c.model, share=c.share, contribution=c.contribution)
-    if r.content is not None:
-        o = out.content
-        o.categories.extend(r.content.categories)
-        for i in r.content.items:
-            o.items.add(item_id=i.item_id, title=i.title, similarity=i.similarity)
-    if r.new_item:
-        out.new_item = True
-
-
 def add_scored(items, s: Scored) -> None:
     """Appends ``s`` to a repeated ScoredItem field."""
     m = items.add(item_id=s.item_id, score=s.score, confidence=s.confidence, title=s.title)
     if s.categories:
         m.categories.extend(s.categories)
-    if s.reason is not None:
+    if isinstance(s.reason, bytes):  # made for an earlier request (`explained`)
+        m.explanation.MergeFromString(s.reason)
+    elif s.reason is not None:
         fill_explanation(m.explanation, s.reason)
 
 
@@ -208,7 +165,7 @@ class RecommenderService(pb_grpc.RecommenderServicer):
                 rating=e.rating,
                 trained=e.trained,
             )
-            _set_ts(m.timestamp, e.timestamp)
+            set_ts(m.timestamp, e.timestamp)
         return out
 
 
@@ -222,7 +179,7 @@ def fill_item(out: pb.Item, v: ItemView) -> None:
     out.categories.extend(v.categories)
     out.attributes.update(v.attributes)
     if v.updated_at is not None:
-        _set_ts(out.updated_at, v.updated_at)
+        set_ts(out.updated_at, v.updated_at)
 
 
 def add_to_server(

@@ -17,6 +17,7 @@ from recsys_core.artifacts import ArtifactError, load_version, store_cursor
 from recsys_core.calibration import Calibration, reference_score
 from recsys_core.models import Hybrid, Popularity, Recommender
 from recsys_server.config import DEFAULT_VERBS, Experiment
+from recsys_server.explained import Explained
 from recsys_server.rankings import RankingCache
 
 REFERENCE_USERS = 256
@@ -65,6 +66,8 @@ class Snapshot:
     rebuilt only when a recorded event replaces the mapping (`scoring.user_history`)."""
     verbs: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_VERBS))
     """Event type -> the verb explanations use (`ServerConfig.verbs`)."""
+    explained: Explained = field(default_factory=Explained)
+    """Known users' hybrid explanations made for their current row, serialised."""
     rows: dict[int, sp.csr_matrix] = field(default_factory=dict)
     """Known user -> their training row as a 1-row CSR, built on first use: building a scipy
     matrix costs about 0.1 ms, a large share of a request. Never modified in place."""

@@ -125,3 +125,33 @@ def test_live_history_rows_and_rankings_follow_recorded_events(both):
         assert item not in got  # an item the user just bought is history now
         rows.append(row)
     assert rows[0] is not rows[1]
+
+
+def test_kept_explanations_are_the_ones_made_now_and_follow_the_row(trained):  # noqa: F811
+    """A known user's hybrid explanations are kept for their row: a repeat request answers the
+    same bytes a fresh snapshot makes, items new to the list are made and added, and a new
+    history (another row object) is explained anew."""
+    from recsys_proto.v1 import recommender_pb2 as pb
+    from recsys_server import scoring
+    from recsys_server.service import answer_pb
+
+    path = trained / artifacts.latest_version(trained)
+    snap, fresh = snapshot.build(path, (), "hybrid"), snapshot.build(path, (), "hybrid")
+    user = str(snap.user_ids[int(np.argmax(np.diff(snap.history.indptr)))])
+
+    def explained(s, k=10, recent=()):
+        q = scoring.Query(user, k, explain=True, recent_item_ids=recent)
+        return [i.explanation for i in answer_pb(scoring.recommend(s, None, (), q)).items]
+
+    first = explained(snap, 5)
+    assert len(snap.explained) == 1
+    again = explained(snap, 10)  # five kept, five more made
+    assert again[:5] == first and again == explained(fresh, 10)
+    assert all(isinstance(e, pb.Explanation) and e.text for e in again)
+    kept = snap.explained.get(
+        id(snap.models["hybrid"]), snap.user_index[user], snap.user_row(snap.user_index[user])
+    )
+    assert len(kept) == 10
+    # another history for the same user: explained for it, not read from the kept ones
+    recent = [snap.item_ids[i] for i in range(3)]
+    assert explained(snap, 10, recent) == explained(fresh, 10, recent)
