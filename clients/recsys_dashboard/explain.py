@@ -49,6 +49,12 @@ def evidence(expl: Explanation | None) -> str:
             else ""
         )
         parts.append(f"#{t.rank} by decayed popularity (half-life {t.half_life_days:g} d{window})")
+    if expl.content is not None and expl.content.categories:
+        liked = ", ".join(_e(c) for c in expl.content.categories)
+        held = " · ".join(_e(i.title or i.item_id) for i in expl.content.items[:3])
+        parts.append(f"your categories {liked}" + (f" (as in {held})" if held else ""))
+    if expl.new_item:
+        parts.append("new item: no interactions yet")
     if expl.components:
         parts.append(
             " · ".join(

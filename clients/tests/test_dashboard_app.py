@@ -17,6 +17,7 @@ from test_dashboard_support import APP, PAGES, Live, dash_env, dash_trained, liv
 
 from recsys_client import (
     ComponentShare,
+    ContentMatch,
     Explanation,
     Interaction,
     ItemContribution,
@@ -360,6 +361,10 @@ def test_evidence_lines() -> None:
     parts = [ComponentShare("item_cf", 0.75, 0.5), ComponentShare("svd", 0.25, 0.125)]
     assert evidence(Explanation("x", components=parts)) == (
         "item_cf 75% (adds 0.50) · svd 25% (adds 0.12)"
+    )
+    match = ContentMatch(["Drama", "Noir"], [ItemContribution("h", "Heat", 1.0)])
+    assert evidence(Explanation("x", content=match, new_item=True)) == (
+        "your categories Drama, Noir (as in Heat) | new item: no interactions yet"
     )
     assert evidence(Explanation("plain")) == "" and evidence(None) == ""
 
