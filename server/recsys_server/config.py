@@ -33,6 +33,7 @@ from typing import Any
 from recsys_core.datastore import StoreConfigError, parse_store_url, redact
 from recsys_core.models import MODELS
 from recsys_core.models.registry import COMPONENTS
+from recsys_server.explained import EXPLAINED_USERS
 from recsys_server.live import EVENT_TYPES
 
 TRAINING = "training"
@@ -109,6 +110,10 @@ class ServerConfig:
     """The hybrid's ranking of this many of the most active known users is computed when a
     version loads; their requests without filters then read it (``rankings.RankingCache``).
     0: rank every request."""
+    explained_users: int = EXPLAINED_USERS
+    """Known users whose hybrid explanations are kept for their current history
+    (``recsys_server.explained``, about 5 KB each); the most active of the precomputed users
+    are explained when a version loads (about 0.7 ms each). 0: explain every request."""
     warmup_seconds: float = 0.0
     """Extra warm-up when a version loads: score known users (every route, with explanations)
     until each was scored once or this time is up, so their first requests find warm rows and
@@ -174,8 +179,9 @@ def check(c: ServerConfig) -> None:
             raise ConfigError(f"{name} must be >= 0, got {value}")
     if not (math.isfinite(c.warmup_seconds) and c.warmup_seconds >= 0):
         raise ConfigError(f"warmup_seconds must be >= 0, got {c.warmup_seconds}")
-    if c.precompute_users < 0:
-        raise ConfigError(f"precompute_users must be >= 0, got {c.precompute_users}")
+    for name in ("precompute_users", "explained_users"):
+        if getattr(c, name) < 0:
+            raise ConfigError(f"{name} must be >= 0, got {getattr(c, name)}")
     if c.max_concurrent_rpcs < 1:
         raise ConfigError("max_concurrent_rpcs must be >= 1")
     if c.default_model not in MODELS:
@@ -272,7 +278,14 @@ def from_dict(data: dict[str, Any], base: ServerConfig | None = None) -> ServerC
             values[key] = float(raw)
         else:
             values[key] = raw
-    for key in ("port", "metrics_port", "max_concurrent_rpcs", "precompute_users"):
+    int_keys = (
+        "port",
+        "metrics_port",
+        "max_concurrent_rpcs",
+        "precompute_users",
+        "explained_users",
+    )
+    for key in int_keys:
         if key in values and (isinstance(values[key], bool) or not isinstance(values[key], int)):
             raise ConfigError(f"{key}: expected an integer, got {values[key]!r}")
     try:

@@ -65,6 +65,8 @@ def test_toml_and_env(tmp_path):
         ("port = 70000", "port"),
         ('default_model = "bpr"', "default_model"),
         ("poll_seconds = 0", "poll_seconds"),
+        ("explained_users = -1", "explained_users must be >= 0"),
+        ('explained_users = "many"', "explained_users: expected an integer"),
         ('colour = "blue"', "unknown key"),
         ('tls_cert = "c.pem"', "tls_cert and tls_key"),
         ('write_token = " "', "write_token"),

@@ -155,3 +155,29 @@ def test_kept_explanations_are_the_ones_made_now_and_follow_the_row(trained):  #
     # another history for the same user: explained for it, not read from the kept ones
     recent = [snap.item_ids[i] for i in range(3)]
     assert explained(snap, 10, recent) == explained(fresh, 10, recent)
+
+
+def test_loading_explains_the_most_active_users_ahead(trained):  # noqa: F811
+    """`model_versions.precompute` keeps the top-10 explanations of the most active users, the
+    same bytes a request makes on a version loaded without them."""
+    from recsys_server import scoring
+    from recsys_server.model_versions import EXPLAINED_K, precompute
+    from recsys_server.service import answer_pb
+
+    path = trained / artifacts.latest_version(trained)
+    snap, fresh = snapshot.build(path, (), "hybrid"), snapshot.build(path, (), "hybrid")
+    snap.explained.max_users = 5
+    precompute(snap, 8)
+    active = np.argsort(-np.diff(snap.history.indptr), kind="stable")[:5].tolist()
+    route = id(snap.models["hybrid"])
+    for u in active:
+        kept = snap.explained.get(route, u, snap.user_row(u))
+        assert len(kept) == EXPLAINED_K
+        q = scoring.Query(str(snap.user_ids[u]), EXPLAINED_K, explain=True)
+        got = answer_pb(scoring.recommend(snap, None, (), q)).items
+        want = answer_pb(scoring.recommend(fresh, None, (), q)).items
+        assert [i.explanation for i in got] == [i.explanation for i in want]
+        assert [kept[snap.item_index[i.item_id]] for i in got] == [
+            i.explanation.SerializeToString() for i in want
+        ]
+    assert len(snap.explained) == 5
