@@ -24,7 +24,7 @@ import scipy.sparse as sp
 
 from recsys_core.models import Hybrid
 from recsys_server.catalogue import Catalogue
-from recsys_server.explain import NEW_SUFFIX, Reason, describe, fit
+from recsys_server.explain import MAX_TEXT, NEW_SUFFIX, Reason, describe, fit
 from recsys_server.snapshot import Snapshot
 
 NEW_ITEM_SLOTS = 2
@@ -105,7 +105,7 @@ def reasons(snap: Snapshot, row, kinds: Mapping[int, str], new: list[NewItem]) -
     for e in content.explain_rows(row, rows):
         r = describe(e, snap, kinds)
         r.new_item = True
-        r.text = fit(r.text[: 120 - len(NEW_SUFFIX)] + NEW_SUFFIX)
+        r.text = fit(r.text[: MAX_TEXT - len(NEW_SUFFIX)] + NEW_SUFFIX)
         out.append(r)
     return out
 

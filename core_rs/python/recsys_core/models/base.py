@@ -121,21 +121,25 @@ class Recommender(ABC):
         transform applied. The same matrix object when there is nothing to change, and a
         matrix this model already weighed is returned as is, so entry points that call each
         other never apply the transform twice."""
-        kind = getattr(getattr(self, "config", None), "transform", "linear")
-        if kind == "linear" or getattr(m, "_weighed_by", None) is self:
+        if not self._transforms(m):
             return m
         out = sp.csr_matrix(m, dtype=np.float32, copy=True)
-        out.data = transform_values(out.data, kind, self.config.transform_eps)
+        out.data = transform_values(out.data, self.config.transform, self.config.transform_eps)
         out._weighed_by = self
         return out
+
+    def _transforms(self, m: sp.csr_matrix) -> bool:
+        """Whether ``m``'s weights still need this model's (non-linear) transform."""
+        kind = getattr(getattr(self, "config", None), "transform", "linear")
+        return kind != "linear" and getattr(m, "_weighed_by", None) is not self
 
     def weigh_data(self, row: sp.csr_matrix) -> np.ndarray:
         """``weigh(row).data`` without building a matrix: the one-row request paths only need
         the values, and scipy's constructor costs more than the transform."""
-        kind = getattr(getattr(self, "config", None), "transform", "linear")
-        if kind == "linear" or getattr(row, "_weighed_by", None) is self:
+        if not self._transforms(row):
             return row.data
-        return transform_values(row.data.astype(np.float32), kind, self.config.transform_eps)
+        c = self.config
+        return transform_values(row.data.astype(np.float32), c.transform, c.transform_eps)
 
     @abstractmethod
     def score(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
