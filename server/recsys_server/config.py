@@ -75,10 +75,32 @@ class Variant:
     named (the others keep their trained weight)."""
 
 
+KINDS = ("ab", "interleave")
+"""``ab``: each user sees their variant's list. ``interleave``: exactly two variants (two
+rankers); every user whose bucket falls in the variants' shares sees one list merged from both
+by team draft, and each click is credited to the ranker that placed the item."""
+
+
 @dataclass(frozen=True)
 class Experiment:
     name: str
     variants: tuple[Variant, ...]
+    kind: str = "ab"
+
+    @property
+    def control(self) -> Variant:
+        """The first variant: what the others are compared with."""
+        return self.variants[0]
+
+
+@dataclass(frozen=True)
+class Outcomes:
+    """Which event types count as what in experiment reports (an event type may count as
+    several). A value event is worth its rating when it carries one, else 1."""
+
+    clicks: tuple[str, ...] = ("click",)
+    conversions: tuple[str, ...] = ("purchase",)
+    values: tuple[str, ...] = ("purchase",)
 
 
 @dataclass(frozen=True)
@@ -119,6 +141,13 @@ class ServerConfig:
     until each was scored once or this time is up, so their first requests find warm rows and
     caches. The old version serves meanwhile; a large version takes longer to swap in."""
     experiments: tuple[Experiment, ...] = ()
+    outcomes: Outcomes = Outcomes()
+    attribution_hours: float = 24.0
+    """An event without a (known) recommendation_id is credited to the latest impression that
+    showed its item to its user within this many hours before it."""
+    impression_queue: int = 10_000
+    """Impressions waiting to be stored (off the request path); beyond it new ones are
+    dropped and counted. 0: impressions are not recorded."""
     event_verbs: dict[str, str] = dataclasses.field(default_factory=dict)
     """Explanation verbs replacing `DEFAULT_VERBS` for the event types named (an event type
     of `recsys_server.live.EVENT_TYPES`, ``session`` or ``training``)."""
@@ -205,6 +234,15 @@ def check(c: ServerConfig) -> None:
         seen.add(exp.name)
         if not exp.variants:
             raise ConfigError(f"experiment {exp.name!r} has no variants")
+        if exp.kind not in KINDS:
+            raise ConfigError(
+                f"experiment {exp.name!r}: kind must be one of {', '.join(KINDS)}, got {exp.kind!r}"
+            )
+        if exp.kind == "interleave" and len(exp.variants) != 2:
+            raise ConfigError(
+                f"experiment {exp.name!r}: an interleave experiment has exactly 2 variants, "
+                f"got {len(exp.variants)}"
+            )
         names = [v.name for v in exp.variants]
         if any(not n for n in names) or len(set(names)) != len(names):
             raise ConfigError(f"experiment {exp.name!r}: variant names must be unique")
@@ -226,6 +264,20 @@ def check(c: ServerConfig) -> None:
                         raise ConfigError(f"{where}: weight {k} must be finite and >= 0")
         if total > 1.0 + 1e-9:
             raise ConfigError(f"experiment {exp.name!r}: shares add up to {total:g} > 1")
+    check_outcomes(c.outcomes)
+    if not (math.isfinite(c.attribution_hours) and c.attribution_hours > 0):
+        raise ConfigError(f"attribution_hours must be > 0, got {c.attribution_hours}")
+    if c.impression_queue < 0:
+        raise ConfigError(f"impression_queue must be >= 0, got {c.impression_queue}")
+
+
+def check_outcomes(o: Outcomes) -> None:
+    for name in ("clicks", "conversions", "values"):
+        for kind in getattr(o, name):
+            if kind not in EVENT_TYPES:
+                raise ConfigError(
+                    f"outcomes.{name}: unknown event type {kind!r}; known: {', '.join(EVENT_TYPES)}"
+                )
 
 
 def check_verbs(verbs: Any) -> None:
@@ -272,6 +324,8 @@ def from_dict(data: dict[str, Any], base: ServerConfig | None = None) -> ServerC
             values[key] = None if raw is None else Path(raw)
         elif key == "experiments":
             values[key] = tuple(_experiment(e) for e in raw)
+        elif key == "outcomes":
+            values[key] = _outcomes(raw)
         elif key in _FLOATS:
             if isinstance(raw, bool) or not isinstance(raw, int | float):
                 raise ConfigError(f"{key}: expected a number, got {raw!r}")
@@ -284,6 +338,7 @@ def from_dict(data: dict[str, Any], base: ServerConfig | None = None) -> ServerC
         "max_concurrent_rpcs",
         "precompute_users",
         "explained_users",
+        "impression_queue",
     )
     for key in int_keys:
         if key in values and (isinstance(values[key], bool) or not isinstance(values[key], int)):
@@ -294,9 +349,21 @@ def from_dict(data: dict[str, Any], base: ServerConfig | None = None) -> ServerC
         raise ConfigError(str(e)) from e
 
 
+def _outcomes(raw: Any) -> Outcomes:
+    fields = {"clicks", "conversions", "values"}
+    if not isinstance(raw, dict) or set(raw) - fields:
+        raise ConfigError(f"outcomes: a table of {', '.join(sorted(fields))}, got {raw!r}")
+    out = {}
+    for key, kinds in raw.items():
+        if not isinstance(kinds, list) or not all(isinstance(k, str) for k in kinds):
+            raise ConfigError(f"outcomes.{key}: expected a list of event types, got {kinds!r}")
+        out[key] = tuple(kinds)
+    return Outcomes(**out)
+
+
 def _experiment(raw: Any) -> Experiment:
-    if not isinstance(raw, dict) or set(raw) - {"name", "variants"}:
-        raise ConfigError(f"an experiment is a table with name and variants, got {raw!r}")
+    if not isinstance(raw, dict) or set(raw) - {"name", "variants", "kind"}:
+        raise ConfigError(f"an experiment is a table with name, kind and variants, got {raw!r}")
     variants = []
     for v in raw.get("variants", []):
         if not isinstance(v, dict) or set(v) - {"name", "model", "share", "hybrid_weights"}:
@@ -315,7 +382,7 @@ def _experiment(raw: Any) -> Experiment:
             )
         except (KeyError, TypeError, ValueError) as e:
             raise ConfigError(f"variant {v!r}: {e}") from e
-    return Experiment(str(raw.get("name", "")), tuple(variants))
+    return Experiment(str(raw.get("name", "")), tuple(variants), str(raw.get("kind", "ab")))
 
 
 def load(path: str | Path | None = None, env: dict[str, str] | None = None) -> ServerConfig:
@@ -336,4 +403,4 @@ def load(path: str | Path | None = None, env: dict[str, str] | None = None) -> S
     return from_dict(data)
 
 
-__all__ = ["ConfigError", "Experiment", "ServerConfig", "Variant", "load"]
+__all__ = ["ConfigError", "Experiment", "Outcomes", "ServerConfig", "Variant", "load"]

@@ -42,7 +42,7 @@ class RecommendRequest(_message.Message):
     def __init__(self, user_id: _Optional[str] = ..., k: _Optional[int] = ..., model: _Optional[str] = ..., exclude_item_ids: _Optional[_Iterable[str]] = ..., allow_item_ids: _Optional[_Iterable[str]] = ..., recent_item_ids: _Optional[_Iterable[str]] = ..., explain: _Optional[bool] = ..., diversity: _Optional[float] = ...) -> None: ...
 
 class RecommendResponse(_message.Message):
-    __slots__ = ("user_id", "items", "model", "model_version", "fallback_tier", "experiment", "variant")
+    __slots__ = ("user_id", "items", "model", "model_version", "fallback_tier", "experiment", "variant", "recommendation_id")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -50,6 +50,7 @@ class RecommendResponse(_message.Message):
     FALLBACK_TIER_FIELD_NUMBER: _ClassVar[int]
     EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
     VARIANT_FIELD_NUMBER: _ClassVar[int]
+    RECOMMENDATION_ID_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     items: _containers.RepeatedCompositeFieldContainer[ScoredItem]
     model: str
@@ -57,7 +58,8 @@ class RecommendResponse(_message.Message):
     fallback_tier: FallbackTier
     experiment: str
     variant: str
-    def __init__(self, user_id: _Optional[str] = ..., items: _Optional[_Iterable[_Union[ScoredItem, _Mapping]]] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., fallback_tier: _Optional[_Union[FallbackTier, str]] = ..., experiment: _Optional[str] = ..., variant: _Optional[str] = ...) -> None: ...
+    recommendation_id: str
+    def __init__(self, user_id: _Optional[str] = ..., items: _Optional[_Iterable[_Union[ScoredItem, _Mapping]]] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., fallback_tier: _Optional[_Union[FallbackTier, str]] = ..., experiment: _Optional[str] = ..., variant: _Optional[str] = ..., recommendation_id: _Optional[str] = ...) -> None: ...
 
 class ScoredItem(_message.Message):
     __slots__ = ("item_id", "score", "confidence", "title", "categories", "explanation")
@@ -202,20 +204,24 @@ class SimilarItemsResponse(_message.Message):
     def __init__(self, item_id: _Optional[str] = ..., items: _Optional[_Iterable[_Union[ScoredItem, _Mapping]]] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ...) -> None: ...
 
 class Interaction(_message.Message):
-    __slots__ = ("event_id", "user_id", "item_id", "event_type", "timestamp", "rating")
+    __slots__ = ("event_id", "user_id", "item_id", "event_type", "timestamp", "rating", "recommendation_id", "position")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     ITEM_ID_FIELD_NUMBER: _ClassVar[int]
     EVENT_TYPE_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
     RATING_FIELD_NUMBER: _ClassVar[int]
+    RECOMMENDATION_ID_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     user_id: str
     item_id: str
     event_type: str
     timestamp: _timestamp_pb2.Timestamp
     rating: float
-    def __init__(self, event_id: _Optional[str] = ..., user_id: _Optional[str] = ..., item_id: _Optional[str] = ..., event_type: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., rating: _Optional[float] = ...) -> None: ...
+    recommendation_id: str
+    position: int
+    def __init__(self, event_id: _Optional[str] = ..., user_id: _Optional[str] = ..., item_id: _Optional[str] = ..., event_type: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., rating: _Optional[float] = ..., recommendation_id: _Optional[str] = ..., position: _Optional[int] = ...) -> None: ...
 
 class RecordInteractionsRequest(_message.Message):
     __slots__ = ("events",)
@@ -419,3 +425,129 @@ class GetUserHistoryResponse(_message.Message):
     training_items: _containers.RepeatedCompositeFieldContainer[HistoryItem]
     events: _containers.RepeatedCompositeFieldContainer[HistoryEvent]
     def __init__(self, user_id: _Optional[str] = ..., model_version: _Optional[str] = ..., training_items: _Optional[_Iterable[_Union[HistoryItem, _Mapping]]] = ..., events: _Optional[_Iterable[_Union[HistoryEvent, _Mapping]]] = ...) -> None: ...
+
+class GetExperimentReportRequest(_message.Message):
+    __slots__ = ("experiment",)
+    EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
+    experiment: str
+    def __init__(self, experiment: _Optional[str] = ...) -> None: ...
+
+class Interval(_message.Message):
+    __slots__ = ("low", "high")
+    LOW_FIELD_NUMBER: _ClassVar[int]
+    HIGH_FIELD_NUMBER: _ClassVar[int]
+    low: float
+    high: float
+    def __init__(self, low: _Optional[float] = ..., high: _Optional[float] = ...) -> None: ...
+
+class VariantSummary(_message.Message):
+    __slots__ = ("variant", "model", "share", "users", "impressions", "clicks", "conversions", "value", "ctr", "conversions_per_user", "value_per_user")
+    VARIANT_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    SHARE_FIELD_NUMBER: _ClassVar[int]
+    USERS_FIELD_NUMBER: _ClassVar[int]
+    IMPRESSIONS_FIELD_NUMBER: _ClassVar[int]
+    CLICKS_FIELD_NUMBER: _ClassVar[int]
+    CONVERSIONS_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    CTR_FIELD_NUMBER: _ClassVar[int]
+    CONVERSIONS_PER_USER_FIELD_NUMBER: _ClassVar[int]
+    VALUE_PER_USER_FIELD_NUMBER: _ClassVar[int]
+    variant: str
+    model: str
+    share: float
+    users: int
+    impressions: int
+    clicks: int
+    conversions: int
+    value: float
+    ctr: float
+    conversions_per_user: float
+    value_per_user: float
+    def __init__(self, variant: _Optional[str] = ..., model: _Optional[str] = ..., share: _Optional[float] = ..., users: _Optional[int] = ..., impressions: _Optional[int] = ..., clicks: _Optional[int] = ..., conversions: _Optional[int] = ..., value: _Optional[float] = ..., ctr: _Optional[float] = ..., conversions_per_user: _Optional[float] = ..., value_per_user: _Optional[float] = ...) -> None: ...
+
+class MetricComparison(_message.Message):
+    __slots__ = ("metric", "variant", "control_value", "variant_value", "difference", "relative_difference", "ci95", "always_valid", "p_value", "significant", "mde_relative")
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_FIELD_NUMBER: _ClassVar[int]
+    CONTROL_VALUE_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_VALUE_FIELD_NUMBER: _ClassVar[int]
+    DIFFERENCE_FIELD_NUMBER: _ClassVar[int]
+    RELATIVE_DIFFERENCE_FIELD_NUMBER: _ClassVar[int]
+    CI95_FIELD_NUMBER: _ClassVar[int]
+    ALWAYS_VALID_FIELD_NUMBER: _ClassVar[int]
+    P_VALUE_FIELD_NUMBER: _ClassVar[int]
+    SIGNIFICANT_FIELD_NUMBER: _ClassVar[int]
+    MDE_RELATIVE_FIELD_NUMBER: _ClassVar[int]
+    metric: str
+    variant: str
+    control_value: float
+    variant_value: float
+    difference: float
+    relative_difference: float
+    ci95: Interval
+    always_valid: Interval
+    p_value: float
+    significant: bool
+    mde_relative: float
+    def __init__(self, metric: _Optional[str] = ..., variant: _Optional[str] = ..., control_value: _Optional[float] = ..., variant_value: _Optional[float] = ..., difference: _Optional[float] = ..., relative_difference: _Optional[float] = ..., ci95: _Optional[_Union[Interval, _Mapping]] = ..., always_valid: _Optional[_Union[Interval, _Mapping]] = ..., p_value: _Optional[float] = ..., significant: _Optional[bool] = ..., mde_relative: _Optional[float] = ...) -> None: ...
+
+class SampleRatio(_message.Message):
+    __slots__ = ("observed", "expected_shares", "chi_square", "p_value", "mismatch")
+    OBSERVED_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_SHARES_FIELD_NUMBER: _ClassVar[int]
+    CHI_SQUARE_FIELD_NUMBER: _ClassVar[int]
+    P_VALUE_FIELD_NUMBER: _ClassVar[int]
+    MISMATCH_FIELD_NUMBER: _ClassVar[int]
+    observed: _containers.RepeatedScalarFieldContainer[int]
+    expected_shares: _containers.RepeatedScalarFieldContainer[float]
+    chi_square: float
+    p_value: float
+    mismatch: bool
+    def __init__(self, observed: _Optional[_Iterable[int]] = ..., expected_shares: _Optional[_Iterable[float]] = ..., chi_square: _Optional[float] = ..., p_value: _Optional[float] = ..., mismatch: _Optional[bool] = ...) -> None: ...
+
+class InterleavingResult(_message.Message):
+    __slots__ = ("model_a", "model_b", "wins_a", "wins_b", "ties", "preference_a", "ci95", "always_valid", "p_value")
+    MODEL_A_FIELD_NUMBER: _ClassVar[int]
+    MODEL_B_FIELD_NUMBER: _ClassVar[int]
+    WINS_A_FIELD_NUMBER: _ClassVar[int]
+    WINS_B_FIELD_NUMBER: _ClassVar[int]
+    TIES_FIELD_NUMBER: _ClassVar[int]
+    PREFERENCE_A_FIELD_NUMBER: _ClassVar[int]
+    CI95_FIELD_NUMBER: _ClassVar[int]
+    ALWAYS_VALID_FIELD_NUMBER: _ClassVar[int]
+    P_VALUE_FIELD_NUMBER: _ClassVar[int]
+    model_a: str
+    model_b: str
+    wins_a: int
+    wins_b: int
+    ties: int
+    preference_a: float
+    ci95: Interval
+    always_valid: Interval
+    p_value: float
+    def __init__(self, model_a: _Optional[str] = ..., model_b: _Optional[str] = ..., wins_a: _Optional[int] = ..., wins_b: _Optional[int] = ..., ties: _Optional[int] = ..., preference_a: _Optional[float] = ..., ci95: _Optional[_Union[Interval, _Mapping]] = ..., always_valid: _Optional[_Union[Interval, _Mapping]] = ..., p_value: _Optional[float] = ...) -> None: ...
+
+class GetExperimentReportResponse(_message.Message):
+    __slots__ = ("experiment", "kind", "control", "generated_at", "attribution_hours", "variants", "comparisons", "sample_ratio", "interleaving", "impressions_dropped")
+    EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    CONTROL_FIELD_NUMBER: _ClassVar[int]
+    GENERATED_AT_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTION_HOURS_FIELD_NUMBER: _ClassVar[int]
+    VARIANTS_FIELD_NUMBER: _ClassVar[int]
+    COMPARISONS_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_RATIO_FIELD_NUMBER: _ClassVar[int]
+    INTERLEAVING_FIELD_NUMBER: _ClassVar[int]
+    IMPRESSIONS_DROPPED_FIELD_NUMBER: _ClassVar[int]
+    experiment: str
+    kind: str
+    control: str
+    generated_at: _timestamp_pb2.Timestamp
+    attribution_hours: float
+    variants: _containers.RepeatedCompositeFieldContainer[VariantSummary]
+    comparisons: _containers.RepeatedCompositeFieldContainer[MetricComparison]
+    sample_ratio: SampleRatio
+    interleaving: InterleavingResult
+    impressions_dropped: int
+    def __init__(self, experiment: _Optional[str] = ..., kind: _Optional[str] = ..., control: _Optional[str] = ..., generated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attribution_hours: _Optional[float] = ..., variants: _Optional[_Iterable[_Union[VariantSummary, _Mapping]]] = ..., comparisons: _Optional[_Iterable[_Union[MetricComparison, _Mapping]]] = ..., sample_ratio: _Optional[_Union[SampleRatio, _Mapping]] = ..., interleaving: _Optional[_Union[InterleavingResult, _Mapping]] = ..., impressions_dropped: _Optional[int] = ...) -> None: ...

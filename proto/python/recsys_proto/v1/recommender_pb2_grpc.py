@@ -89,6 +89,11 @@ class RecommenderStub:
                 request_serializer=recsys__proto_dot_v1_dot_recommender__pb2.GetUserHistoryRequest.SerializeToString,
                 response_deserializer=recsys__proto_dot_v1_dot_recommender__pb2.GetUserHistoryResponse.FromString,
                 _registered_method=True)
+        self.GetExperimentReport = channel.unary_unary(
+                '/recsys.v1.Recommender/GetExperimentReport',
+                request_serializer=recsys__proto_dot_v1_dot_recommender__pb2.GetExperimentReportRequest.SerializeToString,
+                response_deserializer=recsys__proto_dot_v1_dot_recommender__pb2.GetExperimentReportResponse.FromString,
+                _registered_method=True)
 
 
 class RecommenderServicer:
@@ -174,6 +179,15 @@ class RecommenderServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetExperimentReport(self, request, context):
+        """An A/B or interleaving experiment's results from the stored impressions and the events
+        credited to them: per variant, the difference to control with fixed-horizon and always-valid
+        intervals, the sample-ratio check and the minimum detectable effect (docs/experiments.md).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RecommenderServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -231,6 +245,11 @@ def add_RecommenderServicer_to_server(servicer, server):
                     servicer.GetUserHistory,
                     request_deserializer=recsys__proto_dot_v1_dot_recommender__pb2.GetUserHistoryRequest.FromString,
                     response_serializer=recsys__proto_dot_v1_dot_recommender__pb2.GetUserHistoryResponse.SerializeToString,
+            ),
+            'GetExperimentReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetExperimentReport,
+                    request_deserializer=recsys__proto_dot_v1_dot_recommender__pb2.GetExperimentReportRequest.FromString,
+                    response_serializer=recsys__proto_dot_v1_dot_recommender__pb2.GetExperimentReportResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -530,6 +549,33 @@ class Recommender:
             '/recsys.v1.Recommender/GetUserHistory',
             recsys__proto_dot_v1_dot_recommender__pb2.GetUserHistoryRequest.SerializeToString,
             recsys__proto_dot_v1_dot_recommender__pb2.GetUserHistoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetExperimentReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/recsys.v1.Recommender/GetExperimentReport',
+            recsys__proto_dot_v1_dot_recommender__pb2.GetExperimentReportRequest.SerializeToString,
+            recsys__proto_dot_v1_dot_recommender__pb2.GetExperimentReportResponse.FromString,
             options,
             channel_credentials,
             insecure,
