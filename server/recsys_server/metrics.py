@@ -22,6 +22,7 @@ from recsys_core.artifacts import REASONS
 from recsys_core.datastore import DataStore
 from recsys_core.models import MODELS
 from recsys_server.config import Experiment
+from recsys_server.config_reload import RESULTS as CONFIG_RELOAD_RESULTS
 from recsys_server.drift import DriftCollector, DriftTracker
 from recsys_server.router import TIERS
 from recsys_server.snapshot import variant_key
@@ -153,6 +154,24 @@ class Metrics:
             self.duration.labels(m)
             for c in CODES:
                 self.requests.labels(m, c)
+        self.config_reloads = Counter(
+            "recsys_config_reloads",
+            "Configuration reloads (SIGHUP) by result: applied, unchanged, refused (invalid "
+            "file; the previous configuration keeps serving)",
+            ["result"],
+            registry=r,
+        )
+        for result in CONFIG_RELOAD_RESULTS:
+            self.config_reloads.labels(result)
+        self.init_variants(experiments)
+        for reason in LOAD_FAILURES:
+            self.load_failures.labels(reason)
+        self._http: WSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def init_variants(self, experiments: tuple[Experiment, ...]) -> None:
+        """Creates the per-variant series of ``experiments`` at 0 (at start and after a
+        configuration reload; the series of removed variants stay)."""
         variants = [NO_VARIANT] + [
             variant_key(e.name, v.name) for e in experiments for v in e.variants
         ]
@@ -160,10 +179,6 @@ class Metrics:
             for v in variants:
                 for t in TIERS:
                     self.recommendations.labels(model, v, t)
-        for reason in LOAD_FAILURES:
-            self.load_failures.labels(reason)
-        self._http: WSGIServer | None = None
-        self._thread: threading.Thread | None = None
 
     def served(
         self, model: str, experiment: str, variant: str, tier: str, items: Sequence[Any] = ()
