@@ -24,7 +24,7 @@ from recsys_core.models import MODELS
 from recsys_server.config import Experiment
 from recsys_server.config_reload import RESULTS as CONFIG_RELOAD_RESULTS
 from recsys_server.drift import DriftCollector, DriftTracker
-from recsys_server.router import TIERS
+from recsys_server.router import INTERLEAVED, PERSONALIZED, TIERS
 from recsys_server.snapshot import variant_key
 
 METHODS = (
@@ -172,9 +172,14 @@ class Metrics:
     def init_variants(self, experiments: tuple[Experiment, ...]) -> None:
         """Creates the per-variant series of ``experiments`` at 0 (at start and after a
         configuration reload; the series of removed variants stay)."""
-        variants = [NO_VARIANT] + [
-            variant_key(e.name, v.name) for e in experiments for v in e.variants
-        ]
+        variants = [NO_VARIANT]
+        for e in experiments:
+            if e.kind == "interleave":  # one arm: both models' lists merged
+                v = variant_key(e.name, INTERLEAVED)
+                variants.append(v)
+                self.recommendations.labels("+".join(x.model for x in e.variants), v, PERSONALIZED)
+            else:
+                variants += [variant_key(e.name, x.name) for x in e.variants]
         for model in MODELS:
             for v in variants:
                 for t in TIERS:
