@@ -140,11 +140,12 @@ def test_events_with_a_known_an_unknown_and_no_recommendation_id_are_recorded(
     with open_store(store_url) as store:
         assert store.impressions("")["recommendation_id"].to_list() == [rid]
         # alice's events from her first impression on, with their attribution fields.
-        assert store.experiment_events("").select("event_id", "recommendation_id", "position").rows() == [
+        events = store.experiment_events("")
+        assert events.select("event_id", "recommendation_id", "position").rows() == [
             ("e1", rid, 2),
             ("e2", "not-stored-x", None),
             ("e3", None, None),
-        ]  # fmt: skip
+        ]
 
 
 def test_a_full_queue_drops_and_counts_without_failing_requests(trained, tmp_path):  # noqa: F811
