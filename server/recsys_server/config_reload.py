@@ -96,6 +96,7 @@ class ConfigReload:
         self.core.config = wanted  # no await since the swap: requests see both together
         if self.metrics is not None:
             self.metrics.init_variants(wanted.experiments)
+            self.metrics.init_experiments(wanted.experiments)
         changed = [n for n in LIVE if getattr(wanted, n) != getattr(current, n)]
         names = ", ".join(f"{e.name} ({e.kind})" for e in wanted.experiments) or "none"
         log.info("config reload applied: %s changed; experiments: %s", ", ".join(changed), names)

@@ -63,6 +63,8 @@ class Answer:
     tier: str
     experiment: str = ""
     variant: str = ""
+    recommendation_id: str = ""
+    """Set by the core when impressions are recorded (`recsys_server.impressions`)."""
     teams: list[int] = field(default_factory=list)
     """Interleave: per item, the variant that placed it (0 = first, 1 = second); else empty."""
 

@@ -9,6 +9,7 @@ import pytest
 from srv_support import Client, serving, trained  # noqa: F401 (fixtures)
 
 from recsys_core import artifacts
+from recsys_core.datastore import open_store
 from recsys_proto.v1 import recommender_pb2 as pb
 from recsys_server.config import Experiment, Variant
 from recsys_server.experiments.interleave import A, B, team_draft
@@ -183,3 +184,33 @@ def test_batch_interleaves_too(srv, users):
             assert (r.variant, r.model, len(r.items)) == (INTERLEAVED, "item_cf+svd", K)
     finally:
         c.close()
+
+
+def test_impressions_record_the_teams(srv, users):
+    c = Client(srv.address)
+    try:
+        shown = {}
+        for user in users["mix"][:5] + users["plain"][:3]:
+            r = c.Recommend(pb.RecommendRequest(user_id=user, k=K))
+            shown[r.recommendation_id] = r
+    finally:
+        c.close()
+    assert srv.running.core.impressions.flush(timeout=60), "impressions not written"
+    with open_store(srv.config.store_url) as store:
+        rows = {
+            r["recommendation_id"]: r
+            for name in ("mix", "plain")
+            for r in store.impressions(name).to_dicts()
+        }
+    for rid, r in shown.items():
+        row = rows[rid]
+        assert row["item_ids"] == [i.item_id for i in r.items]
+        assert (row["experiment"], row["variant"], row["model"]) == (
+            r.experiment,
+            r.variant,
+            r.model,
+        )
+        if r.variant == INTERLEAVED:
+            assert len(row["teams"]) == K and abs(sum(row["teams"]) - K / 2) <= 0.5
+        else:
+            assert row["teams"] == []

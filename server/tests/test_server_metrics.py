@@ -17,8 +17,10 @@ from recsys_server.metrics import (
     BUCKETS,
     CODES,
     CONFIG_RELOAD_RESULTS,
+    DROP_REASONS,
     LOAD_FAILURES,
     METHODS,
+    OUTCOMES,
     SHUTDOWN_OUTCOMES,
 )
 from recsys_server.router import COLD_START, PERSONALIZED, POPULARITY, TIERS
@@ -120,10 +122,11 @@ def test_label_values_are_bounded(scraped):
         "model": set(MODELS),
         "variant": {"none"},
         "tier": set(TIERS),
-        "reason": set(LOAD_FAILURES),
+        "reason": {*LOAD_FAILURES, *DROP_REASONS},
         "version": {version},
         "le": {*(str(b) for b in BUCKETS), "+Inf"},
-        "outcome": set(SHUTDOWN_OUTCOMES),
+        "outcome": {*SHUTDOWN_OUTCOMES, *OUTCOMES},
+        "experiment": {"none"},
         "result": set(CONFIG_RELOAD_RESULTS),
     }
     for line in text.splitlines():
