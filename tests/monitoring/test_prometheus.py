@@ -312,7 +312,15 @@ def live(trained, promtool, tmp_path_factory):  # noqa: F811
             time.sleep(0.2)
 
         version = artifacts.load_version(trained / artifacts.latest_version(trained))
-        srv.proc.send_signal(signal.SIGHUP)  # a configuration reload (the same file: unchanged)
+        # A configuration reload (the same file: unchanged), once Prometheus has the counter
+        # at 0, so that its increase is seen.
+        reloaded = 'recsys_config_reloads_total{job="recsys", result="unchanged"}'
+        deadline = time.monotonic() + 20
+        while not query(base, reloaded)["data"]["result"]:
+            if time.monotonic() > deadline:
+                pytest.fail("Prometheus never scraped the server")
+            time.sleep(0.2)
+        srv.proc.send_signal(signal.SIGHUP)
         ok = drive_load(srv.address, [str(i) for i in version.item_ids], LOAD_SECONDS)
         # Wait until a scrape after the load has been stored.
         expr = 'sum(recsys_requests_total{job="recsys", method="Recommend", code="OK"})'
