@@ -123,9 +123,7 @@ def _by_window(events: pl.DataFrame, impressions: pl.DataFrame, window_s: float)
     shown = shown.join(events.select("user_id", "item_id").unique(), on=["user_id", "item_id"])
     if shown.is_empty():
         return _empty()
-    left = events.drop("recommendation_id", "position").with_columns(
-        pl.col("ts").cast(pl.Float64)
-    )
+    left = events.drop("recommendation_id", "position").with_columns(pl.col("ts").cast(pl.Float64))
     joined = left.sort("ts").join_asof(
         shown.sort("imp_ts", "recommendation_id"),
         left_on="ts",
