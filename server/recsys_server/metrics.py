@@ -38,6 +38,7 @@ METHODS = (
     "GetItem",
     "ListItems",
     "GetUserHistory",
+    "GetExperimentReport",
 )
 CODES = (
     "OK",
