@@ -226,13 +226,6 @@ def interaction_to_proto(event: Interaction) -> pb.Interaction:
         msg.rating = float(rating)
     elif event.rating is not None:
         raise InvalidArgument(f"rating is only for event_type 'rating', not {event_type!r}")
-    if event.recommendation_id is not None:
-        msg.recommendation_id = check_id("recommendation_id", event.recommendation_id)
-    if event.position is not None:
-        position = event.position
-        if isinstance(position, bool) or not isinstance(position, int) or position < 1:
-            raise InvalidArgument(f"position must be an integer >= 1, got {position!r}")
-        msg.position = position
     return msg
 
 
@@ -379,7 +372,6 @@ def recommend_result(msg: pb.RecommendResponse) -> RecommendResult:
         fallback_tier=_TIERS.get(msg.fallback_tier, "unspecified"),
         experiment=msg.experiment or None,
         variant=msg.variant or None,
-        recommendation_id=msg.recommendation_id,
     )
 
 

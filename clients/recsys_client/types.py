@@ -151,10 +151,7 @@ class Recommendation:
 @dataclass(frozen=True)
 class RecommendResult:
     """The answer for one user. ``fallback_tier`` says which path produced it: "personalized",
-    "cold_start" or "popularity". ``experiment``/``variant`` are None outside any A/B test.
-    ``recommendation_id`` names this answer: send it (and the item's 1-based position) with the
-    interactions it leads to (:class:`Interaction`) so experiment reports credit them to it;
-    "" when the server records no impressions."""
+    "cold_start" or "popularity". ``experiment``/``variant`` are None outside any A/B test."""
 
     user_id: str
     items: list[Recommendation]
@@ -163,7 +160,6 @@ class RecommendResult:
     fallback_tier: str = "personalized"
     experiment: str | None = None
     variant: str | None = None
-    recommendation_id: str = ""
 
     @property
     def item_ids(self) -> list[str]:
@@ -321,9 +317,6 @@ class Interaction:
     """A behaviour event to record. ``event_id`` is the idempotency key: resending an event with
     the same id (e.g. after a lost answer) does not store it twice. ``timestamp`` is a datetime
     (naive means UTC) or Unix seconds. ``rating`` only goes with event_type "rating".
-    ``recommendation_id`` and ``position`` (1-based): the recommendation the event came from
-    (:attr:`RecommendResult.recommendation_id`); without them the server credits the event to
-    the latest recommendation that showed the item to the user within its attribution window.
 
     Use :meth:`create` to get a fresh event id and the current time by default."""
 
@@ -333,8 +326,6 @@ class Interaction:
     event_type: str
     timestamp: datetime | float
     rating: float | None = None
-    recommendation_id: str | None = None
-    position: int | None = None
 
     @classmethod
     def create(
@@ -346,8 +337,6 @@ class Interaction:
         timestamp: datetime | float | None = None,
         rating: float | None = None,
         event_id: str | None = None,
-        recommendation_id: str | None = None,
-        position: int | None = None,
     ) -> Interaction:
         return cls(
             event_id=event_id if event_id is not None else new_event_id(),
@@ -356,8 +345,6 @@ class Interaction:
             event_type=event_type,
             timestamp=timestamp if timestamp is not None else time.time(),
             rating=rating,
-            recommendation_id=recommendation_id,
-            position=position,
         )
 
 
