@@ -167,9 +167,12 @@ def test_report_equals_the_hand_computation(trained, tmp_path):  # noqa: F811
 
 
 def test_unknown_experiment_is_not_found(trained, tmp_path):  # noqa: F811
-    with serving(trained, tmp_path, experiments=(EXP,)) as srv:
-        c = Client(srv.address)
+    with serving(trained, tmp_path, experiments=(EXP,), read_token="r-token") as srv:
+        c, anon = Client(srv.address, "r-token"), Client(srv.address)
         try:
+            # A read: with a read token configured, it needs one.
+            code, _ = code_of(anon.GetExperimentReport, pb.GetExperimentReportRequest())
+            assert code == grpc.StatusCode.UNAUTHENTICATED
             code, details = code_of(
                 c.GetExperimentReport, pb.GetExperimentReportRequest(experiment="nope")
             )
@@ -183,5 +186,7 @@ def test_unknown_experiment_is_not_found(trained, tmp_path):  # noqa: F811
                 ("control", 0, 0),
                 ("treat", 0, 0),
             ]
+            assert not r.sample_ratio.mismatch and r.impressions_dropped == 0
         finally:
             c.close()
+            anon.close()
