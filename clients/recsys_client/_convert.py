@@ -53,6 +53,7 @@ MAX_BATCH = 1000
 MAX_EVENTS = 1000
 MAX_ITEMS = 1000
 MAX_PAGE = 1000
+MAX_RECOMMENDATION_ID = 128
 
 _TIERS = {
     pb.FALLBACK_TIER_UNSPECIFIED: "unspecified",
@@ -226,6 +227,18 @@ def interaction_to_proto(event: Interaction) -> pb.Interaction:
         msg.rating = float(rating)
     elif event.rating is not None:
         raise InvalidArgument(f"rating is only for event_type 'rating', not {event_type!r}")
+    rid, position = event.recommendation_id, event.position
+    if rid is not None:
+        if not isinstance(rid, str) or len(rid) > MAX_RECOMMENDATION_ID or "\x00" in rid:
+            raise InvalidArgument(
+                f"recommendation_id must be a string of at most {MAX_RECOMMENDATION_ID} "
+                f"characters without NUL, got {rid!r}"
+            )
+        msg.recommendation_id = rid
+    if position is not None:
+        if isinstance(position, bool) or not isinstance(position, int) or not 1 <= position < 2**31:
+            raise InvalidArgument(f"position is 1-based, got {position!r}")
+        msg.position = position
     return msg
 
 
@@ -372,6 +385,7 @@ def recommend_result(msg: pb.RecommendResponse) -> RecommendResult:
         fallback_tier=_TIERS.get(msg.fallback_tier, "unspecified"),
         experiment=msg.experiment or None,
         variant=msg.variant or None,
+        recommendation_id=msg.recommendation_id or None,
     )
 
 

@@ -151,7 +151,10 @@ class Recommendation:
 @dataclass(frozen=True)
 class RecommendResult:
     """The answer for one user. ``fallback_tier`` says which path produced it: "personalized",
-    "cold_start" or "popularity". ``experiment``/``variant`` are None outside any A/B test."""
+    "cold_start" or "popularity". ``experiment``/``variant`` are None outside any A/B test.
+    ``recommendation_id`` names this answer (None when the server records no impressions):
+    pass it, with the item's 1-based position, in the :class:`Interaction` of what the user
+    did with it, so the event is credited to this answer in experiment reports."""
 
     user_id: str
     items: list[Recommendation]
@@ -160,6 +163,7 @@ class RecommendResult:
     fallback_tier: str = "personalized"
     experiment: str | None = None
     variant: str | None = None
+    recommendation_id: str | None = None
 
     @property
     def item_ids(self) -> list[str]:
@@ -317,6 +321,8 @@ class Interaction:
     """A behaviour event to record. ``event_id`` is the idempotency key: resending an event with
     the same id (e.g. after a lost answer) does not store it twice. ``timestamp`` is a datetime
     (naive means UTC) or Unix seconds. ``rating`` only goes with event_type "rating".
+    ``recommendation_id`` (:attr:`RecommendResult.recommendation_id`) and ``position`` (the
+    item's 1-based place in that answer) say which recommendation the event came from.
 
     Use :meth:`create` to get a fresh event id and the current time by default."""
 
@@ -326,6 +332,8 @@ class Interaction:
     event_type: str
     timestamp: datetime | float
     rating: float | None = None
+    recommendation_id: str | None = None
+    position: int | None = None
 
     @classmethod
     def create(
@@ -337,6 +345,8 @@ class Interaction:
         timestamp: datetime | float | None = None,
         rating: float | None = None,
         event_id: str | None = None,
+        recommendation_id: str | None = None,
+        position: int | None = None,
     ) -> Interaction:
         return cls(
             event_id=event_id if event_id is not None else new_event_id(),
@@ -345,6 +355,8 @@ class Interaction:
             event_type=event_type,
             timestamp=timestamp if timestamp is not None else time.time(),
             rating=rating,
+            recommendation_id=recommendation_id,
+            position=position,
         )
 
 

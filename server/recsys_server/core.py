@@ -27,6 +27,7 @@ from recsys_server.errors import (
     Unavailable,
 )
 from recsys_server.experiments import report
+from recsys_server.impressions import ImpressionRecorder, new_id
 from recsys_server.live import EVENT_TYPES
 from recsys_server.metrics import Metrics
 from recsys_server.model_versions import ModelVersions, ReloadResult, State
@@ -35,6 +36,7 @@ from recsys_server.scoring import Answer, Query, SimilarAnswer
 MAX_BATCH = 1000
 MAX_EVENTS = 1000
 MAX_EVENT_ID = 128
+MAX_RECOMMENDATION_ID = 128
 STORE_WRITE_FAILED = "data store write failed"
 
 
@@ -47,6 +49,10 @@ class Interaction:
     timestamp: float | None = None
     """Unix seconds; None: now."""
     rating: float = 0.0
+    recommendation_id: str = ""
+    """The RecommendResponse.recommendation_id the event came from ("": not given)."""
+    position: int = 0
+    """The item's 1-based position in that answer (0: not given)."""
 
 
 @dataclass(slots=True)
@@ -88,6 +94,14 @@ def check_interaction(e: Interaction, prefix: str) -> None:
         raise InvalidArgument(prefix + "rating", "only rating events carry a rating")
     if e.timestamp is not None and not (math.isfinite(e.timestamp) and e.timestamp >= 0):
         raise InvalidArgument(prefix + "timestamp", "must be a time after 1970")
+    if len(e.recommendation_id) > MAX_RECOMMENDATION_ID:
+        raise InvalidArgument(
+            prefix + "recommendation_id", f"longer than {MAX_RECOMMENDATION_ID} characters"
+        )
+    if "\x00" in e.recommendation_id:
+        raise InvalidArgument(prefix + "recommendation_id", "must not contain NUL (\\x00)")
+    if e.position < 0:
+        raise InvalidArgument(prefix + "position", f"must be >= 0 (0: not given), got {e.position}")
 
 
 def _flat(params: Any, prefix: str = "") -> dict[str, str]:
@@ -111,8 +125,11 @@ class RecommenderCore:
         datastore: DataStore | None,
         metrics: Metrics | None = None,
         catalogue: Catalogue | None = None,
+        impressions: ImpressionRecorder | None = None,
     ) -> None:
         self.config = config
+        self.impressions = impressions
+        """Records each answer's impression (None: impression_queue = 0, no ids either)."""
         self.catalogue = catalogue if catalogue is not None else Catalogue()
         self.versions = versions
         self.datastore = datastore
@@ -134,7 +151,14 @@ class RecommenderCore:
         a = scoring.recommend(s.snapshot, s.live, self.config.experiments, q, self.catalogue)
         if self.metrics is not None:
             self.metrics.served(a.model, a.experiment, a.variant, a.tier, a.items)
+        self.impress(a)
         return a
+
+    def impress(self, a: Answer) -> None:
+        """Give ``a`` its recommendation_id and queue its impression (no I/O here)."""
+        if self.impressions is not None:
+            a.recommendation_id = new_id()
+            self.impressions.add(a.recommendation_id, a, time.time())
 
     async def recommend_batch(
         self, queries: Sequence[Query], deadline: float | None = None
@@ -185,9 +209,10 @@ class RecommenderCore:
                 if not began:  # still waiting for a worker thread: it will do nothing
                     abandoned()
             raise
-        if self.metrics is not None:
-            for a in answers:
+        for a in answers:
+            if self.metrics is not None:
                 self.metrics.served(a.model, a.experiment, a.variant, a.tier, a.items)
+            self.impress(a)
         return answers
 
     def similar(self, item_id: str, k: int, model: str = "") -> SimilarAnswer:
@@ -231,6 +256,8 @@ class RecommenderCore:
                     i.event_type,
                     now if i.timestamp is None else i.timestamp,
                     i.rating if i.event_type == "rating" else None,
+                    i.recommendation_id or None,
+                    i.position or None,
                 )
             )
         if not events:
@@ -251,7 +278,35 @@ class RecommenderCore:
         if self.metrics is not None:
             self.metrics.recovered.inc(len(rec))
             self.metrics.recorded.inc(len(result.recorded))
+            self.count_outcomes(result.recorded)
         return len(result.recorded), result.duplicates
+
+    def count_outcomes(self, events: Sequence[Event]) -> None:
+        """``recsys_outcomes_total``: each newly recorded outcome event credited to the
+        experiment and variant of the recent impression it is attributed to (when known in
+        memory; the report attributes from the store)."""
+        if self.impressions is None or self.metrics is None:
+            return
+        o = self.config.outcomes
+        window = self.config.attribution_hours * 3600.0
+        for e in events:
+            kinds = [
+                name
+                for name, types in (
+                    ("click", o.clicks),
+                    ("conversion", o.conversions),
+                    ("value", o.values),
+                )
+                if e.event_type in types
+            ]
+            if not kinds:
+                continue
+            hit = self.impressions.recent.credit(e, window)
+            if hit is not None:
+                for kind in kinds:
+                    # A value event is worth its rating when it carries one, else 1.
+                    worth = e.rating if kind == "value" and e.rating is not None else 1.0
+                    self.metrics.outcome(hit[0], hit[1], kind, worth)
 
     async def change_items(self, changes: Sequence[ItemChange]) -> tuple[int, int]:
         """Durably applies catalogue changes (validated first: all or nothing), then serves
@@ -329,8 +384,7 @@ class RecommenderCore:
             impressions, events = await asyncio.to_thread(read)
         except StoreUnavailable as e:
             raise Unavailable(f"data store read failed: {e}") from e
-        recorder = getattr(self, "impressions", None)
-        dropped = recorder.dropped if recorder is not None else 0
+        dropped = self.impressions.dropped if self.impressions is not None else 0
         window = self.config.attribution_hours * 3600.0
         outcomes = self.config.outcomes
         return await asyncio.to_thread(

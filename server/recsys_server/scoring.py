@@ -60,6 +60,8 @@ class Answer:
     tier: str
     experiment: str = ""
     variant: str = ""
+    recommendation_id: str = ""
+    """Set by the core when impressions are recorded (`recsys_server.impressions`)."""
 
 
 @dataclass(slots=True)

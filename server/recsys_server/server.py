@@ -20,6 +20,7 @@ from recsys_server import store_watch
 from recsys_server.catalogue import Catalogue
 from recsys_server.config import ServerConfig
 from recsys_server.core import RecommenderCore
+from recsys_server.impressions import ImpressionRecorder
 from recsys_server.interceptors import Auth, Observe
 from recsys_server.log_import import LogImportError, import_old_log
 from recsys_server.metrics import Metrics
@@ -69,8 +70,9 @@ class Running:
         2. drain: wait until the calls accepted before (1) have finished and no call has
            arrived for ``drain_quiet_seconds``, for at most ``drain_seconds``;
         3. stop: grpc stops accepting and gives what is still open (health watches, calls
-           still running) the rest of the grace period, then the data store is closed (what
-           it has queued is committed first).
+           still running) the rest of the grace period; then the impressions still queued
+           are stored in what is left of it (those that cannot be are counted as dropped)
+           and the data store is closed (what it has queued is committed first).
 
         grpc cancels (CANCELLED, no handler run) a call that reached its core but not yet Python
         when the server stops, and any call that arrives on an open connection after that, so
@@ -93,6 +95,10 @@ class Running:
         drained = time.perf_counter() - t0
         await self.server.stop(max(0.0, grace - drained))
         await asyncio.sleep(0)  # let cancelled handlers count themselves
+        recorder = self.core.impressions
+        if recorder is not None:  # queued impressions: stored in the grace left, else counted
+            left = max(0.0, grace - (time.perf_counter() - t0))
+            await asyncio.to_thread(recorder.stop, left)
         await self.datastore.close()
         self.metrics.stop_http()
         counts = dict(self.observe.shutdown_counts, drain_seconds=round(drained, 3))
@@ -197,7 +203,12 @@ async def start(cfg: ServerConfig, *, poll: bool = True) -> Running:
         await datastore.close()
         raise StartupError(f"cannot read the catalogue from the data store: {e}") from e
     versions = ModelVersions(cfg, metrics, on_swap, datastore)
-    core = RecommenderCore(cfg, versions, datastore, metrics, live_catalogue)
+    recorder = (
+        ImpressionRecorder(datastore, cfg.impression_queue, metrics)
+        if cfg.impression_queue > 0
+        else None
+    )
+    core = RecommenderCore(cfg, versions, datastore, metrics, live_catalogue, recorder)
     observe = Observe(metrics, limit=cfg.max_concurrent_rpcs)
     add_to_server(
         RecommenderService(core),

@@ -58,6 +58,7 @@ def answer_pb(a: Answer) -> pb.RecommendResponse:
         fallback_tier=TIER[a.tier],
         experiment=a.experiment,
         variant=a.variant,
+        recommendation_id=a.recommendation_id,
     )
     for s in a.items:
         add_scored(out.items, s)
@@ -98,6 +99,8 @@ class RecommenderService(pb_grpc.RecommenderServicer):
                     else None
                 ),
                 rating=e.rating,
+                recommendation_id=e.recommendation_id,
+                position=e.position,
             )
             for e in request.events
         ]
