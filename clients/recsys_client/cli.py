@@ -6,6 +6,7 @@
     recsys similar --item X [--k 10] [--model M]
     recsys models
     recsys record --user U --item I --event click [--rating 4.5] [--event-id ID] [--time T]
+                  [--recommendation-id ID [--position N]]
     recsys reload
     recsys health [--service NAME]
     recsys upsert-item --item X [--title T] [--categories a,b] [--attr KEY=VALUE ...]
@@ -183,7 +184,14 @@ def _models(client: RecsysClient, a: argparse.Namespace) -> int:
 
 def _record(client: RecsysClient, a: argparse.Namespace) -> int:
     event = Interaction.create(
-        a.user, a.item, a.event, timestamp=a.time, rating=a.rating, event_id=a.event_id
+        a.user,
+        a.item,
+        a.event,
+        timestamp=a.time,
+        rating=a.rating,
+        event_id=a.event_id,
+        recommendation_id=a.recommendation_id,
+        position=a.position,
     )
     result = client.record_interactions([event])
     if a.json:
@@ -488,6 +496,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--rating", type=float, help="for --event rating")
     c.add_argument("--event-id", help="idempotency key (default: a fresh uuid4)")
     c.add_argument("--time", type=_timestamp, help="Unix seconds or ISO 8601 (default: now)")
+    c.add_argument(
+        "--recommendation-id", help="the recommendation the event came from (experiment reports)"
+    )
+    c.add_argument("--position", type=int, help="the item's 1-based position in it")
 
     command("reload", _reload, "admin: look for a new model artifact version now")
 

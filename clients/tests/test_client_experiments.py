@@ -11,6 +11,7 @@ import pytest
 
 from recsys_client import (
     ExperimentReport,
+    Interaction,
     InterleavingResult,
     Interval,
     InvalidArgument,
@@ -69,6 +70,32 @@ def test_unknown_experiment_is_not_found(fake, make_client):
     with pytest.raises(InvalidArgument, match="experiment"):
         client.experiment_report("")
     assert len(fake.servicer.calls_of("GetExperimentReport")) == 1
+
+
+def test_recommendation_id_round_trip(fake, make_client):
+    client = make_client(fake.address)
+    result = client.recommend("u7", 3)
+    assert result.recommendation_id == "rec-u7"
+    click = Interaction.create(
+        "u7", "i2", "click", recommendation_id=result.recommendation_id, position=2
+    )
+    plain = Interaction.create("u7", "i3", "click")
+    assert client.record_interactions([click, plain]).recorded == 2
+    sent = fake.servicer.stored
+    assert (sent[click.event_id].recommendation_id, sent[click.event_id].position) == (
+        "rec-u7",
+        2,
+    )
+    assert (sent[plain.event_id].recommendation_id, sent[plain.event_id].position) == ("", 0)
+
+
+@pytest.mark.parametrize("position", [0, -1, 1.5, True])
+def test_bad_position_is_refused_before_sending(fake, make_client, position):
+    client = make_client(fake.address)
+    bad = Interaction.create("u", "i", "click", recommendation_id="r", position=position)
+    with pytest.raises(InvalidArgument, match="position"):
+        client.record_interactions([bad])
+    assert fake.servicer.calls_of("RecordInteractions") == []
 
 
 # --- the command line ---------------------------------------------------------------------------
@@ -198,3 +225,15 @@ def test_cli_report_unknown_experiment(fake, capsys):
 def test_cli_report_needs_a_name(capsys):
     code, _, err = run(capsys, "experiments", "report")
     assert code == 2 and "name" in err
+
+
+def test_cli_record_with_recommendation_id(fake, capsys):
+    code, out, _ = run(
+        capsys,
+        "--target", fake.address,
+        "record", "--user", "u", "--item", "i4", "--event", "click",
+        "--recommendation-id", "rec-u", "--position", "4", "--event-id", "ev1",
+    )  # fmt: skip
+    assert code == 0 and out.startswith("recorded 1")
+    e = fake.servicer.stored["ev1"]
+    assert (e.recommendation_id, e.position, e.item_id) == ("rec-u", 4, "i4")
