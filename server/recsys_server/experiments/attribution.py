@@ -50,7 +50,7 @@ def attribute(
         value=pl.col("rating").cast(pl.Float64).fill_null(1.0),
         position=pl.col("position").cast(pl.Int64),
     )
-    imps = impressions.unique("recommendation_id", keep="first").select(
+    imps = impressions.select(  # recommendation_id is the store's key: unique
         pl.col("recommendation_id"),
         pl.col("user_id").alias("imp_user"),
         "variant",
@@ -99,27 +99,30 @@ def _explicit(events: pl.DataFrame, imps: pl.DataFrame) -> pl.DataFrame:
 def _by_window(events: pl.DataFrame, impressions: pl.DataFrame, window_s: float) -> pl.DataFrame:
     if events.is_empty():
         return _empty()
-    shown = (
-        impressions.select(
-            "recommendation_id",
-            "user_id",
-            "variant",
-            pl.col("ts").cast(pl.Float64).alias("imp_ts"),
-            pl.col("item_ids").alias("item_id"),
-            pl.col("teams").cast(pl.List(pl.Int64)),
-        )
-        .with_columns(n=pl.col("item_id").list.len())
-        # Interleaved lists carry one team per item; others none: pad so both explode alike.
-        .with_columns(
-            team=pl.when(pl.col("teams").list.len() == pl.col("n"))
-            .then(pl.col("teams"))
-            .otherwise(pl.col("item_id").list.eval(pl.lit(None, pl.Int64)))
-        )
-        .with_columns(position=pl.int_ranges(1, pl.col("n") + 1))
-        .drop("teams", "n")
-        .explode("item_id", "team", "position")
+    # Only the impressions of users with such events, then only the (user, item) pairs some
+    # event names: a small right side for the asof join.
+    shown = impressions.join(events.select("user_id").unique(), on="user_id", how="semi").select(
+        "recommendation_id",
+        "user_id",
+        "variant",
+        pl.col("ts").cast(pl.Float64).alias("imp_ts"),
+        pl.col("item_ids").alias("item_id"),
+        pl.col("teams").cast(pl.List(pl.Int64)).alias("team"),
     )
-    # Only the (user, item) pairs some event names: a small right side for the asof join.
+    n = pl.col("item_id").list.len()
+    shown = shown.with_columns(position=pl.int_ranges(1, n + 1))
+    if shown["team"].list.len().sum():
+        # Interleaved lists carry one team per item: pad any other list so all explode alike.
+        pad = pl.col("item_id").list.eval(pl.lit(None, pl.Int64))
+        shown = shown.with_columns(
+            team=pl.when(pl.col("team").list.len() == n).then("team").otherwise(pad)
+        ).explode("item_id", "team", "position")
+    else:
+        shown = (
+            shown.drop("team")
+            .explode("item_id", "position")
+            .with_columns(team=pl.lit(None, pl.Int64))
+        )
     shown = shown.join(events.select("user_id", "item_id").unique(), on=["user_id", "item_id"])
     if shown.is_empty():
         return _empty()
