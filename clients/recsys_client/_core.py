@@ -20,6 +20,7 @@ from recsys_client import _convert, _health
 from recsys_client._version import __version__
 from recsys_client.errors import InvalidArgument, ServerError, from_rpc_error
 from recsys_client.types import (
+    ExperimentReport,
     Interaction,
     Item,
     ItemsPage,
@@ -341,6 +342,15 @@ def user_history(user_id: Any, limit: Any) -> Call[UserHistory]:
         _convert.user_history_request(user_id, limit),
         pb.GetUserHistoryResponse,
         _convert.user_history_result,
+    )
+
+
+def experiment_report(experiment: Any) -> Call[ExperimentReport]:
+    return Call(
+        _path("GetExperimentReport"),
+        _convert.experiment_report_request(experiment),
+        pb.GetExperimentReportResponse,
+        _convert.experiment_report,
     )
 
 

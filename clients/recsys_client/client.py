@@ -19,6 +19,7 @@ from recsys_client._core import (
     Backoff,
 )
 from recsys_client.types import (
+    ExperimentReport,
     Interaction,
     Item,
     ItemsPage,
@@ -222,6 +223,15 @@ class RecsysClient:
     ) -> UserHistory:
         """The user's training history and latest ``limit`` stored events (newest first)."""
         return self._invoke(_core.user_history(user_id, limit), timeout)
+
+    def experiment_report(
+        self, experiment: str, *, timeout: float | None = None
+    ) -> ExperimentReport:
+        """The report of a configured experiment: per variant users, impressions, CTR,
+        conversions and value per user; each variant against the control with fixed-horizon
+        and always-valid 95% intervals; the sample-ratio check; the interleaving preference.
+        NotFound when the server has no experiment of that name (docs/experiments.md)."""
+        return self._invoke(_core.experiment_report(experiment), timeout)
 
     def health(self, service: str = "", *, timeout: float | None = None) -> str:
         """The server's grpc.health.v1 status: "SERVING", "NOT_SERVING", "UNKNOWN" or

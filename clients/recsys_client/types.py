@@ -16,15 +16,19 @@ __all__ = [
     "EVENT_TYPES",
     "FALLBACK_TIERS",
     "ComponentShare",
+    "ExperimentReport",
     "Explanation",
     "HistoryEvent",
     "HistoryItem",
     "Interaction",
+    "InterleavingResult",
+    "Interval",
     "Item",
     "ItemContribution",
     "ItemsPage",
     "ItemsResult",
     "LatentFactors",
+    "MetricComparison",
     "ModelInfo",
     "ModelsResult",
     "RecommendRequest",
@@ -32,10 +36,12 @@ __all__ = [
     "Recommendation",
     "RecordResult",
     "ReloadResult",
+    "SampleRatio",
     "SimilarItemsResult",
     "SimilarUsers",
     "Trending",
     "UserHistory",
+    "VariantSummary",
     "new_event_id",
 ]
 
@@ -352,3 +358,101 @@ class Interaction:
             recommendation_id=recommendation_id,
             position=position,
         )
+
+
+# --- experiment reports ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A 95% interval; both ends nan when it cannot be estimated (too few users)."""
+
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class VariantSummary:
+    """One variant: its users (with at least one impression), their impressions and the
+    outcomes credited to them; ``ctr`` is clicks per item shown, the others per user."""
+
+    variant: str
+    model: str
+    share: float
+    users: int
+    impressions: int
+    clicks: int
+    conversions: int
+    value: float
+    ctr: float
+    conversions_per_user: float
+    value_per_user: float
+
+
+@dataclass(frozen=True)
+class MetricComparison:
+    """``variant`` against the control on one metric (ctr | conversions_per_user |
+    value_per_user): the difference with its fixed-horizon 95% interval (``ci95``, valid for
+    one look) and always-valid one (valid at every look; ``significant`` when it excludes 0),
+    the p-value and the relative effect detectable at the current sample size."""
+
+    metric: str
+    variant: str
+    control_value: float
+    variant_value: float
+    difference: float
+    relative_difference: float
+    ci95: Interval
+    always_valid: Interval
+    p_value: float
+    significant: bool
+    mde_relative: float
+
+
+@dataclass(frozen=True)
+class SampleRatio:
+    """Users per variant against the configured shares; ``mismatch`` when p < 0.001."""
+
+    observed: list[int]
+    expected_shares: list[float]
+    chi_square: float
+    p_value: float
+    mismatch: bool
+
+
+@dataclass(frozen=True)
+class InterleavingResult:
+    """Interleaving: impressions whose clicks favoured model a, model b, or neither, and the
+    preference for a (0.5: none) at the user level with its intervals."""
+
+    model_a: str
+    model_b: str
+    wins_a: int
+    wins_b: int
+    ties: int
+    preference_a: float
+    ci95: Interval
+    always_valid: Interval
+    p_value: float
+
+
+@dataclass(frozen=True)
+class ExperimentReport:
+    """GetExperimentReport: per-variant summaries in configured order, each variant compared
+    with the control (the first), the sample-ratio check (None for interleaving), the
+    interleaving preference (None for A/B) and the impressions the server dropped under
+    overload since it started (not in the numbers)."""
+
+    experiment: str
+    kind: str
+    control: str
+    generated_at: datetime | None
+    attribution_hours: float
+    variants: list[VariantSummary]
+    comparisons: list[MetricComparison]
+    sample_ratio: SampleRatio | None
+    interleaving: InterleavingResult | None
+    impressions_dropped: int
+
+    def variant(self, name: str) -> VariantSummary | None:
+        return next((v for v in self.variants if v.variant == name), None)

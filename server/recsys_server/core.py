@@ -26,6 +26,7 @@ from recsys_server.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from recsys_server.experiments import report
 from recsys_server.impressions import ImpressionRecorder, new_id
 from recsys_server.live import EVENT_TYPES
 from recsys_server.metrics import Metrics
@@ -361,6 +362,34 @@ class RecommenderCore:
             except StoreUnavailable as e:
                 raise Unavailable(f"data store read failed: {e}") from e
         return history.build(snap, self.catalogue, user_id, stored)
+
+    async def experiment_report(self, name: str) -> report.Report:
+        """The report of the configured experiment ``name`` from the stored impressions and
+        events (read and computed off the event loop)."""
+        if not name:
+            raise InvalidArgument("experiment", "must not be empty")
+        exps = self.config.experiments
+        exp = next((e for e in exps if e.name == name), None)
+        if exp is None:
+            known = ", ".join(repr(e.name) for e in exps) or "none"
+            raise NotFound(f"experiment {name!r} is not configured; configured: {known}")
+        store = self.datastore
+        if store is None:
+            raise Unavailable("the data store is not open")
+
+        def read() -> tuple[Any, Any]:
+            return store.impressions(name), store.experiment_events(name)
+
+        try:
+            impressions, events = await asyncio.to_thread(read)
+        except StoreUnavailable as e:
+            raise Unavailable(f"data store read failed: {e}") from e
+        dropped = self.impressions.dropped if self.impressions is not None else 0
+        window = self.config.attribution_hours * 3600.0
+        outcomes = self.config.outcomes
+        return await asyncio.to_thread(
+            report.build, exp, outcomes, window, impressions, events, dropped
+        )
 
     async def reload(self) -> ReloadResult:
         return await self.versions.refresh()

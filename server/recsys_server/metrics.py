@@ -40,6 +40,7 @@ METHODS = (
     "GetItem",
     "ListItems",
     "GetUserHistory",
+    "GetExperimentReport",
 )
 CODES = (
     "OK",
