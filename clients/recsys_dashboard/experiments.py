@@ -58,7 +58,7 @@ def variant_rows(r: ExperimentReport) -> list[list[str]]:
     value / user (plain text)."""
     return [
         [
-            v.variant + (" (control)" if v.variant == r.control else ""),
+            v.variant + (" (control)" if v.variant == r.control != "control" else ""),
             v.model,
             f"{v.share:.2f}",
             f"{v.users:,}",

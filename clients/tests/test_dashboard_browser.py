@@ -48,6 +48,10 @@ PAGES = {
         "catalogue",
         ["The live catalogue", "Add an item", "In a user's top K", "Page 1"],
     ),
+    "experiments": (
+        "experiments",
+        ["A/B tests and interleaving", "Variants", "Differences to the control", "Sample ratio"],
+    ),
 }
 
 
@@ -184,6 +188,8 @@ def test_page_in_chromium(name: str, browser_page, dashboard: str, shots: Path, 
                 for user in ("u001", "u002", "nobody"):
                     client.recommend(user, 10, explain=True)
                 time.sleep(0.02)
+    if name == "experiments":
+        expected = [*expected, *experiment_traffic(live)]
     if name == "simulate":
         page.get_by_role("button", name="New cold user").click()
         settle(page)
@@ -214,6 +220,34 @@ def history_and_explanation(live: Live) -> list[str]:
         why = client.recommend(user, 8, model="hybrid", explain=True).items[0].explanation
     assert why is not None and why.text
     return ["Stored events", "purchase", item.title, why.text]
+
+
+def experiment_traffic(live: Live) -> list[str]:
+    """Recommendations for 60 users of the live server's A/B experiment, every third clicking
+    its top item; returns texts the Experiments page must show (a variant's users)."""
+    with RecsysClient(live.address) as client:
+        clicks = []
+        for n in range(60):
+            r = client.recommend(f"u{n:03d}", 5)
+            if n % 3 == 0:
+                clicks.append(
+                    Interaction.create(
+                        r.user_id,
+                        r.item_ids[0],
+                        "click",
+                        recommendation_id=r.recommendation_id,
+                        position=1,
+                    )
+                )
+        client.record_interactions(clicks)
+        deadline = time.monotonic() + 30  # impressions are stored off the request path
+        while True:
+            report = client.experiment_report("blend")
+            if sum(v.impressions for v in report.variants) >= 60:
+                break
+            assert time.monotonic() < deadline, "impressions not stored"
+            time.sleep(0.2)
+    return [f"{v.users:,}" for v in report.variants]
 
 
 def row_text(page, item_id: str) -> str:
