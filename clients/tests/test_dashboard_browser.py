@@ -179,6 +179,8 @@ def test_page_in_chromium(name: str, browser_page, dashboard: str, shots: Path, 
     page = browser_page
     if name == "users":  # a stored event for the page's default user, and what to expect
         expected = [*expected, *history_and_explanation(live)]
+    if name == "experiments":  # traffic on the A/B test before the page reads its report
+        expected = [*expected, *experiment_traffic(live)]
     page.goto(f"{dashboard}/{path}")
     settle(page)
     if name == "overview":  # some traffic, and a few metrics scrapes to measure its rate
@@ -188,8 +190,6 @@ def test_page_in_chromium(name: str, browser_page, dashboard: str, shots: Path, 
                 for user in ("u001", "u002", "nobody"):
                     client.recommend(user, 10, explain=True)
                 time.sleep(0.02)
-    if name == "experiments":
-        expected = [*expected, *experiment_traffic(live)]
     if name == "simulate":
         page.get_by_role("button", name="New cold user").click()
         settle(page)
