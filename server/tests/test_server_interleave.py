@@ -249,3 +249,16 @@ def test_report_credits_clicks_to_the_ranker_that_placed_the_item(srv, users):
     assert (i.model_a, i.model_b) == ("item_cf", "svd")
     assert (i.wins_a, i.wins_b, i.ties) == (clicked, 0, 0)
     assert i.preference_a == 1.0
+
+
+def test_diversity_applies_to_both_lists(srv, users):
+    c = Client(srv.address)
+    try:
+        user = users["mix"][1]
+        r = c.Recommend(pb.RecommendRequest(user_id=user, k=K, diversity=0.7))
+        a = [i.item_id for i in own(c, user, "item_cf", diversity=0.7).items]
+        b = [i.item_id for i in own(c, user, "svd", diversity=0.7).items]
+        assert a != [i.item_id for i in own(c, user, "item_cf").items]  # it re-ranks
+        assert tuple(i.item_id for i in r.items) in drafts(a, b, K)
+    finally:
+        c.close()
