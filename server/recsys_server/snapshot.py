@@ -74,6 +74,9 @@ class Snapshot:
     matrix costs about 0.1 ms, a large share of a request. Never modified in place."""
     experiments: tuple[Experiment, ...] = ()
     """The experiments ``variant_models`` were made for (`with_experiments` changes them)."""
+    retired: tuple[Recommender, ...] = ()
+    """Variant models a configuration reload removed, kept alive while this version serves:
+    ``explained`` keeps explanations by route model id, which a new model must never reuse."""
 
     @property
     def n_items(self) -> int:
@@ -249,10 +252,13 @@ def with_experiments(snap: Snapshot, experiments: tuple[Experiment, ...]) -> Sna
                 cache = RankingCache(m)
                 cache.keep = keep
             caches[id(m)] = cache
+    kept_ids = {id(m) for m in routes.values()}
+    dropped = tuple(m for m in snap.variant_models.values() if id(m) not in kept_ids)
     new = dataclasses.replace(
         snap,
         variant_models=routes,
         experiments=tuple(experiments),
+        retired=snap.retired + dropped,
         caches=caches,
         references={k: v for k, v in snap.references.items() if k not in snap.variant_models},
     )

@@ -190,3 +190,10 @@ def test_a_reloaded_hybrid_variant_serves_its_weights(trained, tmp_path):  # noq
             assert (r.experiment, r.variant, r.model) == ("exp", "b", "hybrid")
         finally:
             c.close()
+        # Removed: the weighted hybrid is kept alive (its id never reused by a new route
+        # while explanations are kept by route id).
+        path.write_text("")
+        assert srv.run(running.reloader.reload()).result == APPLIED
+        after = running.core.versions.snapshot
+        assert after.variant_models == {} and any(m is b for m in after.retired)
+        assert id(b) not in after.caches
