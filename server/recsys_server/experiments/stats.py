@@ -106,7 +106,7 @@ def _finite(x: float) -> bool:
 def _interval(centre: float, half: float) -> Interval:
     if not (_finite(centre) and _finite(half)):
         return NAN_INTERVAL
-    return Interval(centre - half, centre + half)
+    return Interval(float(centre - half), float(centre + half))
 
 
 def _excludes(iv: Interval, value: float) -> bool:
