@@ -54,8 +54,8 @@ K = 10
 EXAM = 1.0 / np.log2(np.arange(K) + 2.0)  # examination probability by position
 LIFT = 0.10
 LOOKS = 30
-# The rankers' taste-estimate noise: the good one knows users better. Chosen (before measuring
-# interleaving) so that the two rankers' CTRs differ by about the 10% the experiments plan for.
+# The rankers' taste-estimate noise: the good one knows users better. Set by one rule, not by
+# the interleaving result: the two rankers' CTRs differ by about the 10% experiments plan for.
 NOISE_GOOD, NOISE_WORSE = 0.6, 0.75
 BIAS, BIAS_SD = -8.0, 1.0  # users' click bias (logit): mean sets the CTR level (about 0.09)
 MARK_START = "<!-- experiments_sim: start -->"
