@@ -228,7 +228,10 @@ class ImpressionRecorder:
                 taken = list(itertools.islice(self._queue, self._batch))
             rows = []
             for n, (rid, a, ts) in enumerate(taken, 1):
-                rows.append(impression_of(rid, a, ts))
+                # Recommend takes any user id; no backend stores one with NUL (PostgreSQL text
+                # cannot): left out here, so the rest of the batch is stored.
+                if "\x00" not in a.user_id:
+                    rows.append(impression_of(rid, a, ts))
                 if n % YIELD_EVERY == 0:
                     time.sleep(0)  # let a request in rather than hold the GIL for the batch
             try:
@@ -243,28 +246,29 @@ class ImpressionRecorder:
                 continue
             except Exception:  # a bug or a row no backend can store: drop the batch, counted
                 log.exception("impressions: %d could not be stored; dropped", len(rows))
-                self._done(len(taken), stored=None)
+                self._done(len(taken), [])
                 continue
             delay = BACKOFF_S[0]
             for at in range(0, len(rows), YIELD_EVERY):
                 self.recent.add(rows[at : at + YIELD_EVERY])
                 time.sleep(0)
-            self._done(len(taken), stored=rows)
+            self._done(len(taken), rows)
 
-    def _done(self, n: int, stored: list[Impression] | None) -> None:
+    def _done(self, n: int, stored: list[Impression]) -> None:
+        """The first ``n`` queued impressions are settled: ``stored`` were stored, the others
+        refused (counted as dropped)."""
+        refused = n - len(stored)
         with self._cond:
             if self._abandoned:  # stop() already counted them as not stored
                 return
             for _ in range(n):
                 self._queue.popleft()
-            if stored is None:
-                self.dropped += n
-            else:
-                self.stored += n
+            self.dropped += refused
+            self.stored += len(stored)
             self._cond.notify_all()  # flush() waiters
-        if stored is None:
-            self._count_dropped("store_refused", n)
-        elif self.metrics is not None:
+        if refused:
+            self._count_dropped("store_refused", refused)
+        if self.metrics is not None:
             counts: dict[tuple[str, str], int] = {}
             for r in stored:
                 key = (r.experiment, r.variant)

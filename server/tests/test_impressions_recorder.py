@@ -88,18 +88,27 @@ def test_shutdown_stores_what_is_queued_or_counts_it(tmp_path):
     assert rec.dropped == 3 and down.rows == []
 
 
-def test_a_batch_no_backend_can_store_is_dropped_and_counted(tmp_path):
+def test_what_no_backend_can_store_is_dropped_and_counted(tmp_path):
     with open_store(sqlite_url(tmp_path / "s.db")) as store:
         rec = ImpressionRecorder(store, capacity=10)
         rec.pause()
+        good = new_id()
         rec.add(new_id(), answer("nul\x00user"), 1.0)  # PostgreSQL text cannot hold NUL
+        rec.add(good, answer("fine"), 2.0)  # same batch: still stored
         rec.resume()
         assert rec.flush(timeout=60)
-        assert (rec.stored, rec.dropped) == (0, 1)
-        good = new_id()
-        rec.add(good, answer("fine"), 2.0)  # the writer goes on
+        assert (rec.stored, rec.dropped) == (1, 1)
+        # A batch the store refuses as a whole (here: NUL in an item id) is dropped,
+        # counted, and the writer goes on.
+        bad = answer("odd")
+        bad.items[0].item_id = "i\x00"
+        rec.add(new_id(), bad, 3.0)
         assert rec.flush(timeout=60)
-        assert store.impressions("exp")["recommendation_id"].to_list() == [good]
+        assert (rec.stored, rec.dropped) == (1, 2)
+        later = new_id()
+        rec.add(later, answer("later"), 4.0)
+        assert rec.flush(timeout=60)
+        assert store.impressions("exp")["recommendation_id"].to_list() == [good, later]
         rec.stop(10)
 
 
