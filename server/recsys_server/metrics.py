@@ -165,7 +165,8 @@ class Metrics:
         self.impressions_dropped = Counter(
             "recsys_impressions_dropped",
             "Impressions not stored: queue_full (overload or a long store outage), "
-            "store_refused (a batch the store could not take), shutdown (not stored in time)",
+            "store_refused (what the store cannot take, e.g. a user id with NUL), shutdown (not "
+            "stored in time)",
             ["reason"],
             registry=r,
         )

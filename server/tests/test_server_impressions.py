@@ -71,7 +71,7 @@ def test_ids_on_every_answer_and_impressions_in_the_store_after_a_restart(
             c.close()
     answers = [*single, *batch, *at_stop]
     ids = [a.recommendation_id for a in answers]
-    assert all(len(i) == 22 for i in ids) and len(set(ids)) == len(ids)
+    assert all(len(i) == 32 for i in ids) and len(set(ids)) == len(ids)
     assert all(a.experiment == "imp" for a in answers)
 
     stored = by_id(store_url, "imp")  # read after the server stopped: in the store for good
@@ -224,3 +224,23 @@ def test_impression_queue_0_gives_no_ids_and_records_nothing(trained, tmp_path):
             c.close()
         assert a.recommendation_id == "" and b.responses[0].recommendation_id == ""
         assert by_id(srv.config.store_url, "") == {}
+
+
+def test_the_sdk_returns_the_id_and_records_it_with_a_position(trained, tmp_path):  # noqa: F811
+    from recsys_client import Interaction, RecsysClient
+    from recsys_client.errors import InvalidArgument
+
+    with serving(trained, tmp_path) as srv, RecsysClient(srv.address, timeout=30) as c:
+        r = c.recommend("erin", k=3)
+        batch = c.recommend_batch(["f", "g"], k=2)
+        assert len({r.recommendation_id, *(b.recommendation_id for b in batch)}) == 3
+        assert all(len(x.recommendation_id) == 32 for x in (r, *batch))
+        e = Interaction.create(
+            "erin", r.item_ids[2], "click", recommendation_id=r.recommendation_id, position=3
+        )
+        assert c.record_interactions([e]).recorded == 1
+        with pytest.raises(InvalidArgument, match="position"):
+            c.record_interactions([Interaction.create("erin", "i", "click", position=0)])
+        flush(srv)
+    (stored,) = stored_events(srv.config.store_url)
+    assert (stored.recommendation_id, stored.position) == (r.recommendation_id, 3)
