@@ -137,6 +137,16 @@ def test_clear_effects_are_significant() -> None:
     assert c_small.mde_relative > 2.5 * c.mde_relative
 
 
+def test_always_valid_never_narrower_than_welch_with_few_users() -> None:
+    # Two users per arm, se 0.707, tau 10: the mixture's normal half-width is 3.37 se but
+    # t(df 2) at 97.5% is 4.30; the always-valid interval takes the wider.
+    c = st.compare_mean("value_per_user", [100.0, 101.0], [102.0, 103.0])
+    se = math.sqrt(0.5 / 2 + 0.5 / 2)
+    assert st.always_valid_half_width(se, 10.0) == pytest.approx(3.37 * se, rel=0.01)
+    assert c.ci95.high - c.difference == pytest.approx(sps.t.ppf(0.975, 2) * se)
+    assert c.always_valid == c.ci95
+
+
 def test_mde_by_hand() -> None:
     se, control = 0.002, 0.05
     half = st.always_valid_half_width(se, 0.005)

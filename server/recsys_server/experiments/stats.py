@@ -96,7 +96,7 @@ def mde_relative(se: float, control: float, alpha: float = 0.05) -> float:
     half = always_valid_half_width(se, tau, alpha)
     if not (math.isfinite(half) and control != 0):
         return NAN
-    return (half / se + sps.norm.ppf(POWER)) * se / abs(control)
+    return float((half / se + sps.norm.ppf(POWER)) * se / abs(control))
 
 
 def _finite(x: float) -> bool:
@@ -106,7 +106,7 @@ def _finite(x: float) -> bool:
 def _interval(centre: float, half: float) -> Interval:
     if not (_finite(centre) and _finite(half)):
         return NAN_INTERVAL
-    return Interval(centre - half, centre + half)
+    return Interval(float(centre - half), float(centre + half))
 
 
 def _excludes(iv: Interval, value: float) -> bool:
@@ -147,6 +147,9 @@ def _comparison(
         # No variance (or no users): no inference, only the point values.
         ci95, p_value = NAN_INTERVAL, NAN
     half = always_valid_half_width(se, TAU_RELATIVE * abs(control), alpha)
+    if _finite(ci95.low):
+        # With very few users Welch's t interval can be wider than the (normal) mixture's.
+        half = max(half, (ci95.high - ci95.low) / 2)
     always = _interval(diff, half) if _finite(control) else NAN_INTERVAL
     return Comparison(
         metric=metric,
@@ -173,7 +176,7 @@ def compare_ratio(metric: str, num_c, den_c, num_t, den_t, alpha: float = 0.05) 
     se = math.sqrt(vc + vt) if _finite(vc) and _finite(vt) else NAN
     diff = rt - rc
     z = sps.norm.ppf(1 - alpha / 2)
-    p = 2 * sps.norm.sf(abs(diff) / se) if _finite(se) and se > 0 else NAN
+    p = float(2 * sps.norm.sf(abs(diff) / se)) if _finite(se) and se > 0 else NAN
     return _comparison(metric, rc, rt, se, _interval(diff, z * se), p, alpha)
 
 
