@@ -23,8 +23,9 @@ from recsys_core.artifacts import REASONS
 from recsys_core.datastore import DataStore
 from recsys_core.models import MODELS
 from recsys_server.config import Experiment
+from recsys_server.config_reload import RESULTS as CONFIG_RELOAD_RESULTS
 from recsys_server.drift import DriftCollector, DriftTracker
-from recsys_server.router import TIERS
+from recsys_server.router import INTERLEAVED, PERSONALIZED, TIERS
 from recsys_server.snapshot import variant_key
 
 METHODS = (
@@ -184,17 +185,36 @@ class Metrics:
             self.duration.labels(m)
             for c in CODES:
                 self.requests.labels(m, c)
-        variants = [NO_VARIANT] + [
-            variant_key(e.name, v.name) for e in experiments for v in e.variants
-        ]
-        for model in MODELS:
-            for v in variants:
-                for t in TIERS:
-                    self.recommendations.labels(model, v, t)
+        self.config_reloads = Counter(
+            "recsys_config_reloads",
+            "Configuration reloads (SIGHUP) by result: applied, unchanged, refused (invalid "
+            "file; the previous configuration keeps serving)",
+            ["result"],
+            registry=r,
+        )
+        for result in CONFIG_RELOAD_RESULTS:
+            self.config_reloads.labels(result)
+        self.init_variants(experiments)
         for reason in LOAD_FAILURES:
             self.load_failures.labels(reason)
         self._http: WSGIServer | None = None
         self._thread: threading.Thread | None = None
+
+    def init_variants(self, experiments: tuple[Experiment, ...]) -> None:
+        """Creates the per-variant series of ``experiments`` at 0 (at start and after a
+        configuration reload; the series of removed variants stay)."""
+        variants = [NO_VARIANT]
+        for e in experiments:
+            if e.kind == "interleave":  # one arm: both models' lists merged
+                v = variant_key(e.name, INTERLEAVED)
+                variants.append(v)
+                self.recommendations.labels("+".join(x.model for x in e.variants), v, PERSONALIZED)
+            else:
+                variants += [variant_key(e.name, x.name) for x in e.variants]
+        for model in MODELS:
+            for v in variants:
+                for t in TIERS:
+                    self.recommendations.labels(model, v, t)
 
     def served(
         self, model: str, experiment: str, variant: str, tier: str, items: Sequence[Any] = ()
@@ -210,7 +230,9 @@ class Metrics:
     def init_experiments(self, experiments: tuple[Experiment, ...]) -> None:
         """Create the experiment series (at 0) of ``experiments``, e.g. after a reload."""
         pairs = [(NO_VARIANT, NO_VARIANT)] + [
-            (e.name, v.name) for e in experiments for v in e.variants
+            (e.name, v)
+            for e in experiments
+            for v in ([INTERLEAVED] if e.kind == "interleave" else [x.name for x in e.variants])
         ]
         for experiment, variant in pairs:
             self.impressions.labels(experiment, variant)

@@ -10,6 +10,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -19,6 +20,7 @@ from recsys_core.datastore import DataStore, StoreConfigError, StoreUnavailable,
 from recsys_server import store_watch
 from recsys_server.catalogue import Catalogue
 from recsys_server.config import ServerConfig
+from recsys_server.config_reload import ConfigReload
 from recsys_server.core import RecommenderCore
 from recsys_server.impressions import ImpressionRecorder
 from recsys_server.interceptors import Auth, Observe
@@ -55,6 +57,7 @@ class Running:
     metrics: Metrics
     datastore: DataStore
     observe: Observe
+    reloader: ConfigReload
     poller: asyncio.Task | None = None
     store_watch: asyncio.Task | None = None
 
@@ -121,7 +124,15 @@ def _credentials(cfg: ServerConfig) -> grpc.ServerCredentials | None:
     return grpc.ssl_server_credentials([(key, cert)])
 
 
-async def start(cfg: ServerConfig, *, poll: bool = True) -> Running:
+async def start(
+    cfg: ServerConfig,
+    *,
+    poll: bool = True,
+    config_path: Path | None = None,
+    file_config: ServerConfig | None = None,
+) -> Running:
+    """``config_path``: the configuration file a reload (SIGHUP) reads again; ``file_config``:
+    that file as read at start, before command-line flags (default ``cfg``)."""
     if cfg.artifacts is None:
         raise StartupError("no artifacts directory given (--artifacts)")
     metrics = Metrics(cfg.experiments)
@@ -221,8 +232,9 @@ async def start(cfg: ServerConfig, *, poll: bool = True) -> Running:
         (SERVICE_NAME, HEALTH_NAME, reflection.SERVICE_NAME), server
     )
     await server.start()
+    reload = ConfigReload(config_path, file_config or cfg, core, metrics)
     running = Running(
-        cfg, server, port, metrics_port, core, health_servicer, metrics, datastore, observe
+        cfg, server, port, metrics_port, core, health_servicer, metrics, datastore, observe, reload
     )
     if poll:
         running.poller = asyncio.create_task(versions.poll_forever(), name="model-poll")
@@ -251,9 +263,15 @@ async def open_datastore(cfg: ServerConfig) -> DataStore:
     return datastore
 
 
-async def serve(cfg: ServerConfig, announce: Callable[[str], None] = print) -> None:
-    """Runs until SIGTERM or SIGINT."""
-    running = await start(cfg)
+async def serve(
+    cfg: ServerConfig,
+    announce: Callable[[str], None] = print,
+    config_path: Path | None = None,
+    file_config: ServerConfig | None = None,
+) -> None:
+    """Runs until SIGTERM or SIGINT; SIGHUP reloads the configuration file's experiment
+    settings (`recsys_server.config_reload`)."""
+    running = await start(cfg, config_path=config_path, file_config=file_config)
     host = _host(cfg.host)
     announce(
         f"recsys-serve listening on {running.address} "
@@ -265,6 +283,14 @@ async def serve(cfg: ServerConfig, announce: Callable[[str], None] = print) -> N
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    reloads: set[asyncio.Task] = set()
+
+    def on_hup() -> None:
+        task = asyncio.ensure_future(running.reloader.reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
     await stop.wait()
     log.info(
         "shutting down: health NOT_SERVING, drain up to %.1f s, %.1f s grace in all",

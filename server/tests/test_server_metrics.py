@@ -16,6 +16,7 @@ from recsys_proto.v1 import recommender_pb2 as pb
 from recsys_server.metrics import (
     BUCKETS,
     CODES,
+    CONFIG_RELOAD_RESULTS,
     DROP_REASONS,
     LOAD_FAILURES,
     METHODS,
@@ -126,6 +127,7 @@ def test_label_values_are_bounded(scraped):
         "le": {*(str(b) for b in BUCKETS), "+Inf"},
         "outcome": {*SHUTDOWN_OUTCOMES, *OUTCOMES},
         "experiment": {"none"},
+        "result": set(CONFIG_RELOAD_RESULTS),
     }
     for line in text.splitlines():
         if line.startswith("#") or "{" not in line or not line.startswith("recsys_"):
