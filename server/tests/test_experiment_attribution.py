@@ -257,6 +257,26 @@ def test_interleaving_credits_clicks_to_teams():
     assert (il.preference.wins_a, il.preference.wins_b, il.preference.ties) == (1, 1, 1)
 
 
+def test_interleaving_without_clicks():
+    exp = Experiment(
+        "il", (Variant("a", "svd", 0.5), Variant("b", "item_cf", 0.5)), kind="interleave"
+    )
+    imps = impressions(("r1", "u1", "interleaved", 0, ["a", "b", "c"], [0, 1, 0]))
+    r = report.build(exp, OUTCOMES, DAY, imps, EVENTS.clear(), dropped=0)
+    p = r.interleaving.preference
+    assert (p.wins_a, p.wins_b, p.ties) == (0, 0, 0) and math.isnan(p.preference_a)
+    assert [(v.users, v.impressions, v.clicks, v.ctr) for v in r.variants] == [
+        (1, 1, 0, 0.0),
+        (1, 1, 0, 0.0),
+    ]
+
+
+def test_report_skips_unconfigured_variants():
+    imps = IMPS.vstack(impressions(("old", "u9", "removed", 1000, ["a"])))
+    r = report.build(EXP, OUTCOMES, DAY, imps, EVENTS, dropped=0)
+    assert [(v.variant, v.users) for v in r.variants] == [("control", 1), ("treat", 2)]
+
+
 def test_attribution_at_scale():
     """Not a timing assertion: a size check of the vectorised join (1M impressions take about
     1 s: docs/experiments.md)."""
