@@ -71,7 +71,7 @@ def test_ids_on_every_answer_and_impressions_in_the_store_after_a_restart(
             c.close()
     answers = [*single, *batch, *at_stop]
     ids = [a.recommendation_id for a in answers]
-    assert all(len(i) == 22 for i in ids) and len(set(ids)) == len(ids)
+    assert all(len(i) == 32 for i in ids) and len(set(ids)) == len(ids)
     assert all(a.experiment == "imp" for a in answers)
 
     stored = by_id(store_url, "imp")  # read after the server stopped: in the store for good

@@ -23,7 +23,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -638,12 +638,15 @@ class DataStore(ABC):
         if not rows:
             return
         now = self.clock()
-        self._insert_many(imp.INSERT, [imp.params(r, now) for r in rows])
+        # Lazily: each row's parameters are built between two inserts, which release the GIL,
+        # so a batch never holds it for long (a server thread stores impressions).
+        self._insert_many(imp.INSERT, (imp.params(r, now) for r in rows))
 
     @abstractmethod
-    def _insert_many(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+    def _insert_many(self, sql: str, rows: Iterable[tuple[Any, ...]]) -> None:
         """In ONE write transaction run ``sql`` (``?`` placeholders) once per row of
-        parameters; on failure roll back and raise StoreUnavailable. Any thread."""
+        parameters (an iterable: consume it once, lazily); on failure roll back and raise
+        StoreUnavailable. Any thread."""
 
     def impressions(self, experiment: str) -> pl.DataFrame:
         """The stored impressions of ``experiment`` ("" for answers outside any experiment),

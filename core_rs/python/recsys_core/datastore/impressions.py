@@ -74,7 +74,8 @@ class Impression:
     """One recommendation answer as shown: ``item_ids`` in position order (position = index
     + 1) with their ``scores``; ``teams`` (interleaving only) the team that placed each item
     (0: the first variant, 1: the second). ``experiment`` and ``variant`` are "" outside any
-    experiment; ``ts`` is unix seconds."""
+    experiment; ``ts`` is unix seconds. Scores are stored to 9 significant digits (exact for
+    the float32 scores answers carry); a non-finite one is read back as null."""
 
     recommendation_id: str
     user_id: str
@@ -88,9 +89,25 @@ class Impression:
     teams: tuple[int, ...] = ()
 
 
-def _finite(x: float) -> float | None:
+# The JSON arrays are built by hand: json.dumps of 10 ids costs 2.8 us and of 10 scores 11 us
+# (17-digit floats), this 1.1 and 4.9 (a server thread writes these while requests are being
+# answered).
+_quote = json.encoder.encode_basestring  # type: ignore[attr-defined]
+
+
+def _strings(values: Sequence[str]) -> str:
+    return "[" + ",".join(map(_quote, values)) + "]"
+
+
+_score = "{:.9g}".format  # 9 significant digits: exact for float32, the API's score type
+
+
+def _scores(scores: Sequence[float]) -> str:
+    values = [float(s) for s in scores]
+    if all(map(math.isfinite, values)):
+        return "[" + ",".join(map(_score, values)) + "]"
     # JSON has no NaN or infinity: such a score is stored as null.
-    return x if math.isfinite(x) else None
+    return json.dumps([s if math.isfinite(s) else None for s in values])
 
 
 def check(rows: Sequence[Impression]) -> None:
@@ -121,9 +138,9 @@ def params(r: Impression, stored_at: float) -> tuple[Any, ...]:
         r.model,
         r.version,
         float(r.ts),
-        json.dumps(list(r.item_ids), ensure_ascii=False, separators=(",", ":")),
-        json.dumps([_finite(float(s)) for s in r.scores], separators=(",", ":")),
-        json.dumps([int(t) for t in r.teams], separators=(",", ":")),
+        _strings(r.item_ids),
+        _scores(r.scores),
+        "[" + ",".join(str(int(t)) for t in r.teams) + "]",
         stored_at,
     )
 

@@ -18,7 +18,7 @@ writer thread per process makes that impossible for a single server; followers r
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import unquote
@@ -241,7 +241,7 @@ class PostgresStore(DataStore):
         except psycopg.Error as e:
             raise StoreUnavailable(f"{self.url}: commit failed: {self._scrub(e)}") from None
 
-    def _insert_many(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+    def _insert_many(self, sql: str, rows: Iterable[tuple[Any, ...]]) -> None:
         try:
             with self._connection() as conn, conn.cursor() as cur:
                 cur.executemany(sql.replace("?", "%s"), rows)

@@ -21,7 +21,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -258,7 +258,7 @@ class SQLiteStore(DataStore):
             lambda conn: items.write(conn.cursor(), "?", changes, now), "commit"
         )
 
-    def _insert_many(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+    def _insert_many(self, sql: str, rows: Iterable[tuple[Any, ...]]) -> None:
         self._transaction(lambda conn: conn.executemany(sql, rows), "commit")
 
     def _execute_write(self, sql: str, params: Sequence[Any], check: Callable[[int], None]) -> int:
