@@ -214,3 +214,38 @@ def test_impressions_record_the_teams(srv, users):
             assert len(row["teams"]) == K and abs(sum(row["teams"]) - K / 2) <= 0.5
         else:
             assert row["teams"] == []
+
+
+def test_report_credits_clicks_to_the_ranker_that_placed_the_item(srv, users):
+    """Clicks (with the answer's recommendation_id and position) on items only item_cf
+    recommends: placed by team A, so the report's preference goes to item_cf alone."""
+    c = Client(srv.address)
+    try:
+        clicked = 0
+        for n, user in enumerate(users["mix"][20:30]):
+            r = c.Recommend(pb.RecommendRequest(user_id=user, k=K))
+            a, b = (own(c, user, m).items for m in ("item_cf", "svd"))
+            only_a = {x.item_id for x in a} - {x.item_id for x in b}
+            pos = next((p for p, i in enumerate(r.items, 1) if i.item_id in only_a), None)
+            if pos is None:
+                continue
+            e = pb.Interaction(
+                event_id=f"mix-click-{n}",
+                user_id=user,
+                item_id=r.items[pos - 1].item_id,
+                event_type="click",
+                recommendation_id=r.recommendation_id,
+                position=pos,
+            )
+            c.RecordInteractions(pb.RecordInteractionsRequest(events=[e]))
+            clicked += 1
+        assert clicked >= 5
+        assert srv.running.core.impressions.flush(timeout=60), "impressions not written"
+        got = c.GetExperimentReport(pb.GetExperimentReportRequest(experiment="mix"))
+    finally:
+        c.close()
+    assert got.kind == "interleave"
+    i = got.interleaving
+    assert (i.model_a, i.model_b) == ("item_cf", "svd")
+    assert (i.wins_a, i.wins_b, i.ties) == (clicked, 0, 0)
+    assert i.preference_a == 1.0
