@@ -379,3 +379,18 @@ def test_report_errors_name_the_experiment_or_the_store():
     asyncio.run(scenario())
     with pytest.raises(Unavailable, match="not open"):
         asyncio.run(core_with(None).experiment_report("e"))
+
+
+def test_ids_of_answers_outside_the_experiment():
+    # e14 names u1's answer of another experiment that also showed b: with the store saying
+    # so (impression_experiment) it is not this experiment's; without, it goes by the window.
+    evs = EVENTS.vstack(events(("e14", "u1", "b", "click", 2100, None, "elsewhere", None)))
+    got = attribute(IMPS, evs, OUTCOMES, DAY)
+    assert got.filter(pl.col("event_id") == "e14")["recommendation_id"].to_list() == ["r2"]
+    named = {"e03": "e", "e04": "e", "e12": "e", "e14": "other"}
+    evs = evs.with_columns(
+        impression_experiment=pl.col("event_id").replace_strict(named, default=None)
+    )
+    got = attribute(IMPS, evs, OUTCOMES, DAY)
+    assert "e14" not in set(got["event_id"])
+    assert got.height == 9  # every other event as in test_attribution_follows_the_rules
