@@ -38,6 +38,9 @@ T = TypeVar("T")
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 DEFAULT_TIMEOUT = 2.0
+REPORT_TIMEOUT = 60.0
+"""The default deadline of an experiment report: it reads every impression of the experiment
+(seconds for a large one)."""
 DEFAULT_RETRIES = 3
 SERVICE = pb.DESCRIPTOR.services_by_name["Recommender"].full_name  # "recsys.v1.Recommender"
 

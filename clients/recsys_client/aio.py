@@ -18,6 +18,7 @@ from recsys_client._core import (
     DEFAULT_RETRIES,
     DEFAULT_TARGET,
     DEFAULT_TIMEOUT,
+    REPORT_TIMEOUT,
     Backoff,
 )
 from recsys_client.types import (
@@ -199,7 +200,7 @@ class AsyncRecsysClient:
         return await self._invoke(_core.user_history(user_id, limit), timeout)
 
     async def experiment_report(
-        self, experiment: str, *, timeout: float | None = None
+        self, experiment: str, *, timeout: float | None = REPORT_TIMEOUT
     ) -> ExperimentReport:
         """See :meth:`RecsysClient.experiment_report`."""
         return await self._invoke(_core.experiment_report(experiment), timeout)

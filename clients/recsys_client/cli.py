@@ -34,7 +34,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from recsys_client._core import DEFAULT_RETRIES, DEFAULT_TARGET, DEFAULT_TIMEOUT
+from recsys_client._core import DEFAULT_RETRIES, DEFAULT_TARGET, DEFAULT_TIMEOUT, REPORT_TIMEOUT
 from recsys_client._version import __version__
 from recsys_client.client import RecsysClient
 from recsys_client.errors import RecsysError
@@ -388,7 +388,7 @@ def format_report(r: ExperimentReport) -> str:
 
 
 def _experiment_report(client: RecsysClient, a: argparse.Namespace) -> int:
-    r = client.experiment_report(a.name)
+    r = client.experiment_report(a.name, timeout=REPORT_TIMEOUT if a.timeout is None else a.timeout)
     if a.json:
         _print_json(r)
     else:
@@ -446,7 +446,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--tls-root-cert", metavar="PEM", help="connect with TLS using this root cert")
     p.add_argument(
-        "--timeout", type=float, default=DEFAULT_TIMEOUT, help="deadline in seconds (%(default)s)"
+        "--timeout",
+        type=float,
+        default=None,
+        help=f"deadline in seconds ({DEFAULT_TIMEOUT:g}; experiments report: {REPORT_TIMEOUT:g})",
     )
     p.add_argument(
         "--retries",
@@ -567,7 +570,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.target,
             token=args.token,
             tls_root_cert=args.tls_root_cert,
-            timeout=args.timeout,
+            timeout=DEFAULT_TIMEOUT if args.timeout is None else args.timeout,
             retries=args.retries,
         ) as client:
             return args.run(client, args)

@@ -237,3 +237,14 @@ def test_cli_record_with_recommendation_id(fake, capsys):
     assert code == 0 and out.startswith("recorded 1")
     e = fake.servicer.stored["ev1"]
     assert (e.recommendation_id, e.position, e.item_id) == ("rec-u", 4, "i4")
+
+
+def test_report_deadline_defaults_to_a_minute(fake, make_client, capsys):
+    make_client(fake.address).experiment_report("blend")  # the client's default is 2 s
+    assert run(capsys, "--target", fake.address, "experiments", "report", "blend")[0] == 0
+    argv = ["--target", fake.address, "--timeout", "5", "experiments", "report", "blend"]
+    assert run(capsys, *argv)[0] == 0
+    sdk, cli, given = (s.time_remaining for s in fake.servicer.calls_of("GetExperimentReport"))
+    assert 30 < sdk <= 61 and 30 < cli <= 61 and given <= 5.1
+    assert run(capsys, "--target", fake.address, "models")[0] == 0
+    assert fake.servicer.calls_of("ListModels")[0].time_remaining <= 2.1

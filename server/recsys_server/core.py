@@ -18,7 +18,7 @@ from recsys_core.datastore import DataStore, ItemChange, StoreUnavailable
 from recsys_core.events import Event
 from recsys_server import catalogue, history, scoring
 from recsys_server.catalogue import Catalogue
-from recsys_server.config import ServerConfig
+from recsys_server.config import Experiment, ServerConfig
 from recsys_server.errors import (
     DeadlineExceeded,
     InvalidArgument,
@@ -134,6 +134,8 @@ class RecommenderCore:
         self.versions = versions
         self.datastore = datastore
         self.metrics = metrics
+        self._reports: dict[str, asyncio.Future] = {}
+        """Experiment reports being built, by experiment (shared by concurrent calls)."""
         if metrics is not None:  # the drift and freshness gauges read these at scrape time
             metrics.watch(lambda: versions.snapshot, versions.events_since_training)
 
@@ -365,7 +367,8 @@ class RecommenderCore:
 
     async def experiment_report(self, name: str) -> report.Report:
         """The report of the configured experiment ``name`` from the stored impressions and
-        events (read and computed off the event loop)."""
+        events (read and computed off the event loop). Calls for an experiment whose report
+        is being built share that build: a dashboard polling from many tabs costs one."""
         if not name:
             raise InvalidArgument("experiment", "must not be empty")
         exps = self.config.experiments
@@ -373,12 +376,28 @@ class RecommenderCore:
         if exp is None:
             known = ", ".join(repr(e.name) for e in exps) or "none"
             raise NotFound(f"experiment {name!r} is not configured; configured: {known}")
-        store = self.datastore
-        if store is None:
+        if self.datastore is None:
             raise Unavailable("the data store is not open")
+        building = self._reports.get(name)
+        if building is None:
+            building = asyncio.ensure_future(self._build_report(exp))
+            self._reports[name] = building
+            building.add_done_callback(lambda t: self._report_done(name, t))
+        # Shielded: one caller giving up does not cancel the build the others wait for.
+        return await asyncio.shield(building)
+
+    def _report_done(self, name: str, t: asyncio.Future) -> None:
+        if self._reports.get(name) is t:
+            del self._reports[name]
+        if not t.cancelled():
+            t.exception()  # retrieved even when every caller gave up (no "never retrieved")
+
+    async def _build_report(self, exp: Experiment) -> report.Report:
+        store = self.datastore
+        assert store is not None
 
         def read() -> tuple[Any, Any]:
-            return store.impressions(name), store.experiment_events(name)
+            return store.impressions(exp.name), store.experiment_events(exp.name)
 
         try:
             impressions, events = await asyncio.to_thread(read)

@@ -1,15 +1,21 @@
 """Attribution of outcome events and the experiment report on hand-built store frames (the
-store's `impressions` / `experiment_events` columns), every number computed by hand."""
+store's `impressions` / `experiment_events` columns), every number computed by hand; the
+core's report call (shared builds, errors) on a stand-in store."""
 
 from __future__ import annotations
 
+import asyncio
 import math
+import threading
 
 import numpy as np
 import polars as pl
 import pytest
 
-from recsys_server.config import Experiment, Outcomes, Variant
+from recsys_core.datastore import StoreUnavailable
+from recsys_server.config import Experiment, Outcomes, ServerConfig, Variant
+from recsys_server.core import RecommenderCore
+from recsys_server.errors import InvalidArgument, NotFound, Unavailable
 from recsys_server.experiments import report, stats
 from recsys_server.experiments.attribution import COLUMNS, attribute
 
@@ -257,6 +263,26 @@ def test_interleaving_credits_clicks_to_teams():
     assert (il.preference.wins_a, il.preference.wins_b, il.preference.ties) == (1, 1, 1)
 
 
+def test_interleaving_without_clicks():
+    exp = Experiment(
+        "il", (Variant("a", "svd", 0.5), Variant("b", "item_cf", 0.5)), kind="interleave"
+    )
+    imps = impressions(("r1", "u1", "interleaved", 0, ["a", "b", "c"], [0, 1, 0]))
+    r = report.build(exp, OUTCOMES, DAY, imps, EVENTS.clear(), dropped=0)
+    p = r.interleaving.preference
+    assert (p.wins_a, p.wins_b, p.ties) == (0, 0, 0) and math.isnan(p.preference_a)
+    assert [(v.users, v.impressions, v.clicks, v.ctr) for v in r.variants] == [
+        (1, 1, 0, 0.0),
+        (1, 1, 0, 0.0),
+    ]
+
+
+def test_report_skips_unconfigured_variants():
+    imps = IMPS.vstack(impressions(("old", "u9", "removed", 1000, ["a"])))
+    r = report.build(EXP, OUTCOMES, DAY, imps, EVENTS, dropped=0)
+    assert [(v.variant, v.users) for v in r.variants] == [("control", 1), ("treat", 2)]
+
+
 def test_attribution_at_scale():
     """Not a timing assertion: a size check of the vectorised join (1M impressions take about
     1 s: docs/experiments.md)."""
@@ -289,3 +315,82 @@ def test_attribution_at_scale():
     )
     got = attribute(imps, evs, OUTCOMES, DAY)
     assert got.height == m  # each was shown 60 s before: all credited
+
+
+class SlowStore:
+    """A data store stand-in whose reads wait for ``go`` and are counted."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.go = threading.Event()
+        self.reads = 0
+        self.fail = fail
+
+    def impressions(self, name: str) -> pl.DataFrame:
+        self.reads += 1
+        self.go.wait(10)
+        if self.fail:
+            raise StoreUnavailable("database is locked")
+        return IMPS
+
+    def experiment_events(self, name: str) -> pl.DataFrame:
+        return EVENTS
+
+
+def core_with(store) -> RecommenderCore:
+    config = ServerConfig(experiments=(EXP,), outcomes=OUTCOMES)
+    return RecommenderCore(config, versions=None, datastore=store)
+
+
+def test_concurrent_report_calls_share_one_build():
+    store = SlowStore()
+    core = core_with(store)
+
+    async def scenario():
+        first = asyncio.ensure_future(core.experiment_report("e"))
+        second = asyncio.ensure_future(core.experiment_report("e"))
+        await asyncio.sleep(0.05)
+        first.cancel()  # one caller gives up: the other still gets the shared build
+        store.go.set()
+        got = await second
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        again = await core.experiment_report("e")  # a later call builds afresh
+        return got, again
+
+    got, again = asyncio.run(scenario())
+    assert store.reads == 2
+    assert [v.clicks for v in got.variants] == [7, 0] == [v.clicks for v in again.variants]
+    assert got.generated_at <= again.generated_at
+
+
+def test_report_errors_name_the_experiment_or_the_store():
+    core = core_with(SlowStore(fail=True))
+    core.datastore.go.set()
+
+    async def scenario():
+        with pytest.raises(NotFound, match="'nope' is not configured; configured: 'e'"):
+            await core.experiment_report("nope")
+        with pytest.raises(InvalidArgument, match=r"^experiment"):
+            await core.experiment_report("")
+        with pytest.raises(Unavailable, match="data store read failed: database is locked"):
+            await core.experiment_report("e")
+        assert core._reports == {}
+
+    asyncio.run(scenario())
+    with pytest.raises(Unavailable, match="not open"):
+        asyncio.run(core_with(None).experiment_report("e"))
+
+
+def test_ids_of_answers_outside_the_experiment():
+    # e14 names u1's answer of another experiment that also showed b: with the store saying
+    # so (impression_experiment) it is not this experiment's; without, it goes by the window.
+    evs = EVENTS.vstack(events(("e14", "u1", "b", "click", 2100, None, "elsewhere", None)))
+    got = attribute(IMPS, evs, OUTCOMES, DAY)
+    assert got.filter(pl.col("event_id") == "e14")["recommendation_id"].to_list() == ["r2"]
+    named = {"e03": "e", "e04": "e", "e12": "e", "e14": "other"}
+    evs = evs.with_columns(
+        impression_experiment=pl.col("event_id").replace_strict(named, default=None)
+    )
+    got = attribute(IMPS, evs, OUTCOMES, DAY)
+    assert "e14" not in set(got["event_id"])
+    assert got.height == 9  # every other event as in test_attribution_follows_the_rules

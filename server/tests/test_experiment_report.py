@@ -13,9 +13,11 @@ import pytest
 from srv_support import Client, code_of, serving, trained, wait_until  # noqa: F401 (fixture)
 
 from recsys_core import artifacts
+from recsys_core.datastore import open_store
 from recsys_proto.v1 import recommender_pb2 as pb
 from recsys_server.config import Experiment, Outcomes, Variant
 from recsys_server.experiments import stats
+from recsys_server.experiments.interleave import credit
 from recsys_server.router import assign
 
 EXP = Experiment("duo", (Variant("control", "hybrid", 0.5), Variant("treat", "item_cf", 0.5)))
@@ -190,3 +192,73 @@ def test_unknown_experiment_is_not_found(trained, tmp_path):  # noqa: F811
         finally:
             c.close()
             anon.close()
+
+
+MIX = Experiment("mix", (Variant("a", "item_cf", 0.5), Variant("b", "svd", 0.5)), kind="interleave")
+
+
+def test_interleaving_report_on_a_real_server(trained, tmp_path):  # noqa: F811
+    loaded = artifacts.load_version(trained / artifacts.latest_version(trained))
+    counts = np.diff(loaded.history.indptr)
+    u1, u2, u3 = (str(loaded.user_ids[u]) for u in np.flatnonzero(counts >= 10)[:3])
+    with serving(trained, tmp_path, experiments=(MIX,)) as srv:
+        c = Client(srv.address)
+        try:
+            answers = [c.Recommend(pb.RecommendRequest(user_id=u, k=4)) for u in (u1, u1, u2, u3)]
+            assert all(len(r.items) == 4 and r.experiment == "mix" for r in answers)
+            r1, r1b, r2, _ = answers
+            t = time.time()
+
+            def stored():
+                with open_store(srv.config.store_url) as store:
+                    f = store.impressions("mix")
+                return [f] if f.height == 4 else None
+
+            (frame,) = wait_until(stored, "4 impressions stored")
+            teams = dict(zip(frame["recommendation_id"], frame["teams"].to_list(), strict=True))
+            events = [
+                ev("1", u1, r1.items[0].item_id, "click", t + 1, r1.recommendation_id, 1),
+                ev("2", u1, r1.items[1].item_id, "click", t + 2, r1.recommendation_id, 2),
+                ev("3", u1, r1b.items[2].item_id, "click", t + 3, r1b.recommendation_id, 3),
+                # No id: credited by the window at the item's position in u2's list.
+                ev("4", u2, r2.items[1].item_id, "click", t + 4),
+            ]
+            c.RecordInteractions(pb.RecordInteractionsRequest(events=events))
+            r = c.GetExperimentReport(pb.GetExperimentReportRequest(experiment="mix"))
+        finally:
+            c.close()
+
+    # By hand: each impression's clicks credited to the team that placed the item.
+    t1, t1b, t2 = (teams[x.recommendation_id] for x in (r1, r1b, r2))
+    won = [credit(t1, [1, 2]), credit(t1b, [3]), credit(t2, [2])]  # (a, b) per impression
+    assert sum(a + b for a, b in won) == 4
+
+    def outcome(ab):  # (win a, win b, tie)
+        return (int(ab[0] > ab[1]), int(ab[1] > ab[0]), int(ab[0] == ab[1]))
+
+    per_user = [
+        tuple(x + y for x, y in zip(outcome(won[0]), outcome(won[1]), strict=True)),
+        outcome(won[2]),
+    ]
+    want = stats.preference(*(list(col) for col in zip(*per_user, strict=True)))
+    il = r.interleaving
+    assert (il.model_a, il.model_b) == ("item_cf", "svd")
+    assert (il.wins_a, il.wins_b, il.ties) == (want.wins_a, want.wins_b, want.ties)
+    for g, w in [
+        (il.preference_a, want.preference_a),
+        (il.ci95.low, want.ci95.low),
+        (il.ci95.high, want.ci95.high),
+        (il.always_valid.low, want.always_valid.low),
+        (il.always_valid.high, want.always_valid.high),
+        (il.p_value, want.p_value),
+    ]:
+        assert (math.isnan(g) and math.isnan(w)) or g == pytest.approx(w, rel=1e-12)
+    # Per variant: all 3 users and 4 impressions; the items its team placed; its clicks.
+    all_teams = [x for ts in teams.values() for x in ts]
+    a, b = r.variants
+    assert (a.variant, a.model, a.users, a.impressions) == ("a", "item_cf", 3, 4)
+    assert (b.variant, b.model, b.users, b.impressions) == ("b", "svd", 3, 4)
+    assert (a.clicks, b.clicks) == (sum(x[0] for x in won), sum(x[1] for x in won))
+    assert a.ctr == pytest.approx(a.clicks / all_teams.count(0))
+    assert b.ctr == pytest.approx(b.clicks / all_teams.count(1))
+    assert (r.kind, len(r.comparisons), r.HasField("sample_ratio")) == ("interleave", 0, False)

@@ -5,6 +5,12 @@ that impression: at its ``position`` when one is given and within the list, else
 position in it when shown, else to the impression without a position. Any other event (no id,
 an id the store does not know, another user's id) goes to the latest impression of the same
 user that showed the event's item at most ``window_s`` seconds before it; else to none.
+
+The impressions frame holds one experiment's impressions only, so an id naming the same user's
+impression outside it (no experiment, another experiment) looks unknown here. When the events
+frame has an ``impression_experiment`` column (the experiment of the stored impression of the
+same user its id names; null: none) such events are left out instead: they came from that
+other answer. Without the column they go by the window like unknown ids.
 """
 
 from __future__ import annotations
@@ -44,6 +50,10 @@ def attribute(
 ) -> pl.DataFrame:
     """The outcome events of ``events`` credited to ``impressions`` (columns `COLUMNS`)."""
     events = events.filter(pl.col("event_type").is_in(outcome_types(outcomes)))
+    if "impression_experiment" in events.columns:
+        named = pl.col("impression_experiment")
+        ours = impressions["experiment"].unique().to_list()
+        events = events.filter(named.is_null() | named.is_in(ours))
     if events.is_empty() or impressions.is_empty():
         return _empty()
     events = events.with_columns(
