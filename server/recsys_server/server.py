@@ -49,6 +49,7 @@ class Running:
     """A started server, for tests and embedding; `stop` is the shutdown sequence."""
 
     config: ServerConfig
+    """As started; after a configuration reload the live settings are ``core.config``."""
     server: grpc.aio.Server
     port: int
     metrics_port: int
