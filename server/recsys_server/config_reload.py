@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from recsys_server import config as config_mod
-from recsys_server.config import ConfigError, ServerConfig
+from recsys_server.config import ConfigError, Experiment, ServerConfig
 
 if TYPE_CHECKING:
     from recsys_server.core import RecommenderCore
@@ -35,6 +35,34 @@ class Outcome:
     message: str
     restart_needed: tuple[str, ...] = ()
     """Settings changed in the file that only a restart applies (not applied)."""
+    moved: tuple[str, ...] = ()
+    """Experiments whose users' assignments moved, with why (`moved`)."""
+
+
+def moved(before: tuple[Experiment, ...], after: tuple[Experiment, ...]) -> tuple[str, ...]:
+    """Why users' assignments move (`router.assign`), one line per experiment affected: its
+    own shares or variants changed, an experiment before it changed its coverage (users move
+    in or out of it), or it is new or removed. Empty: nobody moves."""
+
+    def coverage(exps: tuple[Experiment, ...]) -> dict[str, tuple]:
+        out, prefix = {}, ()
+        for e in exps:
+            split = (e.kind, tuple((v.name, v.share) for v in e.variants))
+            out[e.name] = (prefix, split)
+            prefix += ((e.name, sum(v.share for v in e.variants)),)
+        return out
+
+    old, new = coverage(before), coverage(after)
+    lines = []
+    for name, (prefix, split) in new.items():
+        if name not in old:
+            lines.append(f"{name}: new")
+        elif split != old[name][1]:
+            lines.append(f"{name}: its variants or shares changed")
+        elif prefix != old[name][0]:
+            lines.append(f"{name}: an experiment before it changed its coverage")
+    lines += [f"{name}: removed" for name in old if name not in new]
+    return tuple(lines)
 
 
 def restart_needed(before: ServerConfig, after: ServerConfig) -> tuple[str, ...]:
@@ -100,4 +128,7 @@ class ConfigReload:
         changed = [n for n in LIVE if getattr(wanted, n) != getattr(current, n)]
         names = ", ".join(f"{e.name} ({e.kind})" for e in wanted.experiments) or "none"
         log.info("config reload applied: %s changed; experiments: %s", ", ".join(changed), names)
-        return Outcome(APPLIED, f"applied: {', '.join(changed)}", restart)
+        shifted = moved(current.experiments, wanted.experiments)
+        if shifted:
+            log.warning("config reload: users' assignments move in %s", "; ".join(shifted))
+        return Outcome(APPLIED, f"applied: {', '.join(changed)}", restart, shifted)

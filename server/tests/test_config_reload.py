@@ -20,7 +20,7 @@ from srv_support import (  # noqa: F401 (fixtures)
 
 from recsys_proto.v1 import recommender_pb2 as pb
 from recsys_server.config import Experiment, Outcomes, Variant
-from recsys_server.config_reload import APPLIED, REFUSED, UNCHANGED
+from recsys_server.config_reload import APPLIED, REFUSED, UNCHANGED, moved
 from recsys_server.router import assign, bucket
 
 USERS = [f"hup-{n}" for n in range(300)]
@@ -78,6 +78,7 @@ def test_sighup_applies_experiments_and_refuses_invalid_files(trained, tmp_path)
         assert moved == {u for u in USERS if 0.4 <= bucket("exp", u) < 0.5}
         assert moved and all((before[u], after[u]) == ("a", "b") for u in moved)
         assert "config reload applied: experiments changed" in srv.stderr
+        assert "users' assignments move in exp: its variants or shares changed" in srv.stderr
 
         # Invalid files: refused as a whole, the log names the field, nothing changes.
         invalid = {
@@ -197,3 +198,35 @@ def test_a_reloaded_hybrid_variant_serves_its_weights(trained, tmp_path):  # noq
         after = running.core.versions.snapshot
         assert after.variant_models == {} and any(m is b for m in after.retired)
         assert id(b) not in after.caches
+
+
+def test_moved_names_exactly_the_experiments_whose_users_move():
+    a = Experiment("a", (Variant("x", "svd", 0.2),))
+    b = Experiment("b", (Variant("y", "svd", 0.5), Variant("z", "hybrid", 0.5)))
+    c = Experiment("c", (Variant("w", "svd", 1.0),))
+    before = (a, b)
+    assert moved(before, before) == ()
+    # Another model or weights for a variant: the same users see it.
+    b_model = Experiment("b", (Variant("y", "item_cf", 0.5), Variant("z", "hybrid", 0.5)))
+    assert moved(before, (a, b_model)) == ()
+    # b's split changes at the same total: b's users move, nobody else.
+    b_split = Experiment("b", (Variant("y", "svd", 0.4), Variant("z", "hybrid", 0.6)))
+    assert moved(before, (a, b_split)) == ("b: its variants or shares changed",)
+    # a covers more: a's users move, and b's (some now reach a first).
+    a_more = Experiment("a", (Variant("x", "svd", 0.3),))
+    assert moved(before, (a_more, b)) == (
+        "a: its variants or shares changed",
+        "b: an experiment before it changed its coverage",
+    )
+    # Appended: only the new experiment takes users (those no experiment covered).
+    assert moved(before, (a, b, c)) == ("c: new",)
+    # Inserted first, or removed: the later ones move.
+    assert moved(before, (c, a, b)) == (
+        "c: new",
+        "a: an experiment before it changed its coverage",
+        "b: an experiment before it changed its coverage",
+    )
+    assert moved(before, (b,)) == (
+        "b: an experiment before it changed its coverage",
+        "a: removed",
+    )
