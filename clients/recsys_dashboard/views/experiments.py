@@ -56,7 +56,8 @@ if not name:
     st.stop()
 
 try:
-    r = client.experiment_report(name)
+    with st.spinner(f"Building the report of {name} from the stored impressions…"):
+        r = client.experiment_report(name)
 except NotFound as e:
     st.info(f"**No experiment {name!r} on this server.** {e.details}", icon=":material/search_off:")
     st.stop()
