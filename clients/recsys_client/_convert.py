@@ -18,15 +18,19 @@ from recsys_client.errors import InvalidArgument
 from recsys_client.types import (
     ComponentShare,
     ContentMatch,
+    ExperimentReport,
     Explanation,
     HistoryEvent,
     HistoryItem,
     Interaction,
+    InterleavingResult,
+    Interval,
     Item,
     ItemContribution,
     ItemsPage,
     ItemsResult,
     LatentFactors,
+    MetricComparison,
     ModelInfo,
     ModelsResult,
     Recommendation,
@@ -34,10 +38,12 @@ from recsys_client.types import (
     RecommendResult,
     RecordResult,
     ReloadResult,
+    SampleRatio,
     SimilarItemsResult,
     SimilarUsers,
     Trending,
     UserHistory,
+    VariantSummary,
 )
 from recsys_proto.v1 import recommender_pb2 as pb
 
@@ -47,6 +53,7 @@ MAX_BATCH = 1000
 MAX_EVENTS = 1000
 MAX_ITEMS = 1000
 MAX_PAGE = 1000
+MAX_RECOMMENDATION_ID = 128
 
 _TIERS = {
     pb.FALLBACK_TIER_UNSPECIFIED: "unspecified",
@@ -220,6 +227,18 @@ def interaction_to_proto(event: Interaction) -> pb.Interaction:
         msg.rating = float(rating)
     elif event.rating is not None:
         raise InvalidArgument(f"rating is only for event_type 'rating', not {event_type!r}")
+    rid, position = event.recommendation_id, event.position
+    if rid is not None:
+        if not isinstance(rid, str) or len(rid) > MAX_RECOMMENDATION_ID or "\x00" in rid:
+            raise InvalidArgument(
+                f"recommendation_id must be a string of at most {MAX_RECOMMENDATION_ID} "
+                f"characters without NUL, got {rid!r}"
+            )
+        msg.recommendation_id = rid
+    if position is not None:
+        if isinstance(position, bool) or not isinstance(position, int) or not 1 <= position < 2**31:
+            raise InvalidArgument(f"position is 1-based, got {position!r}")
+        msg.position = position
     return msg
 
 
@@ -366,6 +385,7 @@ def recommend_result(msg: pb.RecommendResponse) -> RecommendResult:
         fallback_tier=_TIERS.get(msg.fallback_tier, "unspecified"),
         experiment=msg.experiment or None,
         variant=msg.variant or None,
+        recommendation_id=msg.recommendation_id or None,
     )
 
 
@@ -445,4 +465,75 @@ def user_history_result(msg: pb.GetUserHistoryResponse) -> UserHistory:
             )
             for e in msg.events
         ],
+    )
+
+
+def experiment_report_request(experiment: Any) -> pb.GetExperimentReportRequest:
+    return pb.GetExperimentReportRequest(experiment=check_id("experiment", experiment))
+
+
+def _interval(msg: pb.Interval) -> Interval:
+    return Interval(msg.low, msg.high)
+
+
+def experiment_report(msg: pb.GetExperimentReportResponse) -> ExperimentReport:
+    sr = msg.sample_ratio if msg.HasField("sample_ratio") else None
+    il = msg.interleaving if msg.HasField("interleaving") else None
+    return ExperimentReport(
+        experiment=msg.experiment,
+        kind=msg.kind,
+        control=msg.control,
+        generated_at=_optional_timestamp(msg, "generated_at"),
+        attribution_hours=msg.attribution_hours,
+        variants=[
+            VariantSummary(
+                v.variant,
+                v.model,
+                v.share,
+                v.users,
+                v.impressions,
+                v.clicks,
+                v.conversions,
+                v.value,
+                v.ctr,
+                v.conversions_per_user,
+                v.value_per_user,
+            )
+            for v in msg.variants
+        ],
+        comparisons=[
+            MetricComparison(
+                c.metric,
+                c.variant,
+                c.control_value,
+                c.variant_value,
+                c.difference,
+                c.relative_difference,
+                _interval(c.ci95),
+                _interval(c.always_valid),
+                c.p_value,
+                c.significant,
+                c.mde_relative,
+            )
+            for c in msg.comparisons
+        ],
+        sample_ratio=None
+        if sr is None
+        else SampleRatio(
+            list(sr.observed), list(sr.expected_shares), sr.chi_square, sr.p_value, sr.mismatch
+        ),
+        interleaving=None
+        if il is None
+        else InterleavingResult(
+            il.model_a,
+            il.model_b,
+            il.wins_a,
+            il.wins_b,
+            il.ties,
+            il.preference_a,
+            _interval(il.ci95),
+            _interval(il.always_valid),
+            il.p_value,
+        ),
+        impressions_dropped=msg.impressions_dropped,
     )

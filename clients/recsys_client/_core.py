@@ -20,6 +20,7 @@ from recsys_client import _convert, _health
 from recsys_client._version import __version__
 from recsys_client.errors import InvalidArgument, ServerError, from_rpc_error
 from recsys_client.types import (
+    ExperimentReport,
     Interaction,
     Item,
     ItemsPage,
@@ -37,6 +38,9 @@ T = TypeVar("T")
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 DEFAULT_TIMEOUT = 2.0
+REPORT_TIMEOUT = 60.0
+"""The default deadline of an experiment report: it reads every impression of the experiment
+(seconds for a large one)."""
 DEFAULT_RETRIES = 3
 SERVICE = pb.DESCRIPTOR.services_by_name["Recommender"].full_name  # "recsys.v1.Recommender"
 
@@ -341,6 +345,15 @@ def user_history(user_id: Any, limit: Any) -> Call[UserHistory]:
         _convert.user_history_request(user_id, limit),
         pb.GetUserHistoryResponse,
         _convert.user_history_result,
+    )
+
+
+def experiment_report(experiment: Any) -> Call[ExperimentReport]:
+    return Call(
+        _path("GetExperimentReport"),
+        _convert.experiment_report_request(experiment),
+        pb.GetExperimentReportResponse,
+        _convert.experiment_report,
     )
 
 

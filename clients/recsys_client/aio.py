@@ -18,9 +18,11 @@ from recsys_client._core import (
     DEFAULT_RETRIES,
     DEFAULT_TARGET,
     DEFAULT_TIMEOUT,
+    REPORT_TIMEOUT,
     Backoff,
 )
 from recsys_client.types import (
+    ExperimentReport,
     Interaction,
     Item,
     ItemsPage,
@@ -196,6 +198,12 @@ class AsyncRecsysClient:
     ) -> UserHistory:
         """See :meth:`RecsysClient.user_history`."""
         return await self._invoke(_core.user_history(user_id, limit), timeout)
+
+    async def experiment_report(
+        self, experiment: str, *, timeout: float | None = REPORT_TIMEOUT
+    ) -> ExperimentReport:
+        """See :meth:`RecsysClient.experiment_report`."""
+        return await self._invoke(_core.experiment_report(experiment), timeout)
 
     async def reload_models(self, *, timeout: float | None = None) -> ReloadResult:
         """Admin: look for a new artifact version now; never retried."""

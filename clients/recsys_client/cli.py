@@ -6,6 +6,7 @@
     recsys similar --item X [--k 10] [--model M]
     recsys models
     recsys record --user U --item I --event click [--rating 4.5] [--event-id ID] [--time T]
+                  [--recommendation-id ID [--position N]]
     recsys reload
     recsys health [--service NAME]
     recsys upsert-item --item X [--title T] [--categories a,b] [--attr KEY=VALUE ...]
@@ -14,6 +15,7 @@
     recsys item --item X
     recsys items [--page-size 100] [--page-token TOKEN] [--available | --unavailable]
     recsys history --user U [--limit 100]
+    recsys experiments report NAME
 
 ``--target`` and ``--token`` default to $RECSYS_TARGET and $RECSYS_TOKEN. ``--json`` prints the
 result as JSON instead of a table. Exit status: 0 on success, 1 when the call failed (a one-line
@@ -25,17 +27,25 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from recsys_client._core import DEFAULT_RETRIES, DEFAULT_TARGET, DEFAULT_TIMEOUT
+from recsys_client._core import DEFAULT_RETRIES, DEFAULT_TARGET, DEFAULT_TIMEOUT, REPORT_TIMEOUT
 from recsys_client._version import __version__
 from recsys_client.client import RecsysClient
 from recsys_client.errors import RecsysError
-from recsys_client.types import EVENT_TYPES, Interaction, Item, Recommendation
+from recsys_client.types import (
+    EVENT_TYPES,
+    ExperimentReport,
+    Interaction,
+    Interval,
+    Item,
+    Recommendation,
+)
 
 TITLE_WIDTH = 48
 EXPLANATION_WIDTH = 100
@@ -97,10 +107,21 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
+def _finite(value: Any) -> Any:
+    """``value`` with nan and infinities as None (JSON has no NaN)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
 def _print_json(value: Any) -> None:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         value = dataclasses.asdict(value)
-    print(json.dumps(value, indent=2, default=_json_default, ensure_ascii=False))
+    print(json.dumps(_finite(value), indent=2, default=_json_default, ensure_ascii=False))
 
 
 # --- commands -------------------------------------------------------------------------------
@@ -163,7 +184,14 @@ def _models(client: RecsysClient, a: argparse.Namespace) -> int:
 
 def _record(client: RecsysClient, a: argparse.Namespace) -> int:
     event = Interaction.create(
-        a.user, a.item, a.event, timestamp=a.time, rating=a.rating, event_id=a.event_id
+        a.user,
+        a.item,
+        a.event,
+        timestamp=a.time,
+        rating=a.rating,
+        event_id=a.event_id,
+        recommendation_id=a.recommendation_id,
+        position=a.position,
     )
     result = client.record_interactions([event])
     if a.json:
@@ -275,6 +303,99 @@ def _history(client: RecsysClient, a: argparse.Namespace) -> int:
     return 0
 
 
+def _num(value: float, spec: str) -> str:
+    return format(value, spec) if math.isfinite(value) else "-"
+
+
+def _iv(iv: Interval, spec: str) -> str:
+    if not (math.isfinite(iv.low) and math.isfinite(iv.high)):
+        return "-"
+    return f"[{iv.low:{spec}}, {iv.high:{spec}}]"
+
+
+#: How each metric's values and differences are printed.
+METRIC_FORMAT = {"ctr": ".4f", "conversions_per_user": ".3f", "value_per_user": ".3f"}
+
+
+def format_report(r: ExperimentReport) -> str:
+    """The report as text: variants, comparisons with the control, the sample-ratio check
+    (ALARM on a mismatch) and the interleaving preference."""
+    out = [
+        f"experiment {r.experiment} ({r.kind}), control {r.control},"
+        f" attribution window {r.attribution_hours:g} h, generated {_when(r.generated_at)}"
+    ]
+    rows = [
+        [
+            v.variant,
+            v.model,
+            f"{v.share:.2f}",
+            str(v.users),
+            str(v.impressions),
+            str(v.clicks),
+            _num(v.ctr, ".4f"),
+            _num(v.conversions_per_user, ".3f"),
+            _num(v.value_per_user, ".3f"),
+        ]
+        for v in r.variants
+    ]
+    headers = ["variant", "model", "share", "users", "impressions", "clicks", "ctr"]
+    out.append(format_table([*headers, "conv/user", "value/user"], rows, set(range(2, 9))))
+    if r.comparisons:
+        rows = []
+        for c in r.comparisons:
+            f = METRIC_FORMAT.get(c.metric, ".4f")
+            rel = _num(100 * c.relative_difference, "+.1f")
+            rows.append(
+                [
+                    c.variant,
+                    c.metric,
+                    _num(c.control_value, f),
+                    _num(c.variant_value, f),
+                    _num(c.difference, "+" + f) + (f" ({rel}%)" if rel != "-" else ""),
+                    _iv(c.ci95, f),
+                    _iv(c.always_valid, f),
+                    _num(c.p_value, ".4f"),
+                    "yes" if c.significant else "no",
+                    _num(100 * c.mde_relative, ".1f")
+                    + ("%" if math.isfinite(c.mde_relative) else ""),
+                ]
+            )
+        headers = ["variant", "metric", "control", "value", "difference", "95% interval"]
+        headers += ["always-valid 95%", "p", "significant", "mde"]
+        out += ["", "against the control:", format_table(headers, rows, {2, 3, 4, 7, 9})]
+    sr = r.sample_ratio
+    if sr is not None:
+        observed = "/".join(str(o) for o in sr.observed)
+        expected = "/".join(_num(e, ".2f") for e in sr.expected_shares)
+        line = f"sample ratio: users {observed}, expected shares {expected},"
+        line += f" chi-square {_num(sr.chi_square, '.2f')}, p {_num(sr.p_value, '.4g')}: "
+        line += "ALARM: sample ratio mismatch (p < 0.001)" if sr.mismatch else "ok"
+        out += ["", line]
+    il = r.interleaving
+    if il is not None:
+        out += [
+            "",
+            f"interleaving {il.model_a} (a) vs {il.model_b} (b): wins a {il.wins_a},"
+            f" wins b {il.wins_b}, ties {il.ties}",
+            f"preference for a {_num(il.preference_a, '.3f')}, 95% {_iv(il.ci95, '.3f')},"
+            f" always-valid {_iv(il.always_valid, '.3f')}, p {_num(il.p_value, '.4g')}",
+        ]
+    out += [
+        "",
+        f"impressions dropped under overload since the server started: {r.impressions_dropped}",
+    ]
+    return "\n".join(out)
+
+
+def _experiment_report(client: RecsysClient, a: argparse.Namespace) -> int:
+    r = client.experiment_report(a.name, timeout=REPORT_TIMEOUT if a.timeout is None else a.timeout)
+    if a.json:
+        _print_json(r)
+    else:
+        print(format_report(r))
+    return 0
+
+
 # --- argument parsing -----------------------------------------------------------------------
 
 
@@ -325,7 +446,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--tls-root-cert", metavar="PEM", help="connect with TLS using this root cert")
     p.add_argument(
-        "--timeout", type=float, default=DEFAULT_TIMEOUT, help="deadline in seconds (%(default)s)"
+        "--timeout",
+        type=float,
+        default=None,
+        help=f"deadline in seconds ({DEFAULT_TIMEOUT:g}; experiments report: {REPORT_TIMEOUT:g})",
     )
     p.add_argument(
         "--retries",
@@ -375,6 +499,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--rating", type=float, help="for --event rating")
     c.add_argument("--event-id", help="idempotency key (default: a fresh uuid4)")
     c.add_argument("--time", type=_timestamp, help="Unix seconds or ISO 8601 (default: now)")
+    c.add_argument(
+        "--recommendation-id", help="the recommendation the event came from (experiment reports)"
+    )
+    c.add_argument("--position", type=int, help="the item's 1-based position in it")
 
     command("reload", _reload, "admin: look for a new model artifact version now")
 
@@ -408,6 +536,18 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--user", required=True)
     c.add_argument("--limit", type=int, default=100)
 
+    c = sub.add_parser("experiments", help="experiment reports", description="Experiment reports.")
+    reports = c.add_subparsers(dest="experiments_command", required=True, metavar="COMMAND")
+    r = reports.add_parser(
+        "report",
+        help="an experiment's report",
+        description="Per variant: users, impressions, CTR, conversions and value per user; "
+        "each variant against the control with 95%% intervals; the sample-ratio check; the "
+        "interleaving preference.",
+    )
+    r.add_argument("name", help="an experiment of the server's configuration")
+    r.set_defaults(run=_experiment_report)
+
     c = command("health", _health, "the server's health status (exit 0 only when SERVING)")
     c.add_argument("--service", default="", help="service name (default: the whole server)")
     return p
@@ -430,7 +570,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.target,
             token=args.token,
             tls_root_cert=args.tls_root_cert,
-            timeout=args.timeout,
+            timeout=DEFAULT_TIMEOUT if args.timeout is None else args.timeout,
             retries=args.retries,
         ) as client:
             return args.run(client, args)

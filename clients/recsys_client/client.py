@@ -16,9 +16,11 @@ from recsys_client._core import (
     DEFAULT_RETRIES,
     DEFAULT_TARGET,
     DEFAULT_TIMEOUT,
+    REPORT_TIMEOUT,
     Backoff,
 )
 from recsys_client.types import (
+    ExperimentReport,
     Interaction,
     Item,
     ItemsPage,
@@ -222,6 +224,17 @@ class RecsysClient:
     ) -> UserHistory:
         """The user's training history and latest ``limit`` stored events (newest first)."""
         return self._invoke(_core.user_history(user_id, limit), timeout)
+
+    def experiment_report(
+        self, experiment: str, *, timeout: float | None = REPORT_TIMEOUT
+    ) -> ExperimentReport:
+        """The report of a configured experiment: per variant users, impressions, CTR,
+        conversions and value per user; each variant against the control with fixed-horizon
+        and always-valid 95% intervals; the sample-ratio check; the interleaving preference.
+        NotFound when the server has no experiment of that name (docs/experiments.md). The
+        deadline defaults to 60 s, not the client's: the server reads the whole experiment
+        (None: the client's default)."""
+        return self._invoke(_core.experiment_report(experiment), timeout)
 
     def health(self, service: str = "", *, timeout: float | None = None) -> str:
         """The server's grpc.health.v1 status: "SERVING", "NOT_SERVING", "UNKNOWN" or

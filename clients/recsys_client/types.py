@@ -16,15 +16,19 @@ __all__ = [
     "EVENT_TYPES",
     "FALLBACK_TIERS",
     "ComponentShare",
+    "ExperimentReport",
     "Explanation",
     "HistoryEvent",
     "HistoryItem",
     "Interaction",
+    "InterleavingResult",
+    "Interval",
     "Item",
     "ItemContribution",
     "ItemsPage",
     "ItemsResult",
     "LatentFactors",
+    "MetricComparison",
     "ModelInfo",
     "ModelsResult",
     "RecommendRequest",
@@ -32,10 +36,12 @@ __all__ = [
     "Recommendation",
     "RecordResult",
     "ReloadResult",
+    "SampleRatio",
     "SimilarItemsResult",
     "SimilarUsers",
     "Trending",
     "UserHistory",
+    "VariantSummary",
     "new_event_id",
 ]
 
@@ -145,7 +151,10 @@ class Recommendation:
 @dataclass(frozen=True)
 class RecommendResult:
     """The answer for one user. ``fallback_tier`` says which path produced it: "personalized",
-    "cold_start" or "popularity". ``experiment``/``variant`` are None outside any A/B test."""
+    "cold_start" or "popularity". ``experiment``/``variant`` are None outside any A/B test.
+    ``recommendation_id`` names this answer (None when the server records no impressions):
+    pass it, with the item's 1-based position, in the :class:`Interaction` of what the user
+    did with it, so the event is credited to this answer in experiment reports."""
 
     user_id: str
     items: list[Recommendation]
@@ -154,6 +163,7 @@ class RecommendResult:
     fallback_tier: str = "personalized"
     experiment: str | None = None
     variant: str | None = None
+    recommendation_id: str | None = None
 
     @property
     def item_ids(self) -> list[str]:
@@ -311,6 +321,8 @@ class Interaction:
     """A behaviour event to record. ``event_id`` is the idempotency key: resending an event with
     the same id (e.g. after a lost answer) does not store it twice. ``timestamp`` is a datetime
     (naive means UTC) or Unix seconds. ``rating`` only goes with event_type "rating".
+    ``recommendation_id`` (:attr:`RecommendResult.recommendation_id`) and ``position`` (the
+    item's 1-based place in that answer) say which recommendation the event came from.
 
     Use :meth:`create` to get a fresh event id and the current time by default."""
 
@@ -320,6 +332,8 @@ class Interaction:
     event_type: str
     timestamp: datetime | float
     rating: float | None = None
+    recommendation_id: str | None = None
+    position: int | None = None
 
     @classmethod
     def create(
@@ -331,6 +345,8 @@ class Interaction:
         timestamp: datetime | float | None = None,
         rating: float | None = None,
         event_id: str | None = None,
+        recommendation_id: str | None = None,
+        position: int | None = None,
     ) -> Interaction:
         return cls(
             event_id=event_id if event_id is not None else new_event_id(),
@@ -339,4 +355,104 @@ class Interaction:
             event_type=event_type,
             timestamp=timestamp if timestamp is not None else time.time(),
             rating=rating,
+            recommendation_id=recommendation_id,
+            position=position,
         )
+
+
+# --- experiment reports ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A 95% interval; both ends nan when it cannot be estimated (too few users)."""
+
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class VariantSummary:
+    """One variant: its users (with at least one impression), their impressions and the
+    outcomes credited to them; ``ctr`` is clicks per item shown, the others per user."""
+
+    variant: str
+    model: str
+    share: float
+    users: int
+    impressions: int
+    clicks: int
+    conversions: int
+    value: float
+    ctr: float
+    conversions_per_user: float
+    value_per_user: float
+
+
+@dataclass(frozen=True)
+class MetricComparison:
+    """``variant`` against the control on one metric (ctr | conversions_per_user |
+    value_per_user): the difference with its fixed-horizon 95% interval (``ci95``, valid for
+    one look) and always-valid one (valid at every look; ``significant`` when it excludes 0),
+    the p-value and the relative effect detectable at the current sample size."""
+
+    metric: str
+    variant: str
+    control_value: float
+    variant_value: float
+    difference: float
+    relative_difference: float
+    ci95: Interval
+    always_valid: Interval
+    p_value: float
+    significant: bool
+    mde_relative: float
+
+
+@dataclass(frozen=True)
+class SampleRatio:
+    """Users per variant against the configured shares; ``mismatch`` when p < 0.001."""
+
+    observed: list[int]
+    expected_shares: list[float]
+    chi_square: float
+    p_value: float
+    mismatch: bool
+
+
+@dataclass(frozen=True)
+class InterleavingResult:
+    """Interleaving: impressions whose clicks favoured model a, model b, or neither, and the
+    preference for a (0.5: none) at the user level with its intervals."""
+
+    model_a: str
+    model_b: str
+    wins_a: int
+    wins_b: int
+    ties: int
+    preference_a: float
+    ci95: Interval
+    always_valid: Interval
+    p_value: float
+
+
+@dataclass(frozen=True)
+class ExperimentReport:
+    """GetExperimentReport: per-variant summaries in configured order, each variant compared
+    with the control (the first), the sample-ratio check (None for interleaving), the
+    interleaving preference (None for A/B) and the impressions the server dropped under
+    overload since it started (not in the numbers)."""
+
+    experiment: str
+    kind: str
+    control: str
+    generated_at: datetime | None
+    attribution_hours: float
+    variants: list[VariantSummary]
+    comparisons: list[MetricComparison]
+    sample_ratio: SampleRatio | None
+    interleaving: InterleavingResult | None
+    impressions_dropped: int
+
+    def variant(self, name: str) -> VariantSummary | None:
+        return next((v for v in self.variants if v.variant == name), None)

@@ -19,6 +19,7 @@ PAGES = [
     ("views/similar.py", "Similar items", ":material/hub:"),
     ("views/catalogue.py", "Catalogue", ":material/inventory_2:"),
     ("views/simulate.py", "Live simulation", ":material/play_circle:"),
+    ("views/experiments.py", "Experiments", ":material/experiment:"),
 ]
 
 

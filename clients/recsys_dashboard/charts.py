@@ -120,3 +120,37 @@ def timeline(df: pd.DataFrame, y: str, color: str) -> alt.Chart:
         opacity=0.35,
     )
     return area + base.mark_line(color=color, strokeWidth=2, point=True)
+
+
+def intervals(
+    df: pd.DataFrame, color: str, reference: float = 0.0, domain: tuple[float, float] | None = None
+) -> alt.Chart:
+    """df: label, estimate, ci_low, ci_high, av_low, av_high. Per row the estimate with its
+    always-valid interval (thin, wide) over its fixed-horizon 95% interval (thick), and a
+    dashed rule at ``reference`` (no effect)."""
+    scale = alt.Scale(domain=list(domain)) if domain else alt.Scale(zero=False, nice=True)
+    y = alt.Y("label:N", title=None, sort=None, axis=alt.Axis(labelLimit=220))
+    tips = [
+        "label",
+        alt.Tooltip("estimate:Q", format=".4f"),
+        alt.Tooltip("ci_low:Q", title="95% low", format=".4f"),
+        alt.Tooltip("ci_high:Q", title="95% high", format=".4f"),
+        alt.Tooltip("av_low:Q", title="always-valid low", format=".4f"),
+        alt.Tooltip("av_high:Q", title="always-valid high", format=".4f"),
+    ]
+    base = alt.Chart(df).encode(y=y, tooltip=tips)
+    always = base.mark_rule(color=LABEL, strokeWidth=2, opacity=0.7).encode(
+        x=alt.X("av_low:Q", title=None, scale=scale), x2="av_high:Q"
+    )
+    fixed = base.mark_rule(color=color, strokeWidth=9, opacity=0.85).encode(
+        x=alt.X("ci_low:Q", scale=scale), x2="ci_high:Q"
+    )
+    point = base.mark_point(filled=True, color="white", size=70).encode(
+        x=alt.X("estimate:Q", scale=scale)
+    )
+    zero = (
+        alt.Chart(pd.DataFrame({"x": [reference]}))
+        .mark_rule(color="#f87171", strokeDash=[4, 4])
+        .encode(x=alt.X("x:Q", scale=scale))
+    )
+    return zero + always + fixed + point

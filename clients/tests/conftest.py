@@ -7,7 +7,9 @@ Behaviour is chosen by the ids in the request, so every test gets what it asks f
 - user/item ``sleep:S`` sleeps S seconds (while the call is alive) before answering;
 - user ``cold:...`` / ``new:...`` answer from the cold-start / popularity tier, ``ab:...`` is in
   experiment "exp1" variant "B";
-- ``FakeRecommender.script[method]``: status codes the next calls of that method fail with.
+- ``FakeRecommender.script[method]``: status codes the next calls of that method fail with;
+- GetExperimentReport: ``blend`` (A/B, 2 variants, one with too few users for intervals),
+  ``skewed`` (A/B with a sample-ratio mismatch), ``duel`` (interleaving); others NOT_FOUND.
 
 An interceptor records the method and metadata of every call (health checks included).
 """
@@ -187,6 +189,7 @@ class FakeRecommender(pb_grpc.RecommenderServicer):
             fallback_tier=tier,
             experiment="exp1" if ab else "",
             variant="B" if ab else "",
+            recommendation_id=f"rec-{req.user_id}",
         )
 
     # --- RPCs -------------------------------------------------------------------------------
@@ -250,12 +253,122 @@ class FakeRecommender(pb_grpc.RecommenderServicer):
             default_model="item_cf",
         )
 
+    def GetExperimentReport(self, request, context):
+        self._enter("GetExperimentReport", request, context)
+        report = EXPERIMENT_REPORTS.get(request.experiment)
+        if report is None:
+            context.abort(
+                grpc.StatusCode.NOT_FOUND,
+                f"experiment {request.experiment!r} is not configured; configured: 'blend'",
+            )
+        return report
+
     def ReloadModels(self, request, context):
         self._enter("ReloadModels", request, context)
         old, self.version = self.version, "v2"
         return pb.ReloadModelsResponse(
             version=self.version, changed=old != self.version, message=f"{old} -> v2"
         )
+
+
+def _blend_report() -> pb.GetExperimentReportResponse:
+    r = pb.GetExperimentReportResponse(
+        experiment="blend",
+        kind="ab",
+        control="control",
+        generated_at=_ts(1_717_243_200),
+        attribution_hours=24.0,
+        impressions_dropped=2,
+    )
+    r.variants.add(
+        variant="control",
+        model="hybrid",
+        share=0.5,
+        users=200,
+        impressions=800,
+        clicks=96,
+        conversions=20,
+        value=45.5,
+        ctr=0.012,
+        conversions_per_user=0.1,
+        value_per_user=0.2275,
+    )
+    r.variants.add(
+        variant="more-svd",
+        model="hybrid",
+        share=0.5,
+        users=1,
+        impressions=3,
+        clicks=0,
+        conversions=0,
+        value=0.0,
+        ctr=0.0,
+        conversions_per_user=0.0,
+        value_per_user=0.0,
+    )
+    r.comparisons.add(
+        metric="ctr",
+        variant="more-svd",
+        control_value=0.012,
+        variant_value=0.015,
+        difference=0.003,
+        relative_difference=0.25,
+        ci95=pb.Interval(low=0.001, high=0.005),
+        always_valid=pb.Interval(low=-0.0005, high=0.0065),
+        p_value=0.0125,
+        significant=False,
+        mde_relative=0.375,
+    )
+    nan = float("nan")
+    r.comparisons.add(
+        metric="value_per_user",
+        variant="more-svd",
+        control_value=0.2275,
+        variant_value=0.0,
+        difference=-0.2275,
+        relative_difference=-1.0,
+        ci95=pb.Interval(low=nan, high=nan),
+        always_valid=pb.Interval(low=nan, high=nan),
+        p_value=nan,
+        significant=False,
+        mde_relative=nan,
+    )
+    r.sample_ratio.CopyFrom(
+        pb.SampleRatio(observed=[200, 1], expected_shares=[0.5, 0.5], chi_square=0.5, p_value=0.5)
+    )
+    return r
+
+
+def _skewed_report() -> pb.GetExperimentReportResponse:
+    r = _blend_report()
+    r.experiment = "skewed"
+    r.sample_ratio.p_value, r.sample_ratio.mismatch = 0.00025, True
+    return r
+
+
+def _duel_report() -> pb.GetExperimentReportResponse:
+    r = pb.GetExperimentReportResponse(
+        experiment="duel", kind="interleave", control="a", attribution_hours=1.5
+    )
+    r.variants.add(variant="a", model="svd", share=0.5, users=10, impressions=30, clicks=7)
+    r.variants.add(variant="b", model="item_cf", share=0.5, users=10, impressions=30, clicks=3)
+    r.interleaving.CopyFrom(
+        pb.InterleavingResult(
+            model_a="svd",
+            model_b="item_cf",
+            wins_a=6,
+            wins_b=2,
+            ties=1,
+            preference_a=0.75,
+            ci95=pb.Interval(low=0.5, high=1.0),
+            always_valid=pb.Interval(low=0.375, high=1.125),
+            p_value=0.03125,
+        )
+    )
+    return r
+
+
+EXPERIMENT_REPORTS = {"blend": _blend_report(), "skewed": _skewed_report(), "duel": _duel_report()}
 
 
 class Recorder(grpc.ServerInterceptor):

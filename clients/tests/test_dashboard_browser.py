@@ -48,6 +48,10 @@ PAGES = {
         "catalogue",
         ["The live catalogue", "Add an item", "In a user's top K", "Page 1"],
     ),
+    "experiments": (
+        "experiments",
+        ["A/B tests and interleaving", "Variants", "Differences to the control", "Sample ratio"],
+    ),
 }
 
 
@@ -175,6 +179,8 @@ def test_page_in_chromium(name: str, browser_page, dashboard: str, shots: Path, 
     page = browser_page
     if name == "users":  # a stored event for the page's default user, and what to expect
         expected = [*expected, *history_and_explanation(live)]
+    if name == "experiments":  # traffic on the A/B test before the page reads its report
+        expected = [*expected, *experiment_traffic(live)]
     page.goto(f"{dashboard}/{path}")
     settle(page)
     if name == "overview":  # some traffic, and a few metrics scrapes to measure its rate
@@ -214,6 +220,34 @@ def history_and_explanation(live: Live) -> list[str]:
         why = client.recommend(user, 8, model="hybrid", explain=True).items[0].explanation
     assert why is not None and why.text
     return ["Stored events", "purchase", item.title, why.text]
+
+
+def experiment_traffic(live: Live) -> list[str]:
+    """Recommendations for 60 users of the live server's A/B experiment, every third clicking
+    its top item; returns texts the Experiments page must show (a variant's users)."""
+    with RecsysClient(live.address) as client:
+        clicks = []
+        for n in range(60):
+            r = client.recommend(f"u{n:03d}", 5)
+            if n % 3 == 0:
+                clicks.append(
+                    Interaction.create(
+                        r.user_id,
+                        r.item_ids[0],
+                        "click",
+                        recommendation_id=r.recommendation_id,
+                        position=1,
+                    )
+                )
+        client.record_interactions(clicks)
+        deadline = time.monotonic() + 30  # impressions are stored off the request path
+        while True:
+            report = client.experiment_report("blend")
+            if sum(v.impressions for v in report.variants) >= 60:
+                break
+            assert time.monotonic() < deadline, "impressions not stored"
+            time.sleep(0.2)
+    return [f"{v.users:,}" for v in report.variants]
 
 
 def row_text(page, item_id: str) -> str:

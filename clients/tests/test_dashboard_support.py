@@ -34,6 +34,7 @@ PAGES = {
     "similar": "views/similar.py",
     "catalogue": "views/catalogue.py",
     "simulate": "views/simulate.py",
+    "experiments": "views/experiments.py",
 }
 
 

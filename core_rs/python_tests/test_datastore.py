@@ -412,12 +412,15 @@ def test_events_frame_columns_dtypes_and_values(store):
             "event_type": pl.String,
             "timestamp": pl.Float64,
             "rating": pl.Float64,
+            "recommendation_id": pl.String,
+            "position": pl.Int64,
         }
     )
     seqs = [s.seq for s in store.read_events()]
     assert frame["seq"].to_list() == seqs
     assert frame.drop("seq").rows() == [
-        (e.event_id, e.user_id, e.item_id, e.event_type, e.timestamp, e.rating) for e in events
+        (e.event_id, e.user_id, e.item_id, e.event_type, e.timestamp, e.rating, None, None)
+        for e in events
     ]
     assert store.events_frame(after_seq=seqs[0])["event_id"].to_list() == ["e2", "é-3"]
     assert store.events_frame(after_seq=seqs[0], up_to_seq=seqs[1])["event_id"].to_list() == ["e2"]

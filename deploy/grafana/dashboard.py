@@ -249,6 +249,95 @@ def layout() -> list[tuple[dict[str, Any], int, int]]:
             8,
             8,
         ),
+        (row("Experiments"), 24, 1),
+        (
+            panel(
+                "Impressions per second by variant",
+                [
+                    q(
+                        f"sum by (experiment, variant) (rate(recsys_impressions_total{{{SEL}}}"
+                        f"[{RATE}]))",
+                        "{{experiment}}/{{variant}}",
+                    )
+                ],
+                unit="ops",
+                description="Recommendation lists recorded as impressions, per experiment and "
+                "variant (an interleave experiment's users: 'interleaved').",
+            ),
+            8,
+            8,
+        ),
+        (
+            panel(
+                "Outcomes per impression by variant",
+                [
+                    q(
+                        f"sum by (experiment, variant, outcome) (rate(recsys_outcomes_total"
+                        f"{{{SEL}}}[{RATE}])) / on (experiment, variant) group_left "
+                        f"sum by (experiment, variant) (rate(recsys_impressions_total{{{SEL}}}"
+                        f"[{RATE}]))",
+                        "{{experiment}}/{{variant}} {{outcome}}",
+                    )
+                ],
+                description="Attributed clicks, conversions and value per impression: a live "
+                "view only; the experiment report (recsys experiments report NAME) gives the "
+                "user-level comparison with its intervals.",
+            ),
+            8,
+            8,
+        ),
+        (
+            panel(
+                "Outcomes per second by variant",
+                [
+                    q(
+                        f"sum by (experiment, variant, outcome) (rate(recsys_outcomes_total"
+                        f"{{{SEL}}}[{RATE}]))",
+                        "{{experiment}}/{{variant}} {{outcome}}",
+                    )
+                ],
+                unit="ops",
+            ),
+            8,
+            8,
+        ),
+        (
+            panel(
+                "Dropped impressions",
+                [
+                    q(
+                        f"sum(rate(recsys_impressions_dropped_total{{{SEL}}}[{RATE}]))",
+                        "dropped per second",
+                    ),
+                    q(
+                        f"sum(rate(recsys_impressions_dropped_total{{{SEL}}}[{RATE}])) / "
+                        f"(sum(rate(recsys_impressions_total{{{SEL}}}[{RATE}])) + "
+                        f"sum(rate(recsys_impressions_dropped_total{{{SEL}}}[{RATE}])))",
+                        "share dropped",
+                    ),
+                ],
+                description="Impressions dropped because the queue to the data store was "
+                "full (overload or a slow store); the experiment report counts them too.",
+                thresholds=[(0.000001, "red")],
+            ),
+            12,
+            8,
+        ),
+        (
+            panel(
+                "Configuration reloads (SIGHUP) by result",
+                [
+                    q(
+                        f"sum by (result) (increase(recsys_config_reloads_total{{{SEL}}}[1h]))",
+                        "{{result}} (1 h)",
+                    )
+                ],
+                description="refused: an invalid config file; the previous configuration "
+                "keeps serving and the server's log names the field.",
+            ),
+            12,
+            8,
+        ),
         (row("Data store"), 24, 1),
         (
             panel(

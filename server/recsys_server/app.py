@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     from recsys_server.server import StartupError, serve
 
     try:
-        cfg = config_mod.load(args.config)
+        file_cfg = cfg = config_mod.load(args.config)
         flags = {
             "artifacts": args.artifacts,
             "host": args.host,
@@ -96,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"recsys-serve: error: {e}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(serve(cfg, announce=lambda line: print(line, flush=True)))
+        asyncio.run(
+            serve(cfg, lambda line: print(line, flush=True), args.config, file_config=file_cfg)
+        )
     except StartupError as e:
         print(f"recsys-serve: error: {e}", file=sys.stderr)
         return 1

@@ -18,7 +18,7 @@ from recsys_core.datastore import DataStore, ItemChange, StoreUnavailable
 from recsys_core.events import Event
 from recsys_server import catalogue, history, scoring
 from recsys_server.catalogue import Catalogue
-from recsys_server.config import ServerConfig
+from recsys_server.config import Experiment, ServerConfig
 from recsys_server.errors import (
     DeadlineExceeded,
     InvalidArgument,
@@ -26,6 +26,8 @@ from recsys_server.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from recsys_server.experiments import report
+from recsys_server.impressions import ImpressionRecorder, new_id
 from recsys_server.live import EVENT_TYPES
 from recsys_server.metrics import Metrics
 from recsys_server.model_versions import ModelVersions, ReloadResult, State
@@ -34,6 +36,7 @@ from recsys_server.scoring import Answer, Query, SimilarAnswer
 MAX_BATCH = 1000
 MAX_EVENTS = 1000
 MAX_EVENT_ID = 128
+MAX_RECOMMENDATION_ID = 128
 STORE_WRITE_FAILED = "data store write failed"
 
 
@@ -46,6 +49,10 @@ class Interaction:
     timestamp: float | None = None
     """Unix seconds; None: now."""
     rating: float = 0.0
+    recommendation_id: str = ""
+    """The RecommendResponse.recommendation_id the event came from ("": not given)."""
+    position: int = 0
+    """The item's 1-based position in that answer (0: not given)."""
 
 
 @dataclass(slots=True)
@@ -87,6 +94,14 @@ def check_interaction(e: Interaction, prefix: str) -> None:
         raise InvalidArgument(prefix + "rating", "only rating events carry a rating")
     if e.timestamp is not None and not (math.isfinite(e.timestamp) and e.timestamp >= 0):
         raise InvalidArgument(prefix + "timestamp", "must be a time after 1970")
+    if len(e.recommendation_id) > MAX_RECOMMENDATION_ID:
+        raise InvalidArgument(
+            prefix + "recommendation_id", f"longer than {MAX_RECOMMENDATION_ID} characters"
+        )
+    if "\x00" in e.recommendation_id:
+        raise InvalidArgument(prefix + "recommendation_id", "must not contain NUL (\\x00)")
+    if e.position < 0:
+        raise InvalidArgument(prefix + "position", f"must be >= 0 (0: not given), got {e.position}")
 
 
 def _flat(params: Any, prefix: str = "") -> dict[str, str]:
@@ -110,12 +125,17 @@ class RecommenderCore:
         datastore: DataStore | None,
         metrics: Metrics | None = None,
         catalogue: Catalogue | None = None,
+        impressions: ImpressionRecorder | None = None,
     ) -> None:
         self.config = config
+        self.impressions = impressions
+        """Records each answer's impression (None: impression_queue = 0, no ids either)."""
         self.catalogue = catalogue if catalogue is not None else Catalogue()
         self.versions = versions
         self.datastore = datastore
         self.metrics = metrics
+        self._reports: dict[str, asyncio.Future] = {}
+        """Experiment reports being built, by experiment (shared by concurrent calls)."""
         if metrics is not None:  # the drift and freshness gauges read these at scrape time
             metrics.watch(lambda: versions.snapshot, versions.events_since_training)
 
@@ -133,7 +153,14 @@ class RecommenderCore:
         a = scoring.recommend(s.snapshot, s.live, self.config.experiments, q, self.catalogue)
         if self.metrics is not None:
             self.metrics.served(a.model, a.experiment, a.variant, a.tier, a.items)
+        self.impress(a)
         return a
+
+    def impress(self, a: Answer) -> None:
+        """Give ``a`` its recommendation_id and queue its impression (no I/O here)."""
+        if self.impressions is not None:
+            a.recommendation_id = new_id()
+            self.impressions.add(a.recommendation_id, a, time.time())
 
     async def recommend_batch(
         self, queries: Sequence[Query], deadline: float | None = None
@@ -184,9 +211,10 @@ class RecommenderCore:
                 if not began:  # still waiting for a worker thread: it will do nothing
                     abandoned()
             raise
-        if self.metrics is not None:
-            for a in answers:
+        for a in answers:
+            if self.metrics is not None:
                 self.metrics.served(a.model, a.experiment, a.variant, a.tier, a.items)
+            self.impress(a)
         return answers
 
     def similar(self, item_id: str, k: int, model: str = "") -> SimilarAnswer:
@@ -230,6 +258,8 @@ class RecommenderCore:
                     i.event_type,
                     now if i.timestamp is None else i.timestamp,
                     i.rating if i.event_type == "rating" else None,
+                    i.recommendation_id or None,
+                    i.position or None,
                 )
             )
         if not events:
@@ -250,7 +280,35 @@ class RecommenderCore:
         if self.metrics is not None:
             self.metrics.recovered.inc(len(rec))
             self.metrics.recorded.inc(len(result.recorded))
+            self.count_outcomes(result.recorded)
         return len(result.recorded), result.duplicates
+
+    def count_outcomes(self, events: Sequence[Event]) -> None:
+        """``recsys_outcomes_total``: each newly recorded outcome event credited to the
+        experiment and variant of the recent impression it is attributed to (when known in
+        memory; the report attributes from the store)."""
+        if self.impressions is None or self.metrics is None:
+            return
+        o = self.config.outcomes
+        window = self.config.attribution_hours * 3600.0
+        for e in events:
+            kinds = [
+                name
+                for name, types in (
+                    ("click", o.clicks),
+                    ("conversion", o.conversions),
+                    ("value", o.values),
+                )
+                if e.event_type in types
+            ]
+            if not kinds:
+                continue
+            hit = self.impressions.recent.credit(e, window)
+            if hit is not None:
+                for kind in kinds:
+                    # A value event is worth its rating when it carries one, else 1.
+                    worth = e.rating if kind == "value" and e.rating is not None else 1.0
+                    self.metrics.outcome(hit[0], hit[1], kind, worth)
 
     async def change_items(self, changes: Sequence[ItemChange]) -> tuple[int, int]:
         """Durably applies catalogue changes (validated first: all or nothing), then serves
@@ -306,6 +364,51 @@ class RecommenderCore:
             except StoreUnavailable as e:
                 raise Unavailable(f"data store read failed: {e}") from e
         return history.build(snap, self.catalogue, user_id, stored)
+
+    async def experiment_report(self, name: str) -> report.Report:
+        """The report of the configured experiment ``name`` from the stored impressions and
+        events (read and computed off the event loop). Calls for an experiment whose report
+        is being built share that build: a dashboard polling from many tabs costs one."""
+        if not name:
+            raise InvalidArgument("experiment", "must not be empty")
+        exps = self.config.experiments
+        exp = next((e for e in exps if e.name == name), None)
+        if exp is None:
+            known = ", ".join(repr(e.name) for e in exps) or "none"
+            raise NotFound(f"experiment {name!r} is not configured; configured: {known}")
+        if self.datastore is None:
+            raise Unavailable("the data store is not open")
+        building = self._reports.get(name)
+        if building is None:
+            building = asyncio.ensure_future(self._build_report(exp))
+            self._reports[name] = building
+            building.add_done_callback(lambda t: self._report_done(name, t))
+        # Shielded: one caller giving up does not cancel the build the others wait for.
+        return await asyncio.shield(building)
+
+    def _report_done(self, name: str, t: asyncio.Future) -> None:
+        if self._reports.get(name) is t:
+            del self._reports[name]
+        if not t.cancelled():
+            t.exception()  # retrieved even when every caller gave up (no "never retrieved")
+
+    async def _build_report(self, exp: Experiment) -> report.Report:
+        store = self.datastore
+        assert store is not None
+
+        def read() -> tuple[Any, Any]:
+            return store.impressions(exp.name), store.experiment_events(exp.name)
+
+        try:
+            impressions, events = await asyncio.to_thread(read)
+        except StoreUnavailable as e:
+            raise Unavailable(f"data store read failed: {e}") from e
+        dropped = self.impressions.dropped if self.impressions is not None else 0
+        window = self.config.attribution_hours * 3600.0
+        outcomes = self.config.outcomes
+        return await asyncio.to_thread(
+            report.build, exp, outcomes, window, impressions, events, dropped
+        )
 
     async def reload(self) -> ReloadResult:
         return await self.versions.refresh()

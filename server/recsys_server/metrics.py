@@ -1,7 +1,8 @@
 """Prometheus metrics on the server's own registry, exported over HTTP.
 
 Labels never hold a user or item id: only method names, status codes, model names, configured
-A/B variants, tiers, load-failure reasons and the serving version. Every label value known up
+A/B experiments and variants, tiers, outcomes, load-failure and drop reasons and the serving
+version. Every label value known up
 front is initialised, so a series exists (at 0) before its first event.
 """
 
@@ -22,8 +23,9 @@ from recsys_core.artifacts import REASONS
 from recsys_core.datastore import DataStore
 from recsys_core.models import MODELS
 from recsys_server.config import Experiment
+from recsys_server.config_reload import RESULTS as CONFIG_RELOAD_RESULTS
 from recsys_server.drift import DriftCollector, DriftTracker
-from recsys_server.router import TIERS
+from recsys_server.router import INTERLEAVED, PERSONALIZED, TIERS
 from recsys_server.snapshot import variant_key
 
 METHODS = (
@@ -38,6 +40,7 @@ METHODS = (
     "GetItem",
     "ListItems",
     "GetUserHistory",
+    "GetExperimentReport",
 )
 CODES = (
     "OK",
@@ -56,6 +59,9 @@ LOAD_FAILURES = (*sorted(REASONS), "warmup_failed", "error")
 # Sub-millisecond buckets too: a Recommend is handled in a few hundred microseconds.
 BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
 NO_VARIANT = "none"
+OUTCOMES = ("click", "conversion", "value")
+"""``recsys_outcomes_total``'s outcome label: config.outcomes' clicks, conversions, values."""
+DROP_REASONS = ("queue_full", "store_refused", "shutdown")
 
 
 class Metrics:
@@ -148,22 +154,68 @@ class Metrics:
         self.drift = DriftTracker(TIERS)
         r.register(DriftCollector(self.drift))
         self._served: dict[tuple[str, str, str, str], Any] = {}
+        # Experiments: impressions and outcomes by (experiment, variant), "none" outside any.
+        # The values come from answers, so only configured experiments ever appear.
+        self.impressions = Counter(
+            "recsys_impressions",
+            "Impressions (recommendation answers) stored, by experiment and variant",
+            ["experiment", "variant"],
+            registry=r,
+        )
+        self.impressions_dropped = Counter(
+            "recsys_impressions_dropped",
+            "Impressions not stored: queue_full (overload or a long store outage), "
+            "store_refused (what the store cannot take, e.g. a user id with NUL), shutdown (not "
+            "stored in time)",
+            ["reason"],
+            registry=r,
+        )
+        self.outcomes = Counter(
+            "recsys_outcomes",
+            "Recorded events credited live to an impression (its recommendation_id, else the "
+            "user's latest impression of the item within attribution_hours), by experiment, "
+            "variant and outcome (config.outcomes)",
+            ["experiment", "variant", "outcome"],
+            registry=r,
+        )
+        for reason in DROP_REASONS:
+            self.impressions_dropped.labels(reason)
+        self.init_experiments(experiments)
 
         for m in METHODS:
             self.duration.labels(m)
             for c in CODES:
                 self.requests.labels(m, c)
-        variants = [NO_VARIANT] + [
-            variant_key(e.name, v.name) for e in experiments for v in e.variants
-        ]
-        for model in MODELS:
-            for v in variants:
-                for t in TIERS:
-                    self.recommendations.labels(model, v, t)
+        self.config_reloads = Counter(
+            "recsys_config_reloads",
+            "Configuration reloads (SIGHUP) by result: applied, unchanged, refused (invalid "
+            "file; the previous configuration keeps serving)",
+            ["result"],
+            registry=r,
+        )
+        for result in CONFIG_RELOAD_RESULTS:
+            self.config_reloads.labels(result)
+        self.init_variants(experiments)
         for reason in LOAD_FAILURES:
             self.load_failures.labels(reason)
         self._http: WSGIServer | None = None
         self._thread: threading.Thread | None = None
+
+    def init_variants(self, experiments: tuple[Experiment, ...]) -> None:
+        """Creates the per-variant series of ``experiments`` at 0 (at start and after a
+        configuration reload; the series of removed variants stay)."""
+        variants = [NO_VARIANT]
+        for e in experiments:
+            if e.kind == "interleave":  # one arm: both models' lists merged
+                v = variant_key(e.name, INTERLEAVED)
+                variants.append(v)
+                self.recommendations.labels("+".join(x.model for x in e.variants), v, PERSONALIZED)
+            else:
+                variants += [variant_key(e.name, x.name) for x in e.variants]
+        for model in MODELS:
+            for v in variants:
+                for t in TIERS:
+                    self.recommendations.labels(model, v, t)
 
     def served(
         self, model: str, experiment: str, variant: str, tier: str, items: Sequence[Any] = ()
@@ -175,6 +227,26 @@ class Metrics:
             child = self._served[key] = self.recommendations.labels(model, v, tier)
         child.inc()
         self.drift.served(tier, items)
+
+    def init_experiments(self, experiments: tuple[Experiment, ...]) -> None:
+        """Create the experiment series (at 0) of ``experiments``, e.g. after a reload."""
+        pairs = [(NO_VARIANT, NO_VARIANT)] + [
+            (e.name, v)
+            for e in experiments
+            for v in ([INTERLEAVED] if e.kind == "interleave" else [x.name for x in e.variants])
+        ]
+        for experiment, variant in pairs:
+            self.impressions.labels(experiment, variant)
+            for outcome in OUTCOMES:
+                self.outcomes.labels(experiment, variant, outcome)
+
+    def impression_stored(self, experiment: str, variant: str, n: int = 1) -> None:
+        self.impressions.labels(experiment or NO_VARIANT, variant or NO_VARIANT).inc(n)
+
+    def outcome(self, experiment: str, variant: str, outcome: str, amount: float = 1.0) -> None:
+        """Count an outcome (``value``: by its worth) for an impression's variant."""
+        labels = (experiment or NO_VARIANT, variant or NO_VARIANT, outcome)
+        self.outcomes.labels(*labels).inc(amount)
 
     def watch(self, snapshot: Callable[[], Any], since_training: Callable[[], float]) -> None:
         """Where the scrape-time signals read the serving `Snapshot` (or None) and the number

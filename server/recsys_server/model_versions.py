@@ -33,7 +33,7 @@ from recsys_server import scoring
 from recsys_server.config import ServerConfig
 from recsys_server.live import LiveHistory
 from recsys_server.metrics import Metrics
-from recsys_server.snapshot import Snapshot, build
+from recsys_server.snapshot import Snapshot, build, with_experiments
 
 log = logging.getLogger(__name__)
 
@@ -292,6 +292,18 @@ class ModelVersions:
         if self.on_swap is not None:
             self.on_swap(snap)
         return ReloadResult(snap.version, True, f"loaded {snap.version} (was {cur_name or 'none'})")
+
+    async def reconfigure(self, config: ServerConfig) -> None:
+        """Serves ``config``'s experiments from now on (a configuration reload): the serving
+        version's variant routes are rebuilt off the event loop, then swapped in. Under the
+        reload lock: a version loading meanwhile is finished first, one loaded later is built
+        for the new experiments."""
+        async with self._lock:
+            s = self.state
+            if s is not None and s.snapshot.experiments != config.experiments:
+                snap = await asyncio.to_thread(with_experiments, s.snapshot, config.experiments)
+                self.state = State(snap, s.live)  # the swap: one assignment
+            self.config = config
 
     async def _audit(self, cur_name: str) -> None:
         """Counts each damaged directory once per state (refused with its reason, like a

@@ -1,5 +1,6 @@
-"""Which model answers a request: an explicit ``model``, else the user's A/B variant, else the
-configured default; then the tier, from how much history the user has."""
+"""Which model answers a request: an explicit ``model``, else the user's A/B variant (or, in an
+interleave experiment, both variants), else the configured default; then the tier, from how
+much history the user has."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ PERSONALIZED = "personalized"
 COLD_START = "cold_start"
 POPULARITY = "popularity"
 TIERS = (PERSONALIZED, COLD_START, POPULARITY)
+INTERLEAVED = "interleaved"
+"""The variant reported for every user of an interleave experiment."""
 
 
 def bucket(experiment: str, user_id: str) -> float:
@@ -45,6 +48,9 @@ class Route:
     explicit: bool
     experiment: str = ""
     variant: str = ""
+    pair: tuple[Route, Route] | None = None
+    """Interleave: the two variants' own routes, whose lists are merged; ``model`` is the
+    first's (what the cold-start and popularity tiers fall back from)."""
 
 
 def route(
@@ -61,12 +67,22 @@ def route(
     picked = assign(experiments, user_id)
     if picked is not None:
         exp, v = picked
-        key = variant_key(exp.name, v.name)
-        model = snap.variant_models.get(key)
-        if model is not None:
-            return Route(v.model, model, key, False, exp.name, v.name)
+        if exp.kind == "interleave":
+            a, b = (variant_route(snap, exp, x) for x in exp.variants)
+            if a is not None and b is not None:
+                name = f"{a.name}+{b.name}"
+                return Route(name, a.model, a.key, False, exp.name, INTERLEAVED, (a, b))
+        elif (r := variant_route(snap, exp, v)) is not None:
+            return r
     name = snap.default_model
     return Route(name, snap.models[name], name, False)
+
+
+def variant_route(snap: Snapshot, exp: Experiment, v: Variant) -> Route | None:
+    """None when the version lacks the variant's model (the default model answers)."""
+    key = variant_key(exp.name, v.name)
+    model = snap.variant_models.get(key)
+    return None if model is None else Route(v.model, model, key, False, exp.name, v.name)
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,8 +3,10 @@ route, rank one user (``model.recommend_one``), explain, attach confidences."""
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
@@ -15,6 +17,7 @@ from recsys_server import diversify, new_items, router
 from recsys_server.catalogue import Catalogue
 from recsys_server.config import Experiment
 from recsys_server.errors import InvalidArgument, NotFound
+from recsys_server.experiments.interleave import team_draft
 from recsys_server.explain import Reason, blend_reasons, describe, hybrid_reasons, popular_now
 from recsys_server.explain_pb import serialized
 from recsys_server.live import LiveHistory
@@ -60,6 +63,10 @@ class Answer:
     tier: str
     experiment: str = ""
     variant: str = ""
+    recommendation_id: str = ""
+    """Set by the core when impressions are recorded (`recsys_server.impressions`)."""
+    teams: list[int] = field(default_factory=list)
+    """Interleave: per item, the variant that placed it (0 = first, 1 = second); else empty."""
 
 
 @dataclass(slots=True)
@@ -191,6 +198,19 @@ def recommend(
         return answer  # none of the allowed items exists in this version
     unavailable = catalogue.deny(snap) if catalogue is not None else None
     deny = merged_deny(snap, q.exclude_item_ids, unavailable)
+    if r.pair is not None and choice.tier == router.PERSONALIZED:
+        answer.items, answer.teams = interleaved(
+            snap, r.pair, user, row, kinds, q, catalogue, allow, deny
+        )
+        return answer
+    answer.items = ranked(snap, choice, user, row, kinds, q, catalogue, allow, deny)
+    return answer
+
+
+def ranked(
+    snap: Snapshot, choice: router.Choice, user: int, row, kinds, q: Query, catalogue, allow, deny
+) -> list[Scored]:
+    """The list ``choice`` answers (diversified, explained, with just-added items placed)."""
     if q.diversity > 0:
         rec = snap.rank(choice.model, user, row, diversify.candidates(q.k), allow, deny)
         picked, picked_scores = diversify.rerank(
@@ -204,21 +224,39 @@ def recommend(
     new = [] if allow is not None else new_items.scored(catalogue, snap, row, q.exclude_item_ids)
     extra, by_score = new_items.for_list(choice.model, snap, user, row, q.k, new, deny)
     if not items and not extra:
-        return answer
+        return []
     reasons: list[Reason | bytes | None] = [None] * len(items)
     if q.explain and items:
         reasons = explain_items(choice.model, user, row, picked, snap, kinds, choice.tier)
     titles, cats, ids = snap.titles, snap.categories, snap.item_ids
     conf = snap.confidences(choice.name, choice.key, scores)
-    answer.items = [
+    out = [
         Scored(ids[i], s, c, titles[i], cats[i], why)
         for i, s, c, why in zip(items, scores, conf, reasons, strict=True)
     ]
     if extra:
-        answer.items = new_items.place(
-            answer.items, scored_new(snap, row, kinds, extra, q), q.k, by_score
-        )
-    return answer
+        out = new_items.place(out, scored_new(snap, row, kinds, extra, q), q.k, by_score)
+    return out
+
+
+def interleaved(
+    snap: Snapshot, pair, user: int, row, kinds, q: Query, catalogue, allow, deny
+) -> tuple[list[Scored], list[int]]:
+    """Both variants' lists, each as that variant serves it (same filters, exclusions and k),
+    merged by team draft: the items and, per item, the team (0 = first variant) that placed it.
+    An item keeps the score, confidence and explanation of the variant that placed it."""
+    lists = []
+    for x in pair:
+        choice = router.Choice(x.name, x.model, router.PERSONALIZED, x.key)
+        lists.append(ranked(snap, choice, user, row, kinds, q, catalogue, allow, deny))
+    # A fresh seed per request (user and clock): the coin flips must not depend on the lists
+    # nor repeat across a user's impressions; the teams are recorded with the impression, so
+    # the draw never needs replaying.
+    rng = random.Random(f"{q.user_id}:{time.time_ns()}")
+    a, b = ([s.item_id for s in got] for got in lists)
+    ids, teams = team_draft(a, b, q.k, rng)
+    placed = [{s.item_id: s for s in got} for got in lists]
+    return [placed[t][i] for i, t in zip(ids, teams, strict=True)], teams
 
 
 def scored_new(snap: Snapshot, row, kinds, extra: list, q: Query) -> list[Scored]:

@@ -10,6 +10,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -19,7 +20,9 @@ from recsys_core.datastore import DataStore, StoreConfigError, StoreUnavailable,
 from recsys_server import store_watch
 from recsys_server.catalogue import Catalogue
 from recsys_server.config import ServerConfig
+from recsys_server.config_reload import ConfigReload
 from recsys_server.core import RecommenderCore
+from recsys_server.impressions import ImpressionRecorder
 from recsys_server.interceptors import Auth, Observe
 from recsys_server.log_import import LogImportError, import_old_log
 from recsys_server.metrics import Metrics
@@ -46,6 +49,7 @@ class Running:
     """A started server, for tests and embedding; `stop` is the shutdown sequence."""
 
     config: ServerConfig
+    """As started; after a configuration reload the live settings are ``core.config``."""
     server: grpc.aio.Server
     port: int
     metrics_port: int
@@ -54,6 +58,7 @@ class Running:
     metrics: Metrics
     datastore: DataStore
     observe: Observe
+    reloader: ConfigReload
     poller: asyncio.Task | None = None
     store_watch: asyncio.Task | None = None
 
@@ -69,8 +74,9 @@ class Running:
         2. drain: wait until the calls accepted before (1) have finished and no call has
            arrived for ``drain_quiet_seconds``, for at most ``drain_seconds``;
         3. stop: grpc stops accepting and gives what is still open (health watches, calls
-           still running) the rest of the grace period, then the data store is closed (what
-           it has queued is committed first).
+           still running) the rest of the grace period; then the impressions still queued
+           are stored in what is left of it (those that cannot be are counted as dropped)
+           and the data store is closed (what it has queued is committed first).
 
         grpc cancels (CANCELLED, no handler run) a call that reached its core but not yet Python
         when the server stops, and any call that arrives on an open connection after that, so
@@ -93,6 +99,10 @@ class Running:
         drained = time.perf_counter() - t0
         await self.server.stop(max(0.0, grace - drained))
         await asyncio.sleep(0)  # let cancelled handlers count themselves
+        recorder = self.core.impressions
+        if recorder is not None:  # queued impressions: stored in the grace left, else counted
+            left = max(0.0, grace - (time.perf_counter() - t0))
+            await asyncio.to_thread(recorder.stop, left)
         await self.datastore.close()
         self.metrics.stop_http()
         counts = dict(self.observe.shutdown_counts, drain_seconds=round(drained, 3))
@@ -115,7 +125,15 @@ def _credentials(cfg: ServerConfig) -> grpc.ServerCredentials | None:
     return grpc.ssl_server_credentials([(key, cert)])
 
 
-async def start(cfg: ServerConfig, *, poll: bool = True) -> Running:
+async def start(
+    cfg: ServerConfig,
+    *,
+    poll: bool = True,
+    config_path: Path | None = None,
+    file_config: ServerConfig | None = None,
+) -> Running:
+    """``config_path``: the configuration file a reload (SIGHUP) reads again; ``file_config``:
+    that file as read at start, before command-line flags (default ``cfg``)."""
     if cfg.artifacts is None:
         raise StartupError("no artifacts directory given (--artifacts)")
     metrics = Metrics(cfg.experiments)
@@ -197,7 +215,12 @@ async def start(cfg: ServerConfig, *, poll: bool = True) -> Running:
         await datastore.close()
         raise StartupError(f"cannot read the catalogue from the data store: {e}") from e
     versions = ModelVersions(cfg, metrics, on_swap, datastore)
-    core = RecommenderCore(cfg, versions, datastore, metrics, live_catalogue)
+    recorder = (
+        ImpressionRecorder(datastore, cfg.impression_queue, metrics)
+        if cfg.impression_queue > 0
+        else None
+    )
+    core = RecommenderCore(cfg, versions, datastore, metrics, live_catalogue, recorder)
     observe = Observe(metrics, limit=cfg.max_concurrent_rpcs)
     add_to_server(
         RecommenderService(core),
@@ -210,8 +233,9 @@ async def start(cfg: ServerConfig, *, poll: bool = True) -> Running:
         (SERVICE_NAME, HEALTH_NAME, reflection.SERVICE_NAME), server
     )
     await server.start()
+    reload = ConfigReload(config_path, file_config or cfg, core, metrics)
     running = Running(
-        cfg, server, port, metrics_port, core, health_servicer, metrics, datastore, observe
+        cfg, server, port, metrics_port, core, health_servicer, metrics, datastore, observe, reload
     )
     if poll:
         running.poller = asyncio.create_task(versions.poll_forever(), name="model-poll")
@@ -240,9 +264,15 @@ async def open_datastore(cfg: ServerConfig) -> DataStore:
     return datastore
 
 
-async def serve(cfg: ServerConfig, announce: Callable[[str], None] = print) -> None:
-    """Runs until SIGTERM or SIGINT."""
-    running = await start(cfg)
+async def serve(
+    cfg: ServerConfig,
+    announce: Callable[[str], None] = print,
+    config_path: Path | None = None,
+    file_config: ServerConfig | None = None,
+) -> None:
+    """Runs until SIGTERM or SIGINT; SIGHUP reloads the configuration file's experiment
+    settings (`recsys_server.config_reload`)."""
+    running = await start(cfg, config_path=config_path, file_config=file_config)
     host = _host(cfg.host)
     announce(
         f"recsys-serve listening on {running.address} "
@@ -254,6 +284,14 @@ async def serve(cfg: ServerConfig, announce: Callable[[str], None] = print) -> N
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    reloads: set[asyncio.Task] = set()
+
+    def on_hup() -> None:
+        task = asyncio.ensure_future(running.reloader.reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
     await stop.wait()
     log.info(
         "shutting down: health NOT_SERVING, drain up to %.1f s, %.1f s grace in all",

@@ -12,6 +12,7 @@ from recsys_proto.v1 import recommender_pb2 as pb
 from recsys_proto.v1 import recommender_pb2_grpc as pb_grpc
 from recsys_server.catalogue import ItemView
 from recsys_server.core import Interaction, RecommenderCore
+from recsys_server.experiments.report import Report
 from recsys_server.explain_pb import fill_explanation, set_ts
 from recsys_server.interceptors import Auth, Observe
 from recsys_server.router import COLD_START, PERSONALIZED, POPULARITY
@@ -57,6 +58,7 @@ def answer_pb(a: Answer) -> pb.RecommendResponse:
         fallback_tier=TIER[a.tier],
         experiment=a.experiment,
         variant=a.variant,
+        recommendation_id=a.recommendation_id,
     )
     for s in a.items:
         add_scored(out.items, s)
@@ -97,6 +99,8 @@ class RecommenderService(pb_grpc.RecommenderServicer):
                     else None
                 ),
                 rating=e.rating,
+                recommendation_id=e.recommendation_id,
+                position=e.position,
             )
             for e in request.events
         ]
@@ -167,6 +171,72 @@ class RecommenderService(pb_grpc.RecommenderServicer):
             )
             set_ts(m.timestamp, e.timestamp)
         return out
+
+    async def GetExperimentReport(self, request, context):
+        return report_pb(await self.core.experiment_report(request.experiment))
+
+
+def report_pb(r: Report) -> pb.GetExperimentReportResponse:
+    out = pb.GetExperimentReportResponse(
+        experiment=r.experiment,
+        kind=r.kind,
+        control=r.control,
+        attribution_hours=r.attribution_hours,
+        impressions_dropped=r.impressions_dropped,
+    )
+    set_ts(out.generated_at, r.generated_at)
+    for v in r.variants:
+        out.variants.add(
+            variant=v.variant,
+            model=v.model,
+            share=v.share,
+            users=v.users,
+            impressions=v.impressions,
+            clicks=v.clicks,
+            conversions=v.conversions,
+            value=v.value,
+            ctr=v.ctr,
+            conversions_per_user=v.conversions_per_user,
+            value_per_user=v.value_per_user,
+        )
+    for c in r.comparisons:
+        s = c.comparison
+        out.comparisons.add(
+            metric=s.metric,
+            variant=c.variant,
+            control_value=s.control,
+            variant_value=s.variant,
+            difference=s.difference,
+            relative_difference=s.relative,
+            ci95=pb.Interval(low=s.ci95.low, high=s.ci95.high),
+            always_valid=pb.Interval(low=s.always_valid.low, high=s.always_valid.high),
+            p_value=s.p_value,
+            significant=s.significant,
+            mde_relative=s.mde_relative,
+        )
+    if r.sample_ratio is not None:
+        sr = r.sample_ratio
+        out.sample_ratio.observed.extend(sr.observed)
+        out.sample_ratio.expected_shares.extend(sr.expected_shares)
+        out.sample_ratio.chi_square = sr.chi_square
+        out.sample_ratio.p_value = sr.p_value
+        out.sample_ratio.mismatch = sr.mismatch
+    if r.interleaving is not None:
+        p = r.interleaving.preference
+        out.interleaving.CopyFrom(
+            pb.InterleavingResult(
+                model_a=r.interleaving.model_a,
+                model_b=r.interleaving.model_b,
+                wins_a=p.wins_a,
+                wins_b=p.wins_b,
+                ties=p.ties,
+                preference_a=p.preference_a,
+                ci95=pb.Interval(low=p.ci95.low, high=p.ci95.high),
+                always_valid=pb.Interval(low=p.always_valid.low, high=p.always_valid.high),
+                p_value=p.p_value,
+            )
+        )
+    return out
 
 
 def fill_item(out: pb.Item, v: ItemView) -> None:

@@ -3,6 +3,7 @@ so the request path does no per-item Python work beyond its own k results."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ import scipy.sparse as sp
 from recsys_core.artifacts import ArtifactError, load_version, store_cursor
 from recsys_core.calibration import Calibration, reference_score
 from recsys_core.models import Hybrid, Popularity, Recommender
-from recsys_server.config import DEFAULT_VERBS, Experiment
+from recsys_server.config import DEFAULT_VERBS, Experiment, Variant
 from recsys_server.explained import Explained
 from recsys_server.rankings import RankingCache
 
@@ -71,6 +72,11 @@ class Snapshot:
     rows: dict[int, sp.csr_matrix] = field(default_factory=dict)
     """Known user -> their training row as a 1-row CSR, built on first use: building a scipy
     matrix costs about 0.1 ms, a large share of a request. Never modified in place."""
+    experiments: tuple[Experiment, ...] = ()
+    """The experiments ``variant_models`` were made for (`with_experiments` changes them)."""
+    retired: tuple[Recommender, ...] = ()
+    """Variant models a configuration reload removed, kept alive while this version serves:
+    ``explained`` keeps explanations by route model id, which a new model must never reuse."""
 
     @property
     def n_items(self) -> int:
@@ -173,12 +179,9 @@ def build(
     variant_models: dict[str, Recommender] = {}
     for exp in experiments:
         for v in exp.variants:
-            base = models.get(v.model)
-            if base is None:
-                continue  # routed to the default model while this version lacks it
-            if v.hybrid_weights and isinstance(base, Hybrid):
-                base = base.with_weights(v.hybrid_weights)
-            variant_models[variant_key(exp.name, v.name)] = base
+            base = variant_model(models, v)
+            if base is not None:  # else routed to the default model while this version lacks it
+                variant_models[variant_key(exp.name, v.name)] = base
 
     params = loaded.manifest.get("params")
     hybrid = models.get("hybrid")
@@ -204,6 +207,7 @@ def build(
         store_seq=store_cursor(params if isinstance(params, dict) else {}),
         calibrations=dict(loaded.calibrations),
         verbs=dict(DEFAULT_VERBS if verbs is None else verbs),
+        experiments=tuple(experiments),
     )
     for m in [*models.values(), *variant_models.values()]:
         if isinstance(m, Hybrid):
@@ -212,9 +216,64 @@ def build(
     return snap
 
 
-def measure_references(snap: Snapshot) -> dict[str, float]:
+def variant_model(models: dict[str, Recommender], v: Variant) -> Recommender | None:
+    """The model a variant serves: the named one, a hybrid with the variant's weights; None
+    when the version lacks it."""
+    base = models.get(v.model)
+    if base is not None and v.hybrid_weights and isinstance(base, Hybrid):
+        base = base.with_weights(v.hybrid_weights)
+    return base
+
+
+def with_experiments(snap: Snapshot, experiments: tuple[Experiment, ...]) -> Snapshot:
+    """The same version serving other experiments (a configuration reload). A variant whose
+    model and weights did not change keeps its model object, so its stored rankings,
+    explanations and reference stay; new variant routes are measured (a worker thread)."""
+    before = {
+        variant_key(e.name, v.name): (v.model, v.hybrid_weights)
+        for e in snap.experiments
+        for v in e.variants
+    }
+    routes: dict[str, Recommender] = {}
+    for exp in experiments:
+        for v in exp.variants:
+            key = variant_key(exp.name, v.name)
+            kept = snap.variant_models.get(key)
+            if kept is not None and before.get(key) == (v.model, v.hybrid_weights):
+                routes[key] = kept
+            elif (m := variant_model(snap.models, v)) is not None:
+                routes[key] = m
+    caches = {}
+    keep = max((c.keep for c in snap.caches.values()), default=0)
+    for m in [*snap.models.values(), *routes.values()]:
+        if isinstance(m, Hybrid):
+            cache = snap.caches.get(id(m))
+            if cache is None:  # a new route: filled by requests, not ahead
+                cache = RankingCache(m)
+                cache.keep = keep
+            caches[id(m)] = cache
+    kept_ids = {id(m) for m in routes.values()}
+    dropped = tuple(m for m in snap.variant_models.values() if id(m) not in kept_ids)
+    new = dataclasses.replace(
+        snap,
+        variant_models=routes,
+        experiments=tuple(experiments),
+        retired=snap.retired + dropped,
+        caches=caches,
+        references={k: v for k, v in snap.references.items() if k not in snap.variant_models},
+    )
+    fresh = {k: m for k, m in routes.items() if snap.variant_models.get(k) is not m}
+    kept_refs = {k: snap.references[k] for k in routes if k not in fresh}
+    new.references.update(kept_refs | measure_references(new, fresh))
+    return new
+
+
+def measure_references(
+    snap: Snapshot, routes: dict[str, Recommender] | None = None
+) -> dict[str, float]:
     """Each route's reference score: the 95th percentile of the top-1 score over a sample of
-    training users with at least ``cold_threshold`` interactions (see docs/serving.md)."""
+    training users with at least ``cold_threshold`` interactions (see docs/serving.md).
+    ``routes``: only these (default: every route, and SimilarItems')."""
     counts = np.diff(snap.history.indptr)
     eligible = np.flatnonzero(counts >= max(snap.cold_threshold, 1))
     if len(eligible) == 0:
@@ -222,8 +281,10 @@ def measure_references(snap: Snapshot) -> dict[str, float]:
     rng = np.random.default_rng(0)
     users = np.sort(rng.choice(eligible, min(REFERENCE_USERS, len(eligible)), replace=False))
     rows = snap.history[users]
-    refs: dict[str, float] = {"cold_start": 1.0}
-    routes = dict(snap.models) | snap.variant_models
+    only = routes is not None
+    refs: dict[str, float] = {} if only else {"cold_start": 1.0}
+    if routes is None:
+        routes = dict(snap.models) | snap.variant_models
     for key, model in routes.items():
         if isinstance(model, Popularity):
             top = float(model.scores_.max()) if model.scores_.size else 0.0
@@ -232,6 +293,8 @@ def measure_references(snap: Snapshot) -> dict[str, float]:
         else:
             top = reference_score(model.recommend(users, rows, 1).scores)
         refs[key] = top if top > 0 and math.isfinite(top) else 1.0
+    if only:
+        return refs
     item_cf = snap.models.get("item_cf")
     sim = getattr(item_cf, "similarity_", None)
     if sim is not None and sim.nnz:

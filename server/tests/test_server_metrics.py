@@ -13,7 +13,16 @@ from srv_support import Client, event, metric, scrape, serving, trained  # noqa:
 from recsys_core import artifacts
 from recsys_core.models import MODELS
 from recsys_proto.v1 import recommender_pb2 as pb
-from recsys_server.metrics import BUCKETS, CODES, LOAD_FAILURES, METHODS, SHUTDOWN_OUTCOMES
+from recsys_server.metrics import (
+    BUCKETS,
+    CODES,
+    CONFIG_RELOAD_RESULTS,
+    DROP_REASONS,
+    LOAD_FAILURES,
+    METHODS,
+    OUTCOMES,
+    SHUTDOWN_OUTCOMES,
+)
 from recsys_server.router import COLD_START, PERSONALIZED, POPULARITY, TIERS
 
 TIER_NAMES = {
@@ -113,10 +122,12 @@ def test_label_values_are_bounded(scraped):
         "model": set(MODELS),
         "variant": {"none"},
         "tier": set(TIERS),
-        "reason": set(LOAD_FAILURES),
+        "reason": {*LOAD_FAILURES, *DROP_REASONS},
         "version": {version},
         "le": {*(str(b) for b in BUCKETS), "+Inf"},
-        "outcome": set(SHUTDOWN_OUTCOMES),
+        "outcome": {*SHUTDOWN_OUTCOMES, *OUTCOMES},
+        "experiment": {"none"},
+        "result": set(CONFIG_RELOAD_RESULTS),
     }
     for line in text.splitlines():
         if line.startswith("#") or "{" not in line or not line.startswith("recsys_"):

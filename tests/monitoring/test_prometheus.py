@@ -17,6 +17,7 @@ import random
 import re
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -135,6 +136,10 @@ def test_dashboard_json_is_generated() -> None:
         "Cold-start share",
         "Popularity profile",
         "Catalog coverage",
+        "Impressions per second by variant",
+        "Outcomes per impression by variant",
+        "Dropped impressions",
+        "Configuration reloads",
     ):
         assert needed in titles, needed
     for p in d["panels"]:
@@ -307,6 +312,15 @@ def live(trained, promtool, tmp_path_factory):  # noqa: F811
             time.sleep(0.2)
 
         version = artifacts.load_version(trained / artifacts.latest_version(trained))
+        # A configuration reload (the same file: unchanged), once Prometheus has the counter
+        # at 0, so that its increase is seen.
+        reloaded = 'recsys_config_reloads_total{job="recsys", result="unchanged"}'
+        deadline = time.monotonic() + 20
+        while not query(base, reloaded)["data"]["result"]:
+            if time.monotonic() > deadline:
+                pytest.fail("Prometheus never scraped the server")
+            time.sleep(0.2)
+        srv.proc.send_signal(signal.SIGHUP)
         ok = drive_load(srv.address, [str(i) for i in version.item_ids], LOAD_SECONDS)
         # Wait until a scrape after the load has been stored.
         expr = 'sum(recsys_requests_total{job="recsys", method="Recommend", code="OK"})'
@@ -357,6 +371,14 @@ def test_dashboard_values_match_the_traffic(live) -> None:
     assert 0 < float(coverage[0]["value"][1]) <= 1
     version = query(base, d["Model version"])["data"]["result"]
     assert len(version) == 1
+    shown = query(base, d["Impressions per second by variant"])["data"]["result"]
+    pairs = {(r["metric"]["experiment"], r["metric"]["variant"]) for r in shown}
+    assert {("blend", "control"), ("blend", "more-svd")} <= pairs
+    assert sum(float(r["value"][1]) for r in shown) > 0
+    dropped = query(base, d["Dropped impressions"])["data"]["result"]
+    assert float(dropped[0]["value"][1]) == 0
+    reloads = query(base, d["Configuration reloads (SIGHUP) by result"])["data"]["result"]
+    assert {r["metric"]["result"]: float(r["value"][1]) for r in reloads}["unchanged"] > 0
 
 
 def test_every_alert_rule_loads_evaluates_and_parses(live) -> None:

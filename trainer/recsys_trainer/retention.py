@@ -93,7 +93,11 @@ def read_archive(directory: Path) -> pl.DataFrame:
     frames = []
     for f in archive_files(directory):
         try:
-            frames.append(pl.read_parquet(f.path).select(list(ARCHIVE_SCHEMA)))
+            frame = pl.read_parquet(f.path)
+            # Files written before events had recommendation_id and position: null there.
+            missing = [k for k in ARCHIVE_SCHEMA if k not in frame.columns]
+            frame = frame.with_columns(pl.lit(None, ARCHIVE_SCHEMA[k]).alias(k) for k in missing)
+            frames.append(frame.select(list(ARCHIVE_SCHEMA)))
         except (OSError, pl.exceptions.PolarsError) as e:
             raise RetentionError(f"{f.path}: cannot read the archive file: {e}") from e
     if not frames:

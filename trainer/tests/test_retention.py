@@ -328,3 +328,30 @@ def test_an_id_stored_again_after_its_event_was_archived_counts_once(tmp_path, u
         (2, "a1", "i0001"),
     ]
     assert top == 3
+
+
+def test_attribution_fields_are_archived_and_old_files_read_with_nulls(tmp_path, url):
+    """Events keep recommendation_id and position through the archive; a file written before
+    events had them (no such columns) reads back with nulls, beside a new one."""
+    record(url, [Event("x", "u", "i0001", "click", 1.7e9, None, "r1", 4)], NOW - 30 * DAY)
+    root, archive = tmp_path / "art", tmp_path / "archive"
+    fake_version(root, 1, {"store_seq": 5})
+    assert apply(url, root, archive).archived == 1  # seq 1
+    columns = [k for k in ARCHIVE_SCHEMA if k not in ("recommendation_id", "position")]
+    before = pl.DataFrame(
+        [(2, "old", "u", "i0001", "click", 1.0, None, 1.0)],
+        schema={k: ARCHIVE_SCHEMA[k] for k in columns},
+        orient="row",
+    )
+    before.write_parquet(
+        archive / "events-000000000002-000000000002.parquet",
+        metadata={retention.STORED_BEFORE: repr(NOW)},
+    )
+    got = retention.read_archive(archive)
+    assert got.schema == pl.Schema(ARCHIVE_SCHEMA)
+    assert got.select("event_id", "recommendation_id", "position").rows() == [
+        ("x", "r1", 4),
+        ("old", None, None),
+    ]
+    frame, _ = stored_events(url, archive)
+    assert frame["event_id"].to_list() == ["x", "old"]

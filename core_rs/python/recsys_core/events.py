@@ -13,6 +13,7 @@ import polars as pl
 from recsys_core.data import EventWeights
 
 _FIELDS = ("event_id", "user_id", "item_id", "event_type", "timestamp", "rating")
+_ATTRIBUTION = ("recommendation_id", "position")  # serialized only when set
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,10 @@ class Event:
     ``timestamp`` is unix seconds; ``rating`` is the explicit rating of rating events (else
     None). Ints are accepted for the numbers and stored as floats; non-finite numbers and empty
     ids are rejected (ValueError), as are non-string ids (TypeError).
+
+    ``recommendation_id`` names the answer (RecommendResponse.recommendation_id) the event
+    came from and ``position`` the item's 1-based place in it; both None when not given. An id
+    the store does not know is kept as given (reports attribute such events by time window).
     """
 
     event_id: str
@@ -30,6 +35,8 @@ class Event:
     event_type: str
     timestamp: float
     rating: float | None = None
+    recommendation_id: str | None = None
+    position: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("event_id", "user_id", "item_id", "event_type"):
@@ -41,17 +48,37 @@ class Event:
         object.__setattr__(self, "timestamp", _number("timestamp", self.timestamp))
         if self.rating is not None:
             object.__setattr__(self, "rating", _number("rating", self.rating))
+        rid = self.recommendation_id
+        if rid is not None:
+            if not isinstance(rid, str):
+                raise TypeError(f"Event.recommendation_id must be a str, got {type(rid).__name__}")
+            if not rid:
+                raise ValueError("Event.recommendation_id must not be empty (None: not given)")
+        pos = self.position
+        if pos is not None:
+            if isinstance(pos, bool) or not isinstance(pos, int):
+                raise TypeError(f"Event.position must be an int, got {type(pos).__name__}")
+            if not 1 <= pos < 2**31:
+                raise ValueError(f"Event.position is 1-based (below 2**31), got {pos}")
 
     def to_dict(self) -> dict[str, object]:
-        return {name: getattr(self, name) for name in _FIELDS}
+        """The JSON object of the event; the attribution fields only when set, so an event
+        without them serializes exactly as before they existed."""
+        out = {name: getattr(self, name) for name in _FIELDS}
+        for name in _ATTRIBUTION:
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
+        return out
 
     @classmethod
     def from_dict(cls, obj: dict[str, object]) -> Event:
-        """An event from its JSON object (unknown keys are ignored; ``rating`` may be absent)."""
+        """An event from its JSON object (unknown keys are ignored; ``rating``,
+        ``recommendation_id`` and ``position`` may be absent)."""
         missing = [k for k in _FIELDS[:5] if k not in obj]
         if missing:
             raise ValueError(f"event is missing {', '.join(missing)}")
-        return cls(**{k: obj[k] for k in _FIELDS if k in obj})  # type: ignore[arg-type]
+        keys = (*_FIELDS, *_ATTRIBUTION)
+        return cls(**{k: obj[k] for k in keys if k in obj})  # type: ignore[arg-type]
 
 
 def _number(name: str, value: object) -> float:
@@ -67,8 +94,9 @@ def events_to_interactions(
     events: pl.DataFrame, event_weights: EventWeights | None = None
 ) -> pl.DataFrame:
     """The events of `DataStore.events_frame` (columns event_id, user_id, item_id, event_type,
-    timestamp, rating) as rows ``user, item, event, weight, timestamp`` (the columns of
-    `Interactions.to_frame` and `from_frame`'s defaults), to append to the trainer's base data.
+    timestamp, rating; others, such as recommendation_id, are ignored) as rows ``user, item,
+    event, weight, timestamp`` (the columns of `Interactions.to_frame` and `from_frame`'s
+    defaults), to append to the trainer's base data.
 
     Event types are matched like `EventWeights` (stripped, lower-cased) and ``event`` holds the
     normalized name. Rating events take their ``rating`` as weight; other events their type's

@@ -1,5 +1,5 @@
-"""The data store: what the server must not lose (behaviour events now; catalogue records,
-impressions, follower cursors and retention marks later), in SQLite on one box or PostgreSQL
+"""The data store: what the server must not lose (behaviour events, catalogue records and
+impressions; follower cursors and retention marks later), in SQLite on one box or PostgreSQL
 when shared, chosen by URL.
 
     store = open_store("sqlite:///var/recsys/events.db")   # or postgresql://user@host/db
@@ -25,11 +25,13 @@ from recsys_core.datastore.base import (
     parse_store_url,
     redact,
 )
+from recsys_core.datastore.impressions import Impression
 from recsys_core.datastore.items import ItemChange, ItemRecord
 
 __all__ = [
     "AppendResult",
     "DataStore",
+    "Impression",
     "ItemChange",
     "ItemRecord",
     "StoreClosed",

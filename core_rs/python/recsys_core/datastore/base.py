@@ -23,12 +23,14 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import polars as pl
 
+from recsys_core.datastore import impressions as imp
+from recsys_core.datastore.impressions import Impression
 from recsys_core.datastore.items import ITEM_COLUMNS, ItemChange, ItemRecord, record_of
 from recsys_core.events import Event
 
@@ -163,7 +165,7 @@ def parse_store_url(url: str) -> StoreURL:
     return StoreURL("sqlite", url, shown, path)
 
 
-COLUMNS = "seq, event_id, user_id, item_id, event_type, ts, rating"
+COLUMNS = "seq, event_id, user_id, item_id, event_type, ts, rating, recommendation_id, position"
 """The events table's columns, in the order `stored` reads a row."""
 
 FRAME_SCHEMA = {
@@ -174,6 +176,8 @@ FRAME_SCHEMA = {
     "event_type": pl.String,
     "timestamp": pl.Float64,
     "rating": pl.Float64,
+    "recommendation_id": pl.String,
+    "position": pl.Int64,
 }
 """`DataStore.events_frame`'s columns and types."""
 
@@ -197,8 +201,10 @@ def _range(
 
 def stored(row: Sequence[Any]) -> StoredEvent:
     """A row of `COLUMNS` as a StoredEvent."""
-    seq, event_id, user_id, item_id, event_type, ts, rating = row
-    return StoredEvent(int(seq), Event(event_id, user_id, item_id, event_type, ts, rating))
+    seq, event_id, user_id, item_id, event_type, ts, rating, rid, position = row
+    position = None if position is None else int(position)
+    event = Event(event_id, user_id, item_id, event_type, ts, rating, rid or None, position)
+    return StoredEvent(int(seq), event)
 
 
 # -- group commit ----------------------------------------------------------------------------
@@ -438,7 +444,7 @@ class GroupCommitter:
 
 
 class DataStore(ABC):
-    """Durable store of behaviour events (later also catalogue records, impressions, cursors).
+    """Durable store of behaviour events, catalogue records and impressions.
 
     Open with the backend's constructor (blocking: connects and runs migrations) or ``await
     Backend.open(url)``; ``await append(...)`` from the event loop; reads are synchronous (use
@@ -452,8 +458,8 @@ class DataStore(ABC):
     ``clock`` gives each commit's ``stored_at`` (the server's clock; retention ages events by
     it). Tests pass a fixed one instead of waiting.
 
-    Subclasses implement `_write_batch`, `_execute_write`, `_frame`, `_fetch` and `_close`,
-    and call ``super().__init__(url, max_batch=..., clock=...)``.
+    Subclasses implement `_write_batch`, `_execute_write`, `_insert_many`, `_frame`, `_fetch`
+    and `_close`, and call ``super().__init__(url, max_batch=..., clock=...)``.
     """
 
     def __init__(
@@ -619,6 +625,47 @@ class DataStore(ABC):
         rows = self._fetch(f"SELECT {ITEM_COLUMNS} FROM items ORDER BY item_id", ())
         return [record_of(r) for r in rows]
 
+    # -- impressions (recsys_core.datastore.impressions) ---------------------------------------
+
+    def append_impressions(self, rows: Sequence[Impression]) -> None:
+        """Store impressions in ONE transaction; an id already stored is skipped (idempotent
+        by ``recommendation_id``, so a retry after a failure is safe). Blocking, any thread
+        (SQLite: it takes the writer connection between two group commits). Raises
+        StoreUnavailable (nothing stored), StoreClosed after close, TypeError for a
+        non-Impression and ValueError for one that cannot be stored (NUL in a string)."""
+        rows = list(rows)
+        imp.check(rows)
+        if not rows:
+            return
+        now = self.clock()
+        # Lazily: each row's parameters are built between two inserts, which release the GIL,
+        # so a batch never holds it for long (a server thread stores impressions).
+        self._insert_many(imp.INSERT, (imp.params(r, now) for r in rows))
+
+    @abstractmethod
+    def _insert_many(self, sql: str, rows: Iterable[tuple[Any, ...]]) -> None:
+        """In ONE write transaction run ``sql`` (``?`` placeholders) once per row of
+        parameters (an iterable: consume it once, lazily); on failure roll back and raise
+        StoreUnavailable. Any thread."""
+
+    def impressions(self, experiment: str) -> pl.DataFrame:
+        """The stored impressions of ``experiment`` ("" for answers outside any experiment),
+        in ts order, with the columns of `impressions.IMPRESSION_SCHEMA`: recommendation_id,
+        user_id, experiment, variant, model, version (String), ts (Float64), item_ids
+        (List[String]), scores (List[Float64]), teams (List[Int64]). Blocking."""
+        raw = self._frame(imp.IMPRESSIONS_SQL, [experiment], imp.RAW_SCHEMA)
+        return imp.decode(raw)
+
+    def experiment_events(self, experiment: str) -> pl.DataFrame:
+        """The stored events of the users with an impression in ``experiment``, from that
+        experiment's first impression on, in seq order, with the columns of
+        `impressions.EXPERIMENT_EVENTS_SCHEMA`: event_id, user_id, item_id, event_type
+        (String), ts, rating (Float64; null when unrated), recommendation_id (String) and
+        position (Int64; both null when not given). Blocking."""
+        schema = imp.EXPERIMENT_EVENTS_SCHEMA
+        frame = self._frame(imp.EXPERIMENT_EVENTS_SQL, [experiment, experiment], schema)
+        return frame.select(pl.col(k).cast(v) for k, v in schema.items())
+
     # -- reading -----------------------------------------------------------------------------
 
     @abstractmethod
@@ -661,11 +708,15 @@ class DataStore(ABC):
         """The events with ``after_seq < seq <= up_to_seq`` (and ``stored_at <
         stored_before``), the first ``limit`` of them, as a polars frame read straight from
         the database: columns seq (Int64), event_id, user_id, item_id, event_type (String),
-        timestamp, rating (Float64, null when unrated), and with ``with_stored_at`` also
+        timestamp, rating (Float64, null when unrated), recommendation_id (String) and
+        position (Int64; both null when not given), and with ``with_stored_at`` also
         stored_at (Float64), in seq order."""
         where, params = _range(after_seq, up_to_seq, stored_before)
         schema = ARCHIVE_SCHEMA if with_stored_at else FRAME_SCHEMA
-        columns = 'seq, event_id, user_id, item_id, event_type, ts AS "timestamp", rating'
+        columns = (
+            'seq, event_id, user_id, item_id, event_type, ts AS "timestamp", rating, '
+            "recommendation_id, position"
+        )
         if with_stored_at:
             columns += ", stored_at"
         sql = f"SELECT {columns} FROM events WHERE {where} ORDER BY seq"

@@ -18,7 +18,7 @@ writer thread per process makes that impossible for a single server; followers r
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import unquote
@@ -52,10 +52,14 @@ _FRAME_BATCH = 50_000  # rows per fetch from the server-side cursor: bounds the 
 # has already drawn a seq, so retries of stored events would leave gaps); ON CONFLICT still
 # settles a race with another process inserting the same id.
 _INSERT = """
-INSERT INTO events (event_id, user_id, item_id, event_type, ts, rating, stored_at)
-SELECT t.event_id, t.user_id, t.item_id, t.event_type, t.ts, t.rating, %s
-FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::float8[], %s::float8[])
-     WITH ORDINALITY AS t(event_id, user_id, item_id, event_type, ts, rating, n)
+INSERT INTO events (event_id, user_id, item_id, event_type, ts, rating, recommendation_id,
+                    position, stored_at)
+SELECT t.event_id, t.user_id, t.item_id, t.event_type, t.ts, t.rating, t.recommendation_id,
+       t.position, %s
+FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::float8[], %s::float8[],
+            %s::text[], %s::int4[])
+     WITH ORDINALITY AS t(event_id, user_id, item_id, event_type, ts, rating,
+                          recommendation_id, position, n)
 WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = t.event_id)
 ORDER BY t.n
 ON CONFLICT (event_id) DO NOTHING
@@ -216,6 +220,8 @@ class PostgresStore(DataStore):
             [e.event_type for e in events],
             [e.timestamp for e in events],
             [e.rating for e in events],
+            [e.recommendation_id for e in events],
+            [e.position for e in events],
         )
         try:
             with self._connection() as conn:
@@ -230,6 +236,15 @@ class PostgresStore(DataStore):
         try:
             with self._connection() as conn, conn.cursor() as cur:
                 return items.write(cur, "%s", changes, self.clock())
+        except StoreClosed:
+            raise
+        except psycopg.Error as e:
+            raise StoreUnavailable(f"{self.url}: commit failed: {self._scrub(e)}") from None
+
+    def _insert_many(self, sql: str, rows: Iterable[tuple[Any, ...]]) -> None:
+        try:
+            with self._connection() as conn, conn.cursor() as cur:
+                cur.executemany(sql.replace("?", "%s"), rows)
         except StoreClosed:
             raise
         except psycopg.Error as e:
@@ -253,7 +268,8 @@ class PostgresStore(DataStore):
         events = list(events)
         for e in events:
             if isinstance(e, Event) and any(
-                "\x00" in s for s in (e.event_id, e.user_id, e.item_id, e.event_type)
+                "\x00" in s
+                for s in (e.event_id, e.user_id, e.item_id, e.event_type, e.recommendation_id or "")
             ):
                 raise ValueError(f"event {e.event_id!r}: PostgreSQL text cannot hold NUL (\\x00)")
         return await super().append(events)

@@ -5,7 +5,7 @@ database's version, so it is idempotent and two processes opening the same datab
 migrate it once. A database whose version is newer than `SCHEMA_VERSION` was written by a
 newer recsys: it is refused rather than misread.
 
-Adding a table (catalogue records, impressions, follower cursors, retention marks) is one more
+Adding a table (follower cursors, retention marks) is one more
 `Migration` at the end of `MIGRATIONS`, with the SQL for each dialect. Never edit a migration
 that has shipped: databases out there have already run it.
 """
@@ -67,6 +67,33 @@ CREATE TABLE items (
     updated_at DOUBLE PRECISION NOT NULL
 )"""
 
+# One row per recommendation answer (recsys_core.datastore.impressions). The list (item ids,
+# scores, teams) is JSON text in the row, not a child table: an answer is written with one
+# INSERT and read back whole (reports load an experiment's impressions and explode them in
+# polars), so a row per item would multiply rows and index updates by k for no query we run.
+_IMPRESSIONS_TABLE = """
+CREATE TABLE impressions (
+    recommendation_id TEXT PRIMARY KEY,
+    user_id           TEXT NOT NULL,
+    experiment        TEXT NOT NULL,
+    variant           TEXT NOT NULL,
+    model             TEXT NOT NULL,
+    version           TEXT NOT NULL,
+    ts                DOUBLE PRECISION NOT NULL,
+    item_ids          TEXT NOT NULL,
+    scores            TEXT NOT NULL,
+    teams             TEXT NOT NULL,
+    stored_at         DOUBLE PRECISION NOT NULL
+)"""
+_IMPRESSIONS = (
+    _IMPRESSIONS_TABLE,
+    "CREATE INDEX impressions_experiment_ts ON impressions (experiment, ts)",
+    "CREATE INDEX impressions_user_ts ON impressions (user_id, ts)",
+    # The answer an event came from, and the item's 1-based position in it (NULL: not given).
+    "ALTER TABLE events ADD COLUMN recommendation_id TEXT NULL",
+    "ALTER TABLE events ADD COLUMN position INTEGER NULL",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -84,6 +111,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         "items table (the live catalogue)",
         sqlite=(_ITEMS_TABLE.format(available="INTEGER"),),
         postgres=(_ITEMS_TABLE.format(available="SMALLINT"),),
+    ),
+    Migration(
+        3,
+        "impressions table; events.recommendation_id and position",
+        sqlite=_IMPRESSIONS,
+        postgres=_IMPRESSIONS,
     ),
 )
 

@@ -21,7 +21,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,7 @@ from recsys_core.events import Event
 __all__ = ["SQLiteStore"]
 
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
-_ROWS_PER_INSERT = 500  # 7 parameters a row, well under SQLite's 32766 variables
+_ROWS_PER_INSERT = 500  # 9 parameters a row, well under SQLite's 32766 variables
 _IDLE_READERS = 4  # read connections kept open between reads
 _PAGE_BYTES = 1024
 _CHECKPOINT_PAGES = 40_000
@@ -56,9 +56,10 @@ _WITH_SIDE_FILES = "together with its -wal and -shm files"
 
 @lru_cache(maxsize=64)
 def _insert_sql(rows: int) -> str:
-    values = ",".join(["(?,?,?,?,?,?,?)"] * rows)
+    values = ",".join(["(?,?,?,?,?,?,?,?,?)"] * rows)
     return (
-        "INSERT INTO events (event_id, user_id, item_id, event_type, ts, rating, stored_at) "
+        "INSERT INTO events (event_id, user_id, item_id, event_type, ts, rating, "
+        "recommendation_id, position, stored_at) "
         f"VALUES {values} ON CONFLICT (event_id) DO NOTHING RETURNING event_id, seq"
     )
 
@@ -237,6 +238,8 @@ class SQLiteStore(DataStore):
                             e.event_type,
                             e.timestamp,
                             e.rating,
+                            e.recommendation_id,
+                            e.position,
                             now,
                         )
                     ]
@@ -254,6 +257,9 @@ class SQLiteStore(DataStore):
         return self._transaction(
             lambda conn: items.write(conn.cursor(), "?", changes, now), "commit"
         )
+
+    def _insert_many(self, sql: str, rows: Iterable[tuple[Any, ...]]) -> None:
+        self._transaction(lambda conn: conn.executemany(sql, rows), "commit")
 
     def _execute_write(self, sql: str, params: Sequence[Any], check: Callable[[int], None]) -> int:
         def run(conn: sqlite3.Connection) -> int:
