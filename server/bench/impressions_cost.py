@@ -8,7 +8,9 @@ One synchronous client per server; the rounds alternate between the servers (and
 first), ``n`` Recommend calls (hybrid, k=10, known users) each, so machine noise hits both
 alike. Prints the client-observed p50/p90/p99 of each, the p50 ratio (target <= 1.05), the
 server-side mean handling time (``recsys_request_duration_seconds``: sum / count, exact), and
-how many impressions the recording server stored and dropped.
+how many impressions the recording server stored and dropped. Then, with ``--load-seconds``,
+throughput at saturation: ``--clients`` threads call each server as fast as they can, in
+alternating rounds of ``--load-seconds`` (informational; no target).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -86,11 +89,37 @@ def connect(address: str):
     return ch, pb_grpc.RecommenderStub(ch)
 
 
+def saturate(address: str, clients: int, seconds: float) -> float:
+    """Calls per second of ``clients`` threads calling Recommend back to back."""
+    chans = [connect(address) for _ in range(clients)]
+    done = [0] * clients
+    stop = time.monotonic() + seconds
+
+    def work(k: int) -> None:
+        stub, i = chans[k][1], k
+        while time.monotonic() < stop:
+            stub.Recommend(pb.RecommendRequest(user_id=user(i), k=10))
+            i += clients
+            done[k] += 1
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for ch, _ in chans:
+        ch.close()
+    return sum(done) / seconds
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--artifacts", required=True)
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--n", type=int, default=200, help="calls per server per round")
+    ap.add_argument("--clients", type=int, default=6, help="threads of the throughput rounds")
+    ap.add_argument("--load-seconds", type=float, default=0.0, help="per throughput round")
+    ap.add_argument("--load-rounds", type=int, default=4)
     a = ap.parse_args()
     with (
         tempfile.TemporaryDirectory() as tmp,
@@ -124,6 +153,14 @@ def main() -> int:
         after = {k: scrape(url) for k, (_, url) in servers.items()}
         for ch, _ in stubs.values():
             ch.close()
+        rps: dict[str, list[float]] = {k: [] for k in servers}
+        loaded = ""
+        if a.load_seconds > 0:
+            for r in range(a.load_rounds):
+                for k in order if r % 2 == 0 else order[::-1]:
+                    rps[k].append(saturate(servers[k][0], a.clients, a.load_seconds))
+            time.sleep(0.5)
+            loaded = scrape(servers[order[1]][1])
 
     print(
         f"Recommend hybrid k=10, {a.rounds} interleaved rounds x {a.n} calls per server, "
@@ -156,6 +193,18 @@ def main() -> int:
     print(
         f"{'PASS' if ok else 'FAIL'}  p50 ratio recording / off = {ratio:.3f} (target <= {TARGET})"
     )
+    if a.load_seconds > 0:
+        print(
+            f"\nthroughput, {a.clients} client threads, {a.load_rounds} alternating rounds of "
+            f"{a.load_seconds:g} s (calls/s per round)"
+        )
+        for k, v in rps.items():
+            print(f"{k:22s} " + " ".join(f"{x:6.0f}" for x in v) + f"   mean {np.mean(v):6.0f}")
+        dropped = total(loaded, "recsys_impressions_dropped_total")
+        print(
+            f"throughput ratio recording / off = {np.mean(rps[on_key]) / np.mean(rps[off_key]):.3f}"
+            f"; impressions dropped in all: {dropped:.0f}"
+        )
     return 0 if ok else 1
 
 

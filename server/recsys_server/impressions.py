@@ -60,8 +60,7 @@ def new_id() -> str:
 def shown(rid: str, a: Answer, ts: float) -> tuple[Any, ...]:
     """The fields of an `Impression` of ``a``, as a plain tuple of strings and numbers: the
     queue keeps these rather than the answers, whose objects (items, explanations) would
-    stay alive, and tracked by the garbage collector, until stored (measured: +6 us per
-    Recommend with a few thousand answers queued)."""
+    otherwise stay alive until stored."""
     teams = getattr(a, "teams", None)  # interleaving answers carry the team of each item
     items = a.items
     return (

@@ -458,7 +458,7 @@ class DataStore(ABC):
     ``clock`` gives each commit's ``stored_at`` (the server's clock; retention ages events by
     it). Tests pass a fixed one instead of waiting.
 
-    Subclasses implement `_write_batch`, `_execute_write`, `_insert_many`, `_frame`, `_fetch`
+    Subclasses implement `_write_batch`, `_execute_write`, `_execute_many`, `_frame`, `_fetch`
     and `_close`, and call ``super().__init__(url, max_batch=..., clock=...)``.
     """
 
@@ -637,16 +637,13 @@ class DataStore(ABC):
         imp.check(rows)
         if not rows:
             return
-        now = self.clock()
-        # Lazily: each row's parameters are built between two inserts, which release the GIL,
-        # so a batch never holds it for long (a server thread stores impressions).
-        self._insert_many(imp.INSERT, (imp.params(r, now) for r in rows))
+        self._execute_many(imp.statements(rows, self.clock()))
 
     @abstractmethod
-    def _insert_many(self, sql: str, rows: Iterable[tuple[Any, ...]]) -> None:
-        """In ONE write transaction run ``sql`` (``?`` placeholders) once per row of
-        parameters (an iterable: consume it once, lazily); on failure roll back and raise
-        StoreUnavailable. Any thread."""
+    def _execute_many(self, statements: Iterable[tuple[str, Sequence[Any]]]) -> None:
+        """In ONE write transaction run each statement (``?`` placeholders) with its
+        parameters, in order (an iterable: consume it once, lazily); on failure roll back and
+        raise StoreUnavailable. Any thread."""
 
     def impressions(self, experiment: str) -> pl.DataFrame:
         """The stored impressions of ``experiment`` ("" for answers outside any experiment),

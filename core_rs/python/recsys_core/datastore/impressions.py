@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import polars as pl
@@ -20,10 +21,21 @@ COLUMNS = (
     "recommendation_id, user_id, experiment, variant, model, version, ts, item_ids, scores, teams"
 )
 
-INSERT = (
-    f"INSERT INTO impressions ({COLUMNS}, stored_at) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
-    "ON CONFLICT (recommendation_id) DO NOTHING"
-)
+CHUNK = 64
+"""Rows per INSERT statement (11 parameters each, far below SQLite's and PostgreSQL's limits).
+A statement per row would hand the GIL over (the driver releases it while the database works)
+once per row: a server thread stores impressions while requests are answered."""
+
+
+@lru_cache(maxsize=8)
+def insert_sql(rows: int) -> str:
+    """One INSERT of ``rows`` rows (``?`` placeholders); an id already stored is skipped."""
+    values = ",".join(["(?,?,?,?,?,?,?,?,?,?,?)"] * rows)
+    return (
+        f"INSERT INTO impressions ({COLUMNS}, stored_at) VALUES {values} "
+        "ON CONFLICT (recommendation_id) DO NOTHING"
+    )
+
 
 IMPRESSION_SCHEMA: dict[str, pl.DataType] = {
     "recommendation_id": pl.String(),
@@ -129,7 +141,7 @@ def check(rows: Sequence[Impression]) -> None:
 
 
 def params(r: Impression, stored_at: float) -> tuple[Any, ...]:
-    """The `INSERT` parameters of one impression."""
+    """The parameters of one impression's row in `insert_sql`."""
     return (
         r.recommendation_id,
         r.user_id,
@@ -143,6 +155,15 @@ def params(r: Impression, stored_at: float) -> tuple[Any, ...]:
         "[" + ",".join(str(int(t)) for t in r.teams) + "]",
         stored_at,
     )
+
+
+def statements(rows: Sequence[Impression], stored_at: float) -> Iterator[tuple[str, list[Any]]]:
+    """The INSERTs storing ``rows``, `CHUNK` at a time, each with its parameters; built
+    lazily, so each chunk's parameters are built while the GIL is held and the statement
+    before it ran without it."""
+    for at in range(0, len(rows), CHUNK):
+        part = rows[at : at + CHUNK]
+        yield insert_sql(len(part)), [v for r in part for v in params(r, stored_at)]
 
 
 def decode(raw: pl.DataFrame) -> pl.DataFrame:

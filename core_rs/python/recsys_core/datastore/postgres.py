@@ -241,10 +241,11 @@ class PostgresStore(DataStore):
         except psycopg.Error as e:
             raise StoreUnavailable(f"{self.url}: commit failed: {self._scrub(e)}") from None
 
-    def _insert_many(self, sql: str, rows: Iterable[tuple[Any, ...]]) -> None:
+    def _execute_many(self, statements: Iterable[tuple[str, Sequence[Any]]]) -> None:
         try:
             with self._connection() as conn, conn.cursor() as cur:
-                cur.executemany(sql.replace("?", "%s"), rows)
+                for sql, params in statements:
+                    cur.execute(sql.replace("?", "%s"), params)
         except StoreClosed:
             raise
         except psycopg.Error as e:

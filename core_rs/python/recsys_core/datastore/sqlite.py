@@ -258,8 +258,12 @@ class SQLiteStore(DataStore):
             lambda conn: items.write(conn.cursor(), "?", changes, now), "commit"
         )
 
-    def _insert_many(self, sql: str, rows: Iterable[tuple[Any, ...]]) -> None:
-        self._transaction(lambda conn: conn.executemany(sql, rows), "commit")
+    def _execute_many(self, statements: Iterable[tuple[str, Sequence[Any]]]) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            for sql, params in statements:
+                conn.execute(sql, params)
+
+        self._transaction(run, "commit")
 
     def _execute_write(self, sql: str, params: Sequence[Any], check: Callable[[int], None]) -> int:
         def run(conn: sqlite3.Connection) -> int:
