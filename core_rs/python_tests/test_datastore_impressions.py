@@ -146,6 +146,7 @@ def test_experiment_events_are_the_experiments_users_from_its_first_impression(s
             imp("r1", user="u1", ts=100.0),
             imp("r2", user="u2", ts=200.0, variant="b"),
             imp("r3", user="u3", exp="other", ts=50.0),
+            imp("r4", user="u2", exp="", ts=210.0, variant=""),  # u2 outside any experiment
         ]
     )
     events = [
@@ -154,16 +155,20 @@ def test_experiment_events_are_the_experiments_users_from_its_first_impression(s
         Event("u2-early", "u2", "i1", "view", 150.0),  # u2's own impression is later: kept
         Event("u2", "u2", "i4", "purchase", 250.0, None, "zzz"),
         Event("rated", "u2", "i4", "rating", 251.0, 3.5),
+        Event("other-answer", "u2", "i5", "click", 260.0, None, "r4", 2),
+        Event("their-id", "u2", "i6", "click", 261.0, None, "r1"),  # u1's id: not u2's answer
         Event("not-in-it", "u3", "i1", "click", 300.0),
     ]
     asyncio.run(store.append(events))
     got = store.experiment_events("exp")
     assert got.schema == pl.Schema(EXPERIMENT_EVENTS_SCHEMA)
     assert got.rows() == [
-        ("at", "u1", "i1", "click", 100.0, None, "r1", 1),
-        ("u2-early", "u2", "i1", "view", 150.0, None, None, None),
-        ("u2", "u2", "i4", "purchase", 250.0, None, "zzz", None),
-        ("rated", "u2", "i4", "rating", 251.0, 3.5, None, None),
+        ("at", "u1", "i1", "click", 100.0, None, "r1", 1, "exp"),
+        ("u2-early", "u2", "i1", "view", 150.0, None, None, None, None),
+        ("u2", "u2", "i4", "purchase", 250.0, None, "zzz", None, None),
+        ("rated", "u2", "i4", "rating", 251.0, 3.5, None, None, None),
+        ("other-answer", "u2", "i5", "click", 260.0, None, "r4", 2, ""),
+        ("their-id", "u2", "i6", "click", 261.0, None, "r1", None, None),
     ]
     empty = store.experiment_events("nothing")
     assert empty.height == 0 and empty.schema == got.schema

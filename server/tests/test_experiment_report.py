@@ -88,6 +88,10 @@ def test_report_equals_the_hand_computation(trained, tmp_path):  # noqa: F811
                 assert (r.experiment, r.variant) == ("duo", assign((EXP,), user)[1].name)
                 return r
 
+            # b1 asks for a model by name: an answer outside the experiment, recorded first (the
+            # writer stores in queue order, so it is stored once the five below are).
+            rx = c.Recommend(pb.RecommendRequest(user_id=b1, k=3, model="svd"))
+            assert rx.recommendation_id and (rx.experiment, rx.variant) == ("", "")
             ra1, ra1b, ra2, rb1, rb2 = rec(a1), rec(a1), rec(a2), rec(b1), rec(b2)
             t = time.time()  # after every impression
             items = {r.recommendation_id: [i.item_id for i in r.items] for r in (ra1, ra1b)}
@@ -121,8 +125,11 @@ def test_report_equals_the_hand_computation(trained, tmp_path):  # noqa: F811
                 ev("8", b2, never_b2, "click", t + 30),
                 # b2: a purchase naming a1's answer: another user's id, so by the window -> rb2.
                 ev("9", b2, ib2[1], "purchase", t + 30, ra1.recommendation_id),
+                # b1: a click naming b1's own answer outside the experiment: it came from that
+                # answer, so it is not credited to rb1 by the window.
+                ev("10", b1, ib1[0], "click", t + 40, rx.recommendation_id, 1),
             ]
-            assert c.RecordInteractions(pb.RecordInteractionsRequest(events=events)).recorded == 9
+            assert c.RecordInteractions(pb.RecordInteractionsRequest(events=events)).recorded == 10
             r = c.GetExperimentReport(pb.GetExperimentReportRequest(experiment="duo"))
         finally:
             c.close()
@@ -138,8 +145,8 @@ def test_report_equals_the_hand_computation(trained, tmp_path):  # noqa: F811
     assert control.value == 1.0
     assert control.ctr == pytest.approx(2 / 9)
     assert (control.conversions_per_user, control.value_per_user) == (0.5, 0.5)
-    # treat: b1 (1 answer, 3 items; click 5; value 4 from 6), b2 (1 answer, 3 items;
-    #        conversion and value 1 from 9; 7 and 8 not credited).
+    # treat: b1 (1 answer, 3 items; click 5; value 4 from 6; 10 not credited), b2 (1 answer,
+    #        3 items; conversion and value 1 from 9; 7 and 8 not credited).
     assert (treat.variant, treat.model, treat.share) == ("treat", "item_cf", 0.5)
     assert (treat.users, treat.impressions, treat.clicks, treat.conversions) == (2, 2, 1, 1)
     assert treat.value == 5.0

@@ -25,6 +25,7 @@ METHODS = {
     "RecordInteractions": pb.RecordInteractionsRequest,
     "ListModels": pb.ListModelsRequest,
     "ReloadModels": pb.ReloadModelsRequest,
+    "GetExperimentReport": pb.GetExperimentReportRequest,
 }
 
 

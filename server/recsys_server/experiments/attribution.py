@@ -8,9 +8,10 @@ user that showed the event's item at most ``window_s`` seconds before it; else t
 
 The impressions frame holds one experiment's impressions only, so an id naming the same user's
 impression outside it (no experiment, another experiment) looks unknown here. When the events
-frame has an ``impression_experiment`` column (the experiment of the stored impression of the
-same user its id names; null: none) such events are left out instead: they came from that
-other answer. Without the column they go by the window like unknown ids.
+frame has an ``impression_experiment`` column (the store's ``experiment_events`` has it: the
+experiment of the stored impression of the same user its id names; null: none) such events are
+left out instead: they came from that other answer. Without the column they go by the window
+like unknown ids.
 """
 
 from __future__ import annotations

@@ -63,8 +63,12 @@ EXPERIMENT_EVENTS_SCHEMA: dict[str, pl.DataType] = {
     "rating": pl.Float64(),
     "recommendation_id": pl.String(),
     "position": pl.Int64(),
+    "impression_experiment": pl.String(),
 }
-"""`DataStore.experiment_events`' columns and types."""
+"""`DataStore.experiment_events`' columns and types. ``impression_experiment``: the experiment
+("" for none) of the stored impression of the same user that the event's recommendation_id
+names; null when it names none. Attribution leaves out events that came from an answer outside
+the experiment instead of crediting them by the window."""
 
 IMPRESSIONS_SQL = (
     f"SELECT {COLUMNS} FROM impressions WHERE experiment = ? ORDER BY ts, recommendation_id"
@@ -73,11 +77,13 @@ IMPRESSIONS_SQL = (
 # The events of the experiment's users from its first impression on. Without impressions
 # MIN(ts) is NULL and nothing matches.
 EXPERIMENT_EVENTS_SQL = """
-SELECT event_id, user_id, item_id, event_type, ts, rating, recommendation_id, position
-FROM events
-WHERE ts >= (SELECT MIN(ts) FROM impressions WHERE experiment = ?)
-  AND user_id IN (SELECT user_id FROM impressions WHERE experiment = ?)
-ORDER BY seq
+SELECT e.event_id, e.user_id, e.item_id, e.event_type, e.ts, e.rating, e.recommendation_id,
+       e.position, i.experiment AS impression_experiment
+FROM events e
+LEFT JOIN impressions i ON i.recommendation_id = e.recommendation_id AND i.user_id = e.user_id
+WHERE e.ts >= (SELECT MIN(ts) FROM impressions WHERE experiment = ?)
+  AND e.user_id IN (SELECT user_id FROM impressions WHERE experiment = ?)
+ORDER BY e.seq
 """
 
 
