@@ -271,7 +271,11 @@ async def serve(
     file_config: ServerConfig | None = None,
 ) -> None:
     """Runs until SIGTERM or SIGINT; SIGHUP reloads the configuration file's experiment
-    settings (`recsys_server.config_reload`)."""
+    settings (`recsys_server.config_reload`). A SIGHUP during start is kept and applied once
+    the server listens (the file may have changed after it was read), never fatal."""
+    loop = asyncio.get_running_loop()
+    early: list[int] = []
+    loop.add_signal_handler(signal.SIGHUP, lambda: early.append(1))
     running = await start(cfg, config_path=config_path, file_config=file_config)
     host = _host(cfg.host)
     announce(
@@ -281,7 +285,6 @@ async def serve(
         f"artifacts {cfg.artifacts}; store {running.datastore.url}"
     )
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     reloads: set[asyncio.Task] = set()
@@ -292,6 +295,8 @@ async def serve(
         task.add_done_callback(reloads.discard)
 
     loop.add_signal_handler(signal.SIGHUP, on_hup)
+    if early:
+        on_hup()
     await stop.wait()
     log.info(
         "shutting down: health NOT_SERVING, drain up to %.1f s, %.1f s grace in all",
