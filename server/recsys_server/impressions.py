@@ -21,7 +21,6 @@ import itertools
 import logging
 import os
 import threading
-import time
 from collections import OrderedDict, deque
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -42,8 +41,9 @@ LINGER_S = 0.2
 transactions, and less of the writer's Python work interleaved with requests."""
 BACKOFF_S = (0.05, 5.0)
 """A failed store write is retried after the first delay, doubling up to the second."""
-YIELD_EVERY = 16
-"""The writer lets other threads run after this many impressions of work (see `_run`)."""
+CHUNK = 16
+"""Impressions added to `RecentImpressions` per hold of its lock: an event being credited on
+the event loop meanwhile waits for at most one chunk."""
 MAX_IDS = 100_000
 """Recent recommendation ids kept for crediting events live."""
 MAX_USERS = 50_000
@@ -87,8 +87,13 @@ class RecentImpressions:
     ) -> None:
         self._max_ids, self._max_users, self._per_user = max_ids, max_users, per_user
         self._lock = threading.Lock()
+        # Only tuples of strings and numbers inside: the cyclic GC untracks them, so up to a
+        # million kept impressions add nothing to the full collections the request path pays
+        # for (a frozenset and a deque each did; docs/benchmarks.md, "Recording impressions").
         self._ids: OrderedDict[str, tuple[str, str, str]] = OrderedDict()
-        self._users: OrderedDict[str, deque[tuple[float, str, str, frozenset[str]]]] = OrderedDict()
+        self._users: OrderedDict[str, tuple[tuple[float, str, str, tuple[str, ...]], ...]] = (
+            OrderedDict()
+        )
 
     def add(self, rows: Iterable[Impression]) -> None:
         with self._lock:
@@ -96,11 +101,9 @@ class RecentImpressions:
                 self._ids[r.recommendation_id] = (r.user_id, r.experiment, r.variant)
                 if len(self._ids) > self._max_ids:
                     self._ids.popitem(last=False)
-                shown = self._users.pop(r.user_id, None)
-                if shown is None:
-                    shown = deque(maxlen=self._per_user)
-                shown.append((r.ts, r.experiment, r.variant, frozenset(r.item_ids)))
-                self._users[r.user_id] = shown  # last: the most recent user
+                old = self._users.pop(r.user_id, ())
+                kept = old[max(0, len(old) + 1 - self._per_user) :]
+                self._users[r.user_id] = (*kept, (r.ts, r.experiment, r.variant, r.item_ids))
                 if len(self._users) > self._max_users:
                     self._users.popitem(last=False)
 
@@ -230,13 +233,15 @@ class ImpressionRecorder:
                     self._cond.wait(self._linger)  # let the batch fill (adds do not wake us)
                 taken = list(itertools.islice(self._queue, self._batch))
             rows = []
-            for n, fields in enumerate(taken, 1):
+            # No explicit yields (time.sleep(0)) in this work: each forced a GIL hand-over and
+            # back, and those cost the request path more than the work itself (throughput at
+            # saturation 0.85x -> 0.91-0.95x without them; the interpreter's switch interval
+            # still lets requests in). docs/benchmarks.md, "Recording impressions".
+            for fields in taken:
                 # Recommend takes any user id; no backend stores one with NUL (PostgreSQL text
                 # cannot): left out here, so the rest of the batch is stored.
                 if "\x00" not in fields[1]:
                     rows.append(Impression(*fields))
-                if n % YIELD_EVERY == 0:
-                    time.sleep(0)  # let a request in rather than hold the GIL for the batch
             try:
                 self.store.append_impressions(rows)
             except StoreUnavailable as e:
@@ -252,9 +257,8 @@ class ImpressionRecorder:
                 self._done(len(taken), [])
                 continue
             delay = BACKOFF_S[0]
-            for at in range(0, len(rows), YIELD_EVERY):
-                self.recent.add(rows[at : at + YIELD_EVERY])
-                time.sleep(0)
+            for at in range(0, len(rows), CHUNK):
+                self.recent.add(rows[at : at + CHUNK])
             self._done(len(taken), rows)
 
     def _done(self, n: int, stored: list[Impression]) -> None:
