@@ -102,6 +102,11 @@ class Outcomes:
     conversions: tuple[str, ...] = ("purchase",)
     values: tuple[str, ...] = ("purchase",)
 
+    def kinds(self, event_type: str) -> list[str]:
+        """What an event of ``event_type`` counts as: some of click, conversion, value."""
+        named = (("click", self.clicks), ("conversion", self.conversions), ("value", self.values))
+        return [name for name, types in named if event_type in types]
+
 
 @dataclass(frozen=True)
 class ServerConfig:

@@ -292,15 +292,7 @@ class RecommenderCore:
         o = self.config.outcomes
         window = self.config.attribution_hours * 3600.0
         for e in events:
-            kinds = [
-                name
-                for name, types in (
-                    ("click", o.clicks),
-                    ("conversion", o.conversions),
-                    ("value", o.values),
-                )
-                if e.event_type in types
-            ]
+            kinds = o.kinds(e.event_type)
             if not kinds:
                 continue
             hit = self.impressions.recent.credit(e, window)

@@ -66,6 +66,19 @@ class Report:
     impressions_dropped: int
 
 
+def outcome_sums(outcomes: Outcomes) -> dict[str, pl.Expr]:
+    """Per group of credited events: clicks, conversions and value, by the configured types."""
+    kind = pl.col("event_type")
+    return {
+        "clicks": kind.is_in(list(outcomes.clicks)).sum().cast(pl.Int64),
+        "conversions": kind.is_in(list(outcomes.conversions)).sum().cast(pl.Int64),
+        "value": pl.when(kind.is_in(list(outcomes.values)))
+        .then(pl.col("value"))
+        .otherwise(0.0)
+        .sum(),
+    }
+
+
 def per_user(impressions: pl.DataFrame, credited: pl.DataFrame, outcomes: Outcomes) -> pl.DataFrame:
     """One row per (variant, user) with an impression: impressions, items shown, clicks,
     conversions, value (zeros when nothing was credited)."""
@@ -73,12 +86,7 @@ def per_user(impressions: pl.DataFrame, credited: pl.DataFrame, outcomes: Outcom
         impressions=pl.len(),
         items_shown=pl.col("item_ids").list.len().sum().cast(pl.Int64),
     )
-    kind = pl.col("event_type")
-    got = credited.group_by("variant", "user_id").agg(
-        clicks=kind.is_in(list(outcomes.clicks)).sum().cast(pl.Int64),
-        conversions=kind.is_in(list(outcomes.conversions)).sum().cast(pl.Int64),
-        value=pl.when(kind.is_in(list(outcomes.values))).then(pl.col("value")).otherwise(0.0).sum(),
-    )
+    got = credited.group_by("variant", "user_id").agg(**outcome_sums(outcomes))
     return (
         shown.join(got, on=["variant", "user_id"], how="left")
         .with_columns(pl.col("clicks", "conversions").fill_null(0), pl.col("value").fill_null(0.0))
@@ -100,19 +108,7 @@ def per_user_team(
         .group_by("user_id", "team")
         .agg(items_shown=pl.len().cast(pl.Int64))
     )
-    kind = pl.col("event_type")
-    got = (
-        credited.drop_nulls("team")
-        .group_by("user_id", "team")
-        .agg(
-            clicks=kind.is_in(list(outcomes.clicks)).sum().cast(pl.Int64),
-            conversions=kind.is_in(list(outcomes.conversions)).sum().cast(pl.Int64),
-            value=pl.when(kind.is_in(list(outcomes.values)))
-            .then(pl.col("value"))
-            .otherwise(0.0)
-            .sum(),
-        )
-    )
+    got = credited.drop_nulls("team").group_by("user_id", "team").agg(**outcome_sums(outcomes))
     return (
         base.join(teams, how="cross")
         .join(shown, on=["user_id", "team"], how="left")
