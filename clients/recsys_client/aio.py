@@ -49,7 +49,7 @@ class AsyncRecsysClient:
 
     def __init__(
         self,
-        target: str = DEFAULT_TARGET,
+        target: str | Sequence[str] = DEFAULT_TARGET,
         *,
         token: str | None = None,
         tls_root_cert: bytes | str | os.PathLike[str] | None = None,
@@ -71,7 +71,7 @@ class AsyncRecsysClient:
     def _get_channel(self) -> grpc.aio.Channel:
         if self._channel is None:
             creds = self._settings.credentials()
-            target, options = self._settings.target, self._settings.options
+            target, options = self._settings.channel_target, self._settings.options
             if creds is None:
                 self._channel = grpc.aio.insecure_channel(target, options=options)
             else:

@@ -540,3 +540,17 @@ def tls_fake(tls_files: tuple[Path, Path]) -> Iterator[FakeServer]:
         yield info
     finally:
         server.stop(None).wait(5)
+
+
+@pytest.fixture
+def tls_fake_2(tls_fake: FakeServer) -> Iterator[FakeServer]:
+    """A second TLS fake with the same certificate (a replica of ``tls_fake``)."""
+    cert = tls_fake.extra["cert"]
+    key = cert.with_name("key.pem")
+    creds = grpc.ssl_server_credentials([(key.read_bytes(), cert.read_bytes())])
+    server, info = start_server(creds)
+    info.extra["cert"] = cert
+    try:
+        yield info
+    finally:
+        server.stop(None).wait(5)

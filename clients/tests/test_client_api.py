@@ -531,3 +531,13 @@ def test_tls_with_a_root_cert_path_or_bytes(tls_fake, make_client):
 def test_plaintext_client_cannot_talk_to_a_tls_server(tls_fake, make_client):
     with pytest.raises(Unavailable):
         make_client(tls_fake.address, retries=0).health()
+
+
+def test_tls_to_several_replicas_checks_the_host_name(tls_fake, tls_fake_2, make_client):
+    # Resolved to 127.0.0.1 addresses; the certificate is still checked for "localhost".
+    ports = [a.rsplit(":", 1)[1] for a in (tls_fake.address, tls_fake_2.address)]
+    target = ",".join(f"localhost:{p}" for p in ports)
+    client = make_client(target, tls_root_cert=tls_fake.extra["cert"])
+    for n in range(10):
+        assert client.recommend(f"u{n}", k=1).item_ids == ["i1"]
+    assert tls_fake.servicer.calls_of("Recommend") and tls_fake_2.servicer.calls_of("Recommend")
