@@ -45,6 +45,7 @@ class AsyncRecsysClient:
     """The asyncio twin of :class:`recsys_client.RecsysClient`: same arguments, same methods
     (coroutines), same results and errors. The gRPC channel is opened on first use, in the
     running event loop, and belongs to that loop; use ``async with`` or ``await close()``.
+    The host names of a list of targets are resolved in the constructor (blocking, once).
     """
 
     def __init__(

@@ -437,6 +437,16 @@ def fake() -> Iterator[FakeServer]:
 
 
 @pytest.fixture
+def fake_2() -> Iterator[FakeServer]:
+    """A second fake server (another replica)."""
+    server, info = start_server()
+    try:
+        yield info
+    finally:
+        server.stop(None).wait(5)
+
+
+@pytest.fixture
 def dead_address() -> str:
     """A loopback address nobody listens on."""
     import socket

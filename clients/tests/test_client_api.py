@@ -492,6 +492,33 @@ def test_deadline_reaches_the_server(fake, make_client):
     assert 5.0 < models.time_remaining <= 7.55
 
 
+def connect_both(client, *servers) -> None:
+    """Health calls until every server has had one: round-robin connects to all addresses,
+    but uses only those connected (right after start, maybe one)."""
+    while not all(s.recorder.count("Check") for s in servers):
+        client.health()
+
+
+def test_calls_alternate_between_replicas(fake, fake_2, make_client):
+    client = make_client(f"{fake.address},{fake_2.address}")
+    connect_both(client, fake, fake_2)
+    for n in range(10):
+        client.recommend(f"u{n}", k=1)
+    assert len(fake.servicer.calls_of("Recommend")) == 5
+    assert len(fake_2.servicer.calls_of("Recommend")) == 5
+
+
+def test_a_retry_goes_to_the_other_replica(fake, fake_2, make_client):
+    fake.recorder.script["Recommend"] = [grpc.StatusCode.UNAVAILABLE] * 10
+    client = make_client([fake.address, fake_2.address], retries=1)
+    connect_both(client, fake, fake_2)
+    for n in range(10):
+        assert client.recommend(f"u{n}", k=1).item_ids == ["i1"]
+    # Every call answered by fake_2, those first sent to fake after one retry.
+    assert len(fake_2.servicer.calls_of("Recommend")) == 10
+    assert fake.recorder.count("Recommend") >= 1
+
+
 def test_deadline_covers_the_retries(fake, make_client, retry_decisions):
     # The first backoff (20 s) would end after the deadline (10 s): give up at once.
     backoff = Backoff(initial=20.0, multiplier=2.0, maximum=40.0, jitter=0.0)

@@ -113,6 +113,12 @@ def test_dns_target(replicas):
     assert (answered(a), answered(b)) == (5, 0)
 
 
+def connect_both(client: RecsysClient) -> None:
+    """Health calls until both the replica without a model (NOT_SERVING) and the one with
+    (SERVING) have answered: the client is connected to both."""
+    wait_until(lambda: {client.health() for _ in range(4)} == {"SERVING", "NOT_SERVING"}, "both")
+
+
 def test_a_refused_call_is_retried_on_the_other_replica(trained, tmp_path, start_replica):  # noqa: F811
     empty = tmp_path / "no-artifacts"
     empty.mkdir()
@@ -120,6 +126,7 @@ def test_a_refused_call_is_retried_on_the_other_replica(trained, tmp_path, start
     down = start_replica(empty, wait_serving=False)
     up = start_replica(trained)
     with RecsysClient([down.address, up.address], timeout=30, retries=3, backoff=FAST) as c:
+        connect_both(c)
         for n in range(20):
             assert len(c.recommend(f"retry-{n}", k=4).items) == 4
     assert answered(up) == 20
@@ -129,12 +136,13 @@ def test_a_refused_call_is_retried_on_the_other_replica(trained, tmp_path, start
     # Without retries, the calls round-robin sends to the replica with no model fail.
     failed = 0
     with RecsysClient([down.address, up.address], timeout=30, retries=0) as c:
+        connect_both(c)
         for n in range(20):
             try:
                 c.recommend(f"no-retry-{n}", k=4)
             except Unavailable:
                 failed += 1
-    assert 0 < failed < 20
+    assert failed == 10  # round-robin alternates
 
 
 def test_sigkill_of_one_replica_under_load_fails_no_call(replicas, retry_decisions):
