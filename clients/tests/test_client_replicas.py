@@ -5,16 +5,18 @@ fails no idempotent call. Each server's own request counter says who answered.""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from recsys_client import Backoff, RecsysClient, RecsysError, Unavailable
+from recsys_client import AsyncRecsysClient, Backoff, RecsysClient, RecsysError, Unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT / "server" / "tests") not in sys.path:
@@ -145,50 +147,93 @@ def test_a_refused_call_is_retried_on_the_other_replica(trained, tmp_path, start
     assert failed == 10  # round-robin alternates
 
 
-def test_sigkill_of_one_replica_under_load_fails_no_call(replicas, retry_decisions):
-    a, b = replicas
-    failures: list[str] = []
-    ok_after_kill = 0
-    killed_at: list[float] = []  # set once a is dead
-    lock = threading.Lock()
-    stop = threading.Event()
-    client = RecsysClient([a.address, b.address], timeout=5)
+class Load:
+    """Recommend calls without pause from ``workers`` callers of one client (threads of a
+    RecsysClient, or tasks of an AsyncRecsysClient on a loop in a thread), counting failures
+    and the calls that started after ``mark()`` and were answered."""
 
-    def load(t: int) -> None:
-        nonlocal ok_after_kill
+    def __init__(self, flavour: str, target: list[str], workers: int = 3) -> None:
+        self.failures: list[str] = []
+        self.answered_after = 0
+        self._mark: float | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        if flavour == "sync":
+            client = RecsysClient(target, timeout=5)
+            self._threads = [
+                threading.Thread(target=self._sync_worker, args=(client, w)) for w in range(workers)
+            ]
+            self._close = client.close
+        else:
+            self._threads = [
+                threading.Thread(target=asyncio.run, args=(self._aio(target, workers),))
+            ]
+            self._close = lambda: None
+
+    def _count(self, started: float, result: Any = None, error: Exception | None = None) -> None:
+        with self._lock:
+            if error is not None:
+                self.failures.append(f"{type(error).__name__}: {error}")
+            elif len(result.items) != 10:
+                self.failures.append(f"{len(result.items)} items")
+            elif self._mark is not None and started > self._mark:
+                self.answered_after += 1
+
+    def _sync_worker(self, client: RecsysClient, w: int) -> None:
         n = 0
-        while not stop.is_set():
+        while not self._stop.is_set():
             started = time.monotonic()
             try:
-                r = client.recommend(f"load-{t}-{n % 50}", k=10)
+                self._count(started, client.recommend(f"load-{w}-{n % 50}", k=10))
             except RecsysError as e:
-                with lock:
-                    failures.append(f"{type(e).__name__}: {e}")
-            else:
-                with lock:
-                    if len(r.items) != 10:
-                        failures.append(f"{len(r.items)} items")
-                    if killed_at and started > killed_at[0]:
-                        ok_after_kill += 1
+                self._count(started, error=e)
             n += 1
 
-    threads = [threading.Thread(target=load, args=(t,)) for t in range(3)]
-    try:
-        for t in threads:
+    async def _aio(self, target: list[str], workers: int) -> None:
+        async with AsyncRecsysClient(target, timeout=5) as client:
+
+            async def worker(w: int) -> None:
+                n = 0
+                while not self._stop.is_set():
+                    started = time.monotonic()
+                    try:
+                        self._count(started, await client.recommend(f"load-{w}-{n % 50}", k=10))
+                    except RecsysError as e:
+                        self._count(started, error=e)
+                    n += 1
+
+            await asyncio.gather(*(worker(w) for w in range(workers)))
+
+    def start(self) -> None:
+        for t in self._threads:
             t.start()
+
+    def mark(self) -> None:
+        with self._lock:
+            self._mark = time.monotonic()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(30)
+        self._close()
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_sigkill_of_one_replica_under_load_fails_no_call(replicas, retry_decisions, flavour):
+    a, b = replicas
+    load = Load(flavour, [a.address, b.address])
+    try:
+        load.start()
         wait_until(lambda: answered(a) >= 30 and answered(b) >= 30, "both replicas under load")
         b_before = answered(b)
         a.kill()  # SIGKILL, calls in flight
-        with lock:
-            killed_at.append(time.monotonic())
-        wait_until(lambda: ok_after_kill >= 150, "calls answered after the kill")
+        load.mark()
+        wait_until(lambda: load.answered_after >= 150, "calls answered after the kill")
     finally:
-        stop.set()
-        for t in threads:
-            t.join(30)
-        client.close()
-    assert failures == []
+        load.stop()
+    assert load.failures == []
     # Every call made after the kill was answered by the survivor.
-    assert answered(b) - b_before >= ok_after_kill
+    assert answered(b) - b_before >= load.answered_after
     retried = sum(d is not None for d in retry_decisions)
-    print(f"calls retried after the kill: {retried}; answered after it: {ok_after_kill}")
+    print(f"{flavour}: calls retried at the kill: {retried}; answered after: {load.answered_after}")
