@@ -16,7 +16,7 @@ from typing import Any, Generic, TypeVar
 
 import grpc
 
-from recsys_client import _convert, _health
+from recsys_client import _convert, _health, _target
 from recsys_client._version import __version__
 from recsys_client.errors import InvalidArgument, ServerError, from_rpc_error
 from recsys_client.types import (
@@ -140,6 +140,9 @@ class Settings:
     """A client's validated configuration (see :class:`recsys_client.RecsysClient`)."""
 
     target: str
+    """The target as given (entries joined by commas)."""
+    channel_target: str
+    """The gRPC channel target (`recsys_client._target`)."""
     metadata: tuple[tuple[str, str], ...] | None
     timeout: float | None
     retries: int
@@ -151,7 +154,7 @@ class Settings:
     @classmethod
     def create(
         cls,
-        target: str,
+        target: str | Sequence[str],
         token: str | None,
         tls_root_cert: bytes | str | os.PathLike[str] | None,
         timeout: float | None,
@@ -159,8 +162,7 @@ class Settings:
         backoff: Backoff | Sequence[float],
         options: Iterable[tuple[str, Any]],
     ) -> Settings:
-        if not isinstance(target, str) or not target.strip():
-            raise ValueError(f"target must be 'host:port', got {target!r}")
+        where = _target.parse(target)
         if token is not None and (
             not isinstance(token, str) or not token or any(c in token for c in "\r\n")
         ):
@@ -174,13 +176,16 @@ class Settings:
         except InvalidArgument as e:
             raise ValueError(e.details) from None
         return cls(
-            target=target,
+            target=where.display,
+            channel_target=where.uri,
             metadata=(("authorization", f"Bearer {token}"),) if token else None,
             timeout=timeout,
             retries=retries,
             backoff=backoff,
             root_cert=None if tls_root_cert is None else _read_cert(tls_root_cert),
-            options=[("grpc.primary_user_agent", f"recsys-client/{__version__}"), *options],
+            options=_target.channel_options(
+                where, [("grpc.primary_user_agent", f"recsys-client/{__version__}"), *options]
+            ),
         )
 
     def credentials(self) -> grpc.ChannelCredentials | None:
@@ -280,8 +285,9 @@ def record_interactions(events: Iterable[Interaction]) -> Call[RecordResult]:
         request,
         pb.RecordInteractionsResponse,
         _convert.record_result,
-        # Idempotent by event_id: a retried event that was stored counts as a duplicate.
-        idempotent=True,
+        # Idempotent by event_id: a retried event that was stored counts as a duplicate (on
+        # any replica of a shared store). The SDK refuses events without one; checked anyway.
+        idempotent=all(e.event_id for e in request.events),
         result=_NO_CALL if request.events else RecordResult(0, 0),
     )
 

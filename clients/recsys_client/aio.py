@@ -45,11 +45,12 @@ class AsyncRecsysClient:
     """The asyncio twin of :class:`recsys_client.RecsysClient`: same arguments, same methods
     (coroutines), same results and errors. The gRPC channel is opened on first use, in the
     running event loop, and belongs to that loop; use ``async with`` or ``await close()``.
+    The host names of a list of targets are resolved in the constructor (blocking, once).
     """
 
     def __init__(
         self,
-        target: str = DEFAULT_TARGET,
+        target: str | Sequence[str] = DEFAULT_TARGET,
         *,
         token: str | None = None,
         tls_root_cert: bytes | str | os.PathLike[str] | None = None,
@@ -71,7 +72,7 @@ class AsyncRecsysClient:
     def _get_channel(self) -> grpc.aio.Channel:
         if self._channel is None:
             creds = self._settings.credentials()
-            target, options = self._settings.target, self._settings.options
+            target, options = self._settings.channel_target, self._settings.options
             if creds is None:
                 self._channel = grpc.aio.insecure_channel(target, options=options)
             else:

@@ -17,7 +17,9 @@
     recsys history --user U [--limit 100]
     recsys experiments report NAME
 
-``--target`` and ``--token`` default to $RECSYS_TARGET and $RECSYS_TOKEN. ``--json`` prints the
+``--target`` is ``host:port``, several replicas ``h1:p1,h2:p2`` (calls are balanced round-robin,
+and a failed read is retried on another replica) or ``dns:///name:port``. ``--target`` and
+``--token`` default to $RECSYS_TARGET and $RECSYS_TOKEN. ``--json`` prints the
 result as JSON instead of a table. Exit status: 0 on success, 1 when the call failed (a one-line
 message on stderr) or ``health`` is not SERVING, 2 on a usage error.
 """
@@ -438,8 +440,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--target",
         default=env.get("RECSYS_TARGET") or DEFAULT_TARGET,
-        metavar="HOST:PORT",
-        help="server address (default: $RECSYS_TARGET or %(default)s)",
+        metavar="HOST:PORT[,HOST:PORT...]",
+        help="server address, several replicas comma-separated, or dns:///NAME:PORT "
+        "(default: $RECSYS_TARGET or %(default)s)",
     )
     p.add_argument(
         "--token", default=env.get("RECSYS_TOKEN") or None, help="bearer token ($RECSYS_TOKEN)"
@@ -455,7 +458,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--retries",
         type=int,
         default=DEFAULT_RETRIES,
-        help="retries when the server is unavailable (%(default)s)",
+        help="retries of an idempotent call when the server is unavailable, on another "
+        "replica when there are several (0: none; %(default)s)",
     )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")

@@ -44,14 +44,20 @@ class RecsysClient:
     is enough (it holds one gRPC channel). Use it as a context manager or call :meth:`close`.
 
     Args:
-        target: ``host:port`` of the server.
+        target: ``host:port`` of the server; or several replicas, as a list or a
+            comma-separated string (``"h1:50051,h2:50051"``, host names resolved once, here);
+            or a gRPC target such as ``dns:///name:50051`` (resolved by gRPC, again when a
+            connection fails). Calls are spread over every address by gRPC's round-robin, and
+            a retried call goes to the next replica that is up. ValueError names a bad entry.
         token: sent as ``authorization: Bearer <token>`` with every call.
         tls_root_cert: PEM root certificate(s) (bytes, or a path) to connect with TLS;
             plaintext when None.
         timeout: default deadline of each call in seconds, retries and their backoff included
             (None: no deadline); every method also takes ``timeout=``.
-        retries: how many times a call failing with ``UNAVAILABLE`` is retried (reads and
-            RecordInteractions, which is idempotent by event_id; never ReloadModels).
+        retries: how many times a call failing with ``UNAVAILABLE`` is retried, on the next
+            replica when there are several (0: never). Only idempotent calls are retried: the
+            reads, health, the catalogue writes, and RecordInteractions (every event carries an
+            event_id, which the server stores once); never ReloadModels.
         backoff: the wait between retries (:class:`Backoff`, or its arguments as a tuple).
         options: extra gRPC channel options, e.g. ``[("grpc.max_receive_message_length", n)]``.
 
@@ -60,7 +66,7 @@ class RecsysClient:
 
     def __init__(
         self,
-        target: str = DEFAULT_TARGET,
+        target: str | Sequence[str] = DEFAULT_TARGET,
         *,
         token: str | None = None,
         tls_root_cert: bytes | str | os.PathLike[str] | None = None,
@@ -73,10 +79,11 @@ class RecsysClient:
             target, token, tls_root_cert, timeout, retries, backoff, options
         )
         creds = self._settings.credentials()
+        where, options = self._settings.channel_target, self._settings.options
         if creds is None:
-            self._channel = grpc.insecure_channel(target, options=self._settings.options)
+            self._channel = grpc.insecure_channel(where, options=options)
         else:
-            self._channel = grpc.secure_channel(target, creds, options=self._settings.options)
+            self._channel = grpc.secure_channel(where, creds, options=options)
         self._callables: dict[str, Any] = {}
 
     @property

@@ -437,6 +437,16 @@ def fake() -> Iterator[FakeServer]:
 
 
 @pytest.fixture
+def fake_2() -> Iterator[FakeServer]:
+    """A second fake server (another replica)."""
+    server, info = start_server()
+    try:
+        yield info
+    finally:
+        server.stop(None).wait(5)
+
+
+@pytest.fixture
 def dead_address() -> str:
     """A loopback address nobody listens on."""
     import socket
@@ -533,6 +543,20 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 @pytest.fixture
 def tls_fake(tls_files: tuple[Path, Path]) -> Iterator[FakeServer]:
     cert, key = tls_files
+    creds = grpc.ssl_server_credentials([(key.read_bytes(), cert.read_bytes())])
+    server, info = start_server(creds)
+    info.extra["cert"] = cert
+    try:
+        yield info
+    finally:
+        server.stop(None).wait(5)
+
+
+@pytest.fixture
+def tls_fake_2(tls_fake: FakeServer) -> Iterator[FakeServer]:
+    """A second TLS fake with the same certificate (a replica of ``tls_fake``)."""
+    cert = tls_fake.extra["cert"]
+    key = cert.with_name("key.pem")
     creds = grpc.ssl_server_credentials([(key.read_bytes(), cert.read_bytes())])
     server, info = start_server(creds)
     info.extra["cert"] = cert

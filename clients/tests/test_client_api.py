@@ -492,6 +492,33 @@ def test_deadline_reaches_the_server(fake, make_client):
     assert 5.0 < models.time_remaining <= 7.55
 
 
+def connect_both(client, *servers) -> None:
+    """Health calls until every server has had one: round-robin connects to all addresses,
+    but uses only those connected (right after start, maybe one)."""
+    while not all(s.recorder.count("Check") for s in servers):
+        client.health()
+
+
+def test_calls_alternate_between_replicas(fake, fake_2, make_client):
+    client = make_client(f"{fake.address},{fake_2.address}")
+    connect_both(client, fake, fake_2)
+    for n in range(10):
+        client.recommend(f"u{n}", k=1)
+    assert len(fake.servicer.calls_of("Recommend")) == 5
+    assert len(fake_2.servicer.calls_of("Recommend")) == 5
+
+
+def test_a_retry_goes_to_the_other_replica(fake, fake_2, make_client):
+    fake.recorder.script["Recommend"] = [grpc.StatusCode.UNAVAILABLE] * 10
+    client = make_client([fake.address, fake_2.address], retries=1)
+    connect_both(client, fake, fake_2)
+    for n in range(10):
+        assert client.recommend(f"u{n}", k=1).item_ids == ["i1"]
+    # Every call answered by fake_2, those first sent to fake after one retry.
+    assert len(fake_2.servicer.calls_of("Recommend")) == 10
+    assert fake.recorder.count("Recommend") >= 1
+
+
 def test_deadline_covers_the_retries(fake, make_client, retry_decisions):
     # The first backoff (20 s) would end after the deadline (10 s): give up at once.
     backoff = Backoff(initial=20.0, multiplier=2.0, maximum=40.0, jitter=0.0)
@@ -531,3 +558,13 @@ def test_tls_with_a_root_cert_path_or_bytes(tls_fake, make_client):
 def test_plaintext_client_cannot_talk_to_a_tls_server(tls_fake, make_client):
     with pytest.raises(Unavailable):
         make_client(tls_fake.address, retries=0).health()
+
+
+def test_tls_to_several_replicas_checks_the_host_name(tls_fake, tls_fake_2, make_client):
+    # Resolved to 127.0.0.1 addresses; the certificate is still checked for "localhost".
+    ports = [a.rsplit(":", 1)[1] for a in (tls_fake.address, tls_fake_2.address)]
+    target = ",".join(f"localhost:{p}" for p in ports)
+    client = make_client(target, tls_root_cert=tls_fake.extra["cert"])
+    for n in range(10):
+        assert client.recommend(f"u{n}", k=1).item_ids == ["i1"]
+    assert tls_fake.servicer.calls_of("Recommend") and tls_fake_2.servicer.calls_of("Recommend")

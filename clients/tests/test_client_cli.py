@@ -185,6 +185,25 @@ def test_unreachable_server(dead_address, capsys):
     assert_one_line_error(err, "UNAVAILABLE")
 
 
+def test_several_targets(fake, dead_address, capsys, monkeypatch):
+    # A replica that is down does not fail the command: round-robin uses the one that is up.
+    rc, out, _ = run(capsys, "--target", f"{dead_address},{fake.address}", "health")
+    assert (rc, out) == (0, "SERVING\n")
+    monkeypatch.setenv("RECSYS_TARGET", f"{fake.address}, {dead_address}")
+    assert run(capsys, "models")[0] == 0
+    assert fake.servicer.calls_of("ListModels")
+
+
+@pytest.mark.parametrize(
+    ("target", "named"),
+    [("127.0.0.1:1,nope", "'nope'"), ("127.0.0.1:1,127.0.0.1:1", "'127.0.0.1:1' is given twice")],
+)
+def test_bad_target_is_named(capsys, target, named):
+    rc, out, err = run(capsys, "--target", target, "models")
+    assert rc == 1 and out == ""
+    assert_one_line_error(err, named)
+
+
 def test_deadline(fake, capsys):
     argv = ["--target", fake.address, "--timeout", "0.2", "recommend", "--user", "sleep:3"]
     rc, _, err = run(capsys, *argv)
