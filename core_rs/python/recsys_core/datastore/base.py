@@ -21,6 +21,7 @@ import logging
 import re
 import threading
 import time
+import uuid
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -467,6 +468,12 @@ class DataStore(ABC):
     ) -> None:
         self.url = redact(url)
         self.clock = clock
+        # Names this store object's commits in change notifications (`feed.Listener` skips
+        # its own). A fresh one per open: a restarted server is another writer.
+        self.origin = uuid.uuid4().hex
+        # Read back the events of a commit reported failed though stored (see `_write`).
+        # Off when a follower reads every stored event anyway (several replicas writing).
+        self.recover = True
         self.state = "ok"
         self.last_error = ""
         # Writer thread only: the highest seq this process committed, and whether a commit
@@ -556,6 +563,8 @@ class DataStore(ABC):
         other than those of commits acknowledged since, is such a row: they are read back
         here and handed out with the next `append` result (``AppendResult.recovered``). A
         read-back that fails is tried again after the following commit."""
+        if not self.recover:
+            return self._write_batch(events)
         if self._last_seq is None:
             self._last_seq = self.max_seq()
         try:

@@ -11,8 +11,10 @@ backoff, so once the server is back the next append succeeds on the same store o
 
 ``seq`` comes from an identity column, handed out at insert rather than at commit: with
 concurrent writing transactions a lower seq can become visible after a higher one. The one
-writer thread per process makes that impossible for a single server; followers reading
-``seq > cursor`` while several processes write are issue 19.
+writer thread per process makes that impossible for a single server; with several replicas
+writing, readers that follow the table keep the missing seqs as gaps (`feed.SeqCursor`).
+Each commit that stored events or catalogue records sends ``NOTIFY recsys_changes`` with the
+store object's ``origin``, so the other replicas' followers read at once.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from recsys_core.datastore.base import (
     StoreUnavailable,
     parse_store_url,
 )
+from recsys_core.datastore.feed import CHANNEL
 from recsys_core.datastore.items import ItemChange, ItemRecord
 from recsys_core.datastore.schema import migrate
 from recsys_core.events import Event
@@ -65,6 +68,8 @@ ORDER BY t.n
 ON CONFLICT (event_id) DO NOTHING
 RETURNING event_id, seq
 """
+
+_NOTIFY = f"SELECT pg_notify('{CHANNEL}', %s)"
 
 # Connection failures that waiting will not fix: the URL or the server's setup is wrong.
 _CONFIG_FAILURES = (
@@ -226,6 +231,8 @@ class PostgresStore(DataStore):
         try:
             with self._connection() as conn:
                 rows = conn.execute(_INSERT, (self.clock(), *columns)).fetchall()
+                if rows:  # delivered at COMMIT, only if it commits: wakes the other replicas
+                    conn.execute(_NOTIFY, (self.origin,))
         except StoreClosed:
             raise
         except psycopg.Error as e:  # not a connection failure, e.g. a NUL in a string
@@ -235,7 +242,10 @@ class PostgresStore(DataStore):
     def _write_items(self, changes: list[ItemChange]) -> list[ItemRecord | None]:
         try:
             with self._connection() as conn, conn.cursor() as cur:
-                return items.write(cur, "%s", changes, self.clock())
+                out = items.write(cur, "%s", changes, self.clock())
+                if any(r is not None for r in out):
+                    cur.execute(_NOTIFY, (self.origin,))
+                return out
         except StoreClosed:
             raise
         except psycopg.Error as e:
