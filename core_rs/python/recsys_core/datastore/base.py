@@ -680,6 +680,11 @@ class DataStore(ABC):
         another style rewrites them); database failures raise StoreUnavailable. Any
         thread."""
 
+    def _fetch_many(self, queries: Sequence[tuple[str, Sequence[Any]]]) -> list[list[Any]]:
+        """The rows of each read query, in order (a backend may run them on one connection:
+        the follower's read is three small queries, many times a second)."""
+        return [self._fetch(sql, params) for sql, params in queries]
+
     def read_events(
         self, after_seq: int = 0, up_to_seq: int | None = None, batch: int = 10_000
     ) -> Iterator[StoredEvent]:

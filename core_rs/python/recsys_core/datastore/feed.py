@@ -168,15 +168,20 @@ class StoreFeed(ChangeFeed):
             where += f" OR seq IN ({','.join('?' * len(gaps))})"
             params += gaps
         # head first: a row committed after it may still be read below, never the reverse
-        head = self.store.max_seq()
-        rows = self.store._fetch(
-            f"SELECT {COLUMNS}, stored_at FROM events WHERE {where} ORDER BY seq LIMIT ?",
-            (*params, limit),
+        (head,), rows, items = self.store._fetch_many(
+            [
+                ("SELECT COALESCE(MAX(seq), 0) FROM events", ()),
+                (
+                    f"SELECT {COLUMNS}, stored_at FROM events WHERE {where} ORDER BY seq LIMIT ?",
+                    (*params, limit),
+                ),
+                (
+                    f"SELECT {ITEM_COLUMNS} FROM items WHERE change_seq > ? ORDER BY change_seq",
+                    (item_seq,),
+                ),
+            ]
         )
-        items = self.store._fetch(
-            f"SELECT {ITEM_COLUMNS} FROM items WHERE change_seq > ? ORDER BY change_seq",
-            (item_seq,),
-        )
+        head = int(head[0])
         return Batch(
             [stored(r[:-1]) for r in rows],
             [float(r[-1]) for r in rows],

@@ -291,6 +291,14 @@ class PostgresStore(DataStore):
         with self._connection() as conn:
             return conn.execute(sql.replace("?", "%s"), tuple(params)).fetchall()
 
+    def _fetch_many(self, queries: Sequence[tuple[str, Sequence[Any]]]) -> list[list[Any]]:
+        # One pool checkout (which pings the connection) for all of them.
+        with self._connection() as conn:
+            return [
+                conn.execute(sql.replace("?", "%s"), tuple(params)).fetchall()
+                for sql, params in queries
+            ]
+
     def _frame(
         self, sql: str, params: Sequence[Any], schema: dict[str, pl.DataType]
     ) -> pl.DataFrame:
