@@ -187,3 +187,39 @@ def test_listener_is_woken_by_other_writers_only(postgres_dsn):
                 listener.stop()
 
     asyncio.run(go())
+
+
+def test_a_lost_commit_is_read_back_without_another_writers_events(postgres_dsn):
+    """A commit answered as failed though stored is read back after the next commit (as on
+    one server), and with another replica writing meanwhile only this writer's own rows are
+    (events.origin): the other's events are not handed out as recovered."""
+    from recsys_core.datastore import StoreUnavailable
+
+    async def go():
+        with open_store(postgres_dsn) as a, open_store(postgres_dsn) as b:
+            real = a._write_batch
+            lose = True
+
+            def flaky(events):
+                nonlocal lose
+                inserted = real(events)
+                if lose:
+                    lose = False
+                    raise StoreUnavailable("connection lost after COMMIT")
+                return inserted
+
+            await a.append([ev("a0")])
+            a._write_batch = flaky
+            with pytest.raises(StoreUnavailable):
+                await a.append([ev("a1"), ev("a2")])
+            theirs = await b.append([ev("b1")])
+            retry = await a.append([ev("a1"), ev("a2"), ev("a3")])
+            assert [r.event.event_id for r in retry.recovered] == ["a1", "a2"]
+            assert (len(retry.recorded), retry.duplicates) == (1, 2)
+            assert theirs.recovered == []
+            with psycopg.connect(postgres_dsn) as conn:
+                origins = dict(conn.execute("SELECT event_id, origin FROM events").fetchall())
+            assert {origins[i] for i in ("a0", "a1", "a2", "a3")} == {a.origin}
+            assert origins["b1"] == b.origin != a.origin
+
+    asyncio.run(go())

@@ -58,6 +58,8 @@ SHUTDOWN_OUTCOMES = ("completed", "cancelled", "refused")
 LOAD_FAILURES = (*sorted(REASONS), "warmup_failed", "error")
 # Sub-millisecond buckets too: a Recommend is handled in a few hundred microseconds.
 BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
+FOLLOW_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+"""``recsys_follower_delay_seconds``: visibility across replicas is aimed at p99 <= 250 ms."""
 NO_VARIANT = "none"
 OUTCOMES = ("click", "conversion", "value")
 """``recsys_outcomes_total``'s outcome label: config.outcomes' clicks, conversions, values."""
@@ -209,7 +211,7 @@ class Metrics:
         self.follow_delay = Histogram(
             "recsys_follower_delay_seconds",
             "From another replica's commit (its stored_at clock) to the fold here",
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            buckets=FOLLOW_BUCKETS,
             registry=r,
         )
         self._follower: Any = None

@@ -257,7 +257,6 @@ async def start(
     if cfg.follow_seconds > 0 and parse_store_url(cfg.store_url).scheme == "postgresql":
         # Replicas may share this store: fold what the others store (docs/replicas.md).
         versions.following = True
-        datastore.recover = False  # the follower folds a commit reported failed but stored
         feed = StoreFeed(datastore, listen=True)
         running.follower = Follower(
             datastore, feed, versions, live_catalogue, metrics, poll_seconds=cfg.follow_seconds

@@ -469,11 +469,10 @@ class DataStore(ABC):
         self.url = redact(url)
         self.clock = clock
         # Names this store object's commits in change notifications (`feed.Listener` skips
-        # its own). A fresh one per open: a restarted server is another writer.
+        # its own) and, where ``_writes_origin``, its rows (events.origin). A fresh one per
+        # open: a restarted server is another writer.
         self.origin = uuid.uuid4().hex
-        # Read back the events of a commit reported failed though stored (see `_write`).
-        # Off when a follower reads every stored event anyway (several replicas writing).
-        self.recover = True
+        self._writes_origin = False
         self.state = "ok"
         self.last_error = ""
         # Writer thread only: the highest seq this process committed, and whether a commit
@@ -562,9 +561,9 @@ class DataStore(ABC):
         next successful commit every row above the last seq it committed before the failure,
         other than those of commits acknowledged since, is such a row: they are read back
         here and handed out with the next `append` result (``AppendResult.recovered``). A
-        read-back that fails is tried again after the following commit."""
-        if not self.recover:
-            return self._write_batch(events)
+        read-back that fails is tried again after the following commit. With several
+        processes writing one PostgreSQL store (replicas) only this store object's own rows
+        are read back (``events.origin``)."""
         if self._last_seq is None:
             self._last_seq = self.max_seq()
         try:
@@ -580,7 +579,7 @@ class DataStore(ABC):
         try:
             found = [
                 x
-                for x in self.read_events(after_seq=self._last_seq)
+                for x in self._own_events_after(self._last_seq)
                 if x.seq not in self._acked_uncertain
             ]
         except StoreUnavailable as e:  # the commit stands; recover after the next one
@@ -597,6 +596,15 @@ class DataStore(ABC):
         self._last_seq = max([self._last_seq, *self._acked_uncertain, *(x.seq for x in found)])
         self._uncertain, self._acked_uncertain = False, set()
         return inserted
+
+    def _own_events_after(self, seq: int) -> list[StoredEvent]:
+        if not self._writes_origin:  # one writer: every row is this store object's
+            return list(self.read_events(after_seq=seq))
+        rows = self._fetch(
+            f"SELECT {COLUMNS} FROM events WHERE seq > ? AND origin = ? ORDER BY seq",
+            (seq, self.origin),
+        )
+        return [stored(r) for r in rows]
 
     def _take_recovered(self) -> list[StoredEvent]:
         with self._recovered_lock:

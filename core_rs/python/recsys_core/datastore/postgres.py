@@ -56,9 +56,9 @@ _FRAME_BATCH = 50_000  # rows per fetch from the server-side cursor: bounds the 
 # settles a race with another process inserting the same id.
 _INSERT = """
 INSERT INTO events (event_id, user_id, item_id, event_type, ts, rating, recommendation_id,
-                    position, stored_at)
+                    position, stored_at, origin)
 SELECT t.event_id, t.user_id, t.item_id, t.event_type, t.ts, t.rating, t.recommendation_id,
-       t.position, %s
+       t.position, %s, %s
 FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::float8[], %s::float8[],
             %s::text[], %s::int4[])
      WITH ORDINALITY AS t(event_id, user_id, item_id, event_type, ts, rating,
@@ -111,6 +111,7 @@ class PostgresStore(DataStore):
         if parsed.scheme != "postgresql":
             raise StoreConfigError(f"--store {parsed.redacted!r}: not a PostgreSQL URL")
         super().__init__(url, max_batch=max_batch, clock=clock)
+        self._writes_origin = True
         self._connect_timeout = connect_timeout
         self._password = _url_password(url)
         self._conninfo = self._conninfo_with_timeouts(
@@ -230,7 +231,7 @@ class PostgresStore(DataStore):
         )
         try:
             with self._connection() as conn:
-                rows = conn.execute(_INSERT, (self.clock(), *columns)).fetchall()
+                rows = conn.execute(_INSERT, (self.clock(), self.origin, *columns)).fetchall()
                 if rows:  # delivered at COMMIT, only if it commits: wakes the other replicas
                     conn.execute(_NOTIFY, (self.origin,))
         except StoreClosed:

@@ -99,6 +99,9 @@ _IMPRESSIONS = (
 # recsys_server.follow). PostgreSQL draws it from a sequence (several writers); SQLite's one
 # writer takes MAX + 1 inside its write transaction.
 _ITEMS_CHANGE_SEQ = "CREATE INDEX items_change_seq ON items (change_seq)"
+# Which store object wrote an event (PostgreSQL; NULL on SQLite, which has one writer): after
+# a commit whose answer was lost, a replica reads back its own rows only (base.DataStore._write).
+_EVENTS_ORIGIN = "ALTER TABLE events ADD COLUMN origin TEXT NULL"
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
@@ -126,15 +129,17 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         4,
-        "items.change_seq (the catalogue's change cursor)",
+        "items.change_seq (the catalogue's change cursor); events.origin",
         sqlite=(
             "ALTER TABLE items ADD COLUMN change_seq INTEGER NOT NULL DEFAULT 0",
             _ITEMS_CHANGE_SEQ,
+            _EVENTS_ORIGIN,
         ),
         postgres=(
             "CREATE SEQUENCE items_change_seq_gen",
             "ALTER TABLE items ADD COLUMN change_seq BIGINT NOT NULL DEFAULT 0",
             _ITEMS_CHANGE_SEQ,
+            _EVENTS_ORIGIN,
         ),
     ),
 )
