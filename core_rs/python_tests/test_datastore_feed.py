@@ -101,6 +101,11 @@ def test_feed_reads_other_writers_events_and_item_changes(store_url):
             items = feed.read((0, []), 0, 100).items
             assert [(r.item_id, r.available, r.seq) for r in items] == [("x", False, second.seq)]
             assert feed.read((0, []), second.seq, 100).items == []
+            await a.change_items([ItemChange("y", True, title="Y")])
+            one = feed.read((max(r.seqs), []), 0, 1)  # at most one record: read on at once
+            assert [x.item_id for x in one.items] == ["x"] and one.full
+            rest = feed.read((max(r.seqs), []), one.items[-1].seq, 1)
+            assert [x.item_id for x in rest.items] == ["y"]
             assert b.read_items()[0].seq == second.seq
 
     asyncio.run(go())

@@ -121,7 +121,7 @@ class Batch:
     stored_at: list[float] = field(default_factory=list)  # per event: its commit's clock
     items: list[ItemRecord] = field(default_factory=list)  # change_seq order
     head: int = 0  # the store's highest event seq when read
-    full: bool = False  # the limit was reached: read again at once
+    full: bool = False  # a limit was reached: read again at once
 
 
 class ChangeFeed(ABC):
@@ -130,9 +130,10 @@ class ChangeFeed(ABC):
 
     @abstractmethod
     def read(self, cursor: tuple[int, list[int]], item_seq: int, limit: int) -> Batch:
-        """Events not covered by ``cursor`` (`SeqCursor.wanted`), at most ``limit``, in seq
-        order; catalogue records changed after ``item_seq``. StoreUnavailable when the
-        store cannot be read."""
+        """Events not covered by ``cursor`` (`SeqCursor.wanted`) in seq order, and catalogue
+        records changed after ``item_seq`` in change order, at most ``limit`` of each
+        (``Batch.full`` when a limit was reached). StoreUnavailable when the store cannot be
+        read."""
 
     @abstractmethod
     async def wait(self, timeout: float) -> None:
@@ -176,8 +177,9 @@ class StoreFeed(ChangeFeed):
                     (*params, limit),
                 ),
                 (
-                    f"SELECT {ITEM_COLUMNS} FROM items WHERE change_seq > ? ORDER BY change_seq",
-                    (item_seq,),
+                    f"SELECT {ITEM_COLUMNS} FROM items WHERE change_seq > ? ORDER BY change_seq "
+                    "LIMIT ?",
+                    (item_seq, limit),
                 ),
             ]
         )
@@ -187,7 +189,7 @@ class StoreFeed(ChangeFeed):
             [float(r[-1]) for r in rows],
             [record_of(r) for r in items],
             head,
-            len(rows) >= limit,
+            len(rows) >= limit or len(items) >= limit,
         )
 
     async def wait(self, timeout: float) -> None:
