@@ -125,7 +125,12 @@ def main() -> int:
     p.add_argument("--limit", type=float, default=30.0, help="give up on one sample after this")
     p.add_argument("--background-rate", type=float, default=0.0, help="other events/s (A+B)")
     a = p.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="replica-vis-"))
+    with tempfile.TemporaryDirectory(prefix="replica-vis-") as tmp:
+        return measure(a, Path(tmp))
+
+
+def measure(a: argparse.Namespace, tmp: Path) -> int:
+    """The samples, with the replicas' logs and any trained artifacts in ``tmp``."""
     artifacts = a.artifacts or train(tmp)
     from recsys_core import artifacts as art
 
