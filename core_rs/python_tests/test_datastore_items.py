@@ -42,9 +42,9 @@ def test_upsert_is_stored_idempotent_and_read_back(store_url):
             await s.close()
 
     first, again = run(go())
-    assert first == [
-        ItemRecord("i1", "T", ("a",), {"brand": "x"}, True, 100.0),
-        ItemRecord("i2", "T", ("a",), {}, True, 100.0),
+    assert first == [  # each write takes the next change seq (replicas follow by it)
+        ItemRecord("i1", "T", ("a",), {"brand": "x"}, True, 100.0, 1),
+        ItemRecord("i2", "T", ("a",), {}, True, 100.0, 2),
     ]
     assert again == [None]  # the same record: nothing written
     with open_store(store_url) as s:  # reopened: durable
@@ -69,8 +69,9 @@ def test_availability_is_last_write_wins_and_kept_by_a_later_upsert(store_url):
 
     a, b, c, d, e = run(go())
     assert a[0].available is False and b[0].available is True and c[0].available is False
-    assert d[0] == ItemRecord("i1", "T2", ("a",), {}, False, 5.0)
-    assert e[0] == ItemRecord("ghost", None, (), {}, False, 5.0)
+    assert [a[0].seq, b[0].seq, c[0].seq] == [2, 3, 4]  # in queue order
+    assert d[0] == ItemRecord("i1", "T2", ("a",), {}, False, 5.0, 5)
+    assert e[0] == ItemRecord("ghost", None, (), {}, False, 5.0, 6)
     with open_store(store_url) as s:
         got = {r.item_id: r for r in s.read_items()}
     assert got["i1"].available is False and got["i1"].title == "T2"

@@ -46,6 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--default-model", help="model for requests that name none")
     p.add_argument("--poll-seconds", type=float, help="artifact poll interval")
     p.add_argument(
+        "--follow-seconds",
+        type=float,
+        help="PostgreSQL store: poll interval of the follower that folds other replicas' "
+        "events, besides NOTIFY (default 1; 0: off)",
+    )
+    p.add_argument(
         "--precompute-users",
         type=int,
         help="most active known users whose hybrid ranking is computed at load (default 20000)",
@@ -87,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             "tls_key": args.tls_key,
             "default_model": args.default_model,
             "poll_seconds": args.poll_seconds,
+            "follow_seconds": args.follow_seconds,
             "precompute_users": args.precompute_users,
         }
         cfg = cfg.replace(**{k: v for k, v in flags.items() if v is not None})

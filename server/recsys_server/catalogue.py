@@ -133,6 +133,8 @@ class Catalogue:
 
     def __init__(self, records: Iterable[ItemRecord] = ()) -> None:
         self.records: dict[str, ItemRecord] = {r.item_id: r for r in records}
+        self.max_seq = max((r.seq for r in self.records.values()), default=0)
+        """The highest change seq held: the follower reads the records changed after it."""
         self.generation = 0
         self._unavailable = frozenset(i for i, r in self.records.items() if not r.available)
         self._sorted_ids: list[str] | None = None
@@ -146,23 +148,31 @@ class Catalogue:
         """Every stored record (blocking: run in a thread). StoreUnavailable when unreadable."""
         return cls(store.read_items() if store is not None else ())
 
-    def apply(self, stored: Iterable[ItemRecord | None], snap: Snapshot | None) -> None:
-        """Takes in records the store acknowledged; the deny list for ``snap`` is rebuilt now,
-        so the next request already excludes a newly unavailable item."""
+    def apply(self, stored: Iterable[ItemRecord | None], snap: Snapshot | None) -> int:
+        """Takes in records the store acknowledged (or the follower read: another replica's
+        changes); the deny list for ``snap`` is rebuilt now, so the next request already
+        excludes a newly unavailable item. A record older than the one held (a lower change
+        seq: the follower read it before a later write arrived here, or this replica's own
+        write read back) is ignored; returns how many records were taken in."""
         records = dict(self.records)
-        changed = False
+        changed = 0
         for r in stored:
             if r is not None:
+                held = records.get(r.item_id)
+                if held is not None and r.seq and held.seq >= r.seq:
+                    continue
                 records[r.item_id] = r
-                changed = True
+                self.max_seq = max(self.max_seq, r.seq)
+                changed += 1
         if not changed:
-            return
+            return 0
         self.records = records
         self._unavailable = frozenset(i for i, r in records.items() if not r.available)
         self._sorted_ids = None
         self.generation += 1
         if snap is not None:
             self.deny(snap)
+        return changed
 
     # -- reads -------------------------------------------------------------------------------
 

@@ -123,6 +123,10 @@ class ServerConfig:
     """An event log directory of the server before the data store, imported into the store
     once at start (then marked); default ``<artifacts>/../events``, when it exists."""
     poll_seconds: float = 2.0
+    follow_seconds: float = 1.0
+    """PostgreSQL store: replicas sharing it fold each other's events and catalogue changes
+    (`recsys_server.follow`), woken by NOTIFY at each commit and polling every this many
+    seconds as the fallback. 0: no following. A SQLite store has one server: no follower."""
     default_model: str = "hybrid"
     max_concurrent_rpcs: int = 256
     grace_seconds: float = 5.0
@@ -207,6 +211,8 @@ def check(c: ServerConfig) -> None:
         raise ConfigError("port and metrics_port must be in 0..65535")
     if not (c.poll_seconds > 0 and math.isfinite(c.poll_seconds)):
         raise ConfigError(f"poll_seconds must be > 0, got {c.poll_seconds}")
+    if not (c.follow_seconds >= 0 and math.isfinite(c.follow_seconds)):
+        raise ConfigError(f"follow_seconds must be >= 0 (0: off), got {c.follow_seconds}")
     for name in ("grace_seconds", "drain_seconds", "drain_quiet_seconds"):
         value = getattr(c, name)
         if not (value >= 0 and math.isfinite(value)):

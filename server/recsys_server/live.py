@@ -8,6 +8,10 @@ the version's cursor (``manifest["params"]["store_seq"]``, the last seq it was t
 
 Per-user entries are copy-on-write (a fold replaces the user's mapping), so scoring threads can
 read while the event loop folds.
+
+``cursor`` says which store seqs the history holds. With replicas sharing the store, events
+reach it twice (acknowledged here, and read back by the follower, ``recsys_server.follow``);
+`fold_stored` folds each seq once, whichever comes first.
 """
 
 from __future__ import annotations
@@ -17,11 +21,15 @@ from dataclasses import dataclass
 
 from recsys_core.data import EventWeights
 from recsys_core.datastore import DataStore
+from recsys_core.datastore.feed import SeqCursor
 from recsys_core.events import Event
 
 EVENT_TYPES = ("view", "click", "add_to_cart", "purchase", "rating")
 MAX_ITEMS_PER_USER = 2000
 """A user's live history keeps at most this many distinct items (the most recent ones)."""
+GAP_LOOKBACK = 10_000
+"""A rebuild counts the seqs missing among the last this many below its high mark as gaps
+(they may still commit: another replica's transaction in flight); older ones never will."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +47,7 @@ class LiveHistory:
         self._users: dict[str, dict[int, LiveItem]] = {}
         self.events = 0  # folded in (events for items the version knows)
         self.seen = 0  # offered: every stored event after the version's cursor
+        self.cursor = SeqCursor()  # the store seqs folded (see `fold_stored`)
 
     def __len__(self) -> int:
         return len(self._users)
@@ -72,6 +81,18 @@ class LiveHistory:
         self.events += n
         return n
 
+    def fold_stored(self, seqs: Iterable[int], events: Iterable[Event]) -> list[Event]:
+        """Folds the events whose seq ``cursor`` does not cover yet, and marks them covered;
+        returns those (a seq folded before, by the follower or an acknowledgement, is
+        skipped)."""
+        new = []
+        for seq, e in zip(seqs, events, strict=True):
+            if not self.cursor.covered(seq):
+                self.cursor.mark(seq)
+                new.append(e)
+        self.fold(new)
+        return new
+
     def get(self, user_id: str) -> Mapping[int, LiveItem] | None:
         return self._users.get(user_id)
 
@@ -90,17 +111,24 @@ class LiveHistory:
         read."""
         live = cls(item_index, weights)
         if store is None:
+            live.cursor = SeqCursor(after_seq)
             return live, after_seq
-        # One writer (this process's group committer) stores seqs in commit order, so every
-        # event at or below the max seq read now is committed and in the read below. (Several
-        # processes writing one PostgreSQL store could commit a lower seq later: issue 19,
-        # the same caveat as the trainer's cursor.)
+        # One writer stores seqs in commit order, but several replicas writing one PostgreSQL
+        # store can commit a lower seq after a higher one: a seq missing below the max read
+        # now may still come, so recent ones are kept as the cursor's gaps (the follower
+        # and the swap's catch-up fold them when they do).
         last = max(store.max_seq(), after_seq)
         batch: list[Event] = []
+        gaps: list[int] = []
+        prev = after_seq
         for stored in store.read_events(after_seq=after_seq, up_to_seq=last):
+            gaps.extend(range(max(prev + 1, last - GAP_LOOKBACK), stored.seq))
+            prev = stored.seq
             batch.append(stored.event)
             if len(batch) >= 4096:
                 live.fold(batch)
                 batch.clear()
+        gaps.extend(range(max(prev + 1, last - GAP_LOOKBACK), last + 1))
         live.fold(batch)
+        live.cursor = SeqCursor(last, gaps)
         return live, last

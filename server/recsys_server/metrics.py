@@ -58,6 +58,8 @@ SHUTDOWN_OUTCOMES = ("completed", "cancelled", "refused")
 LOAD_FAILURES = (*sorted(REASONS), "warmup_failed", "error")
 # Sub-millisecond buckets too: a Recommend is handled in a few hundred microseconds.
 BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
+FOLLOW_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+"""``recsys_follower_delay_seconds``: visibility across replicas is aimed at p99 <= 250 ms."""
 NO_VARIANT = "none"
 OUTCOMES = ("click", "conversion", "value")
 """``recsys_outcomes_total``'s outcome label: config.outcomes' clicks, conversions, values."""
@@ -195,6 +197,35 @@ class Metrics:
         )
         for result in CONFIG_RELOAD_RESULTS:
             self.config_reloads.labels(result)
+        # Replicas sharing one store (recsys_server.follow); 0 without a follower.
+        self.followed_events = Counter(
+            "recsys_follower_events_folded",
+            "Events other replicas stored, folded into this replica's live histories",
+            registry=r,
+        )
+        self.followed_items = Counter(
+            "recsys_follower_items_applied",
+            "Catalogue records other replicas changed, applied to this replica's catalogue",
+            registry=r,
+        )
+        self.follow_delay = Histogram(
+            "recsys_follower_delay_seconds",
+            "From another replica's commit (its stored_at clock) to the fold here",
+            buckets=FOLLOW_BUCKETS,
+            registry=r,
+        )
+        self._follower: Any = None
+        Gauge(
+            "recsys_follower_lag_seconds",
+            "Seconds since the follower last read everything stored (0: caught up)",
+            registry=r,
+        ).set_function(lambda: self._follower.lag_seconds() if self._follower else 0.0)
+        Gauge(
+            "recsys_follower_lag_seqs",
+            "Stored events the follower has not read yet: seqs between its cursor and the "
+            "store's head, plus the missing seqs it still waits for",
+            registry=r,
+        ).set_function(lambda: self._follower.lag_seqs if self._follower else 0)
         self.init_variants(experiments)
         for reason in LOAD_FAILURES:
             self.load_failures.labels(reason)
@@ -227,6 +258,16 @@ class Metrics:
             child = self._served[key] = self.recommendations.labels(model, v, tier)
         child.inc()
         self.drift.served(tier, items)
+
+    def follower(self, f: Any) -> None:
+        """The lag gauges read ``f`` (a `recsys_server.follow.Follower`) at scrape time."""
+        self._follower = f
+
+    def followed(self, events: int, items: int, delays: Sequence[float]) -> None:
+        self.followed_events.inc(events)
+        self.followed_items.inc(items)
+        for d in delays:
+            self.follow_delay.observe(d)
 
     def init_experiments(self, experiments: tuple[Experiment, ...]) -> None:
         """Create the experiment series (at 0) of ``experiments``, e.g. after a reload."""

@@ -27,7 +27,7 @@ from recsys_core.artifacts import (
     is_version_name,
     latest_version,
 )
-from recsys_core.datastore import DataStore, StoreUnavailable
+from recsys_core.datastore import DataStore, StoredEvent, StoreUnavailable
 from recsys_core.events import Event
 from recsys_server import scoring
 from recsys_server.config import ServerConfig
@@ -186,6 +186,8 @@ class ModelVersions:
         self._unloadable: dict[str, tuple] = {}  # counted damaged entries -> their signature
         self._capture: list[tuple[int, Event]] | None = None  # (seq, event) while loading
         self._missing_warned = False
+        self.following = False
+        """A follower reads the store (`recsys_server.follow`): folds are deduplicated by seq."""
 
     @property
     def snapshot(self) -> Snapshot | None:
@@ -197,14 +199,29 @@ class ModelVersions:
         s = self.state
         return math.nan if s is None else float(s.live.seen)
 
-    def fold(self, events: list[Event], seqs: list[int]) -> None:
+    def fold(self, events: list[Event], seqs: list[int]) -> list[Event]:
         """Folds durably recorded events, stored at ``seqs``, into the live histories (called
-        on the event loop)."""
+        on the event loop); returns those folded. ``following`` (replicas share the store):
+        an event is folded once whether the acknowledgement or the follower brings it."""
         s = self.state
+        folded = events
         if s is not None:
-            s.live.fold(events)
+            if self.following:
+                folded = s.live.fold_stored(seqs, events)
+            else:
+                s.live.fold(events)
         if self._capture is not None:  # a version is loading: its rebuilt histories need them
             self._capture.extend(zip(seqs, events, strict=True))
+        return folded if s is not None else []
+
+    def follow(self, stored: list[StoredEvent]) -> list[Event]:
+        """Folds what the follower read (another replica's events, or this one's again:
+        skipped) and moves the serving history's cursor past it; returns those folded."""
+        folded = self.fold([x.event for x in stored], [x.seq for x in stored])
+        s = self.state
+        if s is not None:
+            s.live.cursor.advance(x.seq for x in stored)
+        return folded
 
     async def refresh(self) -> ReloadResult:
         """Loads the newest version if it is new and not refused; never raises for a bad
@@ -245,7 +262,7 @@ class ModelVersions:
         t0 = time.perf_counter()
         self._capture = []
         try:
-            snap, live, read_up_to = await asyncio.to_thread(self._load, path)
+            snap, live, _ = await asyncio.to_thread(self._load, path)
         except StoreUnavailable as e:
             # Not the version's fault: it is tried again at the next poll or reload.
             log.warning("version %s not loaded yet: %s; still serving %s", name, e, cur_name)
@@ -274,9 +291,10 @@ class ModelVersions:
             return ReloadResult(cur_name, False, f"version {name} refused ({reason}): {e}"[:1000])
         finally:
             pending, self._capture = self._capture, None
-        # Events recorded while loading that the store read did not see yet: by seq, not by a
-        # set of the ids read (it would grow with the events replayed).
-        live.fold([e for seq, e in pending if seq > read_up_to])
+        # Events recorded or followed while loading that the store read did not see yet: by
+        # the rebuilt history's cursor (above its high mark, or in its gaps), not by a set of
+        # the ids read (it would grow with the events replayed).
+        live.fold_stored([seq for seq, _ in pending], [e for _, e in pending])
         self.state = State(snap, live)  # the swap: one assignment
         self._refused.pop(name, None)
         seconds = time.perf_counter() - t0

@@ -16,12 +16,20 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from recsys_core.datastore import DataStore, StoreConfigError, StoreUnavailable, open_store
+from recsys_core.datastore import (
+    DataStore,
+    StoreConfigError,
+    StoreUnavailable,
+    open_store,
+    parse_store_url,
+)
+from recsys_core.datastore.feed import StoreFeed
 from recsys_server import store_watch
 from recsys_server.catalogue import Catalogue
 from recsys_server.config import ServerConfig
 from recsys_server.config_reload import ConfigReload
 from recsys_server.core import RecommenderCore
+from recsys_server.follow import Follower
 from recsys_server.impressions import ImpressionRecorder
 from recsys_server.interceptors import Auth, Observe
 from recsys_server.log_import import LogImportError, import_old_log
@@ -61,6 +69,8 @@ class Running:
     reloader: ConfigReload
     poller: asyncio.Task | None = None
     store_watch: asyncio.Task | None = None
+    follower: Follower | None = None
+    follow_task: asyncio.Task | None = None
 
     @property
     def address(self) -> str:
@@ -87,9 +97,11 @@ class Running:
         grace = self.config.grace_seconds
         await self.health.enter_graceful_shutdown()
         self.observe.drain()
-        for task in (self.poller, self.store_watch):
+        for task in (self.poller, self.store_watch, self.follow_task):
             if task is not None:
                 task.cancel()
+        if self.follower is not None:
+            await asyncio.to_thread(self.follower.feed.close)
         drain_until = t0 + min(self.config.drain_seconds, grace)
         quiet = self.config.drain_quiet_seconds
         while (now := time.perf_counter()) < drain_until:
@@ -242,6 +254,14 @@ async def start(
     running.store_watch = asyncio.create_task(
         store_watch.watch(datastore, on_store_change), name="store-watch"
     )
+    if cfg.follow_seconds > 0 and parse_store_url(cfg.store_url).scheme == "postgresql":
+        # Replicas may share this store: fold what the others store (docs/replicas.md).
+        versions.following = True
+        feed = StoreFeed(datastore, listen=True)
+        running.follower = Follower(
+            datastore, feed, versions, live_catalogue, metrics, poll_seconds=cfg.follow_seconds
+        )
+        running.follow_task = asyncio.create_task(running.follower.run(), name="follower")
     return running
 
 

@@ -21,6 +21,7 @@ import logging
 import re
 import threading
 import time
+import uuid
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -467,6 +468,11 @@ class DataStore(ABC):
     ) -> None:
         self.url = redact(url)
         self.clock = clock
+        # Names this store object's commits in change notifications (`feed.Listener` skips
+        # its own) and, where ``_writes_origin``, its rows (events.origin). A fresh one per
+        # open: a restarted server is another writer.
+        self.origin = uuid.uuid4().hex
+        self._writes_origin = False
         self.state = "ok"
         self.last_error = ""
         # Writer thread only: the highest seq this process committed, and whether a commit
@@ -555,7 +561,9 @@ class DataStore(ABC):
         next successful commit every row above the last seq it committed before the failure,
         other than those of commits acknowledged since, is such a row: they are read back
         here and handed out with the next `append` result (``AppendResult.recovered``). A
-        read-back that fails is tried again after the following commit."""
+        read-back that fails is tried again after the following commit. With several
+        processes writing one PostgreSQL store (replicas) only this store object's own rows
+        are read back (``events.origin``)."""
         if self._last_seq is None:
             self._last_seq = self.max_seq()
         try:
@@ -571,7 +579,7 @@ class DataStore(ABC):
         try:
             found = [
                 x
-                for x in self.read_events(after_seq=self._last_seq)
+                for x in self._own_events_after(self._last_seq)
                 if x.seq not in self._acked_uncertain
             ]
         except StoreUnavailable as e:  # the commit stands; recover after the next one
@@ -588,6 +596,15 @@ class DataStore(ABC):
         self._last_seq = max([self._last_seq, *self._acked_uncertain, *(x.seq for x in found)])
         self._uncertain, self._acked_uncertain = False, set()
         return inserted
+
+    def _own_events_after(self, seq: int) -> list[StoredEvent]:
+        if not self._writes_origin:  # one writer: every row is this store object's
+            return list(self.read_events(after_seq=seq))
+        rows = self._fetch(
+            f"SELECT {COLUMNS} FROM events WHERE seq > ? AND origin = ? ORDER BY seq",
+            (seq, self.origin),
+        )
+        return [stored(r) for r in rows]
 
     def _take_recovered(self) -> list[StoredEvent]:
         with self._recovered_lock:
@@ -670,6 +687,11 @@ class DataStore(ABC):
         """The rows of one read query, written with ``?`` placeholders (a backend with
         another style rewrites them); database failures raise StoreUnavailable. Any
         thread."""
+
+    def _fetch_many(self, queries: Sequence[tuple[str, Sequence[Any]]]) -> list[list[Any]]:
+        """The rows of each read query, in order (a backend may run them on one connection:
+        the follower's read is three small queries, many times a second)."""
+        return [self._fetch(sql, params) for sql, params in queries]
 
     def read_events(
         self, after_seq: int = 0, up_to_seq: int | None = None, batch: int = 10_000

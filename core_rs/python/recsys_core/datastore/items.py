@@ -15,7 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-ITEM_COLUMNS = "item_id, title, categories, attributes, available, updated_at"
+_PG_ITEMS_LOCK = 0x6974656D  # "item": any constant, distinct from the schema's migration lock
+
+ITEM_COLUMNS = "item_id, title, categories, attributes, available, updated_at, change_seq"
 
 
 @dataclass(frozen=True)
@@ -27,10 +29,13 @@ class ItemRecord:
     attributes: dict[str, str] = field(default_factory=dict)
     available: bool = True
     updated_at: float = 0.0
+    seq: int = 0
+    """The row's change_seq: higher for a later write of the row (0: written before it was
+    kept). A replica applies a record only when it is newer than the one it holds."""
 
     def same_as(self, other: ItemRecord) -> bool:
-        """Equal but for ``updated_at``."""
-        return replace(self, updated_at=0.0) == replace(other, updated_at=0.0)
+        """Equal but for ``updated_at`` and ``seq``."""
+        return replace(self, updated_at=0.0, seq=0) == replace(other, updated_at=0.0, seq=0)
 
 
 @dataclass(frozen=True)
@@ -59,7 +64,7 @@ def apply(current: ItemRecord | None, c: ItemChange, now: float) -> ItemRecord:
 
 
 def record_of(row: Sequence[Any]) -> ItemRecord:
-    item_id, title, categories, attributes, available, updated_at = row
+    item_id, title, categories, attributes, available, updated_at, seq = row
     return ItemRecord(
         item_id,
         title,
@@ -67,7 +72,19 @@ def record_of(row: Sequence[Any]) -> ItemRecord:
         dict(json.loads(attributes)) if attributes else {},
         bool(available),
         float(updated_at),
+        int(seq),
     )
+
+
+def _next_seqs(cur: Any, param: str, n: int) -> list[int]:
+    """``n`` new change_seqs, increasing. PostgreSQL (``%s``): from its sequence, safe with
+    several writers; SQLite: MAX + 1.., safe because its write transaction holds the file."""
+    if param == "%s":
+        cur.execute("SELECT nextval('items_change_seq_gen') FROM generate_series(1, %s)", (n,))
+        return sorted(int(r[0]) for r in cur.fetchall())
+    cur.execute("SELECT COALESCE(MAX(change_seq), 0) FROM items")
+    top = int(cur.fetchone()[0])
+    return list(range(top + 1, top + 1 + n))
 
 
 def write(
@@ -76,6 +93,12 @@ def write(
     """Inside the caller's transaction on DB-API cursor ``cur`` (placeholder ``param``): apply
     ``changes`` in order; return, per change, the record it stored, or None when it changed
     nothing."""
+    if param == "%s":
+        # PostgreSQL with several replicas writing: one catalogue writer at a time, so the
+        # rows read below are the latest committed and change_seq follows commit order (a
+        # follower never sees a row's older write after a newer one). Catalogue writes are
+        # rare; the lock is released at commit.
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (_PG_ITEMS_LOCK,))
     ids = list(dict.fromkeys(c.item_id for c in changes))
     state: dict[str, ItemRecord] = {}
     for start in range(0, len(ids), 500):
@@ -95,12 +118,19 @@ def write(
         state[c.item_id] = dirty[c.item_id] = new
         out.append(new)
     if dirty:
+        # Each change gets its seq in order, so a later change of one item has a higher one.
+        seqs = iter(_next_seqs(cur, param, sum(r is not None for r in out)))
+        out = [None if r is None else replace(r, seq=next(seqs)) for r in out]
+        for r in out:
+            if r is not None:
+                dirty[r.item_id] = r
         p = param
         cur.executemany(
-            f"INSERT INTO items ({ITEM_COLUMNS}) VALUES ({p},{p},{p},{p},{p},{p}) "
+            f"INSERT INTO items ({ITEM_COLUMNS}) VALUES ({p},{p},{p},{p},{p},{p},{p}) "
             "ON CONFLICT (item_id) DO UPDATE SET title = excluded.title, "
             "categories = excluded.categories, attributes = excluded.attributes, "
-            "available = excluded.available, updated_at = excluded.updated_at",
+            "available = excluded.available, updated_at = excluded.updated_at, "
+            "change_seq = excluded.change_seq",
             [
                 (
                     r.item_id,
@@ -109,6 +139,7 @@ def write(
                     json.dumps(r.attributes, ensure_ascii=False, sort_keys=True),
                     1 if r.available else 0,
                     r.updated_at,
+                    r.seq,
                 )
                 for r in dirty.values()
             ],

@@ -11,8 +11,10 @@ backoff, so once the server is back the next append succeeds on the same store o
 
 ``seq`` comes from an identity column, handed out at insert rather than at commit: with
 concurrent writing transactions a lower seq can become visible after a higher one. The one
-writer thread per process makes that impossible for a single server; followers reading
-``seq > cursor`` while several processes write are issue 19.
+writer thread per process makes that impossible for a single server; with several replicas
+writing, readers that follow the table keep the missing seqs as gaps (`feed.SeqCursor`).
+Each commit that stored events or catalogue records sends ``NOTIFY recsys_changes`` with the
+store object's ``origin``, so the other replicas' followers read at once.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from recsys_core.datastore.base import (
     StoreUnavailable,
     parse_store_url,
 )
+from recsys_core.datastore.feed import CHANNEL
 from recsys_core.datastore.items import ItemChange, ItemRecord
 from recsys_core.datastore.schema import migrate
 from recsys_core.events import Event
@@ -53,9 +56,9 @@ _FRAME_BATCH = 50_000  # rows per fetch from the server-side cursor: bounds the 
 # settles a race with another process inserting the same id.
 _INSERT = """
 INSERT INTO events (event_id, user_id, item_id, event_type, ts, rating, recommendation_id,
-                    position, stored_at)
+                    position, stored_at, origin)
 SELECT t.event_id, t.user_id, t.item_id, t.event_type, t.ts, t.rating, t.recommendation_id,
-       t.position, %s
+       t.position, %s, %s
 FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::float8[], %s::float8[],
             %s::text[], %s::int4[])
      WITH ORDINALITY AS t(event_id, user_id, item_id, event_type, ts, rating,
@@ -65,6 +68,8 @@ ORDER BY t.n
 ON CONFLICT (event_id) DO NOTHING
 RETURNING event_id, seq
 """
+
+_NOTIFY = f"SELECT pg_notify('{CHANNEL}', %s)"
 
 # Connection failures that waiting will not fix: the URL or the server's setup is wrong.
 _CONFIG_FAILURES = (
@@ -106,6 +111,7 @@ class PostgresStore(DataStore):
         if parsed.scheme != "postgresql":
             raise StoreConfigError(f"--store {parsed.redacted!r}: not a PostgreSQL URL")
         super().__init__(url, max_batch=max_batch, clock=clock)
+        self._writes_origin = True
         self._connect_timeout = connect_timeout
         self._password = _url_password(url)
         self._conninfo = self._conninfo_with_timeouts(
@@ -225,7 +231,9 @@ class PostgresStore(DataStore):
         )
         try:
             with self._connection() as conn:
-                rows = conn.execute(_INSERT, (self.clock(), *columns)).fetchall()
+                rows = conn.execute(_INSERT, (self.clock(), self.origin, *columns)).fetchall()
+                if rows:  # delivered at COMMIT, only if it commits: wakes the other replicas
+                    conn.execute(_NOTIFY, (self.origin,))
         except StoreClosed:
             raise
         except psycopg.Error as e:  # not a connection failure, e.g. a NUL in a string
@@ -235,7 +243,10 @@ class PostgresStore(DataStore):
     def _write_items(self, changes: list[ItemChange]) -> list[ItemRecord | None]:
         try:
             with self._connection() as conn, conn.cursor() as cur:
-                return items.write(cur, "%s", changes, self.clock())
+                out = items.write(cur, "%s", changes, self.clock())
+                if any(r is not None for r in out):
+                    cur.execute(_NOTIFY, (self.origin,))
+                return out
         except StoreClosed:
             raise
         except psycopg.Error as e:
@@ -280,6 +291,14 @@ class PostgresStore(DataStore):
     def _fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         with self._connection() as conn:
             return conn.execute(sql.replace("?", "%s"), tuple(params)).fetchall()
+
+    def _fetch_many(self, queries: Sequence[tuple[str, Sequence[Any]]]) -> list[list[Any]]:
+        # One pool checkout (which pings the connection) for all of them.
+        with self._connection() as conn:
+            return [
+                conn.execute(sql.replace("?", "%s"), tuple(params)).fetchall()
+                for sql, params in queries
+            ]
 
     def _frame(
         self, sql: str, params: Sequence[Any], schema: dict[str, pl.DataType]

@@ -5,7 +5,7 @@ database's version, so it is idempotent and two processes opening the same datab
 migrate it once. A database whose version is newer than `SCHEMA_VERSION` was written by a
 newer recsys: it is refused rather than misread.
 
-Adding a table (follower cursors, retention marks) is one more
+Adding a table (retention marks) or a column is one more
 `Migration` at the end of `MIGRATIONS`, with the SQL for each dialect. Never edit a migration
 that has shipped: databases out there have already run it.
 """
@@ -94,6 +94,15 @@ _IMPRESSIONS = (
     "ALTER TABLE events ADD COLUMN position INTEGER NULL",
 )
 
+# A change cursor for the catalogue: every write of an item row takes the next change_seq, so
+# replicas sharing the store find the rows changed since they last looked (the follower,
+# recsys_server.follow). PostgreSQL draws it from a sequence (several writers); SQLite's one
+# writer takes MAX + 1 inside its write transaction.
+_ITEMS_CHANGE_SEQ = "CREATE INDEX items_change_seq ON items (change_seq)"
+# Which store object wrote an event (PostgreSQL; NULL on SQLite, which has one writer): after
+# a commit whose answer was lost, a replica reads back its own rows only (base.DataStore._write).
+_EVENTS_ORIGIN = "ALTER TABLE events ADD COLUMN origin TEXT NULL"
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -117,6 +126,21 @@ MIGRATIONS: tuple[Migration, ...] = (
         "impressions table; events.recommendation_id and position",
         sqlite=_IMPRESSIONS,
         postgres=_IMPRESSIONS,
+    ),
+    Migration(
+        4,
+        "items.change_seq (the catalogue's change cursor); events.origin",
+        sqlite=(
+            "ALTER TABLE items ADD COLUMN change_seq INTEGER NOT NULL DEFAULT 0",
+            _ITEMS_CHANGE_SEQ,
+            _EVENTS_ORIGIN,
+        ),
+        postgres=(
+            "CREATE SEQUENCE items_change_seq_gen",
+            "ALTER TABLE items ADD COLUMN change_seq BIGINT NOT NULL DEFAULT 0",
+            _ITEMS_CHANGE_SEQ,
+            _EVENTS_ORIGIN,
+        ),
     ),
 )
 
