@@ -333,6 +333,17 @@ def report(a: argparse.Namespace, sweeps: list[Sweep], kill: Kill | None, when, 
     return "\n".join(lines) + "\n"
 
 
+SECTION = "## Local cluster"
+
+
+def write_section(path: Path, text: str) -> None:
+    """Writes the report as the last section of ``path`` (docs/load-test.md: sweep.py's report
+    above it is kept, an earlier local-cluster section is replaced)."""
+    old = path.read_text(encoding="utf-8") if path.exists() else ""
+    head = old.split("\n" + SECTION, 1)[0].rstrip("\n")
+    path.write_text((head + "\n\n" if head else "") + text, encoding="utf-8")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     src = ap.add_mutually_exclusive_group()
@@ -361,7 +372,11 @@ def main() -> int:
     ap.add_argument("--no-kill", action="store_true")
     ap.add_argument("--weights", default=os.environ.get("RECSYS_LOAD_WEIGHTS"))
     ap.add_argument("--processes", type=int, default=1, help="Locust processes")
-    ap.add_argument("--out", default="", help="write the Markdown section here")
+    ap.add_argument(
+        "--out", default="",
+        help="Markdown file whose last section (from '## Local cluster') this run replaces, "
+        "e.g. docs/load-test.md",
+    )  # fmt: skip
     a = ap.parse_args()
     counts = [int(x) for x in a.replicas.split(",")]
     a.target_rate = 0  # sweep.rates: no extra target step
@@ -397,7 +412,7 @@ def main() -> int:
     text = report(a, sweeps, kill, when, cmd)
     print(text)
     if a.out:
-        Path(a.out).write_text(text, encoding="utf-8")
+        write_section(Path(a.out), text)
     return 0 if all(s.highest for s in sweeps) else 1
 
 

@@ -362,7 +362,10 @@ def main() -> int:
     v = judge(a, steps)
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(report(a, steps, v, when, cmd), encoding="utf-8")
+    text = report(a, steps, v, when, cmd)
+    # cluster_sweep.py's section (the last one) is not this sweep's to rewrite.
+    old = out.read_text(encoding="utf-8") if out.exists() else ""
+    out.write_text(text + "".join(old.partition("\n## Local cluster")[1:]), encoding="utf-8")
     print(
         (f"highest rate holding the budget: {v.highest.rate:g} calls/s" if v.highest else "none")
         + "; Recommend p99 first over "

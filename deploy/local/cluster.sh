@@ -10,8 +10,9 @@
 #   deploy/local/cluster.sh status [--dir DIR]
 #   deploy/local/cluster.sh down [--dir DIR] [--purge]
 #
-# up: initdb (once) and start PostgreSQL, train the data (--data; default var/data/interactions.tsv,
-#     generated like README command 1 when missing) into DIR/artifacts when it holds no version,
+# up: initdb (once) and start PostgreSQL; when DIR/artifacts holds no version, copy README
+#     command 1's newest version (var/artifacts) or else train --data (default
+#     var/data/interactions.tsv, generated like README command 1 when missing) into it;
 #     start the replicas (`--store postgresql://…`), nginx and `recsys-train refresh --every D`
 #     (its first run after D), wait until every replica reports SERVING and print the endpoints
 #     (also in DIR/endpoints). Ports: nginx P, replica i P+i, its metrics P+100+i, PostgreSQL
@@ -40,7 +41,7 @@ say() { echo "[cluster] $*"; }
 
 cmd="${1:-}"
 [[ $cmd == up || $cmd == down || $cmd == status ]] || {
-    sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"
     exit 2
 }
 shift
@@ -211,6 +212,16 @@ train_if_empty() {
 sys.exit(0 if l(sys.argv[1]) else 1)" "$ARTIFACTS"; then
         return
     fi
+    # README command 1 has trained the default data already: start from its newest version.
+    local seed="$ROOT/var/artifacts" v
+    if [[ $DATA == "$ROOT/var/data/interactions.tsv" ]] && v="$("$PY" -c "import sys; \
+from recsys_core.artifacts import latest_version as l; print(l(sys.argv[1]) or '')" "$seed")" \
+        && [[ -n $v ]]; then
+        say "copying $seed/$v (README command 1's version) into $ARTIFACTS"
+        cp -r "$seed/$v" "$ARTIFACTS/.$v.tmp" && mv "$ARTIFACTS/.$v.tmp" "$ARTIFACTS/$v"
+        echo "$v" >"$ARTIFACTS/latest"
+        return
+    fi
     if [[ ! -f $DATA ]]; then
         say "generating the synthetic data set into $DATA (10k users, 5k items, 500k events)"
         "$PY" -m recsys_trainer.cli generate --out "$DATA"
@@ -311,7 +322,8 @@ endpoints() {
         done
         echo "store      $DSN"
         echo "artifacts  $ARTIFACTS"
-        echo "refresh    every $REFRESH_EVERY  (log $LOGS/refresh.log)"
+        if [[ $REFRESH_EVERY == off ]]; then echo "refresh    off"; else
+            echo "refresh    every $REFRESH_EVERY  (log $LOGS/refresh.log)"; fi
         echo "state      $DIR  (logs in $LOGS)"
     } >"$DIR/endpoints"
     cat "$DIR/endpoints"
@@ -334,7 +346,7 @@ up() {
     (("$REPLICAS" > 1)) && wait_serving $(seq 2 "$REPLICAS")
     start_nginx
     start_refresh
-    say "up: $REPLICAS replicas SERVING"
+    say "up: $REPLICAS replica(s) SERVING"
     endpoints
     cat <<EOF
 [cluster] try: $PY -m recsys_client.cli --target 127.0.0.1:$NGINX_PORT recommend --user u0042 --k 5

@@ -82,7 +82,7 @@ def cluster(tmp_path_factory) -> Cluster:
             "--refresh-every", REFRESH_EVERY, "--poll-seconds", "1",
         )  # fmt: skip
         assert up.returncode == 0, f"cluster.sh up failed:\n{up.stdout}\n{up.stderr}"
-        assert "2 replicas SERVING" in up.stdout
+        assert "2 replica(s) SERVING" in up.stdout
         yield Cluster.read(state)
     finally:
         down = script("down", "--dir", str(state), "--purge", timeout=120)
