@@ -61,8 +61,8 @@ while (($#)); do
 done
 [[ $REPLICAS =~ ^[1-9][0-9]*$ ]] || die "--replicas must be a positive integer, got '$REPLICAS'"
 [[ $PORT_BASE =~ ^[0-9]+$ ]] || die "--port-base must be a port number or 0, got '$PORT_BASE'"
-mkdir -p "$DIR"
-DIR="$(cd "$DIR" && pwd)"
+if [[ $cmd == up ]]; then mkdir -p "$DIR"; fi
+if [[ -d $DIR ]]; then DIR="$(cd "$DIR" && pwd)"; fi
 RUN="$DIR/run"
 LOGS="$DIR/logs"
 ARTIFACTS="$DIR/artifacts"
