@@ -18,12 +18,12 @@ awk -v listen="$RECSYS_LISTEN" -v ups="$upstreams" -v inflight="$RECSYS_MAX_INFL
     }
     {
         line = subst(subst($0, "RECSYS_LISTEN", listen), "RECSYS_MAX_INFLIGHT", inflight)
-        # Only the upstream line is repeated; elsewhere (comments) the name stays as it is.
+        # Only the upstream line is repeated.
         if (line ~ /^[ \t]*server \$\{RECSYS_UPSTREAM\}/) {
             n = split(ups, addr, " ")
             for (i = 1; i <= n; i++) if (addr[i] != "") print subst(line, "RECSYS_UPSTREAM", addr[i])
         } else {
-            print line
+            print subst(line, "RECSYS_UPSTREAM", ups)  # as envsubst would (comments)
         }
     }
 ' "$HERE/recsys-grpc.conf.template"
