@@ -125,7 +125,13 @@ pg_bindir() {
 
 # PostgreSQL refuses to run as root: then it runs as user postgres (or nobody), and its data
 # lives where that user can reach it (DIR itself when it can, else a directory under /tmp).
-as_pg() { if ((EUID == 0)); then setpriv --reuid "$PG_USER" --regid "$PG_USER" --clear-groups -- "$@"; else "$@"; fi; }
+as_pg() {
+    if ((EUID == 0)); then
+        setpriv --reuid "$PG_USER" --regid "$PG_USER" --clear-groups -- "$@"
+    else
+        "$@"
+    fi
+}
 
 pg_dir() {
     if [[ -f $DIR/postgres.dir ]]; then cat "$DIR/postgres.dir"; return; fi
@@ -293,8 +299,8 @@ http {
     include $DIR/nginx/recsys-grpc.conf;
 }
 EOF
-    "$nginx" -t -q -p "$DIR/nginx" -c "$DIR/nginx/nginx.conf" -g "daemon off;" 2>>"$LOGS/nginx.log" \
-        || { log_tail nginx; die "nginx rejects its configuration ($DIR/nginx)"; }
+    "$nginx" -t -q -p "$DIR/nginx" -c "$DIR/nginx/nginx.conf" -g "daemon off;" \
+        2>>"$LOGS/nginx.log" || { log_tail nginx; die "nginx rejects its configuration"; }
     launch nginx "$nginx" -p "$DIR/nginx" -c "$DIR/nginx/nginx.conf" -g "daemon off;"
     for _ in $(seq 100); do
         (exec 3<>"/dev/tcp/127.0.0.1/$NGINX_PORT") 2>/dev/null && return
@@ -318,7 +324,8 @@ endpoints() {
     {
         echo "nginx      127.0.0.1:$NGINX_PORT  (balances over the replicas)"
         for i in $(seq "$REPLICAS"); do
-            echo "replica$i   127.0.0.1:$(replica_port "$i")  metrics http://127.0.0.1:$(metrics_port "$i")/metrics"
+            echo "replica$i   127.0.0.1:$(replica_port "$i")  metrics" \
+                "http://127.0.0.1:$(metrics_port "$i")/metrics"
         done
         echo "store      $DSN"
         echo "artifacts  $ARTIFACTS"

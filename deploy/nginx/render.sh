@@ -21,7 +21,8 @@ awk -v listen="$RECSYS_LISTEN" -v ups="$upstreams" -v inflight="$RECSYS_MAX_INFL
         # Only the upstream line is repeated.
         if (line ~ /^[ \t]*server \$\{RECSYS_UPSTREAM\}/) {
             n = split(ups, addr, " ")
-            for (i = 1; i <= n; i++) if (addr[i] != "") print subst(line, "RECSYS_UPSTREAM", addr[i])
+            for (i = 1; i <= n; i++)
+                if (addr[i] != "") print subst(line, "RECSYS_UPSTREAM", addr[i])
         } else {
             print subst(line, "RECSYS_UPSTREAM", ups)  # as envsubst would (comments)
         }
