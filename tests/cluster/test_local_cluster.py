@@ -210,8 +210,9 @@ def test_sigkill_of_one_replica_under_a_stream_of_calls(cluster):
     )
     assert at_kill[0] > 0 and at_kill[1] > 0
     assert sdk_codes == {"OK": len(sdk)}, "the SDK with retries saw failures"
-    # Only the calls replica 1 held when it died can fail: at most one per plain stream.
-    assert raw_codes["OK"] >= len(raw) - 4
+    # Only calls replica 1 held when it died fail (one per stream holding one; seen: 2-4 of 4
+    # streams); a failover that does not work fails every other call instead.
+    assert raw_codes["OK"] >= len(raw) - 2 * 4
     assert set(raw_codes) <= {"OK", "UNAVAILABLE"}
     assert len(raw) - at_kill[0] > 100 and len(sdk) - at_kill[1] > 100
     assert survivor_after - survivor_before > 100
