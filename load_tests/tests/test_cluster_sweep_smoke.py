@@ -50,3 +50,18 @@ def test_one_run_sweeps_one_then_two_replicas_and_kills_one(tmp_path: Path) -> N
     assert "Ratio 2 : 1 replica = 1.00x" in text
     assert re.search(r"\*\*Failed calls after retries: 0\*\* of [1-9]\d*\.", text), text
     assert "SIGKILL of one replica under 100 calls/s" in text
+
+
+def test_the_section_replaces_only_its_own(tmp_path: Path) -> None:
+    sys.path.insert(0, str(REPO / "load_tests"))
+    import cluster_sweep  # imports run.py, never locust
+
+    doc = tmp_path / "load-test.md"
+    doc.write_text("# Load test\n\nsweep.py's report\n")
+    cluster_sweep.write_section(doc, "## Local cluster: first\n")
+    assert doc.read_text() == "# Load test\n\nsweep.py's report\n\n## Local cluster: first\n"
+    cluster_sweep.write_section(doc, "## Local cluster: second\n")
+    assert doc.read_text() == "# Load test\n\nsweep.py's report\n\n## Local cluster: second\n"
+    fresh = tmp_path / "new.md"
+    cluster_sweep.write_section(fresh, "## Local cluster: only\n")
+    assert fresh.read_text() == "## Local cluster: only\n"
