@@ -3,19 +3,31 @@
 Subclasses set ``stub_class`` (a generated ``*Stub``) and call ``self.call("Name", request)``:
 every call, successful or not, is reported to Locust as a ``grpc`` request named after the RPC,
 with its latency in ms and the serialized size of the response.
+
+With RECSYS_LOAD_RETRIES=N (default 0) a call failing with UNAVAILABLE is retried up to N times
+with the SDK's backoff, as `recsys_client` does for idempotent calls (every call of the
+scenario is: reads, and RecordInteractions with event ids). The latency then covers the whole
+logical call, and each retry is also reported, as a request named ``retry <RPC>``.
 """
 
 from __future__ import annotations
 
+import os
+import random
 import time
 from typing import Any, ClassVar
 
+import gevent
 import grpc
 import grpc.experimental.gevent as grpc_gevent
 from locust import User
 
+from recsys_client import Backoff
+
 # Locust runs users as greenlets: grpc's sync stubs must cooperate with gevent's loop.
 grpc_gevent.init_gevent()
+RETRIES = int(os.environ.get("RECSYS_LOAD_RETRIES", "0"))
+BACKOFF = Backoff()
 
 
 class GrpcUser(User):
@@ -44,11 +56,27 @@ class GrpcUser(User):
         method = getattr(stub if stub is not None else self.stub, name)
         response, exc, length = None, None, 0
         start = time.perf_counter()
-        try:
-            response = method(request, timeout=self.timeout_s)
-            length = response.ByteSize()
-        except Exception as e:  # grpc.RpcError and anything else: a failed request
-            exc = e
+        for attempt in range(RETRIES + 1):
+            try:
+                response = method(request, timeout=self.timeout_s)
+                length = response.ByteSize()
+                exc = None
+                break
+            except Exception as e:  # grpc.RpcError and anything else: a failed request
+                exc = e
+                if attempt == RETRIES or getattr(e, "code", lambda: None)() != (
+                    grpc.StatusCode.UNAVAILABLE
+                ):
+                    break
+                self.environment.events.request.fire(
+                    request_type="retry",
+                    name=f"retry {name}",
+                    response_time=0.0,
+                    response_length=0,
+                    exception=None,
+                    context={},
+                )
+                gevent.sleep(BACKOFF.delay(attempt, random))
         ms = (time.perf_counter() - start) * 1000.0
         self.environment.events.request.fire(
             request_type="grpc",

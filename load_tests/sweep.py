@@ -362,7 +362,12 @@ def main() -> int:
     v = judge(a, steps)
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(report(a, steps, v, when, cmd), encoding="utf-8")
+    text = report(a, steps, v, when, cmd)
+    # The sections other scripts write (replica_visibility.py's, then cluster_sweep.py's, the
+    # last) are not this sweep's to rewrite: everything from the first of them is kept.
+    old = out.read_text(encoding="utf-8") if out.exists() else ""
+    kept = [old.find(h) for h in ("\n## Replicas", "\n## Local cluster") if h in old]
+    out.write_text(text + (old[min(kept) :] if kept else ""), encoding="utf-8")
     print(
         (f"highest rate holding the budget: {v.highest.rate:g} calls/s" if v.highest else "none")
         + "; Recommend p99 first over "
