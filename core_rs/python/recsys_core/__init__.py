@@ -200,12 +200,16 @@ def similarity_topk(
     measure: str = "cosine",
     include_self: bool = False,
     num_threads: int | None = None,
+    rows: tuple[int, int] | None = None,
 ) -> sp.csr_matrix:
     """Similarity between the rows of ``X``, keeping each row's top ``k`` neighbours.
 
     For item-item similarity pass the item-user matrix (``user_items.T``: a CSC view is used
     without a scipy conversion). Returns an ``n_rows x n_rows`` float32 CSR matrix with sorted
     indices. See docs/core.md for the weighting formulas and ranking order.
+
+    ``rows=(lo, hi)``: only those rows' neighbours, a ``(hi - lo) x n_rows`` matrix equal to
+    rows ``lo:hi`` of the full result (row blocks computed apart concatenate to it).
     """
     k = _count(k, "k")
     of_columns = sp.issparse(X) and X.format == "csc"
@@ -226,9 +230,11 @@ def similarity_topk(
         bool(include_self),
         of_columns,
         num_threads,
+        None if rows is None else (_count(rows[0], "rows"), _count(rows[1], "rows")),
     )
     n = X.shape[0]
-    return sp.csr_matrix((out[2], out[1], out[0]), shape=(n, n))
+    lo, hi = (0, n) if rows is None else rows
+    return sp.csr_matrix((out[2], out[1], out[0]), shape=(hi - lo, n))
 
 
 class SparseScorer:

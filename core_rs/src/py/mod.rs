@@ -206,7 +206,7 @@ fn parse_params(
 /// Top-k row-row similarity. With `of_columns` the arrays describe the transpose of the matrix
 /// whose rows are compared (e.g. users x items for item-item similarity).
 #[pyfunction]
-#[pyo3(signature = (indptr, indices, data, n_rows, n_cols, k, shrink, weighting, bm25_k1, bm25_b, measure, include_self, of_columns, num_threads=None))]
+#[pyo3(signature = (indptr, indices, data, n_rows, n_cols, k, shrink, weighting, bm25_k1, bm25_b, measure, include_self, of_columns, num_threads=None, rows=None))]
 #[allow(clippy::too_many_arguments)]
 fn similarity_topk<'py>(
     py: Python<'py>,
@@ -224,8 +224,13 @@ fn similarity_topk<'py>(
     include_self: bool,
     of_columns: bool,
     num_threads: Option<i64>,
+    rows: Option<(i64, i64)>,
 ) -> PyResult<Bound<'py, PyTuple>> {
     let params = parse_params(k, shrink, weighting, bm25_k1, bm25_b, measure, include_self)?;
+    let rows = match rows {
+        Some((lo, hi)) => Some((count("rows start", lo)?, count("rows end", hi)?)),
+        None => None,
+    };
     let m = PyCsr {
         indptr,
         indices,
@@ -235,9 +240,9 @@ fn similarity_topk<'py>(
     let nt = threads(num_threads)?;
     let out = py.detach(|| {
         if of_columns {
-            similarity::similarity_topk_of_columns(x, &params, nt)
+            similarity::similarity_topk_of_columns_rows(x, &params, nt, rows)
         } else {
-            similarity::similarity_topk(x, &params, nt)
+            similarity::similarity_topk_rows(x, &params, nt, rows)
         }
     })?;
     csr_to_py(py, out)
