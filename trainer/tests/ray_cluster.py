@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 RAY = Path(sys.executable).with_name("ray")
@@ -31,7 +32,7 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
-def _node_args(temp: Path, ports: list[int]) -> list[str]:
+def _node_args(temp: Path, ports: list[int], store: int) -> list[str]:
     names = (
         "--node-manager-port", "--object-manager-port", "--dashboard-agent-listen-port",
         "--dashboard-agent-grpc-port", "--runtime-env-agent-port", "--metrics-export-port",
@@ -42,7 +43,7 @@ def _node_args(temp: Path, ports: list[int]) -> list[str]:
         "--num-cpus=1",
         "--block",
         f"--temp-dir={temp}",
-        "--object-store-memory=200000000",
+        f"--object-store-memory={store}",
         "--disable-usage-stats",
         f"--min-worker-port={lo}",
         f"--max-worker-port={lo + 40}",
@@ -66,9 +67,18 @@ def _wait_for_nodes(address: str, n: int, env: dict, timeout: float = 120.0) -> 
     raise RuntimeError(f"the Ray cluster at {address} did not reach {n} nodes: {out.stderr}")
 
 
+@dataclass
+class Cluster:
+    address: str
+    """The head's ``127.0.0.1:PORT``, for ``ray.init(address=...)``."""
+    groups: list[int]
+    """Process groups of the two nodes: every Ray process of this cluster is in one."""
+
+
 @contextmanager
-def two_node_cluster():
-    """Yields the head's address (``127.0.0.1:PORT``) of a running two-node cluster."""
+def two_node_cluster(object_store_bytes: int = 200_000_000):
+    """Yields a running two-node `Cluster`; each node's object store holds
+    ``object_store_bytes`` (more spills to its temp dir)."""
     root = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # short: Ray's socket paths
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", PYTHONPATH=os.pathsep.join(sys.path))
     # worker port ranges far apart from the other ports and each other
@@ -81,18 +91,18 @@ def two_node_cluster():
         head = [
             str(RAY), "start", "--head", f"--port={gcs}", "--node-ip-address=127.0.0.1",
             f"--ray-client-server-port={client}", "--include-dashboard=false",
-            *_node_args(root / "head", head_ports),
+            *_node_args(root / "head", head_ports, object_store_bytes),
         ]  # fmt: skip
         procs.append(_spawn(head, env, root / "head.log"))
         address = f"127.0.0.1:{gcs}"
         _wait_for_nodes(address, 1, env)
         node = [
             str(RAY), "start", f"--address={address}", "--node-ip-address=127.0.0.1",
-            *_node_args(root / "node", node_ports),
+            *_node_args(root / "node", node_ports, object_store_bytes),
         ]  # fmt: skip
         procs.append(_spawn(node, env, root / "node.log"))
         _wait_for_nodes(address, 2, env)
-        yield address
+        yield Cluster(address, [p.pid for p in procs])
     finally:
         for p in reversed(procs):
             _stop(p)
@@ -102,7 +112,9 @@ def two_node_cluster():
 def _spawn(cmd: list[str], env: dict, log: Path) -> subprocess.Popen:
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("w") as f:
-        return subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            cmd, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
 
 def _stop(p: subprocess.Popen) -> None:

@@ -18,7 +18,7 @@ import pytest
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'recsys-trainer[ray]')")
 
 from recsys_core import artifacts  # noqa: E402
-from recsys_core.data import Interactions, load_interactions  # noqa: E402
+from recsys_core.data import Interactions  # noqa: E402
 from recsys_core.models import MODELS  # noqa: E402
 from recsys_core.splits import random_holdout  # noqa: E402
 from recsys_trainer import engine as engine_mod  # noqa: E402
@@ -35,8 +35,8 @@ they come out bit for bit equal, this bounds what a node of another CPU could ch
 
 @pytest.fixture(scope="module")
 def address():
-    with two_node_cluster() as addr:
-        yield addr
+    with two_node_cluster() as cluster:
+        yield cluster.address
 
 
 @pytest.fixture(scope="module")
