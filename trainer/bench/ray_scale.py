@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -125,14 +126,60 @@ def train(data: Path, out: Path, models: str, groups: list[int], *engine: str) -
     return {"seconds": seconds, "memory": sampler.summary(), "manifest": manifest}
 
 
+def kernel_throughput(data: Path) -> dict:
+    """Single-thread cost of the distributed kernels on ``data``, in ns per interaction: one
+    ALS iteration (both half-steps, the default 100 factors and 3 CG steps) and one item-CF
+    neighbour pass (default k, BM25, dot): what a worker's CPU does per interaction of its
+    block, the basis of docs/ray.md's plan."""
+    import numpy as np
+    import polars as pl
+    import scipy.sparse as sp
+
+    import recsys_core as rc
+    from recsys_core.data import from_frame
+    from recsys_core.models.item_cf import ItemCFConfig
+    from recsys_core.models.svd import SVDConfig
+
+    inter = from_frame(pl.concat([pl.read_parquet(f) for f in sorted(data.glob("*.parquet"))]))
+    ui = sp.csr_matrix(inter.to_csr(), dtype=np.float32)
+    iu = ui.T.tocsr()
+    c = SVDConfig()
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((ui.shape[0], c.n_factors)) * 0.01).astype(np.float32)
+    y = (rng.standard_normal((ui.shape[1], c.n_factors)) * 0.01).astype(np.float32)
+    kw = dict(alpha=c.alpha, reg=c.regularization, cg_steps=c.cg_steps, num_threads=1)
+    t0 = time.perf_counter()
+    rc.als_half_step(ui, x, y, **kw)
+    rc.als_half_step(iu, y, x, **kw)
+    als = time.perf_counter() - t0
+    i = ItemCFConfig()
+    t0 = time.perf_counter()
+    rc.similarity_topk(ui.T, i.k_neighbors, weighting=i.weighting, measure=i.measure, num_threads=1)
+    sim = time.perf_counter() - t0
+    n = ui.nnz
+    return {"nnz": n, "als_ns": als / n * 1e9, "itemcf_ns": sim / n * 1e9}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--size", default="20M", help="interactions, e.g. 2M or 20M (default 20M)")
     p.add_argument("--models", default="item_cf,svd")
     p.add_argument("--partitions", type=int, default=8)
     p.add_argument("--object-store-gb", type=float, default=2.0, help="per node")
+    p.add_argument("--keep", action="store_true", help="keep the generated data (printed)")
     p.add_argument("--write-docs", action="store_true")
+    p.add_argument(
+        "--throughput", type=Path, metavar="PARTS",
+        help="only time the kernels single-threaded on these Parquet partitions",
+    )  # fmt: skip
     a = p.parse_args()
+    if a.throughput:
+        t = kernel_throughput(a.throughput)
+        print(
+            f"{t['nnz']:,} interactions, one thread: ALS iteration {t['als_ns']:.0f} ns and "
+            f"item-CF neighbours {t['itemcf_ns']:.0f} ns per interaction"
+        )
+        return 0
     from ray_cluster import two_node_cluster
 
     users, items, n = shape(a.size)
@@ -159,6 +206,10 @@ def main() -> int:
     print(f"ray / local wall time: {ratio:.2f}x; ndcg@10 (local, ray): {ndcg}")
     if a.write_docs:
         write_docs(a, (users, items, n), local, remote, ndcg)
+    if a.keep:
+        print(f"data kept in {data}")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 
