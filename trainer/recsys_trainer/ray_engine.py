@@ -4,10 +4,11 @@
 
 Large inputs go to the object store once (``ray.put``) and tasks receive references: the
 validation split for every tuning trial, the matrix of a neighbour computation for every row
-block, each ALS row block for every iteration (only the other side's factors, a few MB, are
-put again per half-step). The workers import this checkout's code: the driver's ``sys.path``
-is passed as their PYTHONPATH, so the same Rust extension runs everywhere (the nodes must
-share the file system and Python, as the nodes of one machine do).
+block, each ALS row block for every iteration (only the other side's factors and their Gram
+matrix, computed once on the driver rather than once per block, are put per half-step).
+The workers import this checkout's code: the driver's ``sys.path`` is passed as their
+PYTHONPATH, so the same Rust extension runs everywhere (the nodes must share the file
+system and Python, as the nodes of one machine do).
 """
 
 from __future__ import annotations
@@ -34,9 +35,10 @@ def _similarity_block(rows: tuple[int, int], job: tuple) -> sp.csr_matrix:
     return rc.similarity_topk(x, k, rows=rows, **kw)
 
 
-def _als_block(block: sp.csr_matrix, x: np.ndarray, y: np.ndarray, kw: dict) -> np.ndarray:
+def _als_block(block: sp.csr_matrix, x: np.ndarray, side: tuple, kw: dict) -> np.ndarray:
+    y, gram = side
     out = np.array(x, dtype=np.float32, order="C")  # object-store arrays are read-only
-    rc.als_half_step(block, out, y, **kw)
+    rc.als_half_step(block, out, y, gram=gram, **kw)
     return out
 
 
@@ -70,7 +72,8 @@ class RayKernels(Kernels):
         task = self.engine.task(_als_block)
 
         def step(x: np.ndarray, y: np.ndarray, **kw) -> None:
-            y_ref = ray.put(y)
+            # YᵀY + λI once here, not once per block (the same bits as a block would build)
+            y_ref = ray.put((y, rc.als_gram(y, kw["reg"])))
             jobs = zip(refs, ranges, strict=True)
             done = ray.get([task.remote(ref, x[lo:hi], y_ref, kw) for ref, (lo, hi) in jobs])
             for (lo, hi), block in zip(ranges, done, strict=True):

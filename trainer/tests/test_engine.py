@@ -97,3 +97,35 @@ def test_tuning_with_the_local_engine_is_the_plain_search(parts):
     assert a == b
     assert [t.params for t in ra["item_cf"].trials] == [t.params for t in rb["item_cf"].trials]
     assert rb["item_cf"].model is not None
+
+
+def test_kernel_row_blocks_put_together_are_the_whole_result():
+    """What the Ray engine relies on: neighbour rows and ALS rows computed by blocks (ALS
+    with the Gram matrix computed once) equal the whole-matrix kernels bit for bit."""
+    import scipy.sparse as sp
+
+    import recsys_core as rc
+
+    r = sp.random(60, 40, density=0.2, format="csr", dtype=np.float32, random_state=2)
+    kw = dict(weighting="bm25", measure="cosine", shrink=2.0)
+    whole = rc.similarity_topk(r, 5, **kw)
+    parts = [rc.similarity_topk(r, 5, rows=b, **kw) for b in engine_mod.blocks(60, 4)]
+    stacked = sp.vstack(parts, format="csr")
+    np.testing.assert_array_equal(stacked.indptr, whole.indptr)
+    np.testing.assert_array_equal(stacked.indices, whole.indices)
+    np.testing.assert_array_equal(stacked.data, whole.data)
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((60, 8)).astype(np.float32)
+    y = rng.standard_normal((40, 8)).astype(np.float32)
+    als = dict(alpha=2.0, reg=3.0, reg_exponent=0.5)
+    a = x.copy()
+    rc.als_half_step(r, a, y, **als)
+    b, gram = x.copy(), rc.als_gram(y, als["reg"])
+    for lo, hi in engine_mod.blocks(60, 3):
+        block = b[lo:hi].copy()
+        rc.als_half_step(r[lo:hi], block, y, gram=gram, num_threads=1, **als)
+        b[lo:hi] = block
+    np.testing.assert_array_equal(a, b)
+    with pytest.raises(rc.InvalidArgumentError):
+        rc.similarity_topk(r, 5, rows=(10, 61))
