@@ -78,7 +78,7 @@ def test_ray_address_needs_the_ray_engine(parts, tmp_path, capsys):
     assert "--ray-address needs --engine ray" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", ["item_cf", "user_cf", "svd", "popularity", "ease"])
+@pytest.mark.parametrize("name", ["item_cf", "user_cf", "svd", "popularity", "ease", "hybrid"])
 def test_packed_models_recommend_as_the_fitted_ones(parts, name):
     inter = load_interactions(parts / "part-00000.parquet")
     model = MODELS[name]().fit(inter)
