@@ -218,6 +218,17 @@ def write_docs(a, shape_, local: dict, remote: dict, ndcg: dict) -> None:
     command = " ".join(["python", "trainer/bench/ray_scale.py", *sys.argv[1:]])
     lm, rm = local["memory"], remote["memory"]
     mib = "{:,.0f} MiB".format
+    short = (
+        []
+        if n >= ML20M[2]
+        else [
+            "",
+            f"Run at {a.size}: the largest size that fitted this session's time on the shared "
+            "machine. MovieLens-20M's size is `python trainer/bench/ray_scale.py --size 20M "
+            "--write-docs` (about 10x the time above for both engines: the kernels are "
+            "linear in interactions at this data's shape).",
+        ]
+    )
     lines = [
         SECTION,
         "",
@@ -239,6 +250,7 @@ def write_docs(a, shape_, local: dict, remote: dict, ndcg: dict) -> None:
         "NDCG@10 (local / ray): "
         + ", ".join(f"{m} {x:.4f} / {y:.4f}" for m, (x, y) in ndcg.items())
         + ".",
+        *short,
     ]
     text = DOCS.read_text()
     if SECTION in text:
