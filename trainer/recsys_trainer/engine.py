@@ -38,8 +38,13 @@ class Engine:
     workers = 1
 
     def map(self, fn: Callable[[Any, Any], Any], items: Sequence[Any], shared: Any = None) -> list:
-        """``[fn(item, shared) for item in items]``, in order; ``shared`` is sent once."""
+        """``[fn(item, shared) for item in items]``, in order; ``shared`` (a value or what
+        ``share`` returned) is sent once per call."""
         return [fn(item, shared) for item in items]
+
+    def share(self, value: Any) -> Any:
+        """``value`` sent once for many ``map`` calls (its handle is passed as ``shared``)."""
+        return value
 
     def attach(self, model: Recommender) -> Recommender:
         """``model`` (and a hybrid's components) fitting with this engine's kernels."""

@@ -49,6 +49,13 @@ def _top_k_block(users: np.ndarray, job: tuple) -> np.ndarray:
     return top_k(unpack(packed), history, users, k)
 
 
+class Shared:
+    """A value already in the object store (``RayEngine.share``)."""
+
+    def __init__(self, ref: Any) -> None:
+        self.ref = ref
+
+
 class RayKernels(Kernels):
     """The fit kernels by row blocks as Ray tasks (see ``recsys_core.models.base.Kernels``)."""
 
@@ -105,10 +112,13 @@ class RayEngine(Engine):
             self._tasks[fn] = self.ray.remote(num_cpus=1)(fn)
         return self._tasks[fn]
 
+    def share(self, value: Any) -> Shared:
+        return Shared(self.ray.put(value))
+
     def map(self, fn: Callable[[Any, Any], Any], items: Sequence[Any], shared: Any = None) -> list:
         if not items:
             return []
-        ref = self.ray.put(shared)
+        ref = shared.ref if isinstance(shared, Shared) else self.ray.put(shared)
         task = self.task(_call)
         return self.ray.get([task.remote(fn, item, ref) for item in items])
 

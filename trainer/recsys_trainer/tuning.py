@@ -155,6 +155,7 @@ class Search:
         axes: list[list[dict[str, Any]]],
         log: Callable[[str], None] | None = None,
         engine: Any = None,
+        shared: Any = None,
     ) -> None:
         self.name, self.start, self.val, self.axes, self.log = name, start, val, axes, log
         self.trials: list[Trial] = []
@@ -163,6 +164,8 @@ class Search:
         self.seconds = 0.0
         self.stopped = False
         self.engine = engine
+        self.shared = shared if shared is not None else val
+        """The validation split as the engine's workers get it (sent once for all trials)."""
         self.ahead: dict[tuple, tuple[float, float]] = {}
         """Scores of trials run ahead of the walk on a distributed engine, by config key."""
 
@@ -178,7 +181,7 @@ class Search:
             score, seconds = self.ahead.pop(key)
             model = None
         elif self.engine is not None:
-            ((score, seconds),) = self.engine.map(remote_trial, [(self.name, cfg)], self.val)
+            ((score, seconds),) = self.engine.map(remote_trial, [(self.name, cfg)], self.shared)
             model = None
         else:
             t0 = time.perf_counter()
@@ -239,7 +242,9 @@ class Search:
                     todo[key] = cand
         if todo:
             jobs = [(self.name, c) for c in todo.values()]
-            for key, out in zip(todo, self.engine.map(remote_trial, jobs, self.val), strict=True):
+            for key, out in zip(
+                todo, self.engine.map(remote_trial, jobs, self.shared), strict=True
+            ):
                 self.ahead[key] = out
 
     def result(self) -> ModelTuning:
@@ -299,14 +304,15 @@ def tune(
     val = Validation(train, cfg)
     budget = cfg.budget_seconds if cfg.budget_seconds > 0 else math.inf
     distributed = engine if engine is not None and engine.name != "local" else None
+    shared = distributed.share(val) if distributed is not None else None
     searches = [
-        Search(n, configs[n], val, axes, log, distributed)
+        Search(n, configs[n], val, axes, log, distributed, shared)
         for n in configs
         if (axes := space(n, train))
     ]
     if distributed is not None:  # every model's first trial at once
         starts = [(s.name, s.start) for s in searches]
-        for s, out in zip(searches, distributed.map(remote_trial, starts, val), strict=True):
+        for s, out in zip(searches, distributed.map(remote_trial, starts, shared), strict=True):
             s.ahead[_key(s.start)] = out
     for s in searches:
         s.begin()
