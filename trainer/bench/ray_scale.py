@@ -167,6 +167,11 @@ def main() -> int:
     p.add_argument("--partitions", type=int, default=8)
     p.add_argument("--object-store-gb", type=float, default=2.0, help="per node")
     p.add_argument("--keep", action="store_true", help="keep the generated data (printed)")
+    p.add_argument(
+        "--data", type=Path, metavar="DIR",
+        help="Parquet partitions already written (recsys-train generate --format parquet) "
+        "instead of generating --size",
+    )  # fmt: skip
     p.add_argument("--write-docs", action="store_true")
     p.add_argument(
         "--throughput", type=Path, metavar="PARTS",
@@ -185,13 +190,22 @@ def main() -> int:
     users, items, n = shape(a.size)
     tmp = Path(tempfile.mkdtemp(prefix="ray_scale"))
     data = tmp / "parts"
+    if a.data is not None:
+        data = a.data
+        import polars as pl
+
+        frame = pl.scan_parquet(str(data / "*.parquet"))
+        counts = frame.select(pl.len(), pl.col("user").n_unique(), pl.col("item").n_unique())
+        n, users, items = counts.collect().row(0)
+        a.partitions = len(list(data.glob("*.parquet")))
     gen = [
         sys.executable, "-m", "recsys_trainer.cli", "generate", "--out", str(data),
         "--format", "parquet", "--partitions", str(a.partitions), "--users", str(users),
         "--items", str(items), "--interactions", str(n),
     ]  # fmt: skip
-    print(f"generating {n:,} interactions ({users:,} users, {items:,} items)", flush=True)
-    subprocess.run(gen, check=True, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    if a.data is None:
+        print(f"generating {n:,} interactions ({users:,} users, {items:,} items)", flush=True)
+        subprocess.run(gen, check=True, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
     local = train(data, tmp / "local", a.models, [])
     print(f"local: {local['seconds']:.1f} s, {local['memory']}", flush=True)
     with two_node_cluster(int(a.object_store_gb * 1e9)) as cluster:
@@ -220,7 +234,7 @@ def write_docs(a, shape_, local: dict, remote: dict, ndcg: dict) -> None:
     mib = "{:,.0f} MiB".format
     short = (
         []
-        if n >= ML20M[2]
+        if n >= 20_000_000
         else [
             "",
             f"Run at {a.size}: the largest size that fitted this session's time on the shared "
