@@ -358,11 +358,31 @@ def calibrate_models(inter: Interactions, cfg: config_mod.TrainConfig, models) -
     return calibrate.calibrate(models, val, lambda name, c: MODELS[name](c))
 
 
+def check_reachable(address: str) -> None:
+    """A HOST:PORT that accepts no connection is an error now: Ray itself waits minutes for
+    a cluster that is not there. Other forms (``auto``, ``ray://…``) are left to Ray."""
+    import socket
+
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "/" in address:
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as e:
+        raise config_mod.ConfigError(
+            f"--ray-address {address!r}: no Ray cluster answers there ({e.strerror or e}); "
+            "start one with `ray start --head`"
+        ) from None
+
+
 def open_engine(a: argparse.Namespace) -> Engine:
     """The engine ``--engine`` names (``--ray-address`` for Ray)."""
     name = getattr(a, "engine", "local")
-    if name != "ray" and getattr(a, "ray_address", None):
+    address = getattr(a, "ray_address", None)
+    if name != "ray" and address:
         raise config_mod.ConfigError("--ray-address needs --engine ray")
+    if name == "ray" and address:
+        check_reachable(address)
     if name == "ray":
         try:
             import ray  # noqa: F401

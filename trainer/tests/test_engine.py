@@ -78,6 +78,18 @@ def test_ray_address_needs_the_ray_engine(parts, tmp_path, capsys):
     assert "--ray-address needs --engine ray" in capsys.readouterr().err
 
 
+def test_an_address_where_no_cluster_answers_exits_2_at_once(parts, tmp_path, capsys):
+    import socket
+
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = ["train", "--data", str(parts), "--out", str(tmp_path), "--engine", "ray"]
+    assert main([*args, "--ray-address", f"127.0.0.1:{port}"]) == 2
+    err = capsys.readouterr().err
+    assert f"--ray-address '127.0.0.1:{port}': no Ray cluster answers there" in err
+
+
 @pytest.mark.parametrize("name", ["item_cf", "user_cf", "svd", "popularity", "ease", "hybrid"])
 def test_packed_models_recommend_as_the_fitted_ones(parts, name):
     inter = load_interactions(parts / "part-00000.parquet")
