@@ -539,8 +539,13 @@ def cmd_refresh(a: argparse.Namespace) -> int:
     every = parse_duration(a.every) if a.every else None
     retention_window(cfg)  # a bad value fails before training, not after
     out = Path(a.out)
+    with open_engine(a) as engine:
+        return refresh_loop(a, cfg, names, out, every, engine)
+
+
+def refresh_loop(a, cfg, names, out: Path, every: float | None, engine: Engine) -> int:
     while True:
-        base = load_data(Path(a.interactions), cfg)
+        base = load_data(Path(a.interactions), cfg, engine)
         catalog = load_catalog_for(a.catalog, Path(a.interactions))
         with step("read the data store"):
             inter, n_events, seq = with_stored_events(base, a.store, archive_dir(cfg, out))
@@ -548,7 +553,7 @@ def cmd_refresh(a: argparse.Namespace) -> int:
         inter = with_catalog(inter, catalog)
         check_fits(a, names, cfg, inter)
         extra = {"store_seq": seq, "store_items": n_items}
-        path, _, _ = train_and_publish(inter, cfg, names, catalog, out, {}, extra)
+        path, _, _ = train_and_publish(inter, cfg, names, catalog, out, {}, extra, engine=engine)
         print(
             f"published {path}: base data + {n_events} stored events (seq <= {seq}), "
             f"{n_items} stored catalogue items",
@@ -566,10 +571,12 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     extra = [f"evaluation.split={json.dumps(a.split)}", f"evaluation.k={a.k}"]
     cfg = config_mod.load(a.config, [*overrides(a), *extra])
     names = parse_models(a.models)
-    catalog = load_catalog_for(a.catalog, Path(a.interactions))
-    inter = with_catalog(load_data(Path(a.interactions), cfg), catalog)
-    check_fits(a, names, cfg, inter)
-    report, _, _ = evaluate_models(inter, cfg, names, catalog, Path(a.interactions).name)
+    with open_engine(a) as engine:
+        catalog = load_catalog_for(a.catalog, Path(a.interactions))
+        inter = with_catalog(load_data(Path(a.interactions), cfg, engine), catalog)
+        check_fits(a, names, cfg, inter)
+        dataset = Path(a.interactions).name
+        report, _, _ = evaluate_models(inter, cfg, names, catalog, dataset, engine)
     report.write(Path(a.report))
     print(Path(a.report, "report.md").read_text())
     return 0
@@ -689,6 +696,16 @@ def build_parser() -> argparse.ArgumentParser:
             "before each trial (a search it cuts is no longer reproducible); 0 = no limit "
             f"(default {tuning.TuneConfig.budget_seconds:g} s)",
         )  # fmt: skip
+        sp_.add_argument(
+            "--engine", choices=engine_mod.ENGINES, default="local",
+            help="where tuning trials, neighbour lists, ALS half-steps and the evaluation run: "
+            "this process (local, the default) or a Ray cluster (ray; needs the ray extra)",
+        )  # fmt: skip
+        sp_.add_argument(
+            "--ray-address", metavar="ADDR",
+            help="the Ray cluster to join, e.g. 127.0.0.1:6379 (default: Ray's own lookup: "
+            "RAY_ADDRESS, then a cluster started on this machine)",
+        )  # fmt: skip
 
     t = sub.add_parser("train", help="fit models and publish a new artifact version")
     common(t)
@@ -698,16 +715,6 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="skip the holdout evaluation stored in the manifest",
     )
-    t.add_argument(
-        "--engine", choices=engine_mod.ENGINES, default="local",
-        help="where tuning trials, neighbour lists, ALS half-steps and the evaluation run: "
-        "this process (local, the default) or a Ray cluster (ray; needs the ray extra)",
-    )  # fmt: skip
-    t.add_argument(
-        "--ray-address", metavar="ADDR",
-        help="the Ray cluster to join, e.g. 127.0.0.1:6379 (default: Ray's own lookup: "
-        "RAY_ADDRESS, then a cluster started on this machine)",
-    )  # fmt: skip
     t.set_defaults(func=cmd_train)
 
     f = sub.add_parser(

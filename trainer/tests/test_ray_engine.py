@@ -172,3 +172,18 @@ def test_train_with_the_ray_engine_publishes_the_local_models(address, parts, tm
     np.testing.assert_array_equal(a.data, b.data)
     fa, fb = local.models["svd"].user_factors_, remote.models["svd"].user_factors_
     assert np.abs(fa - fb).max() <= FACTOR_TOL * np.abs(fa).max()
+
+
+def test_evaluate_with_the_ray_engine_reports_the_local_metrics(address, parts, tmp_path):
+    args = ["evaluate", "--data", str(parts), "--models", "item_cf,svd", "--no-tune"]
+    args += ["--set", "models.svd.iterations=4"]
+    reports = {}
+    for name, engine in (("local", []), ("ray", ["--engine", "ray", "--ray-address", address])):
+        cmd = [sys.executable, "-m", "recsys_trainer.cli", *args, "--report", str(tmp_path / name)]
+        done = subprocess.run([*cmd, *engine], capture_output=True, text=True, env=_env())
+        assert done.returncode == 0, done.stderr[-3000:]
+        reports[name] = evaluate.Report.from_json(tmp_path / name / "report.json")
+    for model in ("item_cf", "svd"):
+        for key, value in reports["local"].metrics[model].items():
+            if key not in evaluate.COST:
+                assert reports["ray"].metrics[model][key] == value, (model, key)
