@@ -32,6 +32,10 @@ from recsys_core.models.registry import COMPONENTS, NAMES
 from recsys_core.splits import leave_last_n, random_holdout, temporal_split
 from recsys_trainer import calibrate, live_catalogue, retention, synthetic, tuning
 from recsys_trainer import config as config_mod
+from recsys_trainer import engine as engine_mod
+from recsys_trainer.engine import Engine
+
+LOCAL = Engine()
 
 ALL = NAMES
 
@@ -49,7 +53,32 @@ def step(label: str) -> Iterator[tqdm]:
         bar.close()
 
 
-def load_data(path: Path, cfg: config_mod.TrainConfig) -> Interactions:
+def partitions(path: Path) -> list[Path] | None:
+    """The Parquet partitions ``path`` names: a directory's ``*.parquet`` files or a glob's
+    matches, sorted; None for a single file."""
+    text = str(path)
+    if path.is_dir():
+        found = sorted(path.glob("*.parquet"))
+    elif any(c in text for c in "*?["):
+        found = sorted(Path(p) for p in __import__("glob").glob(text))
+    else:
+        return None
+    if not found:
+        raise FileNotFoundError(text if not path.is_dir() else f"{text}/*.parquet")
+    return found
+
+
+def load_data(path: Path, cfg: config_mod.TrainConfig, engine: Engine = LOCAL) -> Interactions:
+    parts = partitions(path)
+    if parts is not None:
+        # each partition read where the engine runs its blocks, the frames joined in order
+        with step(f"load {len(parts)} partitions of {path}"):
+            frames = engine.map(engine_mod.read_partition, [str(p) for p in parts])
+            try:
+                df = pl.concat(frames, how="vertical_relaxed")
+            except pl.exceptions.PolarsError as e:
+                raise DataError(path, None, None, f"partitions do not match: {e}") from e
+            return from_frame(df, cfg.data.columns, cfg.data.event_weights, source=path)
     with step(f"load {path.name}"):
         return load_interactions(
             path,
@@ -68,14 +97,18 @@ def load_catalog_for(path: Path | None, interactions: Path) -> Catalog | None:
     if path is not None:
         return load_catalog(path)
     for name in CATALOG_NAMES:
-        guess = interactions.with_name(name)
+        # beside the log, or inside a directory of partitions
+        guess = interactions / name if interactions.is_dir() else interactions.with_name(name)
         if guess.exists():
             return load_catalog(guess)
     return None
 
 
 def tune_models(
-    inter: Interactions, cfg: config_mod.TrainConfig, names: tuple[str, ...]
+    inter: Interactions,
+    cfg: config_mod.TrainConfig,
+    names: tuple[str, ...],
+    engine: Engine = LOCAL,
 ) -> tuple[config_mod.TrainConfig, dict[str, dict], tuple | None]:
     """The configuration with each model's hyperparameters searched on a validation split of
     ``inter`` (see ``recsys_trainer.tuning``), what each search tried, and the models it left
@@ -86,7 +119,9 @@ def tune_models(
     need = needed(names, cfg, inter)
     configs = {n: getattr(cfg.models, n) for n in need}
     with step(f"tune {', '.join(need)}") as bar:
-        tuned, records, val = tuning.tune(inter, configs, cfg.tuning, log=bar.set_postfix_str)
+        tuned, records, val = tuning.tune(
+            inter, configs, cfg.tuning, log=bar.set_postfix_str, engine=engine
+        )
     models = dataclasses.replace(cfg.models, **tuned)
     off = dataclasses.replace(cfg.tuning, enabled=False)
     return (
@@ -101,12 +136,14 @@ def fit_models(
     cfg: config_mod.TrainConfig,
     names: tuple[str, ...],
     tuned: dict[str, dict] | None = None,
+    engine: Engine = LOCAL,
 ) -> dict[str, Recommender]:
     """Tunes (unless ``cfg.tuning`` is off), then fits each model once (a hybrid's components
     included) with a progress line each. ``tuned``: records of an earlier search whose
-    results ``cfg`` already holds, kept with the models."""
-    cfg, records, val = tune_models(inter, cfg, names)
-    models = build_models(cfg, names, records or tuned, val, inter)
+    results ``cfg`` already holds, kept with the models. ``engine``: where the tuning trials
+    and the fits' kernels run (``recsys_trainer.engine``)."""
+    cfg, records, val = tune_models(inter, cfg, names, engine)
+    models = build_models(cfg, names, records or tuned, val, inter, engine)
     for name, model in models.items():
         with step(f"fit {name}" + (" (tune weights)" if name == "hybrid" else "")):
             model.fit(inter)
@@ -175,6 +212,10 @@ def cmd_generate(a: argparse.Namespace) -> int:
     with step(f"generate {a.interactions:,} interactions"):
         df, catalog = synthetic.generate(a.users, a.items, a.interactions, a.seed)
     with step(f"write {a.out}"):
+        if a.format == "parquet":
+            paths = synthetic.write_partitions(df, a.out, a.partitions, catalog)
+            print(f"wrote {len(paths)} Parquet partitions and catalog.tsv to {a.out}")
+            return 0
         synthetic.write(df, a.out, catalog)
     print(f"wrote {a.out} and {Path(a.out).with_name('catalog.tsv')}")
     return 0
@@ -219,13 +260,16 @@ def build_models(
     tuned: dict[str, dict] | None = None,
     prefit: tuple | None = None,
     data: Interactions | None = None,
+    engine: Engine = LOCAL,
 ) -> dict[str, Recommender]:
     """Unfitted models in fitting order; a hybrid shares the component instances, so fitting
     the components first leaves the hybrid only its weights to tune (on ``prefit``, the
     search's validation models, when given). ``tuned`` records go into each model's
     parameters (the manifest, the report, ListModels)."""
     models: dict[str, Recommender] = {
-        n: MODELS[n](getattr(cfg.models, n)) for n in needed(names, cfg, data) if n != "hybrid"
+        n: engine.attach(MODELS[n](getattr(cfg.models, n)))
+        for n in needed(names, cfg, data)
+        if n != "hybrid"
     }
     if "hybrid" in names:
         models["hybrid"] = Hybrid(cfg.models.hybrid, components=dict(models), fit_components=False)
@@ -236,14 +280,14 @@ def build_models(
     return models
 
 
-def evaluate_models(inter: Interactions, cfg, names, catalog, dataset: str):
+def evaluate_models(inter: Interactions, cfg, names, catalog, dataset: str, engine: Engine = LOCAL):
     """The holdout report, and the configuration tuned on the training part of the split
     (with each search's records) for the final fit to reuse."""
     from recsys_trainer import evaluate
 
     train, test = split(inter, cfg.evaluation)
-    cfg, records, val = tune_models(train, cfg, names)
-    models = build_models(cfg, names, records, val, train)
+    cfg, records, val = tune_models(train, cfg, names, engine)
+    models = build_models(cfg, names, records, val, train, engine)
     features = None if catalog is None else catalog.category_matrix(inter.item_ids)
     bar = tqdm(desc="evaluate", file=sys.stderr, bar_format="{desc}: {elapsed}{postfix}")
     try:
@@ -257,6 +301,7 @@ def evaluate_models(inter: Interactions, cfg, names, catalog, dataset: str):
             split=cfg.evaluation.split,
             seed=cfg.evaluation.seed,
             progress=lambda msg: bar.set_postfix_str(str(msg)[:60]),
+            engine=engine,
         )
     finally:
         bar.close()
@@ -277,13 +322,14 @@ def train_and_publish(
     metrics: dict,
     extra_params: dict | None = None,
     tuned: dict[str, dict] | None = None,
+    engine: Engine = LOCAL,
 ) -> tuple[Path, dict[str, Recommender], float]:
     """Fits the models on all of ``inter`` (tuning first unless ``cfg`` says it is done) and
     publishes them as a new version."""
     from recsys_core import artifacts
 
     t0 = time.perf_counter()
-    models = fit_models(inter, cfg, names, tuned)
+    models = fit_models(inter, cfg, names, tuned, engine)
     train_seconds = time.perf_counter() - t0
     with step("calibrate confidence"):
         calibrations = calibrate_models(inter, cfg, models)
@@ -312,24 +358,63 @@ def calibrate_models(inter: Interactions, cfg: config_mod.TrainConfig, models) -
     return calibrate.calibrate(models, val, lambda name, c: MODELS[name](c))
 
 
+def check_reachable(address: str) -> None:
+    """A HOST:PORT that accepts no connection is an error now: Ray itself waits minutes for
+    a cluster that is not there. Other forms (``auto``, ``ray://…``) are left to Ray."""
+    import socket
+
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "/" in address:
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as e:
+        raise config_mod.ConfigError(
+            f"--ray-address {address!r}: no Ray cluster answers there ({e.strerror or e}); "
+            "start one with `ray start --head`"
+        ) from None
+
+
+def open_engine(a: argparse.Namespace) -> Engine:
+    """The engine ``--engine`` names (``--ray-address`` for Ray)."""
+    name = getattr(a, "engine", "local")
+    address = getattr(a, "ray_address", None)
+    if name != "ray" and address:
+        raise config_mod.ConfigError("--ray-address needs --engine ray")
+    if name == "ray" and address:
+        check_reachable(address)
+    if name == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise config_mod.ConfigError(
+                "--engine ray needs Ray: pip install 'recsys-trainer[ray]'"
+            ) from None
+    return engine_mod.make(name, getattr(a, "ray_address", None))
+
+
 def cmd_train(a: argparse.Namespace) -> int:
     cfg = config_mod.load(a.config, overrides(a))
     names = parse_models(a.models)
-    catalog = load_catalog_for(a.catalog, Path(a.interactions))
-    inter = with_catalog(load_data(Path(a.interactions), cfg), catalog)
-    check_fits(a, names, cfg, inter)
-    metrics, tuned = {}, None
-    t0 = time.perf_counter()
-    if not a.no_evaluate:
-        # tuned once, on the evaluation's training part; the final fit reuses the choice
-        report, cfg, tuned = evaluate_models(inter, cfg, names, catalog, Path(a.interactions).name)
-        metrics = report.metrics
-    path, models, train_seconds = train_and_publish(
-        inter, cfg, names, catalog, Path(a.out), metrics, tuned=tuned
-    )
+    with open_engine(a) as engine:
+        catalog = load_catalog_for(a.catalog, Path(a.interactions))
+        inter = with_catalog(load_data(Path(a.interactions), cfg, engine), catalog)
+        check_fits(a, names, cfg, inter)
+        metrics, tuned = {}, None
+        t0 = time.perf_counter()
+        if not a.no_evaluate:
+            # tuned once, on the evaluation's training part; the final fit reuses the choice
+            report, cfg, tuned = evaluate_models(
+                inter, cfg, names, catalog, Path(a.interactions).name, engine
+            )
+            metrics = report.metrics
+        path, models, train_seconds = train_and_publish(
+            inter, cfg, names, catalog, Path(a.out), metrics, tuned=tuned, engine=engine
+        )
     print(
         f"published {path} ({', '.join(models)}) in {train_seconds:.1f} s of training, "
         f"{time.perf_counter() - t0:.1f} s in all"
+        + ("" if engine.name == "local" else f" (engine {engine.name}, {engine.workers} workers)")
     )
     return 0
 
@@ -454,8 +539,13 @@ def cmd_refresh(a: argparse.Namespace) -> int:
     every = parse_duration(a.every) if a.every else None
     retention_window(cfg)  # a bad value fails before training, not after
     out = Path(a.out)
+    with open_engine(a) as engine:
+        return refresh_loop(a, cfg, names, out, every, engine)
+
+
+def refresh_loop(a, cfg, names, out: Path, every: float | None, engine: Engine) -> int:
     while True:
-        base = load_data(Path(a.interactions), cfg)
+        base = load_data(Path(a.interactions), cfg, engine)
         catalog = load_catalog_for(a.catalog, Path(a.interactions))
         with step("read the data store"):
             inter, n_events, seq = with_stored_events(base, a.store, archive_dir(cfg, out))
@@ -463,7 +553,7 @@ def cmd_refresh(a: argparse.Namespace) -> int:
         inter = with_catalog(inter, catalog)
         check_fits(a, names, cfg, inter)
         extra = {"store_seq": seq, "store_items": n_items}
-        path, _, _ = train_and_publish(inter, cfg, names, catalog, out, {}, extra)
+        path, _, _ = train_and_publish(inter, cfg, names, catalog, out, {}, extra, engine=engine)
         print(
             f"published {path}: base data + {n_events} stored events (seq <= {seq}), "
             f"{n_items} stored catalogue items",
@@ -481,10 +571,12 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     extra = [f"evaluation.split={json.dumps(a.split)}", f"evaluation.k={a.k}"]
     cfg = config_mod.load(a.config, [*overrides(a), *extra])
     names = parse_models(a.models)
-    catalog = load_catalog_for(a.catalog, Path(a.interactions))
-    inter = with_catalog(load_data(Path(a.interactions), cfg), catalog)
-    check_fits(a, names, cfg, inter)
-    report, _, _ = evaluate_models(inter, cfg, names, catalog, Path(a.interactions).name)
+    with open_engine(a) as engine:
+        catalog = load_catalog_for(a.catalog, Path(a.interactions))
+        inter = with_catalog(load_data(Path(a.interactions), cfg, engine), catalog)
+        check_fits(a, names, cfg, inter)
+        dataset = Path(a.interactions).name
+        report, _, _ = evaluate_models(inter, cfg, names, catalog, dataset, engine)
     report.write(Path(a.report))
     print(Path(a.report, "report.md").read_text())
     return 0
@@ -547,13 +639,20 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--items", type=int, default=5_000)
     g.add_argument("--interactions", type=int, default=500_000)
     g.add_argument("--seed", type=int, default=42)
+    g.add_argument(
+        "--format", choices=("tsv", "parquet"), default="tsv",
+        help="tsv: one file at --out; parquet: --out is a directory of --partitions files "
+        "(users split among them), the input of --engine ray",
+    )  # fmt: skip
+    g.add_argument("--partitions", type=int, default=4, help="Parquet partitions (default 4)")
     g.set_defaults(func=cmd_generate)
 
     def common(sp_: argparse.ArgumentParser) -> None:
         sp_.add_argument(
-            "--interactions", required=True,
+            "--interactions", "--data", required=True, dest="interactions",
             help="behaviour log: MovieLens u.data, ratings.dat or ratings.csv, the Steam play "
-            "log, or TSV/CSV/Parquet",
+            "log, or TSV/CSV/Parquet; a directory of Parquet partitions or a glob of them is "
+            "read partition by partition (by the workers with --engine ray)",
         )  # fmt: skip
         sp_.add_argument(
             "--catalog", type=Path,
@@ -596,6 +695,16 @@ def build_parser() -> argparse.ArgumentParser:
             help="safety limit on the hyperparameter search of all models together, checked "
             "before each trial (a search it cuts is no longer reproducible); 0 = no limit "
             f"(default {tuning.TuneConfig.budget_seconds:g} s)",
+        )  # fmt: skip
+        sp_.add_argument(
+            "--engine", choices=engine_mod.ENGINES, default="local",
+            help="where tuning trials, neighbour lists, ALS half-steps and the evaluation run: "
+            "this process (local, the default) or a Ray cluster (ray; needs the ray extra)",
+        )  # fmt: skip
+        sp_.add_argument(
+            "--ray-address", metavar="ADDR",
+            help="the Ray cluster to join, e.g. 127.0.0.1:6379 (default: Ray's own lookup: "
+            "RAY_ADDRESS, then a cluster started on this machine)",
         )  # fmt: skip
 
     t = sub.add_parser("train", help="fit models and publish a new artifact version")

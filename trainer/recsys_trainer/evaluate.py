@@ -157,12 +157,16 @@ def compare(
     split: str | None = None,
     seed: int = 0,
     progress=None,
+    engine=None,
 ) -> Report:
     """Fit each model on ``train``, evaluate on ``test`` (see the module docstring).
 
     ``item_features``: n_items x d matrix (e.g. ``catalog.category_matrix(train.item_ids)``)
     for intra-list diversity. ``dataset`` and ``split`` are recorded in the protocol;
     ``seed`` draws the latency sample; ``progress(message)`` is called as models run.
+    ``engine`` (``recsys_trainer.engine``): where the top-k lists are computed, by blocks of
+    users; the metrics are computed here from the lists put back together, so every engine
+    gives the same numbers.
     """
     if k < 1:
         raise ValueError("k must be >= 1")
@@ -192,7 +196,7 @@ def compare(
         model.fit(train)
         train_time = time.perf_counter() - t0
         say(f"{name}: fit {train_time:.2f}s, recommend {len(users)} users")
-        recs = top_k(model, history, users, k)
+        recs = engine.top_k(model, history, users, k) if engine else top_k(model, history, users, k)
         row = ranking_metrics(recs, relevant, k)
         row[metric_key("coverage", k)] = catalog_coverage(recs, train.n_items, k)
         row[metric_key("diversity", k)] = intra_list_diversity(recs, k, features=features)

@@ -278,6 +278,28 @@ def write(df: pl.DataFrame, path: str | Path, catalog: Catalog | None = None) ->
         )
 
 
+def write_partitions(
+    df: pl.DataFrame, directory: str | Path, partitions: int, catalog: Catalog | None = None
+) -> list[Path]:
+    """Interactions as ``partitions`` Parquet files ``part-00000.parquet``... in
+    ``directory`` (each user's rows in one file, chosen by a hash of the id, rows in their
+    original order), and the catalog as ``catalog.tsv`` beside them."""
+    if partitions < 1:
+        raise ValueError(f"partitions must be at least 1, got {partitions}")
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    cols = df.select("user", "item", "event", "weight", "timestamp")
+    part = cols["user"].hash(seed=0) % partitions
+    paths = []
+    for n in range(partitions):
+        path = d / f"part-{n:05d}.parquet"
+        cols.filter(part == n).write_parquet(path)
+        paths.append(path)
+    if catalog is not None:
+        catalog.to_frame().write_csv(d / "catalog.tsv", separator="\t", quote_style="never")
+    return paths
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Write a synthetic data set as TSV files.")
     parser.add_argument("out_dir", type=Path)

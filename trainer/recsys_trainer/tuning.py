@@ -154,6 +154,8 @@ class Search:
         val: Validation,
         axes: list[list[dict[str, Any]]],
         log: Callable[[str], None] | None = None,
+        engine: Any = None,
+        shared: Any = None,
     ) -> None:
         self.name, self.start, self.val, self.axes, self.log = name, start, val, axes, log
         self.trials: list[Trial] = []
@@ -161,6 +163,11 @@ class Search:
         self.best, self.best_score, self.best_model = start, -1.0, None
         self.seconds = 0.0
         self.stopped = False
+        self.engine = engine
+        self.shared = shared if shared is not None else val
+        """The validation split as the engine's workers get it (sent once for all trials)."""
+        self.ahead: dict[tuple, tuple[float, float]] = {}
+        """Scores of trials run ahead of the walk on a distributed engine, by config key."""
 
     def trial_cost(self) -> float:
         """What the next trial is assumed to cost: the mean so far."""
@@ -170,14 +177,20 @@ class Search:
         key = _key(cfg)
         if key in self.seen:
             return self.seen[key]
-        t0 = time.perf_counter()
-        short = {k: min(v, getattr(cfg, k)) for k, v in TRIAL_SCHEDULE.get(self.name, {}).items()}
-        model = MODELS[self.name](dataclasses.replace(cfg, **short)).fit(self.val.fit_part)
-        score = self.val.score(model)
+        if key in self.ahead:  # run on the engine with the rest of its axis
+            score, seconds = self.ahead.pop(key)
+            model = None
+        elif self.engine is not None:
+            ((score, seconds),) = self.engine.map(remote_trial, [(self.name, cfg)], self.shared)
+            model = None
+        else:
+            t0 = time.perf_counter()
+            model = trial_model(self.name, cfg).fit(self.val.fit_part)
+            score = self.val.score(model)
+            seconds = time.perf_counter() - t0
         self.seen[key] = score
         base = dataclasses.asdict(self.start)
         diff = {k: v for k, v in dataclasses.asdict(cfg).items() if base[k] != v}
-        seconds = time.perf_counter() - t0
         self.trials.append(Trial(diff, score, seconds))
         self.seconds += seconds
         if score > self.best_score + 1e-9:
@@ -194,6 +207,11 @@ class Search:
         for _ in range(max(passes, 1)):
             before = self.best_score
             for axis in self.axes:
+                if self.engine is not None:
+                    if time.perf_counter() + self.trial_cost() > deadline:
+                        self.stopped = True
+                        return
+                    self.run_ahead([self.best], axis)
                 for values in axis:
                     if time.perf_counter() + self.trial_cost() > deadline:
                         self.stopped = True
@@ -206,7 +224,34 @@ class Search:
             if self.best_score <= before + 1e-9:
                 return  # a pass without a gain: converged
 
+    def run_ahead(self, bases: list[Any], axis: list[dict[str, Any]]) -> None:
+        """Runs on the engine, all at once, the trials the walk over ``axis`` will ask for
+        if it starts from one of ``bases`` (each axis value applied to it). The walk then
+        goes on as in one process, taking these scores: the same trials in the same order
+        choose the same values; a trial it asks for that was not run ahead (the best changed
+        mid-axis to a config whose other fields differ) runs then."""
+        todo = {}
+        for base in bases:
+            for values in axis or [{}]:
+                try:
+                    cand = dataclasses.replace(base, **values)
+                except (TypeError, ValueError):
+                    continue
+                key = _key(cand)
+                if key not in self.seen and key not in self.ahead:
+                    todo[key] = cand
+        if todo:
+            jobs = [(self.name, c) for c in todo.values()]
+            for key, out in zip(
+                todo, self.engine.map(remote_trial, jobs, self.shared), strict=True
+            ):
+                self.ahead[key] = out
+
     def result(self) -> ModelTuning:
+        if self.best_model is None and self.trials and self.engine is not None:
+            # trials ran elsewhere: the best is fitted again here (same config and seed, so
+            # the same model) for a hybrid to tune its weights on
+            self.best_model = trial_model(self.name, self.best).fit(self.val.fit_part)
         return ModelTuning(
             self.name,
             dataclasses.asdict(self.best),
@@ -219,6 +264,20 @@ class Search:
         )
 
 
+def trial_model(name: str, cfg: Any) -> Recommender:
+    """An unfitted model for one trial of ``cfg``, on the trials' schedule."""
+    short = {k: min(v, getattr(cfg, k)) for k, v in TRIAL_SCHEDULE.get(name, {}).items()}
+    return MODELS[name](dataclasses.replace(cfg, **short))
+
+
+def remote_trial(job: tuple[str, Any], val: Validation) -> tuple[float, float]:
+    """One trial as an engine's worker runs it: (validation NDCG, seconds)."""
+    name, cfg = job
+    t0 = time.perf_counter()
+    model = trial_model(name, cfg).fit(val.fit_part)
+    return val.score(model), time.perf_counter() - t0
+
+
 def _key(cfg: Any) -> tuple:
     return tuple(sorted(dataclasses.asdict(cfg).items(), key=lambda kv: kv[0]))
 
@@ -228,17 +287,33 @@ def tune(
     configs: dict[str, Any],
     cfg: TuneConfig,
     log: Callable[[str], None] | None = None,
+    engine: Any = None,
 ) -> tuple[dict[str, Any], dict[str, ModelTuning], Validation]:
     """Tuned configs for the models of ``configs`` that have a search space (others are
     returned as given), what each search did, and the validation split it used.
 
     Each model's configured values are tried first; then the searches run in the order of
     ``configs``, each given an equal share of the budget left (only a budget that binds makes
-    the share matter: a search that finishes early leaves its time to the ones after it)."""
+    the share matter: a search that finishes early leaves its time to the ones after it).
+
+    With a distributed ``engine`` (``recsys_trainer.engine``) the trials of one axis run at
+    once on its workers, the validation split sent once; the walk, and so the choice, is the
+    one a single process makes (``Search.run_ahead``). The budget is then checked before each
+    axis rather than each trial."""
     t0 = time.perf_counter()
     val = Validation(train, cfg)
     budget = cfg.budget_seconds if cfg.budget_seconds > 0 else math.inf
-    searches = [Search(n, configs[n], val, axes, log) for n in configs if (axes := space(n, train))]
+    distributed = engine if engine is not None and engine.name != "local" else None
+    shared = distributed.share(val) if distributed is not None else None
+    searches = [
+        Search(n, configs[n], val, axes, log, distributed, shared)
+        for n in configs
+        if (axes := space(n, train))
+    ]
+    if distributed is not None:  # every model's first trial at once
+        starts = [(s.name, s.start) for s in searches]
+        for s, out in zip(searches, distributed.map(remote_trial, starts, shared), strict=True):
+            s.ahead[_key(s.start)] = out
     for s in searches:
         s.begin()
     for n, s in enumerate(searches):

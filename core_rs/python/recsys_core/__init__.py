@@ -19,6 +19,7 @@ from recsys_core._native import (
 )
 from recsys_core._native import DenseScorer as _DenseScorer
 from recsys_core._native import SparseScorer as _SparseScorer
+from recsys_core._native import als_gram as _als_gram
 from recsys_core._native import als_half_step as _als_half_step
 from recsys_core._native import als_solve_row as _als_solve_row
 from recsys_core._native import blend_topk as _blend_topk
@@ -36,6 +37,7 @@ __all__ = [
     "NonFiniteError",
     "Recommendations",
     "SparseScorer",
+    "als_gram",
     "als_half_step",
     "als_solve_row",
     "blend_topk",
@@ -200,12 +202,16 @@ def similarity_topk(
     measure: str = "cosine",
     include_self: bool = False,
     num_threads: int | None = None,
+    rows: tuple[int, int] | None = None,
 ) -> sp.csr_matrix:
     """Similarity between the rows of ``X``, keeping each row's top ``k`` neighbours.
 
     For item-item similarity pass the item-user matrix (``user_items.T``: a CSC view is used
     without a scipy conversion). Returns an ``n_rows x n_rows`` float32 CSR matrix with sorted
     indices. See docs/core.md for the weighting formulas and ranking order.
+
+    ``rows=(lo, hi)``: only those rows' neighbours, a ``(hi - lo) x n_rows`` matrix equal to
+    rows ``lo:hi`` of the full result (row blocks computed apart concatenate to it).
     """
     k = _count(k, "k")
     of_columns = sp.issparse(X) and X.format == "csc"
@@ -226,9 +232,11 @@ def similarity_topk(
         bool(include_self),
         of_columns,
         num_threads,
+        None if rows is None else (_count(rows[0], "rows"), _count(rows[1], "rows")),
     )
     n = X.shape[0]
-    return sp.csr_matrix((out[2], out[1], out[0]), shape=(n, n))
+    lo, hi = (0, n) if rows is None else rows
+    return sp.csr_matrix((out[2], out[1], out[0]), shape=(hi - lo, n))
 
 
 class SparseScorer:
@@ -486,13 +494,17 @@ def als_half_step(
     cg_steps: int = 3,
     num_threads: int | None = None,
     reg_exponent: float = 0.0,
+    gram: np.ndarray | None = None,
 ) -> None:
     """One weighted-ALS half-step (conjugate gradient): updates ``x`` (rows x f, float32,
     C-contiguous) in place so each row fits ``user_items`` (rows x cols) given ``y``.
 
     Row ``u`` is regularised by ``reg * max(n_u, 1) ** reg_exponent``, ``n_u`` its stored
     entries (frequency-scaled regularisation; ``reg_exponent`` in [0, 1], 0 = one ``reg``
-    for every row, the same results as before the parameter existed)."""
+    for every row, the same results as before the parameter existed).
+
+    ``gram``: ``als_gram(y, reg)``, computed once when the rows are updated in blocks (each
+    block's call then skips the cols x f² product; the results are the same)."""
     indptr, indices, data, n_rows, n_cols = _csr_arrays(user_items, "user_items")
     if not (isinstance(x, np.ndarray) and x.dtype == np.float32 and x.flags.c_contiguous):
         raise InvalidArgumentError(
@@ -516,7 +528,15 @@ def als_half_step(
         _count(cg_steps, "cg_steps"),
         num_threads,
         reg_exponent=float(reg_exponent),
+        gram=None if gram is None else _float_array(gram, "gram", 2),
     )
+
+
+def als_gram(y: np.ndarray, reg: float) -> np.ndarray:
+    """``YᵀY + reg I`` (f x f float32) exactly as ``als_half_step`` builds it."""
+    y = _float_array(y, "y", 2)
+    f = y.shape[1]
+    return _als_gram(y, float(reg)).reshape(f, f)
 
 
 class Blend(NamedTuple):

@@ -98,6 +98,25 @@ fn check_params(params: &AlsParams) -> Result<()> {
     Ok(())
 }
 
+/// `YᵀY + reg I` (f x f, row-major) exactly as `half_step` builds it: computed once and
+/// passed to `half_step_with_gram` for each block of rows, a half-step split into blocks
+/// (e.g. on a cluster) gives the whole half-step's result without each block paying the
+/// n_cols x f² product.
+pub fn gram_matrix(y: &[f32], f: usize, reg: f32) -> Result<Vec<f32>> {
+    if f == 0 || y.len() % f != 0 {
+        return Err(CoreError::arg(format!(
+            "y has {} values, not a multiple of {f} factors (at least 1)",
+            y.len()
+        )));
+    }
+    if !reg.is_finite() || reg < 0.0 {
+        return Err(CoreError::arg(format!(
+            "reg must be finite and >= 0, got {reg}"
+        )));
+    }
+    Ok(gram(y, f, reg))
+}
+
 /// One ALS half-step: updates every row of `x` (n_rows x f) given the fixed `y` (n_cols x f)
 /// and the interactions `r` (n_rows x n_cols).
 pub fn half_step(
@@ -108,8 +127,30 @@ pub fn half_step(
     params: &AlsParams,
     num_threads: Option<usize>,
 ) -> Result<()> {
+    half_step_with_gram(r, x, y, None, f, params, num_threads)
+}
+
+/// `half_step` with `YᵀY + reg I` given (`gram_matrix(y, f, params.reg)`), or built here
+/// when `None`.
+pub fn half_step_with_gram(
+    r: CsrRef<'_>,
+    x: &mut [f32],
+    y: &[f32],
+    gram_given: Option<&[f32]>,
+    f: usize,
+    params: &AlsParams,
+    num_threads: Option<usize>,
+) -> Result<()> {
     if f == 0 {
         return Err(CoreError::arg("factors must be at least 1"));
+    }
+    if let Some(g) = gram_given {
+        if g.len() != f * f {
+            return Err(CoreError::arg(format!(
+                "gram must be {f}x{f}, got {} values",
+                g.len()
+            )));
+        }
     }
     if x.len() != r.n_rows() * f || y.len() != r.n_cols() * f {
         return Err(CoreError::arg(format!(
@@ -121,7 +162,14 @@ pub fn half_step(
         )));
     }
     check_params(params)?;
-    let g = gram(y, f, params.reg);
+    let built;
+    let g = match gram_given {
+        Some(g) => g,
+        None => {
+            built = gram(y, f, params.reg);
+            &built[..]
+        }
+    };
     pool::install_for(num_threads, r.n_rows(), || {
         x.par_chunks_mut(f)
             .enumerate()
@@ -136,7 +184,7 @@ pub fn half_step(
                         steps: params.cg_steps,
                         stop: 1e-20,
                     };
-                    solve_row(cols, vals, xu, y, &g, f, &cg, buf);
+                    solve_row(cols, vals, xu, y, g, f, &cg, buf);
                 },
             )
     })
@@ -382,6 +430,40 @@ mod tests {
         // the 4-entry row is regularised 2x (nu 0.5) and 4x (nu 1) harder: a smaller norm
         let norm = |x: &[f32]| dot(&x[..f], &x[..f]);
         assert!(norm(&full) < norm(&half) && norm(&half) < norm(&flat));
+    }
+
+    #[test]
+    fn row_blocks_with_a_given_gram_equal_the_whole_half_step() {
+        let (f, n_items) = (3, 5);
+        let y: Vec<f32> = (0..n_items * f)
+            .map(|i| ((i * 29 % 13) as f32 - 6.0) / 9.0)
+            .collect();
+        let p = [0i64, 2, 4, 5, 5, 8];
+        let i = [0i32, 3, 1, 2, 4, 0, 1, 2];
+        let d = [1.0f32, 2.0, 1.0, 3.0, 1.0, 2.0, 1.0, 5.0];
+        let r = CsrRef::new("r", 5, n_items, &p, &i, &d).unwrap();
+        let params = AlsParams {
+            alpha: 2.0,
+            reg: 0.5,
+            reg_exponent: 0.5,
+            cg_steps: 3,
+        };
+        let start: Vec<f32> = (0..5 * f).map(|v| v as f32 / 50.0).collect();
+        let mut whole = start.clone();
+        half_step(r, &mut whole, &y, f, &params, Some(2)).unwrap();
+        let g = gram_matrix(&y, f, params.reg).unwrap();
+        let mut blocks = start.clone();
+        for (lo, hi) in [(0usize, 2usize), (2, 5)] {
+            let (a, z) = (p[lo] as usize, p[hi] as usize);
+            let sub: Vec<i64> = p[lo..=hi].iter().map(|v| v - p[lo]).collect();
+            let rb = CsrRef::new("rb", hi - lo, n_items, &sub, &i[a..z], &d[a..z]).unwrap();
+            let xb = &mut blocks[lo * f..hi * f];
+            half_step_with_gram(rb, xb, &y, Some(&g), f, &params, Some(1)).unwrap();
+        }
+        assert_eq!(whole, blocks);
+        assert!(half_step_with_gram(r, &mut blocks, &y, Some(&g[..4]), f, &params, None).is_err());
+        assert!(gram_matrix(&y[..4], f, 0.1).is_err());
+        assert!(gram_matrix(&y, f, f32::NAN).is_err());
     }
 
     #[test]

@@ -73,10 +73,24 @@ pub fn similarity_topk(
     params: &SimilarityParams,
     num_threads: Option<usize>,
 ) -> Result<Csr> {
+    similarity_topk_rows(x, params, num_threads, None)
+}
+
+/// `similarity_topk` for the rows `lo..hi` only (`None`: every row): a (hi - lo) x n matrix
+/// whose rows are exactly those rows of the full result. Each row's neighbours depend only on
+/// the whole matrix, never on which other rows are computed, so row blocks computed apart
+/// (e.g. on a cluster) concatenate to the full result bit for bit.
+pub fn similarity_topk_rows(
+    x: CsrRef<'_>,
+    params: &SimilarityParams,
+    num_threads: Option<usize>,
+    rows: Option<(usize, usize)>,
+) -> Result<Csr> {
     params.validate()?;
     pool::resolve_threads(num_threads)?;
+    let rows = check_rows(rows, x.n_rows())?;
     let x = weighted(x.to_owned_canonical(), params.weighting);
-    compute(&x, params, num_threads)
+    compute(&x, params, num_threads, rows)
 }
 
 /// Similarity between the columns of `xt` (the rows of its transpose), without the caller
@@ -86,10 +100,31 @@ pub fn similarity_topk_of_columns(
     params: &SimilarityParams,
     num_threads: Option<usize>,
 ) -> Result<Csr> {
+    similarity_topk_of_columns_rows(xt, params, num_threads, None)
+}
+
+/// `similarity_topk_of_columns` for the columns `lo..hi` only (see `similarity_topk_rows`).
+pub fn similarity_topk_of_columns_rows(
+    xt: CsrRef<'_>,
+    params: &SimilarityParams,
+    num_threads: Option<usize>,
+    rows: Option<(usize, usize)>,
+) -> Result<Csr> {
     params.validate()?;
     pool::resolve_threads(num_threads)?;
+    let rows = check_rows(rows, xt.n_cols())?;
     let x = weighted(xt.to_owned_canonical().transpose(), params.weighting);
-    compute(&x, params, num_threads)
+    compute(&x, params, num_threads, rows)
+}
+
+fn check_rows(rows: Option<(usize, usize)>, n: usize) -> Result<(usize, usize)> {
+    let (lo, hi) = rows.unwrap_or((0, n));
+    if lo > hi || hi > n {
+        return Err(CoreError::arg(format!(
+            "rows {lo}..{hi} out of range for {n} rows"
+        )));
+    }
+    Ok((lo, hi))
 }
 
 fn weighted(mut x: Csr, weighting: Weighting) -> Csr {
@@ -234,10 +269,15 @@ thread_local! {
 const PREFETCH_PTR: usize = 8;
 const PREFETCH_ROW: usize = 3;
 
-fn compute(x: &Csr, params: &SimilarityParams, num_threads: Option<usize>) -> Result<Csr> {
+fn compute(
+    x: &Csr,
+    params: &SimilarityParams,
+    num_threads: Option<usize>,
+    (lo, hi): (usize, usize),
+) -> Result<Csr> {
     let n = x.n_rows;
-    if params.k == 0 || n == 0 {
-        return Ok(Csr::empty(n, n));
+    if params.k == 0 || n == 0 || lo == hi {
+        return Ok(Csr::empty(hi - lo, n));
     }
     let norms: Vec<f32> = (0..n)
         .map(|r| {
@@ -271,15 +311,19 @@ fn compute(x: &Csr, params: &SimilarityParams, num_threads: Option<usize>) -> Re
         block_min_norm,
         orig: &order,
     };
+    // the wanted rows in the permuted order (all of them for the full range)
+    let wanted: Vec<usize> = (0..n)
+        .filter(|&i| (lo..hi).contains(&(order[i] as usize)))
+        .collect();
     let rows_p = pool::install(num_threads, || {
-        (0..n)
-            .into_par_iter()
-            .map(|i| SIM_ACC.with_borrow_mut(|s| row_topk_dispatch(i, &view, k, params, s)))
+        wanted
+            .par_iter()
+            .map(|&i| SIM_ACC.with_borrow_mut(|s| row_topk_dispatch(i, &view, k, params, s)))
             .collect::<Vec<_>>()
     })?;
-    let mut rows = vec![Vec::new(); n];
-    for (i, row) in rows_p.into_iter().enumerate() {
-        rows[order[i] as usize] = row;
+    let mut rows = vec![Vec::new(); hi - lo];
+    for (&i, row) in wanted.iter().zip(rows_p) {
+        rows[order[i] as usize - lo] = row;
     }
     Ok(Csr::from_rows(n, rows))
 }
@@ -554,6 +598,35 @@ mod tests {
             let b = similarity_topk_of_columns(x.view(), &p, Some(1)).unwrap();
             assert_eq!(a, b);
         }
+    }
+
+    #[test]
+    fn row_blocks_concatenate_to_the_full_result() {
+        let rows: Vec<Vec<f32>> = (0..23)
+            .map(|r| (0..7).map(|c| ((r * 5 + c * 3) % 4) as f32).collect())
+            .collect();
+        let x = to_csr(&rows);
+        let p = SimilarityParams {
+            weighting: Weighting::Bm25 { k1: 1.2, b: 0.75 },
+            ..params(4, Measure::Cosine { shrink: 1.0 })
+        };
+        let full = similarity_topk(x.view(), &p, Some(2)).unwrap();
+        let cols = similarity_topk_of_columns(x.transpose().view(), &p, None).unwrap();
+        for (lo, hi) in [(0, 5), (5, 5), (5, 17), (17, 23)] {
+            for got in [
+                similarity_topk_rows(x.view(), &p, Some(1), Some((lo, hi))).unwrap(),
+                similarity_topk_of_columns_rows(x.transpose().view(), &p, None, Some((lo, hi)))
+                    .unwrap(),
+            ] {
+                assert_eq!((got.n_rows, got.n_cols), (hi - lo, 23));
+                for r in lo..hi {
+                    assert_eq!(got.row(r - lo), full.row(r), "row {r}");
+                    assert_eq!(got.row(r - lo), cols.row(r), "row {r}");
+                }
+            }
+        }
+        assert!(similarity_topk_rows(x.view(), &p, None, Some((3, 24))).is_err());
+        assert!(similarity_topk_rows(x.view(), &p, None, Some((4, 3))).is_err());
     }
 
     #[test]

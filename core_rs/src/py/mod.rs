@@ -206,7 +206,7 @@ fn parse_params(
 /// Top-k row-row similarity. With `of_columns` the arrays describe the transpose of the matrix
 /// whose rows are compared (e.g. users x items for item-item similarity).
 #[pyfunction]
-#[pyo3(signature = (indptr, indices, data, n_rows, n_cols, k, shrink, weighting, bm25_k1, bm25_b, measure, include_self, of_columns, num_threads=None))]
+#[pyo3(signature = (indptr, indices, data, n_rows, n_cols, k, shrink, weighting, bm25_k1, bm25_b, measure, include_self, of_columns, num_threads=None, rows=None))]
 #[allow(clippy::too_many_arguments)]
 fn similarity_topk<'py>(
     py: Python<'py>,
@@ -224,8 +224,13 @@ fn similarity_topk<'py>(
     include_self: bool,
     of_columns: bool,
     num_threads: Option<i64>,
+    rows: Option<(i64, i64)>,
 ) -> PyResult<Bound<'py, PyTuple>> {
     let params = parse_params(k, shrink, weighting, bm25_k1, bm25_b, measure, include_self)?;
+    let rows = match rows {
+        Some((lo, hi)) => Some((count("rows start", lo)?, count("rows end", hi)?)),
+        None => None,
+    };
     let m = PyCsr {
         indptr,
         indices,
@@ -235,9 +240,9 @@ fn similarity_topk<'py>(
     let nt = threads(num_threads)?;
     let out = py.detach(|| {
         if of_columns {
-            similarity::similarity_topk_of_columns(x, &params, nt)
+            similarity::similarity_topk_of_columns_rows(x, &params, nt, rows)
         } else {
-            similarity::similarity_topk(x, &params, nt)
+            similarity::similarity_topk_rows(x, &params, nt, rows)
         }
     })?;
     csr_to_py(py, out)
@@ -262,7 +267,7 @@ fn stream_read(
 /// One weighted-ALS half-step: updates `x` (rows x f) in place from `y` (cols x f); row `u`
 /// is regularised by `reg * max(n_u, 1)^reg_exponent`.
 #[pyfunction]
-#[pyo3(signature = (indptr, indices, data, n_rows, n_cols, x, y, alpha, reg, cg_steps, num_threads=None, reg_exponent=0.0))]
+#[pyo3(signature = (indptr, indices, data, n_rows, n_cols, x, y, alpha, reg, cg_steps, num_threads=None, reg_exponent=0.0, gram=None))]
 #[allow(clippy::too_many_arguments)]
 fn als_half_step(
     py: Python<'_>,
@@ -278,6 +283,7 @@ fn als_half_step(
     cg_steps: i64,
     num_threads: Option<i64>,
     reg_exponent: f32,
+    gram: Option<PyReadonlyArray2<'_, f32>>,
 ) -> PyResult<()> {
     let m = PyCsr {
         indptr,
@@ -309,7 +315,29 @@ fn als_half_step(
         cg_steps: count("cg_steps", cg_steps)?,
     };
     let nt = threads(num_threads)?;
-    Ok(py.detach(|| als::half_step(r, xs, ys, f, &params, nt))?)
+    let gs = match &gram {
+        Some(g) => Some(
+            g.as_slice()
+                .map_err(|_| InvalidArgumentError::new_err("gram must be C-contiguous"))?,
+        ),
+        None => None,
+    };
+    Ok(py.detach(|| als::half_step_with_gram(r, xs, ys, gs, f, &params, nt))?)
+}
+
+/// `YᵀY + reg I` as a half-step builds it (f x f, flat row-major), to pass to `als_half_step(gram=...)`.
+#[pyfunction]
+fn als_gram<'py>(
+    py: Python<'py>,
+    y: PyReadonlyArray2<'_, f32>,
+    reg: f32,
+) -> PyResult<Bound<'py, PyArray1<f32>>> {
+    let f = y.shape()[1];
+    let ys = y
+        .as_slice()
+        .map_err(|_| InvalidArgumentError::new_err("y must be C-contiguous"))?;
+    let g = py.detach(|| als::gram_matrix(ys, f, reg))?;
+    Ok(PyArray1::from_vec(py, g))
 }
 
 /// Top-K of precomputed score rows with the scorers' filters and ranking order.
@@ -735,5 +763,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<SparseScorer>()?;
     m.add_class::<DenseScorer>()?;
     m.add_function(wrap_pyfunction!(als_solve_row, m)?)?;
+    m.add_function(wrap_pyfunction!(als_gram, m)?)?;
     Ok(())
 }

@@ -79,6 +79,25 @@ def single_row(items, weights, n_items: int) -> sp.csr_matrix:
     return m
 
 
+class Kernels:
+    """The whole-matrix Rust kernels a fit runs. A trainer engine (``recsys_trainer.engine``)
+    swaps in versions that run them by row blocks on other processes (a Ray cluster) and
+    put the blocks back together: each row's result depends only on the whole inputs, so the
+    blocks concatenate to what these give."""
+
+    def similarity_topk(self, X, k: int, **kw) -> sp.csr_matrix:
+        """``rc.similarity_topk``: every row's top-k neighbours."""
+        return rc.similarity_topk(X, k, **kw)
+
+    def als_rows(self, r: sp.csr_matrix):
+        """A half-step over the rows of ``r``: ``step(x, y, **kw)`` updates ``x`` in place
+        (``rc.als_half_step``). Taking ``r`` once lets an engine ship it once per fit."""
+        return lambda x, y, **kw: rc.als_half_step(r, x, y, **kw)
+
+
+LOCAL_KERNELS = Kernels()
+
+
 BlendPart = tuple
 """What ``recsys_core.blend_topk`` takes for one component: ``(SparseScorer, history items,
 history weights, weight)``, ``(DenseScorer, user vector, weight)`` or ``(scores, weight)``."""
@@ -91,6 +110,8 @@ class Recommender(ABC):
     name: ClassVar[str]
     n_users: int = 0
     n_items: int = 0
+    kernels: Kernels = LOCAL_KERNELS
+    """Where ``fit`` runs its heavy kernels: in process unless a trainer engine sets it."""
 
     @abstractmethod
     def fit(self, train: Interactions) -> Self: ...

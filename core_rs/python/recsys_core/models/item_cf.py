@@ -76,7 +76,7 @@ class ItemCF(Recommender):
         self.n_users, self.n_items = user_items.shape
         user_items = self.weigh(user_items)
         # The CSC view of user_items is the item-user matrix, read without a conversion.
-        self.similarity_ = rc.similarity_topk(
+        self.similarity_ = self.kernels.similarity_topk(
             user_items.T,
             c.k_neighbors,
             shrink=c.shrink,

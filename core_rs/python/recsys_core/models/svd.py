@@ -153,9 +153,10 @@ class SVD(Recommender):
         kw = dict(
             alpha=c.alpha, reg=c.regularization, cg_steps=c.cg_steps, reg_exponent=c.reg_exponent
         )
+        user_step, item_step = self.kernels.als_rows(ui), self.kernels.als_rows(iu)
         for _ in range(c.iterations):
-            rc.als_half_step(ui, x, y, **kw)
-            rc.als_half_step(iu, y, x, **kw)
+            user_step(x, y, **kw)
+            item_step(y, x, **kw)
             if progress is not None:
                 progress()
         # Item factors rounded to half precision: the scorer then streams half the bytes on

@@ -67,7 +67,7 @@ class UserCF(Recommender):
         c = self.config
         self.n_users, self.n_items = user_items.shape
         self.user_items_ = sp.csr_matrix(self.weigh(user_items), dtype=np.float32)
-        self.neighbours_ = rc.similarity_topk(
+        self.neighbours_ = self.kernels.similarity_topk(
             self.user_items_, c.k_neighbors, shrink=c.shrink, weighting=c.weighting
         )
         self._prepare()
