@@ -4,7 +4,7 @@
                  [--config FILE] [--store URL] [--tls-cert F --tls-key F]
 
 Settings: defaults, then the TOML ``--config`` file, then RECSYS_WRITE_TOKEN /
-RECSYS_ADMIN_TOKEN / RECSYS_READ_TOKEN, then the flags. See docs/serving.md.
+RECSYS_ADMIN_TOKEN / RECSYS_READ_TOKEN and RECSYS_STORE_URL, then the flags. See docs/serving.md.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--store",
         metavar="URL",
         help="data store: sqlite:///PATH or postgresql://… "
-        "(default sqlite:///<artifacts>/../events.db)",
+        "(default: $RECSYS_STORE_URL, else store in --config, else "
+        "sqlite:///<artifacts>/../events.db)",
     )
     p.add_argument(
         "--import-log",

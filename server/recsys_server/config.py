@@ -59,6 +59,8 @@ TOKEN_ENV = {
     "admin_token": "RECSYS_ADMIN_TOKEN",
     "read_token": "RECSYS_READ_TOKEN",
 }
+STORE_ENV = "RECSYS_STORE_URL"
+"""The data store's URL from the environment: a DSN's password stays off command lines."""
 
 
 class ConfigError(ValueError):
@@ -397,7 +399,7 @@ def _experiment(raw: Any) -> Experiment:
 
 
 def load(path: str | Path | None = None, env: dict[str, str] | None = None) -> ServerConfig:
-    """Defaults, then the TOML file, then token environment variables."""
+    """Defaults, then the TOML file, then the token and store environment variables."""
     data: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
@@ -408,10 +410,18 @@ def load(path: str | Path | None = None, env: dict[str, str] | None = None) -> S
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{p}: {e}") from e
     env = os.environ if env is None else env
-    for key, var in TOKEN_ENV.items():
+    for key, var in [*TOKEN_ENV.items(), ("store", STORE_ENV)]:
         if env.get(var):
             data[key] = env[var]
     return from_dict(data)
 
 
-__all__ = ["ConfigError", "Experiment", "Outcomes", "ServerConfig", "Variant", "load"]
+__all__ = [
+    "STORE_ENV",
+    "ConfigError",
+    "Experiment",
+    "Outcomes",
+    "ServerConfig",
+    "Variant",
+    "load",
+]

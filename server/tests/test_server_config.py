@@ -125,3 +125,15 @@ def test_store_settings(tmp_path):
     assert "s3cr3t" not in repr(c) and "rec:***@db" in repr(c)
     a = build_parser().parse_args(["--store", "sqlite:///x.db", "--import-log", "/old"])
     assert (a.store, a.import_log) == ("sqlite:///x.db", Path("/old"))
+
+
+def test_store_url_from_the_environment_wins_over_the_file(tmp_path):
+    f = tmp_path / "server.toml"
+    f.write_text('store = "sqlite:////srv/events.db"\n')
+    assert load(f, env={}).store_url == "sqlite:////srv/events.db"
+    dsn = "postgresql://recsys:pw@db.internal/recsys"
+    c = load(f, env={"RECSYS_STORE_URL": dsn})
+    assert c.store_url == dsn
+    # A malformed URL from the environment is refused like one from the file.
+    with pytest.raises(ConfigError, match="store"):
+        load(f, env={"RECSYS_STORE_URL": "mysql://db"})

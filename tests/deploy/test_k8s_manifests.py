@@ -103,8 +103,9 @@ def test_the_config_map_is_a_valid_server_config_that_matches_the_pod(rendered, 
     assert cfg.artifacts.is_relative_to(mounts["data"]["mountPath"])
     args = server_app.build_parser().parse_args(container["args"])
     assert args.config == Path(mounts["config"]["mountPath"]) / "server.toml"
-    assert args.store == "$(RECSYS_STORE_URL)"  # expanded by the kubelet from the Secret
-    assert "RECSYS_STORE_URL" in env_of(container)
+    # The DSN reaches the server from the Secret as RECSYS_STORE_URL, off the command line.
+    assert args.store is None
+    assert "secretKeyRef" in env_of(container)[server_config.STORE_ENV]["valueFrom"]
     # The token variables the server reads, each from the Secret.
     env = env_of(container)
     for var in server_config.TOKEN_ENV.values():
@@ -208,10 +209,14 @@ def test_refresh_publishes_where_the_servers_read(rendered, tmp_path):
     pod = pod_spec(cron)
     (container,) = pod["containers"]
     assert container["command"] == ["recsys-train"]
-    args = trainer_cli.build_parser().parse_args(container["args"])
+    # --store comes from RECSYS_STORE_URL (the Secret's DSN), as the kubelet sets it.
+    assert "secretKeyRef" in env_of(container)[server_config.STORE_ENV]["valueFrom"]
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv(server_config.STORE_ENV, "postgresql://recsys@db/recsys")
+        args = trainer_cli.build_parser().parse_args(container["args"])
     assert args.command == "refresh"
     assert Path(args.out) == cfg.artifacts
-    assert args.store == "$(RECSYS_STORE_URL)"
+    assert args.store == "postgresql://recsys@db/recsys"
     claim = {
         v["name"]: v["persistentVolumeClaim"]["claimName"]
         for v in pod["volumes"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -723,9 +724,12 @@ def build_parser() -> argparse.ArgumentParser:
     common(f)
     f.add_argument(
         "--store",
-        required=True,
+        # From the environment, a DSN's password stays off the command line (`ps`).
+        default=os.environ.get("RECSYS_STORE_URL") or None,
+        required=not os.environ.get("RECSYS_STORE_URL"),
         metavar="URL",
-        help="the server's data store: sqlite:///PATH or postgresql://…",
+        help="the server's data store: sqlite:///PATH or postgresql://… "
+        "(default: $RECSYS_STORE_URL)",
     )
     f.add_argument("--out", required=True, help="artifacts directory")
     f.add_argument("--every", help="repeat every DURATION (e.g. 10m); default: once")

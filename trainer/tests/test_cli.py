@@ -159,3 +159,17 @@ def test_refresh_with_a_missing_store_file_exits_2_naming_it(data, tmp_path, cap
     err = capsys.readouterr().err
     assert "typo.db" in err and "no such database file" in err
     assert not (tmp_path / "typo.db").exists()
+
+
+def test_refresh_takes_the_store_from_the_environment(monkeypatch, capsys):
+    from recsys_trainer.cli import build_parser
+
+    args = ["refresh", "--interactions", "x.tsv", "--out", "art"]
+    monkeypatch.delenv("RECSYS_STORE_URL", raising=False)
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args(args)
+    assert e.value.code == 2 and "--store" in capsys.readouterr().err
+    monkeypatch.setenv("RECSYS_STORE_URL", "postgresql://recsys:pw@db/recsys")
+    assert build_parser().parse_args(args).store == "postgresql://recsys:pw@db/recsys"
+    # The flag still wins.
+    assert build_parser().parse_args([*args, "--store", "sqlite:///e.db"]).store == "sqlite:///e.db"
