@@ -67,6 +67,9 @@ from recsys_proto.v1 import recommender_pb2_grpc as pb_grpc
 
 REPO = Path(__file__).resolve().parents[2]
 DOCS = REPO / "docs" / "benchmarks.md"
+sys.path.insert(0, str(REPO))
+from tests.support.markdown import replace_section  # noqa: E402
+
 SECTION = "## Server memory vs stored volume (server/bench/store_rss.py)"
 TARGET_MIB = 50.0
 PROBE_USER = "bench-live-probe"
@@ -454,17 +457,6 @@ def verdict_line(backend: str, a: Summary, b: Summary) -> str:
         f"peak (VmHWM) difference {d_hwm:+.1f} MiB; startup before the load "
         f"{a.median_gap(b, 'before_load_s'):+.2f} s (median of the run pairs)"
     )
-
-
-def replace_section(text: str, section: str, lines: Sequence[str]) -> str:
-    """``text`` with the section headed ``section`` replaced by ``lines`` (appended when
-    absent); the next ``## `` heading and what follows are kept."""
-    body = "\n".join(lines) + "\n"
-    if section in text:
-        head, rest = text.split(section, 1)
-        nxt = rest.find("\n## ")
-        return head + body + (rest[nxt:] if nxt >= 0 else "")
-    return text.rstrip("\n") + "\n\n" + body
 
 
 # -- main ------------------------------------------------------------------------------------

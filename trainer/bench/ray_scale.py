@@ -38,6 +38,8 @@ REPO = Path(__file__).resolve().parents[2]
 DOCS = REPO / "docs" / "benchmarks.md"
 SECTION = "## Training on Ray (trainer/bench/ray_scale.py)"
 sys.path.insert(0, str(REPO / "trainer" / "tests"))
+sys.path.insert(0, str(REPO))
+from tests.support.markdown import replace_section  # noqa: E402
 
 ML20M = (138_493, 26_744, 20_000_263)
 
@@ -266,14 +268,7 @@ def write_docs(a, shape_, local: dict, remote: dict, ndcg: dict) -> None:
         + ".",
         *short,
     ]
-    text = DOCS.read_text()
-    if SECTION in text:
-        head, rest = text.split(SECTION, 1)
-        nxt = rest.find("\n## ")
-        text = head + "\n".join(lines) + "\n" + (rest[nxt:] if nxt >= 0 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + "\n".join(lines) + "\n"
-    DOCS.write_text(text)
+    DOCS.write_text(replace_section(DOCS.read_text(), SECTION, lines))
     print(f"wrote {DOCS}")
 
 

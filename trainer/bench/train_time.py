@@ -27,6 +27,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 DOCS = REPO / "docs" / "benchmarks.md"
+sys.path.insert(0, str(REPO))
+from tests.support.markdown import replace_section  # noqa: E402
+
 SECTION = "## Training time (trainer/bench/train_time.py)"
 SIZES = {"500k": (10_000, 5_000, 500_000), "5M": (100_000, 20_000, 5_000_000)}
 TARGETS = {"ML-100k": (60, None), "Steam": (60, None), "500k": (120, None), "5M": (600, 8 * 1024)}
@@ -125,14 +128,7 @@ def write_docs(rows, command: str) -> None:
             f"{', '.join(m['models'])} | {r['peak_mib']:,.0f} MiB | {load:.1f} | {target} | "
             f"{'PASS' if ok else 'FAIL'} |"
         )
-    text = DOCS.read_text()
-    if SECTION in text:
-        head, rest = text.split(SECTION, 1)
-        nxt = rest.find("\n## ")
-        text = head + "\n".join(lines) + "\n" + (rest[nxt:] if nxt >= 0 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + "\n".join(lines) + "\n"
-    DOCS.write_text(text)
+    DOCS.write_text(replace_section(DOCS.read_text(), SECTION, lines))
     print(f"wrote {DOCS}")
 
 
