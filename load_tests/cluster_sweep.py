@@ -330,6 +330,11 @@ def report(a: argparse.Namespace, sweeps: list[Sweep], kill: Kill | None, when, 
             lines += [
                 f"- error: {n}: {' '.join(e.split())[:200]} (x{c})" for n, e, c in kill.run.errors
             ]
+    lines += [
+        "",
+        "What these numbers say, with the CPU arithmetic and the earlier runs: docs/replicas.md,"
+        ' "Capacity through the balancer".',
+    ]
     return "\n".join(lines) + "\n"
 
 
