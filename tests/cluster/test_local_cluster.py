@@ -189,13 +189,22 @@ def test_sigkill_of_one_replica_under_a_stream_of_calls(cluster):
     threads += [threading.Thread(target=sdk_stream, args=(k,)) for k in range(4)]
     for t in threads:
         t.start()
-    try:
-        time.sleep(3)
-        survivor_before = ok_recommends(cluster.metrics[1])
+
+    def done() -> tuple[int, int]:
         with lock:
-            at_kill = (len(raw), len(sdk))
+            return len(raw), len(sdk)
+
+    # Counted calls, not seconds, decide when to kill and when to stop (a busy machine is slow).
+    try:
+        wait_until(lambda: min(done()) >= 50, "50 calls of each kind before the kill", 120)
+        survivor_before = ok_recommends(cluster.metrics[1])
+        at_kill = done()
         os.kill(cluster.pid("replica1"), signal.SIGKILL)
-        time.sleep(5)
+        wait_until(
+            lambda: min(n - k for n, k in zip(done(), at_kill, strict=True)) > 200,
+            "200 calls of each kind after the kill",
+            120,
+        )
     finally:
         stop.set()
         for t in threads:
