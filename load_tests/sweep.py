@@ -37,6 +37,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run as harness  # load_tests/run.py
 
+KEPT = ("\n## Per-call cost", "\n## Replicas", "\n## Local cluster")
 MIN_ACHIEVED = 0.9  # share of the offered rate a step must reach to count
 
 
@@ -363,10 +364,11 @@ def main() -> int:
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     text = report(a, steps, v, when, cmd)
-    # The sections other scripts write (replica_visibility.py's, then cluster_sweep.py's, the
-    # last) are not this sweep's to rewrite: everything from the first of them is kept.
+    # The sections written by hand (KEPT[0], the per-call profile) or by other scripts
+    # (replica_visibility.py's, then cluster_sweep.py's, the last) are not this sweep's to
+    # rewrite: everything from the first of them is kept.
     old = out.read_text(encoding="utf-8") if out.exists() else ""
-    kept = [old.find(h) for h in ("\n## Replicas", "\n## Local cluster") if h in old]
+    kept = [old.find(h) for h in KEPT if h in old]
     out.write_text(text + (old[min(kept) :] if kept else ""), encoding="utf-8")
     print(
         (f"highest rate holding the budget: {v.highest.rate:g} calls/s" if v.highest else "none")

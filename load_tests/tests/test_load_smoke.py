@@ -146,6 +146,9 @@ def test_sweep_reports_the_highest_rate_holding_the_budget(artifacts: Path, tmp_
 
 def test_sweep_with_an_impossible_budget_fails(artifacts: Path, tmp_path: Path) -> None:
     out = tmp_path / "sweep.md"
+    # sections written by hand or by other scripts are kept, from the first of them on
+    kept = "\n## Per-call cost: notes\n\nkept.\n\n## Replicas\n\nalso kept.\n"
+    out.write_text("# an old sweep\n\nreplaced.\n" + kept)
     p = sweep(
         artifacts, out, "--start", "20", "--step", "20", "--max-rate", "100",
         "--target-rate", "20", "--budget-ms", "0.001",
@@ -157,3 +160,4 @@ def test_sweep_with_an_impossible_budget_fails(artifacts: Path, tmp_path: Path) 
     # "| 40 |" can also be a call count in an RPC table).
     steps = [line for line in text.splitlines() if line.startswith(("| 20 |", "| 40 |"))]
     assert [line[:6] for line in steps] == ["| 20 |"], steps
+    assert text.endswith(kept) and "replaced." not in text

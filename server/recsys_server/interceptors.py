@@ -63,6 +63,8 @@ class Observe:
         self.draining = False
         self.last_arrival = 0.0  # perf_counter() when the latest Recommender RPC arrived
         self.shutdown_counts = dict.fromkeys(SHUTDOWN_OUTCOMES, 0)
+        if metrics is not None:  # read at scrape time: no gauge update (and lock) per call
+            metrics.inflight.set_function(lambda: self.active)
 
     def drain(self) -> None:
         """From now on every new call is refused with UNAVAILABLE (the server is stopping)."""
@@ -94,8 +96,6 @@ class Observe:
             code = "OK"
             t0 = self.last_arrival = time.perf_counter()
             accepted = not self.draining
-            if metrics is not None:
-                metrics.inflight.inc()
             self.active += 1
             try:
                 if not accepted:
@@ -138,7 +138,6 @@ class Observe:
                         "cancelled" if code in ("CANCELLED", "DEADLINE_EXCEEDED") else "completed"
                     )
                 if metrics is not None:
-                    metrics.inflight.dec()
                     duration.observe(time.perf_counter() - t0)
                     counter = by_code.get(code)
                     if counter is None:

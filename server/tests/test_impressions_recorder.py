@@ -139,3 +139,21 @@ def test_recent_impressions_credit_by_id_then_by_window():
     )
     assert credit("i9", 210.0, rid="r2") is None and credit("i2", 210.0) is None
     assert recent.credit(Event("e", "u3", "i1", "click", 310.0, None, "r4"), 50.0) == ("", "")
+
+
+def test_ids_are_128_bit_hex_and_never_handed_out_twice():
+    """Ids come from a pool refilled from os.urandom: four threads drawing past several
+    refills together get distinct 32-hex-digit ids."""
+    got: list[list[str]] = [[] for _ in range(4)]
+
+    def draw(out: list[str]) -> None:
+        out.extend(new_id() for _ in range(2000))
+
+    threads = [threading.Thread(target=draw, args=(out,)) for out in got]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    ids = [i for out in got for i in out]
+    assert len(set(ids)) == len(ids) == 8000
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)

@@ -136,3 +136,35 @@ def test_label_values_are_bounded(scraped):
         for key, value in re.findall(r'(\w+)="([^"]*)"', line.split("}")[0]):
             assert value in allowed[key], line
     assert "metrics-user" not in text and "u001" not in text and "i001" not in text
+
+
+def test_inflight_gauge_counts_the_calls_being_handled():
+    """recsys_inflight_requests is read from the wrapper's count at scrape time: 1 while a
+    call runs, 0 after it, also after a call that failed."""
+    import asyncio
+
+    from recsys_server.errors import InvalidArgument
+    from recsys_server.interceptors import Observe
+    from recsys_server.metrics import Metrics
+
+    m = Metrics(())
+    observe = Observe(m)
+    seen = []
+
+    async def ok(request, context):
+        seen.append(m.registry.get_sample_value("recsys_inflight_requests"))
+        return "answer"
+
+    class Context:
+        async def abort(self, code, message):
+            raise grpc.aio.AbortError(code, message)
+
+    async def bad(request, context):
+        seen.append(m.registry.get_sample_value("recsys_inflight_requests"))
+        raise InvalidArgument("k", "bad")
+
+    assert asyncio.run(observe.wrap("Recommend", ok)(object(), Context())) == "answer"
+    with pytest.raises(grpc.aio.AbortError):
+        asyncio.run(observe.wrap("Recommend", bad)(object(), Context()))
+    assert seen == [1.0, 1.0]
+    assert m.registry.get_sample_value("recsys_inflight_requests") == 0
