@@ -19,7 +19,7 @@ use rayon::prelude::*;
 use std::ops::Range;
 
 /// Default number of approximate candidates reranked exactly.
-pub const DEFAULT_RERANK: usize = 256;
+pub const DEFAULT_RERANK: usize = 128;
 /// From this many items `build` adds IVF lists by default: the flat scan streams 16 bytes per
 /// item (64 factors), ~0.7 ms per million items on this machine's two cores, so near 5M items
 /// it would pass the 5 ms budget at 10M.
@@ -52,8 +52,11 @@ pub struct CompressedModel {
     norms: Vec<f32>,
     /// Largest norm of each block (derived from `norms`).
     bmax: Vec<f32>,
+    binv: Vec<f32>,
     ivf: Option<Ivf>,
     fingerprint: u64,
+    /// Largest norm of a decoded direction: with |q| it bounds every direction's score.
+    rmax: f32,
 }
 
 /// Blocks a thread scans before moving on to its next share of the flat layout: the threads
@@ -68,6 +71,12 @@ pub fn by_norm(run: &mut Vec<u32>, norms: &[f32]) {
             .then(a.cmp(&b))
     });
     run.resize(run.len().next_multiple_of(BLOCK), u32::MAX);
+}
+
+fn inverse(v: &[f32]) -> Vec<f32> {
+    v.iter()
+        .map(|&x| if x > 0.0 { 1.0 / x } else { 0.0 })
+        .collect()
 }
 
 fn block_max(norms: &[f32]) -> Vec<f32> {
@@ -260,11 +269,14 @@ impl CompressedModel {
                 .collect();
             let opt: Vec<Option<u32>> = ids.iter().map(|&i| (i != u32::MAX).then_some(i)).collect();
             let codes = cb.encode_blocks(factors, &opt);
+            let rmax = cb.max_decoded_norm(&codes) * 1.0001;
             CompressedModel {
+                rmax,
                 n_items,
                 dim,
                 cb,
                 codes,
+                binv: inverse(&block_max(&norms)),
                 bmax: block_max(&norms),
                 ids,
                 norms,
@@ -279,6 +291,7 @@ impl CompressedModel {
             ids: &self.ids,
             norms: &self.norms,
             bmax: &self.bmax,
+            binv: &self.binv,
         }
     }
 
@@ -448,7 +461,8 @@ impl CompressedModel {
             return Ok(merge(parts, q.k));
         }
         let r = q.rerank.max(q.k);
-        let lut = self.cb.lut(user);
+        let mut lut = self.cb.lut(user);
+        lut.cap(quant::norm(user) * self.rmax, self.cb.m);
         let cands = match &self.ivf {
             Some(ivf) => {
                 let lay = self.layout();
@@ -611,11 +625,14 @@ impl CompressedModel {
         if !norms.iter().all(|v| v.is_finite() && *v >= 0.0) {
             return Err(bad("norms must be finite and >= 0"));
         }
+        let rmax = cb.max_decoded_norm(&codes) * 1.0001;
         Ok(CompressedModel {
+            rmax,
             n_items,
             dim,
             cb,
             codes,
+            binv: inverse(&block_max(&norms)),
             bmax: block_max(&norms),
             ids,
             norms,
