@@ -20,6 +20,7 @@ users are random items' factors plus the same noise, scaled to the items' mean n
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -29,9 +30,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
-from tests.support.markdown import replace_section  # noqa: E402
-
 import recsys_core as rc  # noqa: E402
+from tests.support.markdown import replace_section  # noqa: E402
 
 DOCS = REPO / "docs" / "benchmarks.md"
 SECTION = "## Compressed scoring (core_rs/bench/bench_compressed.py)"
@@ -84,7 +84,7 @@ def exact_topk(x: np.ndarray, users: np.ndarray, masks: list[np.ndarray | None])
             top = np.argpartition(-sm, K, axis=0)[:K]
             for u in range(len(users)):
                 idx = top[:, u]
-                cand = list(zip(sm[idx, u].tolist(), (idx + a).tolist()))
+                cand = list(zip(sm[idx, u].tolist(), (idx + a).tolist(), strict=True))
                 if best[mi][u] is not None:
                     cand += best[mi][u]
                 cand.sort(key=lambda t: (-t[0], t[1]))
@@ -106,10 +106,8 @@ def run_size(n: int, args) -> dict:
         x, users = generate(n, args.users, args.seed)
     print(f"factors ready in {time.perf_counter() - t:.1f} s", flush=True)
     before = rss_kb("VmRSS")
-    try:  # reset the high-water mark so VmHWM is the build's peak
+    with contextlib.suppress(OSError):  # reset the high-water mark: VmHWM = the build's peak
         Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
     t = time.perf_counter()
     cs = rc.CompressedScorer.build(x, seed=args.seed, num_threads=args.threads)
     build_s = time.perf_counter() - t
@@ -144,7 +142,7 @@ def run_size(n: int, args) -> dict:
     n_rec = min(len(users), args.recall_users)
     want = exact_topk(x, users[:n_rec], masks)
     recall, mask_lat = {}, {}
-    for mi, (m, name) in enumerate(zip(masks, names)):
+    for mi, (m, name) in enumerate(zip(masks, names, strict=True)):
         hits, total, lat = 0, 0, []
         for u in range(n_rec):
             t0 = time.perf_counter()
