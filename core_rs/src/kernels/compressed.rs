@@ -20,16 +20,19 @@ use std::ops::Range;
 
 /// Default number of approximate candidates reranked exactly.
 pub const DEFAULT_RERANK: usize = 128;
-/// From this many items `build` adds IVF lists by default: the flat scan streams 16 bytes per
-/// item (64 factors), ~0.7 ms per million items on this machine's two cores, so near 5M items
-/// it would pass the 5 ms budget at 10M.
-pub const IVF_MIN_ITEMS: usize = 4_000_000;
+/// From this many items `build` adds IVF lists by default. Measured on the benchmark's
+/// factors (docs/benchmarks.md): at 1M items the flat scan takes ~1 ms p50 (recall@10 0.99),
+/// IVF lists 0.2-0.4 ms (recall@10 0.97); at 10M the flat scan would pass the 5 ms budget.
+pub const IVF_MIN_ITEMS: usize = 1_000_000;
 /// Below this many items a single-user scan stays on the calling thread (measured: a pool
 /// round trip costs about what scanning 100k codes does).
 const PARALLEL_MIN_ITEMS: usize = 131_072;
 /// Exact scoring of the eligible items is chosen when at most 1/32 of them are eligible: the
 /// exact scan reads 256 bytes per eligible item (64 factors) against 16 per item compressed.
 const EXACT_FRACTION: usize = 32;
+/// ...and at most this many are (estimated): exact scoring reads 256 bytes per eligible item
+/// at random, which at 100k eligible items (10M, 99% denied) took longer than the IVF scan.
+const EXACT_MAX_OPEN: usize = 50_000;
 /// Deny-mask positions sampled to estimate how many items are eligible.
 const DENSITY_SAMPLES: usize = 1024;
 
@@ -170,7 +173,7 @@ fn mostly_denied(mask: &[u8]) -> bool {
         open += (mask[j] == 0) as usize;
         j += step;
     }
-    open * EXACT_FRACTION <= seen
+    open * EXACT_FRACTION <= seen && open * n / seen.max(1) <= EXACT_MAX_OPEN
 }
 
 /// Exact scores of the eligible items among `ids`, best `k`.
