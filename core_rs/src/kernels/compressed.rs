@@ -812,6 +812,40 @@ mod tests {
         }
     }
 
+    /// With enough items that IVF probing stops on its budget, sparse masks still give exactly
+    /// min(k, #eligible) items: probing widens until R eligible candidates are in.
+    #[test]
+    fn ivf_widens_for_sparse_masks() {
+        let (n, dim, k) = (300_000, 4, 10);
+        let f = factors(n, dim, 8);
+        let m = CompressedModel::build(&f, n, dim, 2, Some(64), Some(2)).unwrap();
+        let none = SharedFilters::new(n, &[], None).unwrap();
+        let user = [1.0f32, -0.5, 0.25, 0.0];
+        // 60k open items (past EXACT_MAX_OPEN, so the IVF path runs) or a handful.
+        for (open, stride) in [(60_000usize, 5usize), (3, 100_003), (k, 29_989)] {
+            let mut mask = vec![1u8; n];
+            for i in 0..open {
+                mask[(i * stride) % n] = 0;
+            }
+            let eligible = mask.iter().filter(|&&d| d == 0).count();
+            let got = m
+                .recommend(&f, &user, &[], &none, &query(k, Some(&mask)))
+                .unwrap();
+            assert_eq!(got.items.len(), k.min(eligible), "open {open}");
+            assert!(got.items.iter().all(|&j| mask[j as usize] == 0));
+        }
+        // Exclusions are not sampled for the exact path: 5 eligible items make the probing
+        // widen to every list.
+        let keep = [7i32, 70_001, 150_000, 222_222, 299_999];
+        let excl: Vec<i32> = (0..n as i32).filter(|j| !keep.contains(j)).collect();
+        let got = m
+            .recommend(&f, &user, &excl, &none, &query(k, None))
+            .unwrap();
+        let mut items: Vec<i32> = got.items.iter().map(|&j| j as i32).collect();
+        items.sort();
+        assert_eq!(items, keep);
+    }
+
     /// recall@10 against the exact top-10 on clustered factors, with and without masks.
     #[test]
     fn recall_close_to_exact() {

@@ -22,10 +22,11 @@ const KMEANS_ITERS: usize = 10;
 const SAMPLE_PER_LIST: usize = 64;
 /// Each probing round reads at least this share of the items (1/32)...
 const ROUND_DIV: usize = 32;
-/// ...and probing stops after this share (1/8) once `R` eligible candidates are in.
-const BUDGET_DIV: usize = 8;
-/// ...but never less than this many blocks (64k items): below that the flat scan is cheap.
-const MIN_BUDGET_BLOCKS: usize = 2048;
+/// ...and probing stops after this share (1/16) once `R` eligible candidates are in (at 10M,
+/// recall@10 0.964 against 0.978 at 1/8, in half the time: p50 1.4 ms against 2.7 ms)...
+const BUDGET_DIV: usize = 16;
+/// ...but never before this many blocks (131k items): at 1M that is ~1/8.
+const MIN_BUDGET_BLOCKS: usize = 4096;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Ivf {
