@@ -398,3 +398,16 @@ def test_complex_and_object_inputs_are_rejected(rc):
         d.recommend(np.ones(4, dtype=object), 3)
     with pytest.raises(rc.InvalidArgumentError):
         d.recommend_batch(np.ones((2, 4), dtype=np.complex64), 3)
+
+
+def test_compressed_scorer_errors_name_the_argument(rc):
+    s = rc.CompressedScorer.build(FACTORS)
+    u = np.ones(4, np.float32)
+    with pytest.raises(rc.InvalidArgumentError, match="deny_mask"):
+        s.recommend(u, 2, deny_mask=np.zeros(5, bool))
+    with pytest.raises(rc.InvalidArgumentError, match="deny_mask"):
+        rc.DenseScorer(FACTORS).recommend(u, 2, deny_mask=[0, 1])
+    with pytest.raises(rc.InvalidArgumentError, match="checksum"):
+        blob = bytearray(s.to_bytes())
+        blob[-1] ^= 1
+        rc.CompressedScorer.from_bytes(bytes(blob), FACTORS)
