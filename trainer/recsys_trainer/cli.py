@@ -209,9 +209,22 @@ def parse_models(value: str | None) -> tuple[str, ...]:
     return names
 
 
+def generate_shape(a: argparse.Namespace) -> tuple[int, int, int, str]:
+    """Users, items, interactions and popularity model: ``--size``'s preset (Zipf
+    popularity), each count overridable by its own flag, else the small default set."""
+    users, items, n = synthetic.SIZES.get(a.size, (10_000, 5_000, 500_000))
+    return (
+        a.users if a.users is not None else users,
+        a.items if a.items is not None else items,
+        a.interactions if a.interactions is not None else n,
+        "zipf" if a.size else "lognormal",
+    )
+
+
 def cmd_generate(a: argparse.Namespace) -> int:
-    with step(f"generate {a.interactions:,} interactions"):
-        df, catalog = synthetic.generate(a.users, a.items, a.interactions, a.seed)
+    users, items, n, popularity = generate_shape(a)
+    with step(f"generate {n:,} interactions ({users:,} users, {items:,} items)"):
+        df, catalog = synthetic.generate(users, items, n, a.seed, popularity=popularity)
     with step(f"write {a.out}"):
         if a.format == "parquet":
             paths = synthetic.write_partitions(df, a.out, a.partitions, catalog)
@@ -636,9 +649,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("generate", help="write the seeded synthetic data set")
     g.add_argument("--out", required=True)
-    g.add_argument("--users", type=int, default=10_000)
-    g.add_argument("--items", type=int, default=5_000)
-    g.add_argument("--interactions", type=int, default=500_000)
+    g.add_argument(
+        "--size", choices=tuple(synthetic.SIZES),
+        help="a large catalogue: 1M (200k users, 5M interactions) or 10M items (1M users, 20M "
+        "interactions), Zipf item popularity; --users/--items/--interactions override",
+    )  # fmt: skip
+    g.add_argument("--users", type=int, help="default 10,000 (or the --size preset's)")
+    g.add_argument("--items", type=int, help="default 5,000 (or the --size preset's)")
+    g.add_argument("--interactions", type=int, help="default 500,000 (or the --size preset's)")
     g.add_argument("--seed", type=int, default=42)
     g.add_argument(
         "--format", choices=("tsv", "parquet"), default="tsv",
