@@ -11,6 +11,10 @@ the user half-step's normal equations for that row (``recsys_core.als_solve_row`
 user whose history is still their training row keeps the trained vector, so offline
 evaluation and serving agree; the model recognises that row by a per-user checksum kept
 since training (artifacts without one keep every known user's trained vector).
+
+Scoring: exact (every item vector, f16) or, from ``compressed_min_items`` items, compressed
+codes with an exact rerank (`recsys_core.models.compressed`); chosen at fit by ``scoring``,
+stored in the artifact and followed on load.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Self
 
 import numpy as np
@@ -33,6 +38,7 @@ from recsys_core.models.base import (
     transform_axis,
     transform_values,
 )
+from recsys_core.models.compressed import COMPRESSED_MIN_ITEMS, Index, check_scoring, chosen
 
 FOLD_IN_STEPS = 50
 """CG steps at most per fold-in; the solve stops earlier, at a residual 1e-5 of the start's
@@ -68,9 +74,14 @@ class SVDConfig:
     transform: str = "linear"
     """How interaction weights are read: linear | binary | log (log(1 + w / transform_eps))."""
     transform_eps: float = 1.0
+    scoring: str = "auto"
+    """How top-K is scored: exact | compressed | auto (compressed from compressed_min_items
+    items). Chosen at fit; a loaded model scores the way it was fitted."""
+    compressed_min_items: int = COMPRESSED_MIN_ITEMS
 
     def __post_init__(self) -> None:
         check_transform(self.transform, self.transform_eps)
+        check_scoring(self.scoring, self.compressed_min_items)
         if not 0.0 <= self.reg_exponent <= 1.0:  # NaN fails too
             raise ValueError(f"reg_exponent must be in [0, 1], got {self.reg_exponent}")
 
@@ -108,10 +119,32 @@ class SVD(Recommender):
         self.row_checksum_: np.ndarray | None = None
         # per thread: the last folded (row, user, vector), so explaining it solves nothing
         self._memo = threading.local()
+        self._index: Index | None = None
+        self._loaded_index: dict[str, Any] = {}  # what a saved model's fit chose
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> Self:
-        return cls(SVDConfig(**params))
+        params = dict(params)
+        index = params.pop("index", None)
+        model = cls(SVDConfig(**params))
+        model._loaded_index = index if isinstance(index, dict) else {}
+        return model
+
+    def params(self) -> dict[str, Any]:
+        """The config, and the scoring the fit chose with its index's cost (``index``)."""
+        out = super().params()
+        return out | ({"index": self._index.stats} if self._index is not None else {})
+
+    def save(self, directory: Path) -> list[Path]:
+        return super().save(directory) + (
+            self._index.save(directory, self.name) if self._index else []
+        )
+
+    @classmethod
+    def load(cls, directory: Path) -> Self:
+        model = super().load(directory)  # _restore leaves the index to this
+        model._index = Index.load(model._loaded_index, model._parts(), directory, cls.name)
+        return model
 
     @classmethod
     def search_space(cls, train: Interactions) -> Axes:
@@ -167,10 +200,21 @@ class SVD(Recommender):
         self.row_nnz_ = np.diff(raw.indptr).astype(np.int32)
         self.row_checksum_ = self._checksums(raw)
         self._prepare()
+        mode = chosen(c.scoring, c.compressed_min_items, self.n_items)
+        self._index = Index.build(mode, self._parts(), seed=c.seed)
         return self
 
+    def _parts(self) -> dict[str, np.ndarray]:
+        """The factor matrices scored: items for recommendations, unit vectors for similar
+        items."""
+        return {"items": self.item_factors_, "similar": self._unit}
+
+    @property
+    def scoring(self) -> str:
+        return self._index.mode if self._index is not None else "exact"
+
     def _prepare(self) -> None:
-        self._scorer = rc.DenseScorer(self.item_factors_)
+        self._dense: rc.DenseScorer | None = None
         # YᵀY once per fitted/loaded model: fold-in solves one small system per new history,
         # and rebuilding the n_items x f product each time (what a full ALS half-step does)
         # cost ~15 ms per call at 5k items x 100 factors. The regularisation is added per
@@ -179,7 +223,6 @@ class SVD(Recommender):
         self._gram = (y.T @ y).astype(np.float32)
         norms = np.linalg.norm(self.item_factors_, axis=1, keepdims=True)
         self._unit = (self.item_factors_ / np.where(norms > 0, norms, 1)).astype(np.float32)
-        self._unit_scorer = rc.DenseScorer(self._unit)
         self._hash = item_hash(self.item_factors_.shape[0])
 
     def fold_in(self, history: sp.csr_matrix) -> np.ndarray:
@@ -253,7 +296,8 @@ class SVD(Recommender):
         return self.user_vectors(users, history) @ self.item_factors_.T
 
     def recommend(self, users, history, k=10, *, exclude_seen=True, allow=None, deny=None):
-        return self._scorer.recommend_batch(
+        return self._index.recommend_batch(
+            "items",
             self.user_vectors(users, history),
             k,
             exclude=history if exclude_seen else None,
@@ -262,12 +306,19 @@ class SVD(Recommender):
         )
 
     def recommend_one(self, user, row, k, allow=None, deny=None) -> rc.Recommendations:
-        return self._scorer.recommend(
-            self._vector(user, row), k, exclude=row.indices, allow=allow, deny=deny, num_threads=1
+        return self._index.recommend(
+            "items", self._vector(user, row), k, exclude=row.indices, allow=allow, deny=deny
         )
 
     def blend_part(self, user, row, weight):
-        return (self._scorer, self._vector(user, row), weight)
+        # a hybrid blends exact scores, so it needs the dense scorer whatever the index is
+        if self._index.mode == "exact":
+            dense = self._index.scorers["items"]
+        else:
+            if self._dense is None:
+                self._dense = rc.DenseScorer(self.item_factors_)
+            dense = self._dense
+        return (dense, self._vector(user, row), weight)
 
     def _vector(self, user: int, row: sp.csr_matrix) -> np.ndarray:
         """`user_vectors` for one user and their 1-row history."""
@@ -299,7 +350,9 @@ class SVD(Recommender):
         return abs(got - want) <= 1e-9 * (1.0 + abs(want))
 
     def similar_items(self, item: int, k: int = 10) -> rc.Recommendations:
-        return self._unit_scorer.recommend(self._unit[item], k, exclude=[item])
+        return self._index.recommend(
+            "similar", self._unit[item], k, exclude=[item], num_threads=None
+        )
 
     def explain(self, user, history: sp.csr_matrix, items) -> list[Explanation]:
         """The top factors of u · y_j and the history item closest to j, for every item at
@@ -363,3 +416,4 @@ class SVD(Recommender):
         self.row_nnz_ = np.asarray(nnz, np.int32) if ok else None
         self.row_checksum_ = np.asarray(checksum, np.float64) if ok else None
         self._prepare()
+        self._index = None  # `load` attaches the index the fit chose
