@@ -255,10 +255,12 @@ def fits(name: str, cfg: config_mod.TrainConfig, data: Interactions) -> bool:
     return unfit_reason(name, cfg, data) is None
 
 
-def check_fits(a: argparse.Namespace, names, cfg: config_mod.TrainConfig, data) -> None:
+def check_fits(a: argparse.Namespace, names, cfg: config_mod.TrainConfig, data) -> dict:
     """Models named with ``--models`` that cannot fit ``data`` are an error; the others are
-    left out with a note on stderr (content without a catalogue, EASE above max_items)."""
+    left out with a note on stderr (content without a catalogue, EASE or the neighbour models
+    above their max_items) and returned, name -> reason, for the manifest and the report."""
     need = set(names) | (set(COMPONENTS) if "hybrid" in names else set())
+    left_out = {}
     for n in ALL:
         reason = unfit_reason(n, cfg, data) if n in need else None
         if reason is None:
@@ -266,6 +268,8 @@ def check_fits(a: argparse.Namespace, names, cfg: config_mod.TrainConfig, data) 
         if a.models and n in names:
             raise config_mod.ConfigError(f"model {n}: {reason}")
         print(f"note: {n} left out: {reason}", file=sys.stderr)
+        left_out[n] = reason
+    return left_out
 
 
 def build_models(
@@ -413,7 +417,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     with open_engine(a) as engine:
         catalog = load_catalog_for(a.catalog, Path(a.interactions))
         inter = with_catalog(load_data(Path(a.interactions), cfg, engine), catalog)
-        check_fits(a, names, cfg, inter)
+        left_out = check_fits(a, names, cfg, inter)
         metrics, tuned = {}, None
         t0 = time.perf_counter()
         if not a.no_evaluate:
@@ -423,7 +427,15 @@ def cmd_train(a: argparse.Namespace) -> int:
             )
             metrics = report.metrics
         path, models, train_seconds = train_and_publish(
-            inter, cfg, names, catalog, Path(a.out), metrics, tuned=tuned, engine=engine
+            inter,
+            cfg,
+            names,
+            catalog,
+            Path(a.out),
+            metrics,
+            {"left_out": left_out} if left_out else None,
+            tuned=tuned,
+            engine=engine,
         )
     print(
         f"published {path} ({', '.join(models)}) in {train_seconds:.1f} s of training, "
@@ -588,9 +600,11 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     with open_engine(a) as engine:
         catalog = load_catalog_for(a.catalog, Path(a.interactions))
         inter = with_catalog(load_data(Path(a.interactions), cfg, engine), catalog)
-        check_fits(a, names, cfg, inter)
+        left_out = check_fits(a, names, cfg, inter)
         dataset = Path(a.interactions).name
         report, _, _ = evaluate_models(inter, cfg, names, catalog, dataset, engine)
+    if left_out:
+        report.protocol["left out"] = "; ".join(f"{n}: {r}" for n, r in left_out.items())
     report.write(Path(a.report))
     print(Path(a.report, "report.md").read_text())
     return 0

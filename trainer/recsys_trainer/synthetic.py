@@ -3,7 +3,8 @@
 The model behind `generate`:
 
 * Items: one primary category each (category sizes vary), a base popularity with a long tail
-  (log-normal, or Zipf over the same ranking for the large `SIZES` presets), a popularity trend over the period (log-linear, up or down) and, for some, a launch
+  (log-normal, or Zipf over the same ranking for the large `SIZES` presets), a popularity
+  trend over the period (log-linear, up or down) and, for some, a launch
   date mid-period. Some items also carry a secondary category in the catalog.
 * Users: log-normal activity (long tail), a sparse Dirichlet taste over categories, and latent
   factors shared with the items. An item's appeal to a user is popularity x exp(affinity),
