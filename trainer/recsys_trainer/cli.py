@@ -577,8 +577,10 @@ def refresh_loop(a, cfg, names, out: Path, every: float | None, engine: Engine) 
             inter, n_events, seq = with_stored_events(base, a.store, archive_dir(cfg, out))
             catalog, n_items = with_stored_items(catalog, a.store)
         inter = with_catalog(inter, catalog)
-        check_fits(a, names, cfg, inter)
-        extra = {"store_seq": seq, "store_items": n_items}
+        left_out = check_fits(a, names, cfg, inter)
+        extra = {"store_seq": seq, "store_items": n_items} | (
+            {"left_out": left_out} if left_out else {}
+        )
         path, _, _ = train_and_publish(inter, cfg, names, catalog, out, {}, extra, engine=engine)
         print(
             f"published {path}: base data + {n_events} stored events (seq <= {seq}), "

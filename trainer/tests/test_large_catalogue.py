@@ -210,3 +210,25 @@ def test_config_fields_have_defaults():
     c = SVDConfig()
     assert (c.scoring, c.compressed_min_items) == ("auto", 200_000)
     assert dataclasses.replace(c, scoring="exact").scoring == "exact"
+
+
+def test_models_too_big_for_the_catalogue_are_left_out_and_recorded(tmp_path, capsys):
+    out = tmp_path / "d" / "interactions.tsv"
+    args = ["generate", "--out", str(out), "--users", "150", "--items", "300"]
+    assert cli.main([*args, "--interactions", "3000"]) == 0
+    art = tmp_path / "art"
+    train = ["train", "--interactions", str(out), "--out", str(art), "--no-tune"]
+    assert cli.main([*train, "--no-evaluate", "--set", "models.item_cf.max_items=100"]) == 0
+    loaded = artifacts.load_version(art / artifacts.latest_version(art))
+    assert "item_cf" not in loaded.models and "svd" in loaded.models
+    reason = loaded.manifest["params"]["left_out"]["item_cf"]
+    assert "max_items=100" in reason and "neighbour lists" in reason
+    # named explicitly, it is an error naming the limit
+    named = ["--models", "item_cf", "--set", "models.item_cf.max_items=100"]
+    assert cli.main([*train, "--no-evaluate", *named]) == 2
+    report = tmp_path / "report"
+    ev = ["evaluate", "--interactions", str(out), "--report", str(report), "--no-tune"]
+    assert cli.main([*ev, "--models", "popularity,svd,hybrid", "--set",
+                     "models.item_cf.max_items=100"]) == 0  # fmt: skip
+    assert "item_cf: 300 items is more than max_items=100" in (report / "report.md").read_text()
+    assert "300 items is more than max_items=100" in capsys.readouterr().err
