@@ -42,7 +42,7 @@ def run(title: str, inter) -> tuple[str, float, float, bool, float]:
         m = SVD(SVDConfig(scoring=scoring)).fit(train)
         out[scoring] = (m, accuracy(m, train, test, 10)["ndcg@10"], time.perf_counter() - t)
     same = np.array_equal(out["exact"][0].item_factors_, out["compressed"][0].item_factors_)
-    build = out["compressed"][0].params()["index"]["build_seconds"]
+    build = out["compressed"][0].info()["index"]["build_seconds"]
     return title, out["exact"][1], out["compressed"][1], same, build
 
 

@@ -86,13 +86,14 @@ def fit(inter, **kw) -> SVD:
 def test_defaults_stay_exact_on_small_catalogues(inter):
     m = fit(inter)
     assert m.scoring == "exact"
-    assert m.params()["index"] == {"scoring": "exact"}
+    assert m.info() == {"index": {"scoring": "exact"}}
+    assert "index" not in m.params()
 
 
 def test_compressed_scoring_serves_every_path(inter):
     m = fit(inter, scoring="auto", compressed_min_items=500)
     assert m.scoring == "compressed"
-    index = m.params()["index"]
+    index = m.info()["index"]
     assert index["bytes"] > 0 and index["build_seconds"] >= 0 and index["ivf_lists"] >= 0
     exact = fit(inter, scoring="exact")
     h = inter.to_csr()
@@ -142,7 +143,7 @@ def test_artifact_round_trip_with_codes(tmp_path, inter):
     manifest = json.loads((path / artifacts.MANIFEST).read_text())
     files = set(manifest["files"])
     assert {"svd.items.codes", "svd.similar.codes"} <= files
-    assert manifest["models"]["svd"]["params"]["index"]["scoring"] == "compressed"
+    assert manifest["models"]["svd"]["info"]["index"]["scoring"] == "compressed"
     loaded = artifacts.load_version(path).models["svd"]
     assert loaded.scoring == "compressed"
     h = inter.to_csr()

@@ -120,20 +120,14 @@ class SVD(Recommender):
         # per thread: the last folded (row, user, vector), so explaining it solves nothing
         self._memo = threading.local()
         self._index: Index | None = None
-        self._loaded_index: dict[str, Any] = {}  # what a saved model's fit chose
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> Self:
-        params = dict(params)
-        index = params.pop("index", None)
-        model = cls(SVDConfig(**params))
-        model._loaded_index = index if isinstance(index, dict) else {}
-        return model
+        return cls(SVDConfig(**params))
 
-    def params(self) -> dict[str, Any]:
-        """The config, and the scoring the fit chose with its index's cost (``index``)."""
-        out = super().params()
-        return out | ({"index": self._index.stats} if self._index is not None else {})
+    def info(self) -> dict[str, Any]:
+        """The scoring the fit chose, and its index's cost (``index``)."""
+        return {"index": self._index.stats} if self._index is not None else {}
 
     def save(self, directory: Path) -> list[Path]:
         return super().save(directory) + (
@@ -143,7 +137,9 @@ class SVD(Recommender):
     @classmethod
     def load(cls, directory: Path) -> Self:
         model = super().load(directory)  # _restore leaves the index to this
-        model._index = Index.load(model._loaded_index, model._parts(), directory, cls.name)
+        stats = (model.loaded_info_ or {}).get("index")
+        stats = stats if isinstance(stats, dict) else {}
+        model._index = Index.load(stats, model._parts(), directory, cls.name)
         return model
 
     @classmethod
