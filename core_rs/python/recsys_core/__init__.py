@@ -12,11 +12,13 @@ import numpy as np
 import scipy.sparse as sp
 
 from recsys_core._native import (
+    IVF_MIN_ITEMS,
     CoreError,
     InvalidArgumentError,
     InvalidMatrixError,
     NonFiniteError,
 )
+from recsys_core._native import CompressedScorer as _CompressedScorer
 from recsys_core._native import DenseScorer as _DenseScorer
 from recsys_core._native import SparseScorer as _SparseScorer
 from recsys_core._native import als_gram as _als_gram
@@ -28,7 +30,9 @@ from recsys_core._native import similarity_topk as _similarity_topk
 from recsys_core._native import stream_read as _stream_read
 
 __all__ = [
+    "IVF_MIN_ITEMS",
     "BatchRecommendations",
+    "CompressedScorer",
     "CoreError",
     "DenseScorer",
     "Explanations",
@@ -403,12 +407,14 @@ class DenseScorer:
         exclude=None,
         allow=None,
         deny=None,
+        deny_mask=None,
         num_threads: int | None = None,
     ) -> Recommendations:
         if (
             exclude is None
             and allow is None
             and deny is None
+            and deny_mask is None
             and _small(k)
             and _exact(user_vector, _F32)
         ):
@@ -420,7 +426,7 @@ class DenseScorer:
             _count(k, "k"),
             _opt_index(exclude, "exclude"),
             _opt_index(allow, "allow"),
-            _opt_index(deny, "deny"),
+            _mask_as_deny(deny, deny_mask, self.n_items),
             num_threads,
         )
         return Recommendations(r[0], r[1], None)
@@ -433,6 +439,7 @@ class DenseScorer:
         exclude=None,
         allow=None,
         deny=None,
+        deny_mask=None,
         num_threads: int | None = None,
     ) -> BatchRecommendations:
         u = _float_array(user_vectors, "user_vectors", 2)
@@ -443,7 +450,175 @@ class DenseScorer:
             ex_p,
             ex_i,
             _opt_index(allow, "allow"),
+            _mask_as_deny(deny, deny_mask, self.n_items),
+            num_threads,
+        )
+        return BatchRecommendations(r[0], r[1], r[2])
+
+
+def _deny_mask(mask, n_items: int) -> np.ndarray | None:
+    """A bool deny mask as the uint8 view the native layer reads (no copy when contiguous)."""
+    if mask is None:
+        return None
+    if not isinstance(mask, np.ndarray) or mask.dtype != np.bool_:
+        got = mask.dtype if isinstance(mask, np.ndarray) else type(mask).__name__
+        raise InvalidArgumentError(f"deny_mask must be a numpy bool array, got {got}")
+    if mask.shape != (n_items,):
+        raise InvalidArgumentError(
+            f"deny_mask must have shape ({n_items},), one entry per item, got {mask.shape}"
+        )
+    if not mask.flags.c_contiguous:
+        mask = np.ascontiguousarray(mask)
+    return mask.view(np.uint8)
+
+
+def _mask_as_deny(deny, deny_mask, n_items: int) -> np.ndarray | None:
+    """The exact scorer takes the mask as denied ids (one pass over the mask per call)."""
+    d = _opt_index(deny, "deny")
+    m = _deny_mask(deny_mask, n_items)
+    if m is None:
+        return d
+    ids = np.flatnonzero(m).astype(np.int32)
+    return ids if d is None else np.concatenate([d, ids])
+
+
+def _seed(v) -> int:
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+        raise InvalidArgumentError(f"seed must be an integer, got {v!r}")
+    if not 0 <= int(v) < 2**64:
+        raise InvalidArgumentError(f"seed must be in [0, 2**64), got {v}")
+    return int(v)
+
+
+class CompressedScorer:
+    """4-bit PQ fast-scan codes of an item-factor matrix (+ IVF lists from IVF_MIN_ITEMS
+    items), with exact rerank.
+
+    Every item's code is scored against the user vector, the filters are applied inside the
+    scan, the best ``rerank`` eligible candidates are rescored with the exact f32 factors and
+    the best ``k`` of those are returned: exactly ``min(k, #eligible)`` items, with exact
+    scores. When few items are eligible (a short allow list, a deny mask that removes nearly
+    everything) the eligible items are scored exactly instead. The scorer keeps a reference
+    to the float32 factor matrix it was given; do not modify that array afterwards.
+    See docs/core.md ("Compressed scoring")."""
+
+    def __init__(self, native) -> None:
+        self._native = native
+
+    @classmethod
+    def build(
+        cls,
+        item_factors,
+        *,
+        seed: int = 0,
+        ivf_lists: int | None = None,
+        num_threads: int | None = None,
+    ) -> CompressedScorer:
+        """Trains the codebooks (seeded, on a sample) and encodes every item; ``ivf_lists``
+        None adds IVF lists automatically from ``IVF_MIN_ITEMS`` items, 0 never, n > 0 builds
+        n lists. The same factors and seed give the same bytes."""
+        f = _float_array(item_factors, "item_factors", 2)
+        lists = None if ivf_lists is None else _count(ivf_lists, "ivf_lists")
+        return cls(_CompressedScorer.build(f, _seed(seed), lists, num_threads))
+
+    def to_bytes(self) -> bytes:
+        """The codes and lists with a format version, the shape, the factors' fingerprint
+        and a checksum; `from_bytes` checks all of them."""
+        return self._native.to_bytes()
+
+    @classmethod
+    def from_bytes(cls, blob: bytes, item_factors) -> CompressedScorer:
+        """Loads `to_bytes` output for the factors it was built from; raises
+        InvalidArgumentError naming what is wrong (bad version, checksum mismatch, wrong
+        shape, built from other factors)."""
+        if isinstance(blob, (bytearray, memoryview)):
+            blob = bytes(blob)
+        if not isinstance(blob, bytes):
+            raise InvalidArgumentError(f"blob must be bytes, got {type(blob).__name__}")
+        f = _float_array(item_factors, "item_factors", 2)
+        return cls(_CompressedScorer.from_bytes(blob, f))
+
+    @property
+    def n_items(self) -> int:
+        return self._native.n_items
+
+    @property
+    def dim(self) -> int:
+        return self._native.dim
+
+    @property
+    def ivf_lists(self) -> int:
+        """Number of IVF lists (0: the flat layout, every code scanned)."""
+        return self._native.ivf_lists
+
+    @property
+    def index_bytes(self) -> int:
+        """Bytes of the codes, codebooks and lists (the factors are not counted)."""
+        return self._native.index_bytes
+
+    def recommend(
+        self,
+        user_vector,
+        k: int = 10,
+        *,
+        exclude=None,
+        allow=None,
+        deny=None,
+        deny_mask=None,
+        rerank: int | None = None,
+        num_threads: int | None = None,
+    ) -> Recommendations:
+        """Top ``k`` for one user. ``exclude``/``allow``/``deny``: item ids as for
+        `DenseScorer`; ``deny_mask``: a bool array of ``n_items`` (True = not available),
+        read in place; ``rerank``: candidates rescored exactly (default 256, at least k)."""
+        if (
+            exclude is None
+            and allow is None
+            and deny is None
+            and deny_mask is None
+            and rerank is None
+            and _small(k)
+            and _exact(user_vector, _F32)
+        ):
+            r = self._native.recommend(user_vector, k, None, None, None, None, None, num_threads)
+            return Recommendations(r[0], r[1], None)
+        r = self._native.recommend(
+            _float_array(user_vector, "user_vector", 1),
+            _count(k, "k"),
+            _opt_index(exclude, "exclude"),
+            _opt_index(allow, "allow"),
             _opt_index(deny, "deny"),
+            _deny_mask(deny_mask, self.n_items),
+            None if rerank is None else _count(rerank, "rerank"),
+            num_threads,
+        )
+        return Recommendations(r[0], r[1], None)
+
+    def recommend_batch(
+        self,
+        user_vectors,
+        k: int = 10,
+        *,
+        exclude=None,
+        allow=None,
+        deny=None,
+        deny_mask=None,
+        rerank: int | None = None,
+        num_threads: int | None = None,
+    ) -> BatchRecommendations:
+        """`recommend` for each row of ``user_vectors``; ``exclude`` is a users x items
+        sparse matrix as in `DenseScorer.recommend_batch`."""
+        u = _float_array(user_vectors, "user_vectors", 2)
+        ex_p, ex_i = _exclude_arrays(exclude, u.shape[0], self.n_items)
+        r = self._native.recommend_batch(
+            u,
+            _count(k, "k"),
+            ex_p,
+            ex_i,
+            _opt_index(allow, "allow"),
+            _opt_index(deny, "deny"),
+            _deny_mask(deny_mask, self.n_items),
+            None if rerank is None else _count(rerank, "rerank"),
             num_threads,
         )
         return BatchRecommendations(r[0], r[1], r[2])

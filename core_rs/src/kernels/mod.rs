@@ -4,10 +4,13 @@
 pub mod accum;
 pub mod als;
 pub mod blend;
+pub mod compressed;
 pub mod csr;
 pub mod dense;
 pub mod filters;
+pub mod ivf;
 pub mod pool;
+pub mod quant;
 pub mod similarity;
 pub mod sparse;
 pub mod topk;

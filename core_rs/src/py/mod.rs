@@ -19,6 +19,8 @@ use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 use pyo3::IntoPyObjectExt;
 
+mod compressed;
+
 pyo3::create_exception!(
     recsys_core,
     CoreError,
@@ -764,5 +766,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<DenseScorer>()?;
     m.add_function(wrap_pyfunction!(als_solve_row, m)?)?;
     m.add_function(wrap_pyfunction!(als_gram, m)?)?;
+    compressed::register(m)?;
     Ok(())
 }

@@ -1,0 +1,299 @@
+//! IVF lists over the PQ codes: a k-means coarse partition (seeded, trained on a sample) with
+//! the items reordered so that each list is a contiguous run of 32-item code blocks. The codes
+//! encode the raw vectors (not residuals), so one lookup table per query serves every list.
+//!
+//! Lists are probed in order of an upper bound on `q . x` within the list (`q . c + |q| r`,
+//! `r` the largest distance of a member from its centre), in rounds split across the threads,
+//! and widened until `R` eligible candidates are found and the next list's bound is below the
+//! `R`-th approximate score, or a share of the catalogue has been read; with fewer than `R`
+//! eligible candidates by then, every list is read (the full compressed scan).
+
+use super::compressed::{by_norm, put_f32s, Reader};
+use super::filters::Filters;
+use super::pool;
+use super::quant::{self, Codebook, Collector, Layout, Lut, Rng, BLOCK};
+use super::topk::{rank_cmp, Entry};
+use crate::error::Result;
+use rayon::prelude::*;
+
+const KMEANS_ITERS: usize = 10;
+/// Training points per list for the coarse k-means.
+const SAMPLE_PER_LIST: usize = 64;
+/// Each probing round reads at least this share of the items (1/32)...
+const ROUND_DIV: usize = 32;
+/// ...and probing stops after this share (1/8) once `R` eligible candidates are in.
+const BUDGET_DIV: usize = 8;
+/// ...but never less than this many blocks (64k items): below that the flat scan is cheap.
+const MIN_BUDGET_BLOCKS: usize = 2048;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Ivf {
+    dim: usize,
+    /// `n_lists * dim` coarse centres.
+    centroids: Vec<f32>,
+    /// Per list, the largest distance of a member from its centre.
+    radius: Vec<f32>,
+    /// List `l` owns code blocks `starts[l]..starts[l + 1]`.
+    starts: Vec<u32>,
+}
+
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for l in 0..8 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    let mut s = acc.iter().sum::<f32>();
+    for (x, y) in ra.iter().zip(rb) {
+        s += x * y;
+    }
+    s
+}
+
+/// The nearest centre of `x` (`norms[c] = |c|^2`; ties to the lower index).
+fn nearest(x: &[f32], cent: &[f32], norms: &[f32], dim: usize) -> usize {
+    let mut best = (f32::INFINITY, 0usize);
+    for (c, nc) in norms.iter().enumerate() {
+        let d = nc - 2.0 * dot(x, &cent[c * dim..(c + 1) * dim]);
+        if d < best.0 {
+            best = (d, c);
+        }
+    }
+    best.1
+}
+
+fn norms(cent: &[f32], dim: usize) -> Vec<f32> {
+    cent.chunks(dim).map(|c| dot(c, c)).collect()
+}
+
+impl Ivf {
+    /// About sqrt(n) / 6 lists (512 at 10M): assignment at build time costs n x lists dot
+    /// products, and a list of ~20k items is read in tens of microseconds.
+    pub fn default_lists(n: usize) -> usize {
+        ((n as f64).sqrt() / 6.0).round().clamp(1.0, 4096.0) as usize
+    }
+
+    pub fn n_lists(&self) -> usize {
+        self.radius.len()
+    }
+
+    pub fn bytes(&self) -> usize {
+        (self.centroids.len() + self.radius.len() + self.starts.len()) * 4
+    }
+
+    /// Trains `lists` centres and cuts the items into lists, each in decreasing norm; returns
+    /// the lists and the item of each code position. Runs in the caller's pool.
+    pub fn build(
+        f: &[f32],
+        n: usize,
+        dim: usize,
+        lists: usize,
+        seed: u64,
+        item_norms: &[f32],
+    ) -> (Ivf, Vec<u32>) {
+        let mut rng = Rng::new(seed ^ 0x1F1F_1F1F);
+        let rows = quant::sample_rows(n, (SAMPLE_PER_LIST * lists).max(65_536), &mut rng);
+        let init = quant::sample_rows(rows.len(), lists, &mut rng);
+        let mut cent: Vec<f32> = init
+            .iter()
+            .flat_map(|&i| f[rows[i] * dim..(rows[i] + 1) * dim].iter().copied())
+            .collect();
+        cent.resize(lists * dim, 0.0);
+        for _ in 0..KMEANS_ITERS {
+            let nrm = norms(&cent, dim);
+            let assign: Vec<usize> = rows
+                .par_iter()
+                .with_min_len(256)
+                .map(|&r| nearest(&f[r * dim..(r + 1) * dim], &cent, &nrm, dim))
+                .collect();
+            let mut sums = vec![0f64; lists * dim];
+            let mut counts = vec![0usize; lists];
+            for (&r, &c) in rows.iter().zip(&assign) {
+                counts[c] += 1;
+                for t in 0..dim {
+                    sums[c * dim + t] += f[r * dim + t] as f64;
+                }
+            }
+            for c in 0..lists {
+                if counts[c] > 0 {
+                    for t in 0..dim {
+                        cent[c * dim + t] = (sums[c * dim + t] / counts[c] as f64) as f32;
+                    }
+                } else {
+                    // An empty centre restarts at a random sample point.
+                    let r = rows[rng.below(rows.len())];
+                    cent[c * dim..(c + 1) * dim].copy_from_slice(&f[r * dim..(r + 1) * dim]);
+                }
+            }
+        }
+        let nrm = norms(&cent, dim);
+        let assign: Vec<u32> = (0..n)
+            .into_par_iter()
+            .with_min_len(1024)
+            .map(|j| nearest(&f[j * dim..(j + 1) * dim], &cent, &nrm, dim) as u32)
+            .collect();
+        let mut members: Vec<Vec<u32>> = vec![Vec::new(); lists];
+        for (j, &c) in assign.iter().enumerate() {
+            members[c as usize].push(j as u32);
+        }
+        let radius: Vec<f32> = members
+            .par_iter()
+            .enumerate()
+            .map(|(c, m)| {
+                let cc = &cent[c * dim..(c + 1) * dim];
+                m.iter()
+                    .map(|&j| {
+                        let x = &f[j as usize * dim..(j as usize + 1) * dim];
+                        x.iter().zip(cc).map(|(a, b)| (a - b) * (a - b)).sum::<f32>()
+                    })
+                    .fold(0f32, f32::max)
+                    .sqrt()
+                    // Rounding in the sums above must not make the bound too tight.
+                    * 1.0001
+            })
+            .collect();
+        let mut starts = vec![0u32];
+        let mut ids = Vec::with_capacity(n + lists * BLOCK);
+        for mut m in members {
+            by_norm(&mut m, item_norms);
+            ids.extend_from_slice(&m);
+            starts.push((ids.len() / BLOCK) as u32);
+        }
+        let ivf = Ivf {
+            dim,
+            centroids: cent,
+            radius,
+            starts,
+        };
+        (ivf, ids)
+    }
+
+    pub fn write(&self, out: &mut Vec<u8>) {
+        put_f32s(out, &self.centroids);
+        put_f32s(out, &self.radius);
+        for s in &self.starts {
+            out.extend_from_slice(&s.to_le_bytes());
+        }
+    }
+
+    /// Reads `write` output, checking that the lists cover the `npos` code positions.
+    pub fn read(
+        r: &mut Reader<'_>,
+        lists: usize,
+        npos: usize,
+        dim: usize,
+    ) -> std::result::Result<Ivf, String> {
+        let e = |_| "IVF section ends early".to_string();
+        let centroids = r.f32s(lists * dim).map_err(e)?;
+        let radius = r.f32s(lists).map_err(e)?;
+        let starts = r.u32s(lists + 1).map_err(e)?;
+        let ok = starts[0] == 0
+            && starts.windows(2).all(|w| w[0] <= w[1])
+            && starts[lists] as usize * BLOCK == npos;
+        if !ok {
+            return Err("IVF lists do not cover the code positions".into());
+        }
+        Ok(Ivf {
+            dim,
+            centroids,
+            radius,
+            starts,
+        })
+    }
+
+    /// The approximate top-`r` eligible items: lists by decreasing bound, widened as the
+    /// module doc says.
+    #[allow(clippy::too_many_arguments)]
+    pub fn search(
+        &self,
+        codes: &[u8],
+        cb: &Codebook,
+        lay: Layout<'_>,
+        lut: &Lut,
+        user: &[f32],
+        r: usize,
+        deny: Option<&[u8]>,
+        filt: &Filters<'_>,
+        threads: usize,
+    ) -> Result<Vec<u32>> {
+        let dim = self.dim;
+        let qn = dot(user, user).sqrt();
+        let mut order: Vec<(f32, u32)> = (0..self.n_lists())
+            .filter(|&l| self.starts[l + 1] > self.starts[l])
+            .map(|l| {
+                let c = &self.centroids[l * dim..(l + 1) * dim];
+                (dot(user, c) + qn * self.radius[l], l as u32)
+            })
+            .collect();
+        order.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        let total_blocks = lay.ids.len() / BLOCK;
+        let round = total_blocks.div_ceil(ROUND_DIV).max(1);
+        let budget = total_blocks.div_ceil(BUDGET_DIV).max(MIN_BUDGET_BLOCKS);
+        let threads = threads.max(1);
+        let mut cols: Vec<Collector> = (0..threads)
+            .map(|_| Collector::new(r, lay, lut, deny, filt))
+            .collect();
+        let (mut next, mut read) = (0usize, 0usize);
+        while next < order.len() {
+            // This round's lists, then dealt to the threads in turn by blocks.
+            let mut groups: Vec<Vec<u32>> = vec![Vec::new(); threads];
+            let mut loads = vec![0usize; threads];
+            let mut this = 0usize;
+            while next < order.len() && this < round {
+                let l = order[next].1 as usize;
+                let nb = (self.starts[l + 1] - self.starts[l]) as usize;
+                let t = (0..threads).min_by_key(|&t| loads[t]).unwrap_or(0);
+                groups[t].push(l as u32);
+                loads[t] += nb;
+                this += nb;
+                next += 1;
+            }
+            read += this;
+            let scan_group = |(col, g): (&mut Collector, &Vec<u32>)| {
+                for &l in g {
+                    let (s, e) = (self.starts[l as usize], self.starts[l as usize + 1]);
+                    // A list stops early on its own: norms decrease within a list only.
+                    quant::scan(codes, cb.m, lut, s as usize..e as usize, col);
+                }
+            };
+            if threads > 1 {
+                pool::install(Some(threads), || {
+                    cols.par_iter_mut().zip(&groups).for_each(scan_group)
+                })?;
+            } else {
+                cols.iter_mut().zip(&groups).for_each(scan_group);
+            }
+            // Every thread's next round starts from the best `r` so far: a tighter bar.
+            let best = merge_dedup(cols.drain(..).map(|c| c.top.into_sorted()), r);
+            cols = (0..threads)
+                .map(|_| {
+                    let mut c = Collector::new(r, lay, lut, deny, filt);
+                    c.seed(&best);
+                    c
+                })
+                .collect();
+            if best.len() >= r {
+                let w = best[best.len() - 1];
+                let beaten = next >= order.len() || order[next].0 < w.score;
+                if beaten || read >= budget {
+                    break;
+                }
+            }
+        }
+        let best = merge_dedup(cols.into_iter().map(|c| c.top.into_sorted()), r);
+        Ok(best.iter().map(|e| e.idx).collect())
+    }
+}
+
+/// The best `r` of sorted parts that may share entries (seeded copies).
+fn merge_dedup(parts: impl Iterator<Item = Vec<Entry>>, r: usize) -> Vec<Entry> {
+    let mut all: Vec<Entry> = parts.flatten().collect();
+    all.sort_unstable_by(|a, b| rank_cmp(b, a));
+    all.dedup_by_key(|e| e.idx);
+    all.truncate(r);
+    all
+}
