@@ -233,3 +233,20 @@ def test_models_too_big_for_the_catalogue_are_left_out_and_recorded(tmp_path, ca
                      "models.item_cf.max_items=100"]) == 0  # fmt: skip
     assert "item_cf: 300 items is more than max_items=100" in (report / "report.md").read_text()
     assert "300 items is more than max_items=100" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("scoring", ["exact", "compressed"])
+def test_similar_items_of_an_item_without_interactions(scoring):
+    """Zero factors: every score is 0, so the first k other items, as a scan gives them."""
+    df, _ = generate(300, 500, 6_000, seed=2)
+    inter = from_frame(df)
+    # one more catalogue item that no one interacted with
+    inter = dataclasses.replace(inter, item_ids=np.concatenate([inter.item_ids, ["i9999"]]))
+    m = fit(inter, scoring=scoring)
+    item = inter.n_items - 1
+    assert not m.item_factors_[item].any()
+    got = m.similar_items(item, 10)
+    scan = m._index.recommend("similar", m._unit[item], 10, exclude=[item])
+    np.testing.assert_array_equal(got.items, scan.items)
+    np.testing.assert_array_equal(got.scores, np.zeros(10, np.float32))
+    assert m.similar_items(3, 10).items.tolist() != list(range(10))  # others still scan

@@ -346,6 +346,13 @@ class SVD(Recommender):
         return abs(got - want) <= 1e-9 * (1.0 + abs(want))
 
     def similar_items(self, item: int, k: int = 10) -> rc.Recommendations:
+        if not self._unit[item].any():
+            # an item no one interacted with has zero factors, so every score is 0 and the
+            # answer is the first k other items (ties go to the lower index): no scan, which
+            # on a long-tail catalogue (half the items at 1M) would find nothing to prune
+            first = np.arange(min(k + 1, self.n_items), dtype=np.int32)
+            first = first[first != item][:k]
+            return rc.Recommendations(first, np.zeros(len(first), np.float32), None)
         return self._index.recommend(
             "similar", self._unit[item], k, exclude=[item], num_threads=None
         )
