@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import re
 import subprocess
@@ -160,7 +161,11 @@ def main() -> int:
     ap.add_argument("--write-docs", action="store_true", help="update docs/benchmarks.md")
     a = ap.parse_args()
     data = a.work / "data"
-    steps: list[tuple[str, float, float]] = []
+    # each step's cost is kept beside the data, so a re-run that reuses it still reports it
+    kept = a.work / "steps.json"
+    steps: list[tuple[str, float, float]] = (
+        [tuple(x) for x in json.loads(kept.read_text())] if kept.exists() else []
+    )
     if not (data / "interactions.tsv").exists():
         secs, rss = timed(
             [sys.executable, "-m", "recsys_trainer.cli", "generate", "--size", a.size,
@@ -176,6 +181,7 @@ def main() -> int:
             steps.append((f"train svd ({scoring})", secs, rss))
             print(f"train {scoring}: {secs:.1f} s, peak RSS {rss:.2f} GB", flush=True)
         arts[scoring] = out
+    kept.write_text(json.dumps(steps))
     users, items = ids(next(iter(arts.values())))
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         procs = {}
