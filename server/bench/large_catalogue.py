@@ -207,10 +207,12 @@ def main() -> int:
 
 
 def ids(root: Path) -> tuple[np.ndarray, np.ndarray]:
-    """The trained user and item ids of the latest version under ``root``."""
+    """The trained user ids of the latest version under ``root``, and the ids of its items
+    that have interactions (SimilarItems of an item without any answers without a scan)."""
     version = (root / "latest").read_text().strip()
-    with np.load(root / version / "ids.npz") as z:
-        return z["user_ids"], z["item_ids"]
+    with np.load(root / version / "ids.npz") as z, np.load(root / version / "history.npz") as h:
+        used = np.unique(h["history_indices"])
+        return z["user_ids"], z["item_ids"][used]
 
 
 def report(a, n_users, n_items, steps, got, avail, rss) -> list[str]:
@@ -220,7 +222,9 @@ def report(a, n_users, n_items, steps, got, avail, rss) -> list[str]:
         SECTION,
         "",
         f"`python server/bench/large_catalogue.py --work DIR --size {a.size} --n {a.n}`: "
-        f"{n_items:,} items, {n_users:,} users with interactions, SVD with {a.factors} "
+        f"the {a.size} preset ({n_items:,} of its items have interactions: SimilarItems asks "
+        f"those, an item without any answers without a scan), {n_users:,} users with "
+        f"interactions, SVD with {a.factors} "
         "factors trained with `--no-tune --no-evaluate` (each tuning trial would be a full "
         "ALS fit at this size), one server per scoring mode up at once, one synchronous client "
         "alternating between them.",
