@@ -250,3 +250,18 @@ def test_similar_items_of_an_item_without_interactions(scoring):
     np.testing.assert_array_equal(got.items, scan.items)
     np.testing.assert_array_equal(got.scores, np.zeros(10, np.float32))
     assert m.similar_items(3, 10).items.tolist() != list(range(10))  # others still scan
+
+
+def test_a_model_saved_before_the_index_loads_exact(tmp_path, inter):
+    """svd.json without ``info`` (artifacts older than compressed scoring): exact scoring."""
+    m = fit(inter, scoring="compressed")
+    m.save(tmp_path)
+    meta = json.loads((tmp_path / "svd.json").read_text())
+    del meta["info"]
+    (tmp_path / "svd.json").write_text(json.dumps(meta))
+    for p in tmp_path.glob("*.codes"):
+        p.unlink()
+    old = SVD.load(tmp_path)
+    assert old.scoring == "exact" and old.info() == {"index": {"scoring": "exact"}}
+    row = inter.to_csr()[4]
+    assert len(old.recommend_one(4, row, 10).items) == 10
