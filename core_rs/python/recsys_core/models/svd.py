@@ -102,6 +102,26 @@ def item_hash(n_items: int) -> np.ndarray:
     return 1.0 + np.modf(np.arange(n_items, dtype=np.float64) * 0.6180339887498949)[0]
 
 
+ROWS = 1 << 20
+"""Item factors are processed by blocks of this many rows where a whole-matrix temporary
+would be large (10M x 64 in float64 is 5 GB); up to ROWS items it is one block, so the
+results are those of the whole-matrix expressions."""
+
+
+def _by_rows(f, a: np.ndarray) -> np.ndarray:
+    """``f`` (row-wise: each output row depends on its input row alone) applied by blocks of
+    ``ROWS`` rows."""
+    if len(a) <= ROWS:
+        return f(a)
+    out = None
+    for lo in range(0, len(a), ROWS):
+        r = f(a[lo : lo + ROWS])
+        if out is None:
+            out = np.empty((len(a), *r.shape[1:]), r.dtype)
+        out[lo : lo + len(r)] = r
+    return out
+
+
 def _round2(x: float) -> float:
     """Two significant digits: readable tuned values, the grid's spacing is far coarser."""
     return float(f"{x:.2g}")
@@ -191,7 +211,8 @@ class SVD(Recommender):
         # Item factors rounded to half precision: the scorer then streams half the bytes on
         # every request with the same scores as these values give (NDCG unchanged, see
         # docs/quality.md); each is within 2^-11 of the solved value.
-        self.user_factors_, self.item_factors_ = x, rc.half_exact(y)
+        self.user_factors_, self.item_factors_ = x, _by_rows(rc.half_exact, y)
+        del y, ui, iu, user_step, item_step  # at 10M items each n_items x f copy is 2.6 GB
         raw = sp.csr_matrix(user_items)
         self.row_nnz_ = np.diff(raw.indptr).astype(np.int32)
         self.row_checksum_ = self._checksums(raw)
@@ -215,10 +236,14 @@ class SVD(Recommender):
         # and rebuilding the n_items x f product each time (what a full ALS half-step does)
         # cost ~15 ms per call at 5k items x 100 factors. The regularisation is added per
         # solve: with reg_exponent > 0 it depends on the history's length.
-        y = self.item_factors_.astype(np.float64)
-        self._gram = (y.T @ y).astype(np.float32)
-        norms = np.linalg.norm(self.item_factors_, axis=1, keepdims=True)
-        self._unit = (self.item_factors_ / np.where(norms > 0, norms, 1)).astype(np.float32)
+        y = self.item_factors_
+        gram = np.zeros((y.shape[1], y.shape[1]), np.float64)
+        for lo in range(0, len(y), ROWS):
+            block = y[lo : lo + ROWS].astype(np.float64)
+            gram += block.T @ block
+        self._gram = gram.astype(np.float32)
+        norms = _by_rows(lambda b: np.linalg.norm(b, axis=1, keepdims=True), y)
+        self._unit = (y / np.where(norms > 0, norms, 1)).astype(np.float32, copy=False)
         self._hash = item_hash(self.item_factors_.shape[0])
 
     def fold_in(self, history: sp.csr_matrix) -> np.ndarray:
