@@ -265,3 +265,17 @@ def test_a_model_saved_before_the_index_loads_exact(tmp_path, inter):
     assert old.scoring == "exact" and old.info() == {"index": {"scoring": "exact"}}
     row = inter.to_csr()[4]
     assert len(old.recommend_one(4, row, 10).items) == 10
+
+
+def test_a_compressed_model_shipped_to_a_worker_recommends_the_same(inter):
+    """The engine ships arrays and params (`engine.pack`); the worker's model builds the same
+    index (same config and seed) on first use."""
+    from recsys_trainer import engine
+
+    m = fit(inter, scoring="compressed")
+    copy = engine.unpack(engine.pack(m))
+    assert copy.scoring == "compressed"
+    h = inter.to_csr()
+    users = np.arange(40)
+    a, b = m.recommend(users, h[users], 10), copy.recommend(users, h[users], 10)
+    np.testing.assert_array_equal(a.items, b.items)

@@ -217,9 +217,22 @@ class SVD(Recommender):
         self.row_nnz_ = np.diff(raw.indptr).astype(np.int32)
         self.row_checksum_ = self._checksums(raw)
         self._prepare()
-        mode = chosen(c.scoring, c.compressed_min_items, self.n_items)
-        self._index = Index.build(mode, self._parts(), seed=c.seed)
+        self._index = self._build_index()
         return self
+
+    def _build_index(self) -> Index:
+        c = self.config
+        mode = chosen(c.scoring, c.compressed_min_items, self.n_items)
+        return Index.build(mode, self._parts(), seed=c.seed)
+
+    @property
+    def index(self) -> Index:
+        """The scorers; a model rebuilt from its arrays alone (`_restore`, e.g. shipped to a
+        trainer engine's worker) builds the index its fit chose (same config, same seed, same
+        codes) on first use."""
+        if self._index is None:
+            self._index = self._build_index()
+        return self._index
 
     def _parts(self) -> dict[str, np.ndarray]:
         """The factor matrices scored: items for recommendations, unit vectors for similar
@@ -228,7 +241,7 @@ class SVD(Recommender):
 
     @property
     def scoring(self) -> str:
-        return self._index.mode if self._index is not None else "exact"
+        return self.index.mode
 
     def _prepare(self) -> None:
         self._dense: rc.DenseScorer | None = None
@@ -317,7 +330,7 @@ class SVD(Recommender):
         return self.user_vectors(users, history) @ self.item_factors_.T
 
     def recommend(self, users, history, k=10, *, exclude_seen=True, allow=None, deny=None):
-        return self._index.recommend_batch(
+        return self.index.recommend_batch(
             "items",
             self.user_vectors(users, history),
             k,
@@ -327,14 +340,14 @@ class SVD(Recommender):
         )
 
     def recommend_one(self, user, row, k, allow=None, deny=None) -> rc.Recommendations:
-        return self._index.recommend(
+        return self.index.recommend(
             "items", self._vector(user, row), k, exclude=row.indices, allow=allow, deny=deny
         )
 
     def blend_part(self, user, row, weight):
         # a hybrid blends exact scores, so it needs the dense scorer whatever the index is
-        if self._index.mode == "exact":
-            dense = self._index.scorers["items"]
+        if self.index.mode == "exact":
+            dense = self.index.scorers["items"]
         else:
             if self._dense is None:
                 self._dense = rc.DenseScorer(self.item_factors_)
@@ -378,7 +391,7 @@ class SVD(Recommender):
             first = np.arange(min(k + 1, self.n_items), dtype=np.int32)
             first = first[first != item][:k]
             return rc.Recommendations(first, np.zeros(len(first), np.float32), None)
-        return self._index.recommend(
+        return self.index.recommend(
             "similar", self._unit[item], k, exclude=[item], num_threads=None
         )
 
@@ -444,4 +457,4 @@ class SVD(Recommender):
         self.row_nnz_ = np.asarray(nnz, np.int32) if ok else None
         self.row_checksum_ = np.asarray(checksum, np.float64) if ok else None
         self._prepare()
-        self._index = None  # `load` attaches the index the fit chose
+        self._index = None  # `load` attaches the stored one; else built on first use
