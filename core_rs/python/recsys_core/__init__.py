@@ -570,7 +570,7 @@ class CompressedScorer:
     ) -> Recommendations:
         """Top ``k`` for one user. ``exclude``/``allow``/``deny``: item ids as for
         `DenseScorer`; ``deny_mask``: a bool array of ``n_items`` (True = not available),
-        read in place; ``rerank``: candidates rescored exactly (default 256, at least k)."""
+        read in place; ``rerank``: candidates rescored exactly (default 128, at least k)."""
         if (
             exclude is None
             and allow is None

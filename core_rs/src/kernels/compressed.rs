@@ -19,17 +19,20 @@ use rayon::prelude::*;
 use std::ops::Range;
 
 /// Default number of approximate candidates reranked exactly.
-pub const DEFAULT_RERANK: usize = 256;
-/// From this many items `build` adds IVF lists by default: the flat scan streams 16 bytes per
-/// item (64 factors), ~0.7 ms per million items on this machine's two cores, so near 5M items
-/// it would pass the 5 ms budget at 10M.
-pub const IVF_MIN_ITEMS: usize = 4_000_000;
+pub const DEFAULT_RERANK: usize = 128;
+/// From this many items `build` adds IVF lists by default. Measured on the benchmark's
+/// factors (docs/benchmarks.md): at 1M items the flat scan takes ~1 ms p50 (recall@10 0.99),
+/// IVF lists 0.2-0.4 ms (recall@10 0.97); at 10M the flat scan would pass the 5 ms budget.
+pub const IVF_MIN_ITEMS: usize = 1_000_000;
 /// Below this many items a single-user scan stays on the calling thread (measured: a pool
 /// round trip costs about what scanning 100k codes does).
 const PARALLEL_MIN_ITEMS: usize = 131_072;
 /// Exact scoring of the eligible items is chosen when at most 1/32 of them are eligible: the
 /// exact scan reads 256 bytes per eligible item (64 factors) against 16 per item compressed.
 const EXACT_FRACTION: usize = 32;
+/// ...and at most this many are (estimated): exact scoring reads 256 bytes per eligible item
+/// at random, which at 100k eligible items (10M, 99% denied) took longer than the IVF scan.
+const EXACT_MAX_OPEN: usize = 50_000;
 /// Deny-mask positions sampled to estimate how many items are eligible.
 const DENSITY_SAMPLES: usize = 1024;
 
@@ -52,8 +55,11 @@ pub struct CompressedModel {
     norms: Vec<f32>,
     /// Largest norm of each block (derived from `norms`).
     bmax: Vec<f32>,
+    binv: Vec<f32>,
     ivf: Option<Ivf>,
     fingerprint: u64,
+    /// Largest norm of a decoded direction: with |q| it bounds every direction's score.
+    rmax: f32,
 }
 
 /// Blocks a thread scans before moving on to its next share of the flat layout: the threads
@@ -68,6 +74,12 @@ pub fn by_norm(run: &mut Vec<u32>, norms: &[f32]) {
             .then(a.cmp(&b))
     });
     run.resize(run.len().next_multiple_of(BLOCK), u32::MAX);
+}
+
+fn inverse(v: &[f32]) -> Vec<f32> {
+    v.iter()
+        .map(|&x| if x > 0.0 { 1.0 / x } else { 0.0 })
+        .collect()
 }
 
 fn block_max(norms: &[f32]) -> Vec<f32> {
@@ -161,7 +173,7 @@ fn mostly_denied(mask: &[u8]) -> bool {
         open += (mask[j] == 0) as usize;
         j += step;
     }
-    open * EXACT_FRACTION <= seen
+    open * EXACT_FRACTION <= seen && open * n / seen.max(1) <= EXACT_MAX_OPEN
 }
 
 /// Exact scores of the eligible items among `ids`, best `k`.
@@ -260,11 +272,14 @@ impl CompressedModel {
                 .collect();
             let opt: Vec<Option<u32>> = ids.iter().map(|&i| (i != u32::MAX).then_some(i)).collect();
             let codes = cb.encode_blocks(factors, &opt);
+            let rmax = cb.max_decoded_norm(&codes) * 1.0001;
             CompressedModel {
+                rmax,
                 n_items,
                 dim,
                 cb,
                 codes,
+                binv: inverse(&block_max(&norms)),
                 bmax: block_max(&norms),
                 ids,
                 norms,
@@ -279,6 +294,7 @@ impl CompressedModel {
             ids: &self.ids,
             norms: &self.norms,
             bmax: &self.bmax,
+            binv: &self.binv,
         }
     }
 
@@ -448,7 +464,8 @@ impl CompressedModel {
             return Ok(merge(parts, q.k));
         }
         let r = q.rerank.max(q.k);
-        let lut = self.cb.lut(user);
+        let mut lut = self.cb.lut(user);
+        lut.cap(quant::norm(user) * self.rmax, self.cb.m);
         let cands = match &self.ivf {
             Some(ivf) => {
                 let lay = self.layout();
@@ -611,11 +628,14 @@ impl CompressedModel {
         if !norms.iter().all(|v| v.is_finite() && *v >= 0.0) {
             return Err(bad("norms must be finite and >= 0"));
         }
+        let rmax = cb.max_decoded_norm(&codes) * 1.0001;
         Ok(CompressedModel {
+            rmax,
             n_items,
             dim,
             cb,
             codes,
+            binv: inverse(&block_max(&norms)),
             bmax: block_max(&norms),
             ids,
             norms,

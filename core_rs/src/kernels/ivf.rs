@@ -1,12 +1,13 @@
 //! IVF lists over the PQ codes: a k-means coarse partition (seeded, trained on a sample) with
 //! the items reordered so that each list is a contiguous run of 32-item code blocks. The codes
-//! encode the raw vectors (not residuals), so one lookup table per query serves every list.
+//! encode the items' directions (not residuals), so one lookup table per query serves every list.
 //!
-//! Lists are probed in order of an upper bound on `q . x` within the list (`q . c + |q| r`,
-//! `r` the largest distance of a member from its centre), in rounds split across the threads,
-//! and widened until `R` eligible candidates are found and the next list's bound is below the
-//! `R`-th approximate score, or a share of the catalogue has been read; with fewer than `R`
-//! eligible candidates by then, every list is read (the full compressed scan).
+//! The partition is of directions `x / |x|` (as the codes are). Lists are probed in order of
+//! `q . c` (the most aligned first), in rounds split across the threads, and widened until `R`
+//! eligible candidates are found and no list left can beat the `R`-th approximate score (by
+//! the bound `nmax (q . c + |q| r)`, `nmax` the largest member norm, `r` the largest distance
+//! of a member's direction from its centre), or a share of the catalogue has been read; with
+//! fewer than `R` eligible candidates by then, every list is read (the full compressed scan).
 
 use super::compressed::{by_norm, put_f32s, Reader};
 use super::filters::Filters;
@@ -54,11 +55,11 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     s
 }
 
-/// The nearest centre of `x` (`norms[c] = |c|^2`; ties to the lower index).
-fn nearest(x: &[f32], cent: &[f32], norms: &[f32], dim: usize) -> usize {
+/// The nearest centre of `x * inv` (`norms[c] = |c|^2`; ties to the lower index).
+fn nearest(x: &[f32], inv: f32, cent: &[f32], norms: &[f32], dim: usize) -> usize {
     let mut best = (f32::INFINITY, 0usize);
     for (c, nc) in norms.iter().enumerate() {
-        let d = nc - 2.0 * dot(x, &cent[c * dim..(c + 1) * dim]);
+        let d = nc - 2.0 * inv * dot(x, &cent[c * dim..(c + 1) * dim]);
         if d < best.0 {
             best = (d, c);
         }
@@ -98,9 +99,20 @@ impl Ivf {
         let mut rng = Rng::new(seed ^ 0x1F1F_1F1F);
         let rows = quant::sample_rows(n, (SAMPLE_PER_LIST * lists).max(65_536), &mut rng);
         let init = quant::sample_rows(rows.len(), lists, &mut rng);
+        let inv = |j: usize| {
+            let v = item_norms[j];
+            if v > 0.0 {
+                1.0 / v
+            } else {
+                0.0
+            }
+        };
         let mut cent: Vec<f32> = init
             .iter()
-            .flat_map(|&i| f[rows[i] * dim..(rows[i] + 1) * dim].iter().copied())
+            .flat_map(|&i| {
+                let r = rows[i];
+                f[r * dim..(r + 1) * dim].iter().map(move |v| v * inv(r))
+            })
             .collect();
         cent.resize(lists * dim, 0.0);
         for _ in 0..KMEANS_ITERS {
@@ -108,14 +120,14 @@ impl Ivf {
             let assign: Vec<usize> = rows
                 .par_iter()
                 .with_min_len(256)
-                .map(|&r| nearest(&f[r * dim..(r + 1) * dim], &cent, &nrm, dim))
+                .map(|&r| nearest(&f[r * dim..(r + 1) * dim], inv(r), &cent, &nrm, dim))
                 .collect();
             let mut sums = vec![0f64; lists * dim];
             let mut counts = vec![0usize; lists];
             for (&r, &c) in rows.iter().zip(&assign) {
                 counts[c] += 1;
                 for t in 0..dim {
-                    sums[c * dim + t] += f[r * dim + t] as f64;
+                    sums[c * dim + t] += (f[r * dim + t] * inv(r)) as f64;
                 }
             }
             for c in 0..lists {
@@ -126,7 +138,9 @@ impl Ivf {
                 } else {
                     // An empty centre restarts at a random sample point.
                     let r = rows[rng.below(rows.len())];
-                    cent[c * dim..(c + 1) * dim].copy_from_slice(&f[r * dim..(r + 1) * dim]);
+                    for t in 0..dim {
+                        cent[c * dim + t] = f[r * dim + t] * inv(r);
+                    }
                 }
             }
         }
@@ -134,7 +148,7 @@ impl Ivf {
         let assign: Vec<u32> = (0..n)
             .into_par_iter()
             .with_min_len(1024)
-            .map(|j| nearest(&f[j * dim..(j + 1) * dim], &cent, &nrm, dim) as u32)
+            .map(|j| nearest(&f[j * dim..(j + 1) * dim], inv(j), &cent, &nrm, dim) as u32)
             .collect();
         let mut members: Vec<Vec<u32>> = vec![Vec::new(); lists];
         for (j, &c) in assign.iter().enumerate() {
@@ -148,7 +162,8 @@ impl Ivf {
                 m.iter()
                     .map(|&j| {
                         let x = &f[j as usize * dim..(j as usize + 1) * dim];
-                        x.iter().zip(cc).map(|(a, b)| (a - b) * (a - b)).sum::<f32>()
+                        let s = inv(j as usize);
+                        x.iter().zip(cc).map(|(a, b)| (a * s - b) * (a * s - b)).sum::<f32>()
                     })
                     .fold(0f32, f32::max)
                     .sqrt()
@@ -222,14 +237,23 @@ impl Ivf {
     ) -> Result<Vec<u32>> {
         let dim = self.dim;
         let qn = dot(user, user).sqrt();
-        let mut order: Vec<(f32, u32)> = (0..self.n_lists())
+        // Lists whose centre is most aligned with the user first; `rest[i]` bounds every list
+        // from position i on, so probing can stop when the R-th score beats it.
+        let mut order: Vec<(f32, u32, f32)> = (0..self.n_lists())
             .filter(|&l| self.starts[l + 1] > self.starts[l])
             .map(|l| {
                 let c = &self.centroids[l * dim..(l + 1) * dim];
-                (dot(user, c) + qn * self.radius[l], l as u32)
+                let qc = dot(user, c);
+                // Members are at most nmax long, their directions within `radius` of c.
+                let nmax = lay.norms[self.starts[l] as usize * BLOCK];
+                (qc, l as u32, nmax * (qc + qn * self.radius[l]).max(0.0))
             })
             .collect();
         order.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        let mut rest = vec![f32::NEG_INFINITY; order.len() + 1];
+        for i in (0..order.len()).rev() {
+            rest[i] = rest[i + 1].max(order[i].2);
+        }
         let total_blocks = lay.ids.len() / BLOCK;
         let round = total_blocks.div_ceil(ROUND_DIV).max(1);
         let budget = total_blocks.div_ceil(BUDGET_DIV).max(MIN_BUDGET_BLOCKS);
@@ -278,7 +302,7 @@ impl Ivf {
                 .collect();
             if best.len() >= r {
                 let w = best[best.len() - 1];
-                let beaten = next >= order.len() || order[next].0 < w.score;
+                let beaten = rest[next] < w.score;
                 if beaten || read >= budget {
                     break;
                 }

@@ -223,6 +223,34 @@ impl Codebook {
         codes
     }
 
+    /// The largest norm of a coded direction (the centroids its codes pick, put together).
+    pub fn max_decoded_norm(&self, codes: &[u8]) -> f32 {
+        let sq: Vec<f32> = self
+            .centroids
+            .chunks(DSUB)
+            .map(|c| c.iter().map(|v| v * v).sum())
+            .collect();
+        let bb = self.block_bytes();
+        codes
+            .par_chunks(bb)
+            .with_min_len(64)
+            .map(|block| {
+                let mut best = 0f32;
+                for i in 0..BLOCK {
+                    let mut s = 0f32;
+                    for p in 0..self.m / 2 {
+                        let b = block[p * BLOCK + i];
+                        s += sq[2 * p * KSUB + (b & 15) as usize]
+                            + sq[(2 * p + 1) * KSUB + (b >> 4) as usize];
+                    }
+                    best = best.max(s);
+                }
+                best
+            })
+            .reduce(|| 0f32, f32::max)
+            .sqrt()
+    }
+
     pub fn block_bytes(&self) -> usize {
         self.m / 2 * BLOCK
     }
@@ -266,12 +294,15 @@ impl Codebook {
         let max_sum = (0..self.m)
             .map(|s| *table[s * 32..s * 32 + 16].iter().max().unwrap_or(&0) as u16)
             .sum();
-        Lut {
+        let mut lut = Lut {
             table,
             max_sum,
+            umax: 0.0,
             scale,
             bias,
-        }
+        };
+        lut.umax = lut.value(max_sum);
+        lut
     }
 }
 
@@ -330,11 +361,19 @@ pub struct Lut {
     pub table: Vec<u8>,
     /// The largest sum any code can reach.
     pub max_sum: u16,
+    /// An upper bound on `value(sum)` over the coded items (see `cap`).
+    pub umax: f32,
     pub scale: f32,
     pub bias: f32,
 }
 
 impl Lut {
+    /// Tightens `umax` with `cap`, an upper bound on `q . x'` over the coded directions `x'`
+    /// (|q| times their largest norm): each table entry is rounded by at most half a step.
+    pub fn cap(&mut self, cap: f32, m: usize) {
+        self.umax = self.umax.min(cap + m as f32 * 0.5 / self.scale);
+    }
+
     /// The approximate inner product a u16 sum stands for.
     pub fn value(&self, sum: u16) -> f32 {
         sum as f32 / self.scale + self.bias
@@ -349,6 +388,8 @@ pub struct Layout<'a> {
     pub ids: &'a [u32],
     pub norms: &'a [f32],
     pub bmax: &'a [f32],
+    /// `1 / bmax[b]` (0 for a block of zero norms).
+    pub binv: &'a [f32],
 }
 
 /// The approximate top-R of a scan, with every filter applied as candidates arrive. The
@@ -380,7 +421,7 @@ impl<'a> Collector<'a> {
             filt,
             scale: lut.scale,
             bias: lut.bias,
-            umax: lut.value(lut.max_sum),
+            umax: lut.umax,
             bar: f32::NEG_INFINITY,
         }
     }
@@ -408,7 +449,7 @@ impl<'a> Collector<'a> {
             return None;
         }
         // One below the bound, so float rounding never drops an item that could enter.
-        let need = ((bar / nm - self.bias) * self.scale).floor() - 1.0;
+        let need = ((bar * self.lay.binv[b] - self.bias) * self.scale).floor() - 1.0;
         Some(need.clamp(0.0, 32_767.0) as i16)
     }
 
@@ -629,6 +670,7 @@ mod tests {
                     ids: &ids,
                     norms: &norms,
                     bmax: &bmax,
+                    binv: &bmax,
                 };
                 let q = data(1, dim, 99);
                 let lut = cb.lut(&q);
