@@ -235,7 +235,12 @@ class RecommenderCore:
                 if isinstance(v, int | float) and not isinstance(v, bool)
             }
             entry = entries.get(name) if isinstance(entries, dict) else None
-            params = _flat(entry.get("params", {})) if isinstance(entry, dict) else {}
+            # what the fit built (e.g. svd's index.scoring) is shown with the parameters
+            params = (
+                _flat(entry.get("params", {})) | _flat(entry.get("info") or {})
+                if isinstance(entry, dict)
+                else {}
+            )
             out.append(ModelInfo(name, snap.version, snap.trained_at, metrics, params))
         return ModelsAnswer(out, snap.version, snap.default_model)
 

@@ -209,9 +209,22 @@ def parse_models(value: str | None) -> tuple[str, ...]:
     return names
 
 
+def generate_shape(a: argparse.Namespace) -> tuple[int, int, int, str]:
+    """Users, items, interactions and popularity model: ``--size``'s preset (Zipf
+    popularity), each count overridable by its own flag, else the small default set."""
+    users, items, n = synthetic.SIZES.get(a.size, (10_000, 5_000, 500_000))
+    return (
+        a.users if a.users is not None else users,
+        a.items if a.items is not None else items,
+        a.interactions if a.interactions is not None else n,
+        "zipf" if a.size else "lognormal",
+    )
+
+
 def cmd_generate(a: argparse.Namespace) -> int:
-    with step(f"generate {a.interactions:,} interactions"):
-        df, catalog = synthetic.generate(a.users, a.items, a.interactions, a.seed)
+    users, items, n, popularity = generate_shape(a)
+    with step(f"generate {n:,} interactions ({users:,} users, {items:,} items)"):
+        df, catalog = synthetic.generate(users, items, n, a.seed, popularity=popularity)
     with step(f"write {a.out}"):
         if a.format == "parquet":
             paths = synthetic.write_partitions(df, a.out, a.partitions, catalog)
@@ -242,10 +255,12 @@ def fits(name: str, cfg: config_mod.TrainConfig, data: Interactions) -> bool:
     return unfit_reason(name, cfg, data) is None
 
 
-def check_fits(a: argparse.Namespace, names, cfg: config_mod.TrainConfig, data) -> None:
+def check_fits(a: argparse.Namespace, names, cfg: config_mod.TrainConfig, data) -> dict:
     """Models named with ``--models`` that cannot fit ``data`` are an error; the others are
-    left out with a note on stderr (content without a catalogue, EASE above max_items)."""
+    left out with a note on stderr (content without a catalogue, EASE or the neighbour models
+    above their max_items) and returned, name -> reason, for the manifest and the report."""
     need = set(names) | (set(COMPONENTS) if "hybrid" in names else set())
+    left_out = {}
     for n in ALL:
         reason = unfit_reason(n, cfg, data) if n in need else None
         if reason is None:
@@ -253,6 +268,8 @@ def check_fits(a: argparse.Namespace, names, cfg: config_mod.TrainConfig, data) 
         if a.models and n in names:
             raise config_mod.ConfigError(f"model {n}: {reason}")
         print(f"note: {n} left out: {reason}", file=sys.stderr)
+        left_out[n] = reason
+    return left_out
 
 
 def build_models(
@@ -400,7 +417,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     with open_engine(a) as engine:
         catalog = load_catalog_for(a.catalog, Path(a.interactions))
         inter = with_catalog(load_data(Path(a.interactions), cfg, engine), catalog)
-        check_fits(a, names, cfg, inter)
+        left_out = check_fits(a, names, cfg, inter)
         metrics, tuned = {}, None
         t0 = time.perf_counter()
         if not a.no_evaluate:
@@ -410,7 +427,15 @@ def cmd_train(a: argparse.Namespace) -> int:
             )
             metrics = report.metrics
         path, models, train_seconds = train_and_publish(
-            inter, cfg, names, catalog, Path(a.out), metrics, tuned=tuned, engine=engine
+            inter,
+            cfg,
+            names,
+            catalog,
+            Path(a.out),
+            metrics,
+            {"left_out": left_out} if left_out else None,
+            tuned=tuned,
+            engine=engine,
         )
     print(
         f"published {path} ({', '.join(models)}) in {train_seconds:.1f} s of training, "
@@ -552,8 +577,10 @@ def refresh_loop(a, cfg, names, out: Path, every: float | None, engine: Engine) 
             inter, n_events, seq = with_stored_events(base, a.store, archive_dir(cfg, out))
             catalog, n_items = with_stored_items(catalog, a.store)
         inter = with_catalog(inter, catalog)
-        check_fits(a, names, cfg, inter)
-        extra = {"store_seq": seq, "store_items": n_items}
+        left_out = check_fits(a, names, cfg, inter)
+        extra = {"store_seq": seq, "store_items": n_items} | (
+            {"left_out": left_out} if left_out else {}
+        )
         path, _, _ = train_and_publish(inter, cfg, names, catalog, out, {}, extra, engine=engine)
         print(
             f"published {path}: base data + {n_events} stored events (seq <= {seq}), "
@@ -575,9 +602,11 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     with open_engine(a) as engine:
         catalog = load_catalog_for(a.catalog, Path(a.interactions))
         inter = with_catalog(load_data(Path(a.interactions), cfg, engine), catalog)
-        check_fits(a, names, cfg, inter)
+        left_out = check_fits(a, names, cfg, inter)
         dataset = Path(a.interactions).name
         report, _, _ = evaluate_models(inter, cfg, names, catalog, dataset, engine)
+    if left_out:
+        report.protocol["left out"] = "; ".join(f"{n}: {r}" for n, r in left_out.items())
     report.write(Path(a.report))
     print(Path(a.report, "report.md").read_text())
     return 0
@@ -636,9 +665,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("generate", help="write the seeded synthetic data set")
     g.add_argument("--out", required=True)
-    g.add_argument("--users", type=int, default=10_000)
-    g.add_argument("--items", type=int, default=5_000)
-    g.add_argument("--interactions", type=int, default=500_000)
+    g.add_argument(
+        "--size", choices=tuple(synthetic.SIZES),
+        help="a large catalogue: 1M (200k users, 5M interactions) or 10M items (1M users, 20M "
+        "interactions), Zipf item popularity; --users/--items/--interactions override",
+    )  # fmt: skip
+    g.add_argument("--users", type=int, help="default 10,000 (or the --size preset's)")
+    g.add_argument("--items", type=int, help="default 5,000 (or the --size preset's)")
+    g.add_argument("--interactions", type=int, help="default 500,000 (or the --size preset's)")
     g.add_argument("--seed", type=int, default=42)
     g.add_argument(
         "--format", choices=("tsv", "parquet"), default="tsv",

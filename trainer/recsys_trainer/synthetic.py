@@ -2,8 +2,9 @@
 
 The model behind `generate`:
 
-* Items: one primary category each (category sizes vary), a log-normal base popularity (long
-  tail), a popularity trend over the period (log-linear, up or down) and, for some, a launch
+* Items: one primary category each (category sizes vary), a base popularity with a long tail
+  (log-normal, or Zipf over the same ranking for the large `SIZES` presets), a popularity
+  trend over the period (log-linear, up or down) and, for some, a launch
   date mid-period. Some items also carry a secondary category in the catalog.
 * Users: log-normal activity (long tail), a sparse Dirichlet taste over categories, and latent
   factors shared with the items. An item's appeal to a user is popularity x exp(affinity),
@@ -67,6 +68,15 @@ ADJECTIVES = (
     "Deluxe", "Vintage", "Electric", "Quiet", "Rustic", "Brave",
 )  # fmt: skip
 EDITIONS = ("", "", "", "", "II", "Pro", "Mini", "Collection", "Deluxe Edition", "Set")
+POPULARITY = ("lognormal", "zipf")
+
+SIZES: dict[str, tuple[int, int, int]] = {
+    "1M": (200_000, 1_000_000, 5_000_000),
+    "10M": (1_000_000, 10_000_000, 20_000_000),
+}
+"""Large-catalogue presets (``recsys-train generate --size``): users, items, interactions.
+A few interactions per item on average, so most items have one or none, as in a real shop's
+catalogue; they use Zipf popularity (``zipf_exponent`` 1)."""
 
 
 def _trend_mass(slope: np.ndarray, launch: np.ndarray) -> np.ndarray:
@@ -143,6 +153,8 @@ def generate(
     taste_concentration: float = 0.2,
     affinity_scale: float = 2.0,
     launch_share: float = 0.15,
+    popularity: str = "lognormal",
+    zipf_exponent: float = 1.0,
 ) -> tuple[pl.DataFrame, Catalog]:
     """Synthetic interactions and their catalog, exactly reproducible for a given seed.
 
@@ -151,7 +163,11 @@ def generate(
     all ``n_items`` items. Weights follow `EventWeights` defaults. ``taste_concentration`` is
     the Dirichlet parameter per category (smaller: users stick to fewer categories);
     ``affinity_scale`` scales the latent-factor affinity (0: users differ only in category taste).
+    ``popularity="zipf"`` gives the item ranked r by the log-normal draw base popularity
+    r^-``zipf_exponent`` instead: the same order, a heavier head and a longer tail.
     """
+    if popularity not in POPULARITY:
+        raise ValueError(f"popularity must be one of {', '.join(POPULARITY)}, got {popularity!r}")
     if not 1 <= n_categories <= len(CATEGORIES):
         raise ValueError(f"n_categories must be in 1..{len(CATEGORIES)}")
     if n_items < n_categories or n_users < 1 or n_interactions < 0:
@@ -166,6 +182,11 @@ def generate(
     item_cat = np.concatenate([np.arange(k), item_rng.choice(k, n_items - k, p=cat_share)])
     item_rng.shuffle(item_cat)
     base = item_rng.lognormal(0.0, 1.6, n_items)
+    if popularity == "zipf":
+        # re-valued by rank, so no extra draws: every other item attribute stays the same
+        rank = np.empty(n_items, np.float64)
+        rank[np.argsort(-base, kind="stable")] = np.arange(1, n_items + 1)
+        base = rank**-zipf_exponent
     slope = item_rng.normal(0.0, 1.5, n_items)
     launched = item_rng.random(n_items) < launch_share
     launch = np.where(launched, item_rng.uniform(0.1, 0.8, n_items), 0.0)

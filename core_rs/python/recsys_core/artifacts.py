@@ -300,6 +300,8 @@ def publish(
                 raise ValueError(f"model {name!r} wrote {sorted(clash)}, already taken")
             reserved |= set(rels)
             model_entries[name] = {"files": rels, "params": model.params()}
+            if info := model.info():
+                model_entries[name]["info"] = info
             cal = (calibrations or {}).get(name)
             if cal is not None:
                 model_entries[name]["calibration"] = cal.to_dict()

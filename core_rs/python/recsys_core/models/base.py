@@ -229,6 +229,14 @@ class Recommender(ABC):
         out = asdict(self.config) if hasattr(self, "config") else {}
         return out | ({"tuning": self.tuning_} if self.tuning_ else {})
 
+    loaded_info_: dict[str, Any] | None = None
+    """``info()`` as saved, for ``load`` (empty for artifacts written before it)."""
+
+    def info(self) -> dict[str, Any]:
+        """What the fit built besides its parameters (e.g. a scoring index's kind and size),
+        for the artifact manifest and ListModels; empty: nothing to say."""
+        return {}
+
     def save(self, directory: Path) -> list[Path]:
         directory = Path(directory)
         arrays = self._arrays()
@@ -242,7 +250,8 @@ class Recommender(ABC):
                     "params": self.params(),
                     "n_users": self.n_users,
                     "n_items": self.n_items,
-                },
+                }
+                | ({"info": info} if (info := self.info()) else {}),
                 indent=2,
                 sort_keys=True,
             )
@@ -258,6 +267,8 @@ class Recommender(ABC):
         model = cls.from_params(params)
         model.tuning_ = tuning
         model.n_users, model.n_items = int(meta["n_users"]), int(meta["n_items"])
+        info = meta.get("info")
+        model.loaded_info_ = info if isinstance(info, dict) else {}
         with np.load(directory / f"{cls.name}.npz", allow_pickle=False) as z:
             model._restore({k: z[k] for k in z.files})
         return model

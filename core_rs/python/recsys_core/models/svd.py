@@ -11,6 +11,10 @@ the user half-step's normal equations for that row (``recsys_core.als_solve_row`
 user whose history is still their training row keeps the trained vector, so offline
 evaluation and serving agree; the model recognises that row by a per-user checksum kept
 since training (artifacts without one keep every known user's trained vector).
+
+Scoring: exact (every item vector, f16) or, from ``compressed_min_items`` items, compressed
+codes with an exact rerank (`recsys_core.models.compressed`); chosen at fit by ``scoring``,
+stored in the artifact and followed on load.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Self
 
 import numpy as np
@@ -33,6 +38,7 @@ from recsys_core.models.base import (
     transform_axis,
     transform_values,
 )
+from recsys_core.models.compressed import COMPRESSED_MIN_ITEMS, Index, check_scoring, chosen
 
 FOLD_IN_STEPS = 50
 """CG steps at most per fold-in; the solve stops earlier, at a residual 1e-5 of the start's
@@ -68,9 +74,14 @@ class SVDConfig:
     transform: str = "linear"
     """How interaction weights are read: linear | binary | log (log(1 + w / transform_eps))."""
     transform_eps: float = 1.0
+    scoring: str = "auto"
+    """How top-K is scored: exact | compressed | auto (compressed from compressed_min_items
+    items). Chosen at fit; a loaded model scores the way it was fitted."""
+    compressed_min_items: int = COMPRESSED_MIN_ITEMS
 
     def __post_init__(self) -> None:
         check_transform(self.transform, self.transform_eps)
+        check_scoring(self.scoring, self.compressed_min_items)
         if not 0.0 <= self.reg_exponent <= 1.0:  # NaN fails too
             raise ValueError(f"reg_exponent must be in [0, 1], got {self.reg_exponent}")
 
@@ -91,6 +102,26 @@ def item_hash(n_items: int) -> np.ndarray:
     return 1.0 + np.modf(np.arange(n_items, dtype=np.float64) * 0.6180339887498949)[0]
 
 
+ROWS = 1 << 20
+"""Item factors are processed by blocks of this many rows where a whole-matrix temporary
+would be large (10M x 64 in float64 is 5 GB); up to ROWS items it is one block, so the
+results are those of the whole-matrix expressions."""
+
+
+def _by_rows(f, a: np.ndarray) -> np.ndarray:
+    """``f`` (row-wise: each output row depends on its input row alone) applied by blocks of
+    ``ROWS`` rows."""
+    if len(a) <= ROWS:
+        return f(a)
+    out = None
+    for lo in range(0, len(a), ROWS):
+        r = f(a[lo : lo + ROWS])
+        if out is None:
+            out = np.empty((len(a), *r.shape[1:]), r.dtype)
+        out[lo : lo + len(r)] = r
+    return out
+
+
 def _round2(x: float) -> float:
     """Two significant digits: readable tuned values, the grid's spacing is far coarser."""
     return float(f"{x:.2g}")
@@ -108,10 +139,28 @@ class SVD(Recommender):
         self.row_checksum_: np.ndarray | None = None
         # per thread: the last folded (row, user, vector), so explaining it solves nothing
         self._memo = threading.local()
+        self._index: Index | None = None
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> Self:
         return cls(SVDConfig(**params))
+
+    def info(self) -> dict[str, Any]:
+        """The scoring the fit chose, and its index's cost (``index``)."""
+        return {"index": self._index.stats} if self._index is not None else {}
+
+    def save(self, directory: Path) -> list[Path]:
+        return super().save(directory) + (
+            self._index.save(directory, self.name) if self._index else []
+        )
+
+    @classmethod
+    def load(cls, directory: Path) -> Self:
+        model = super().load(directory)  # _restore leaves the index to this
+        stats = (model.loaded_info_ or {}).get("index")
+        stats = stats if isinstance(stats, dict) else {}
+        model._index = Index.load(stats, model._parts(), directory, cls.name)
+        return model
 
     @classmethod
     def search_space(cls, train: Interactions) -> Axes:
@@ -162,24 +211,52 @@ class SVD(Recommender):
         # Item factors rounded to half precision: the scorer then streams half the bytes on
         # every request with the same scores as these values give (NDCG unchanged, see
         # docs/quality.md); each is within 2^-11 of the solved value.
-        self.user_factors_, self.item_factors_ = x, rc.half_exact(y)
+        self.user_factors_, self.item_factors_ = x, _by_rows(rc.half_exact, y)
+        del y, ui, iu, user_step, item_step  # at 10M items each n_items x f copy is 2.6 GB
         raw = sp.csr_matrix(user_items)
         self.row_nnz_ = np.diff(raw.indptr).astype(np.int32)
         self.row_checksum_ = self._checksums(raw)
         self._prepare()
+        self._index = self._build_index()
         return self
 
+    def _build_index(self) -> Index:
+        c = self.config
+        mode = chosen(c.scoring, c.compressed_min_items, self.n_items)
+        return Index.build(mode, self._parts(), seed=c.seed)
+
+    @property
+    def index(self) -> Index:
+        """The scorers; a model rebuilt from its arrays alone (`_restore`, e.g. shipped to a
+        trainer engine's worker) builds the index its fit chose (same config, same seed, same
+        codes) on first use."""
+        if self._index is None:
+            self._index = self._build_index()
+        return self._index
+
+    def _parts(self) -> dict[str, np.ndarray]:
+        """The factor matrices scored: items for recommendations, unit vectors for similar
+        items."""
+        return {"items": self.item_factors_, "similar": self._unit}
+
+    @property
+    def scoring(self) -> str:
+        return self.index.mode
+
     def _prepare(self) -> None:
-        self._scorer = rc.DenseScorer(self.item_factors_)
+        self._dense: rc.DenseScorer | None = None
         # YᵀY once per fitted/loaded model: fold-in solves one small system per new history,
         # and rebuilding the n_items x f product each time (what a full ALS half-step does)
         # cost ~15 ms per call at 5k items x 100 factors. The regularisation is added per
         # solve: with reg_exponent > 0 it depends on the history's length.
-        y = self.item_factors_.astype(np.float64)
-        self._gram = (y.T @ y).astype(np.float32)
-        norms = np.linalg.norm(self.item_factors_, axis=1, keepdims=True)
-        self._unit = (self.item_factors_ / np.where(norms > 0, norms, 1)).astype(np.float32)
-        self._unit_scorer = rc.DenseScorer(self._unit)
+        y = self.item_factors_
+        gram = np.zeros((y.shape[1], y.shape[1]), np.float64)
+        for lo in range(0, len(y), ROWS):
+            block = y[lo : lo + ROWS].astype(np.float64)
+            gram += block.T @ block
+        self._gram = gram.astype(np.float32)
+        norms = _by_rows(lambda b: np.linalg.norm(b, axis=1, keepdims=True), y)
+        self._unit = (y / np.where(norms > 0, norms, 1)).astype(np.float32, copy=False)
         self._hash = item_hash(self.item_factors_.shape[0])
 
     def fold_in(self, history: sp.csr_matrix) -> np.ndarray:
@@ -253,7 +330,8 @@ class SVD(Recommender):
         return self.user_vectors(users, history) @ self.item_factors_.T
 
     def recommend(self, users, history, k=10, *, exclude_seen=True, allow=None, deny=None):
-        return self._scorer.recommend_batch(
+        return self.index.recommend_batch(
+            "items",
             self.user_vectors(users, history),
             k,
             exclude=history if exclude_seen else None,
@@ -262,12 +340,19 @@ class SVD(Recommender):
         )
 
     def recommend_one(self, user, row, k, allow=None, deny=None) -> rc.Recommendations:
-        return self._scorer.recommend(
-            self._vector(user, row), k, exclude=row.indices, allow=allow, deny=deny, num_threads=1
+        return self.index.recommend(
+            "items", self._vector(user, row), k, exclude=row.indices, allow=allow, deny=deny
         )
 
     def blend_part(self, user, row, weight):
-        return (self._scorer, self._vector(user, row), weight)
+        # a hybrid blends exact scores, so it needs the dense scorer whatever the index is
+        if self.index.mode == "exact":
+            dense = self.index.scorers["items"]
+        else:
+            if self._dense is None:
+                self._dense = rc.DenseScorer(self.item_factors_)
+            dense = self._dense
+        return (dense, self._vector(user, row), weight)
 
     def _vector(self, user: int, row: sp.csr_matrix) -> np.ndarray:
         """`user_vectors` for one user and their 1-row history."""
@@ -299,7 +384,16 @@ class SVD(Recommender):
         return abs(got - want) <= 1e-9 * (1.0 + abs(want))
 
     def similar_items(self, item: int, k: int = 10) -> rc.Recommendations:
-        return self._unit_scorer.recommend(self._unit[item], k, exclude=[item])
+        if not self._unit[item].any():
+            # an item no one interacted with has zero factors, so every score is 0 and the
+            # answer is the first k other items (ties go to the lower index): no scan, which
+            # on a long-tail catalogue (half the items at 1M) would find nothing to prune
+            first = np.arange(min(k + 1, self.n_items), dtype=np.int32)
+            first = first[first != item][:k]
+            return rc.Recommendations(first, np.zeros(len(first), np.float32), None)
+        return self.index.recommend(
+            "similar", self._unit[item], k, exclude=[item], num_threads=None
+        )
 
     def explain(self, user, history: sp.csr_matrix, items) -> list[Explanation]:
         """The top factors of u · y_j and the history item closest to j, for every item at
@@ -363,3 +457,4 @@ class SVD(Recommender):
         self.row_nnz_ = np.asarray(nnz, np.int32) if ok else None
         self.row_checksum_ = np.asarray(checksum, np.float64) if ok else None
         self._prepare()
+        self._index = None  # `load` attaches the stored one; else built on first use
