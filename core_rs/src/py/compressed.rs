@@ -3,7 +3,7 @@
 //! adds only its codes to memory.
 
 use super::InvalidArgumentError;
-use super::{batch_to_py, count, exclude_view, opt_slice, recs_to_py, slice, threads};
+use super::{batch_to_py, count, exclude_view, opt_slice, recs_to_py, slice, threads, user_rows};
 use crate::kernels::compressed::{self, CompressedModel, Query};
 use crate::kernels::filters::SharedFilters;
 use numpy::{PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
@@ -161,16 +161,8 @@ impl CompressedScorer {
         rerank: Option<i64>,
         num_threads: Option<i64>,
     ) -> PyResult<Bound<'py, PyTuple>> {
-        let (n_users, d) = (user_vectors.shape()[0], user_vectors.shape()[1]);
-        if d != self.model.dim() {
-            return Err(InvalidArgumentError::new_err(format!(
-                "user_vectors has {d} columns; the model has {} factors",
-                self.model.dim()
-            )));
-        }
-        let u = user_vectors
-            .as_slice()
-            .map_err(|_| InvalidArgumentError::new_err("user_vectors must be C-contiguous"))?;
+        let n_users = user_vectors.shape()[0];
+        let u = user_rows(&user_vectors, self.model.dim())?;
         let mut ones = Vec::new();
         let ex = exclude_view(
             opt_slice("exclude.indptr", &exclude_indptr)?,

@@ -128,6 +128,19 @@ fn csr_to_py<'py>(py: Python<'py>, m: Csr) -> PyResult<Bound<'py, PyTuple>> {
     )
 }
 
+/// A batch call's user vectors (checked against the model's factor count), as one slice.
+fn user_rows<'a>(user_vectors: &'a PyReadonlyArray2<'_, f32>, dim: usize) -> PyResult<&'a [f32]> {
+    let d = user_vectors.shape()[1];
+    if d != dim {
+        return Err(InvalidArgumentError::new_err(format!(
+            "user_vectors has {d} columns; the model has {dim} factors"
+        )));
+    }
+    user_vectors
+        .as_slice()
+        .map_err(|_| InvalidArgumentError::new_err("user_vectors must be C-contiguous"))
+}
+
 /// A batch call's exclusions as a CSR whose values are ignored (`ones` lends it the values).
 fn exclude_view<'a>(
     indptr: Option<&'a [i64]>,
@@ -677,16 +690,8 @@ impl DenseScorer {
         deny: Option<PyReadonlyArray1<'py, i32>>,
         num_threads: Option<i64>,
     ) -> PyResult<Bound<'py, PyTuple>> {
-        let (n_users, d) = (user_vectors.shape()[0], user_vectors.shape()[1]);
-        if d != self.model.dim() {
-            return Err(InvalidArgumentError::new_err(format!(
-                "user_vectors has {d} columns; the model has {} factors",
-                self.model.dim()
-            )));
-        }
-        let u = user_vectors
-            .as_slice()
-            .map_err(|_| InvalidArgumentError::new_err("user_vectors must be C-contiguous"))?;
+        let n_users = user_vectors.shape()[0];
+        let u = user_rows(&user_vectors, self.model.dim())?;
         let mut ones = Vec::new();
         let ex = exclude_view(
             opt_slice("exclude.indptr", &exclude_indptr)?,
