@@ -14,7 +14,8 @@ Factors (unless ``--factors``): 256 cluster centres drawn from N(0, 1)^64; each 
 cluster's centre plus N(0, 0.6^2) noise per factor, scaled by a long-tailed popularity
 ``0.2 + 3 * rank^-0.3`` (ranks shuffled over the items), like ALS item factors whose norms grow
 with popularity; each user is a random centre plus N(0, 0.5^2) noise. With ``--factors`` the
-users are random items' factors plus the same noise, scaled to the items' mean norm.
+users are random items' factors plus the same noise, scaled to the items' mean norm; with a
+trained ``svd.npz`` they are drawn from its user factors.
 """
 
 from __future__ import annotations
@@ -99,7 +100,14 @@ def pct(v: list[float], q: float) -> float:
 def run_size(n: int, args) -> dict:
     print(f"\n== {n:,} items x {DIM} factors", flush=True)
     t = time.perf_counter()
-    if args.factors:
+    if args.factors and args.factors.endswith(".npz"):  # a trained SVD artifact
+        z = np.load(args.factors)
+        x = np.ascontiguousarray(z["item_factors"][:n], np.float32)
+        trained = z["user_factors"]
+        trained = trained[np.abs(trained).sum(axis=1) > 0]
+        pick = np.random.default_rng(args.seed).choice(len(trained), args.users, replace=False)
+        users = np.ascontiguousarray(trained[pick], np.float32)
+    elif args.factors:
         x = np.load(args.factors, mmap_mode="r")[:n].astype(np.float32)
         users = users_from(x, args.users, args.seed)
     else:
@@ -255,7 +263,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--sizes", default="1000000,10000000", help="comma-separated item counts")
     p.add_argument("--users", type=int, default=300, help="users for the latency runs")
     p.add_argument("--recall-users", type=int, default=100, help="users for recall")
-    p.add_argument("--factors", metavar="PATH.npy", help="trained item factors (n x 64) to use")
+    p.add_argument(
+        "--factors",
+        metavar="PATH.npy|svd.npz",
+        help="trained item factors (n x 64) to use, or a trained svd.npz: its item factors and "
+        "users drawn from its user factors",
+    )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--write-docs", action="store_true", help=f"rewrite {SECTION!r} in {DOCS}")
