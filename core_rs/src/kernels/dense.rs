@@ -689,7 +689,7 @@ pub fn select_topk(
     Ok(BatchRecs::from_users(recs, false))
 }
 
-fn check_finite(name: &str, v: &[f32], dim: usize) -> Result<()> {
+pub(crate) fn check_finite(name: &str, v: &[f32], dim: usize) -> Result<()> {
     match v.iter().position(|x| !x.is_finite()) {
         None => Ok(()),
         Some(p) => Err(CoreError::NonFinite {

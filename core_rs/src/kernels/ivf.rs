@@ -9,7 +9,7 @@
 //! of a member's direction from its centre), or a share of the catalogue has been read; with
 //! fewer than `R` eligible candidates by then, every list is read (the full compressed scan).
 
-use super::compressed::{by_norm, put_f32s, Reader};
+use super::compressed::{by_norm, dot, put_f32s, Reader};
 use super::filters::Filters;
 use super::pool;
 use super::quant::{self, Codebook, Collector, Layout, Lut, Rng, BLOCK};
@@ -53,23 +53,6 @@ pub struct Ivf {
     radius: Vec<f32>,
     /// List `l` owns code blocks `starts[l]..starts[l + 1]`.
     starts: Vec<u32>,
-}
-
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for l in 0..8 {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    let mut s = acc.iter().sum::<f32>();
-    for (x, y) in ra.iter().zip(rb) {
-        s += x * y;
-    }
-    s
 }
 
 /// The nearest centre of `x * inv` (`norms[c] = |c|^2`; ties to the lower index).
