@@ -712,25 +712,33 @@ mod tests {
             .map(|r| (0..7).map(|c| ((r * 5 + c * 3) % 4) as f32).collect())
             .collect();
         let x = to_csr(&rows);
+        // the popularity factors come from the whole matrix, whichever rows are computed
+        for pop_beta in [0.0, 0.7] {
+            let p = SimilarityParams {
+                weighting: Weighting::Bm25 { k1: 1.2, b: 0.75 },
+                pop_beta,
+                ..params(4, Measure::Cosine { shrink: 1.0 })
+            };
+            let full = similarity_topk(x.view(), &p, Some(2)).unwrap();
+            let cols = similarity_topk_of_columns(x.transpose().view(), &p, None).unwrap();
+            for (lo, hi) in [(0, 5), (5, 5), (5, 17), (17, 23)] {
+                for got in [
+                    similarity_topk_rows(x.view(), &p, Some(1), Some((lo, hi))).unwrap(),
+                    similarity_topk_of_columns_rows(x.transpose().view(), &p, None, Some((lo, hi)))
+                        .unwrap(),
+                ] {
+                    assert_eq!((got.n_rows, got.n_cols), (hi - lo, 23));
+                    for r in lo..hi {
+                        assert_eq!(got.row(r - lo), full.row(r), "row {r}");
+                        assert_eq!(got.row(r - lo), cols.row(r), "row {r}");
+                    }
+                }
+            }
+        }
         let p = SimilarityParams {
             weighting: Weighting::Bm25 { k1: 1.2, b: 0.75 },
             ..params(4, Measure::Cosine { shrink: 1.0 })
         };
-        let full = similarity_topk(x.view(), &p, Some(2)).unwrap();
-        let cols = similarity_topk_of_columns(x.transpose().view(), &p, None).unwrap();
-        for (lo, hi) in [(0, 5), (5, 5), (5, 17), (17, 23)] {
-            for got in [
-                similarity_topk_rows(x.view(), &p, Some(1), Some((lo, hi))).unwrap(),
-                similarity_topk_of_columns_rows(x.transpose().view(), &p, None, Some((lo, hi)))
-                    .unwrap(),
-            ] {
-                assert_eq!((got.n_rows, got.n_cols), (hi - lo, 23));
-                for r in lo..hi {
-                    assert_eq!(got.row(r - lo), full.row(r), "row {r}");
-                    assert_eq!(got.row(r - lo), cols.row(r), "row {r}");
-                }
-            }
-        }
         assert!(similarity_topk_rows(x.view(), &p, None, Some((3, 24))).is_err());
         assert!(similarity_topk_rows(x.view(), &p, None, Some((4, 3))).is_err());
     }
