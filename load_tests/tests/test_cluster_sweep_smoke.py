@@ -34,7 +34,7 @@ def test_one_run_sweeps_one_then_two_replicas_and_kills_one(tmp_path: Path) -> N
     )
     out = tmp_path / "cluster.md"
     args = ["--artifacts", str(art), "--out", str(out), "--budget-ms", LOOSE_MS]
-    args += ["--start", "50", "--step", "50", "--max-rate", "100", "--step-duration", "3s"]
+    args += ["--start", "50", "--step", "50", "--max-rate", "100", "--step-duration", "8s"]
     args += ["--warmup", "0", "--kill-duration", "10s", "--kill-at", "3s"]
     p = subprocess.run(
         [sys.executable, str(SCRIPT), *args],
