@@ -207,7 +207,6 @@ def similarity_topk(
     include_self: bool = False,
     num_threads: int | None = None,
     rows: tuple[int, int] | None = None,
-    pop_beta: float = 0.0,
 ) -> sp.csr_matrix:
     """Similarity between the rows of ``X``, keeping each row's top ``k`` neighbours.
 
@@ -217,10 +216,6 @@ def similarity_topk(
 
     ``rows=(lo, hi)``: only those rows' neighbours, a ``(hi - lo) x n_rows`` matrix equal to
     rows ``lo:hi`` of the full result (row blocks computed apart concatenate to it).
-
-    ``pop_beta``: the score of candidate row ``j`` is multiplied by ``n_j ** -pop_beta``
-    (``n_j``: row ``j``'s non-zero entries in ``X``, before weighting: an item's users) before
-    each row's top ``k`` are chosen; 0 (the default) changes nothing.
     """
     k = _count(k, "k")
     of_columns = sp.issparse(X) and X.format == "csc"
@@ -242,7 +237,6 @@ def similarity_topk(
         of_columns,
         num_threads,
         None if rows is None else (_count(rows[0], "rows"), _count(rows[1], "rows")),
-        float(pop_beta),
     )
     n = X.shape[0]
     lo, hi = (0, n) if rows is None else rows

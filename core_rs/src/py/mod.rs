@@ -179,7 +179,6 @@ impl PyCsr<'_> {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn parse_params(
     k: i64,
     shrink: f32,
@@ -188,7 +187,6 @@ fn parse_params(
     bm25_b: f32,
     measure: &str,
     include_self: bool,
-    pop_beta: f32,
 ) -> PyResult<SimilarityParams> {
     let weighting = match weighting {
         "none" => Weighting::None,
@@ -217,14 +215,13 @@ fn parse_params(
         weighting,
         measure,
         include_self,
-        pop_beta,
     })
 }
 
 /// Top-k row-row similarity. With `of_columns` the arrays describe the transpose of the matrix
 /// whose rows are compared (e.g. users x items for item-item similarity).
 #[pyfunction]
-#[pyo3(signature = (indptr, indices, data, n_rows, n_cols, k, shrink, weighting, bm25_k1, bm25_b, measure, include_self, of_columns, num_threads=None, rows=None, pop_beta=0.0))]
+#[pyo3(signature = (indptr, indices, data, n_rows, n_cols, k, shrink, weighting, bm25_k1, bm25_b, measure, include_self, of_columns, num_threads=None, rows=None))]
 #[allow(clippy::too_many_arguments)]
 fn similarity_topk<'py>(
     py: Python<'py>,
@@ -243,18 +240,8 @@ fn similarity_topk<'py>(
     of_columns: bool,
     num_threads: Option<i64>,
     rows: Option<(i64, i64)>,
-    pop_beta: f32,
 ) -> PyResult<Bound<'py, PyTuple>> {
-    let params = parse_params(
-        k,
-        shrink,
-        weighting,
-        bm25_k1,
-        bm25_b,
-        measure,
-        include_self,
-        pop_beta,
-    )?;
+    let params = parse_params(k, shrink, weighting, bm25_k1, bm25_b, measure, include_self)?;
     let rows = match rows {
         Some((lo, hi)) => Some((count("rows start", lo)?, count("rows end", hi)?)),
         None => None,
