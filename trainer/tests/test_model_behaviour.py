@@ -379,3 +379,20 @@ def test_ease_helpers_give_what_the_whole_matrix_formulas_give():
         assert np.array_equal(got.indptr, want.indptr)
         assert np.array_equal(got.indices, want.indices)
         assert np.array_equal(got.data, want.data)
+
+
+@pytest.mark.parametrize("weighting", ["bm25", "tfidf", "none"])
+def test_user_cf_fit_for_some_users_recommends_them_what_a_full_fit_does(weighting):
+    """A tuning trial's fit (``fit_for``: the scored users' neighbours only) gives those
+    users the lists, scores and blend parts of a full fit."""
+    data = synthetic()
+    users = np.arange(0, data.n_users, 7)
+    cfg = UserCFConfig(k_neighbors=20, weighting=weighting, shrink=5.0)
+    full, some = UserCF(cfg).fit(data), UserCF(cfg).fit_for(data, users)
+    history = data.to_csr()[users]
+    a = full.recommend(users, history, 10)
+    b = some.recommend(users, history, 10)
+    assert np.array_equal(a.indptr, b.indptr)
+    assert np.array_equal(a.items, b.items)
+    assert np.array_equal(a.scores, b.scores)
+    assert np.array_equal(full.score(users, history), some.score(users, history))

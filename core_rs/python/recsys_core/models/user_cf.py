@@ -63,12 +63,18 @@ class UserCF(Recommender):
     def fit(self, train: Interactions) -> Self:
         return self.fit_matrix(train.to_csr())
 
-    def fit_matrix(self, user_items: sp.csr_matrix) -> Self:
+    def fit_for(self, train: Interactions, users: np.ndarray) -> Self:
+        """Neighbours of ``users`` only (the others' rows stay empty): the neighbour search
+        is the fit's whole cost, and a tuning trial scores a sample of the users."""
+        return self.fit_matrix(train.to_csr(), only=users)
+
+    def fit_matrix(self, user_items: sp.csr_matrix, only: np.ndarray | None = None) -> Self:
         c = self.config
         self.n_users, self.n_items = user_items.shape
         self.user_items_ = sp.csr_matrix(self.weigh(user_items), dtype=np.float32)
+        kw = {} if only is None else {"only_rows": np.asarray(only, np.int64)}
         self.neighbours_ = self.kernels.similarity_topk(
-            self.user_items_, c.k_neighbors, shrink=c.shrink, weighting=c.weighting
+            self.user_items_, c.k_neighbors, shrink=c.shrink, weighting=c.weighting, **kw
         )
         self._prepare()
         return self
