@@ -229,3 +229,26 @@ def test_similarity_cancelling_dot_is_not_a_candidate(impl):
     # Negative similarities are kept as candidates, ranked last.
     r1 = similarity(impl, x, 1, measure="dot").toarray()
     assert np.flatnonzero(r1[2]).tolist() == [0]
+
+
+def test_only_rows_equal_the_full_results_rows():
+    import recsys_core as rc
+
+    x = sp.random(120, 40, density=0.08, random_state=3, format="csr", dtype=np.float32)
+    only = np.array([0, 7, 7, 119])
+    for weighting in ("none", "tfidf", "bm25"):
+        full = rc.similarity_topk(x, 6, weighting=weighting, shrink=1.0)
+        for src in (x, x.tocsc()):
+            got = rc.similarity_topk(src, 6, weighting=weighting, shrink=1.0, only_rows=only)
+            assert got.shape == full.shape
+            for r in range(120):
+                if r in only:
+                    assert np.array_equal(got[r].indices, full[r].indices)
+                    assert np.array_equal(got[r].data, full[r].data)
+                else:
+                    assert got[r].nnz == 0
+    for bad in ([120], [-1], [0.5]):
+        with pytest.raises(rc.InvalidArgumentError):
+            rc.similarity_topk(x, 6, only_rows=np.array(bad))
+    with pytest.raises(rc.InvalidArgumentError):
+        rc.similarity_topk(x, 6, only_rows=[1], rows=(0, 2))

@@ -46,14 +46,18 @@ def pairs(
     return scores / reference, hits, reference
 
 
-def validation_models(final: dict[str, Recommender], fit_part: Interactions, build) -> dict:
+def validation_models(
+    final: dict[str, Recommender], fit_part: Interactions, build, users=None
+) -> dict:
     """Fresh models with the final ones' configurations fitted on ``fit_part``; the hybrid
     keeps the final weights (no second weight search) and blends the fresh components.
-    ``build(name, config)`` makes an unfitted model."""
+    ``build(name, config)`` makes an unfitted model. ``users``: the only users the models
+    will be asked about (``Recommender.fit_for``); None: any."""
     fresh: dict[str, Recommender] = {}
     for name, model in final.items():
         if name != "hybrid":
-            fresh[name] = build(name, model.config).fit(fit_part)
+            m = build(name, model.config)
+            fresh[name] = m.fit(fit_part) if users is None else m.fit_for(fit_part, users)
     hybrid = final.get("hybrid")
     if isinstance(hybrid, Hybrid):
         cfg = dataclasses.replace(hybrid.config, weights=dict(hybrid.weights_), tune=False)
@@ -69,7 +73,7 @@ def calibrate(
     server then keeps the relative rule for it). ``val``: a `tuning.Validation`."""
     if len(val.users) == 0:
         return {}
-    fresh = validation_models(final, val.fit_part, build)
+    fresh = validation_models(final, val.fit_part, build, val.users)
     out: dict[str, Calibration] = {}
     for name, model in fresh.items():
         f, h, _ = pairs(model, val.users, val.history, val.relevant, k)

@@ -185,7 +185,7 @@ class Search:
             model = None
         else:
             t0 = time.perf_counter()
-            model = trial_model(self.name, cfg).fit(self.val.fit_part)
+            model = trial_model(self.name, cfg).fit_for(self.val.fit_part, self.val.users)
             score = self.val.score(model)
             seconds = time.perf_counter() - t0
         self.seen[key] = score
@@ -251,7 +251,9 @@ class Search:
         if self.best_model is None and self.trials and self.engine is not None:
             # trials ran elsewhere: the best is fitted again here (same config and seed, so
             # the same model) for a hybrid to tune its weights on
-            self.best_model = trial_model(self.name, self.best).fit(self.val.fit_part)
+            self.best_model = trial_model(self.name, self.best).fit_for(
+                self.val.fit_part, self.val.users
+            )
         return ModelTuning(
             self.name,
             dataclasses.asdict(self.best),
@@ -274,7 +276,7 @@ def remote_trial(job: tuple[str, Any], val: Validation) -> tuple[float, float]:
     """One trial as an engine's worker runs it: (validation NDCG, seconds)."""
     name, cfg = job
     t0 = time.perf_counter()
-    model = trial_model(name, cfg).fit(val.fit_part)
+    model = trial_model(name, cfg).fit_for(val.fit_part, val.users)
     return val.score(model), time.perf_counter() - t0
 
 

@@ -349,3 +349,50 @@ def test_svd_frequency_scaled_fold_in_uses_the_history_length():
     np.testing.assert_array_equal(scaled.fold_in(one), flat.fold_in(one))
     a, b = scaled.fold_in(many)[0], flat.fold_in(many)[0]
     assert np.linalg.norm(a) < np.linalg.norm(b)
+
+
+def test_ease_helpers_give_what_the_whole_matrix_formulas_give():
+    """EASE's blockwise mirror and top-k (no full-size temporaries) equal the plain
+    expressions bit for bit, ties and zero rows included."""
+    from recsys_core.models.ease import _symmetric_from_lower, _top_per_row
+
+    rng = np.random.default_rng(3)
+    for n in (1, 7, 600):
+        p = rng.standard_normal((n, n)).astype(np.float32)
+        want = np.tril(p) + np.tril(p, -1).T
+        assert np.array_equal(_symmetric_from_lower(p.copy(), block=64), want)
+    b = rng.standard_normal((300, 250)).astype(np.float32).round(1)  # ties
+    b[b > 1.2] = 0.0
+    b[5] = 0.0
+    for k in (1, 10, 249, 250, 1000):
+        kk = min(k, b.shape[1])
+        if kk < b.shape[1]:
+            cols = np.argpartition(-np.abs(b), kk - 1, axis=1)[:, :kk]
+        else:
+            cols = np.broadcast_to(np.arange(b.shape[1]), b.shape)
+        vals = np.take_along_axis(b, cols, axis=1)
+        keep = vals != 0
+        rows = np.repeat(np.arange(len(b)), keep.sum(axis=1))
+        want = sp.csr_matrix((vals[keep], (rows, cols[keep])), shape=b.shape, dtype=np.float32)
+        want.sort_indices()
+        got = _top_per_row(b, k)
+        assert np.array_equal(got.indptr, want.indptr)
+        assert np.array_equal(got.indices, want.indices)
+        assert np.array_equal(got.data, want.data)
+
+
+@pytest.mark.parametrize("weighting", ["bm25", "tfidf", "none"])
+def test_user_cf_fit_for_some_users_recommends_them_what_a_full_fit_does(weighting):
+    """A tuning trial's fit (``fit_for``: the scored users' neighbours only) gives those
+    users the lists, scores and blend parts of a full fit."""
+    data = synthetic()
+    users = np.arange(0, data.n_users, 7)
+    cfg = UserCFConfig(k_neighbors=20, weighting=weighting, shrink=5.0)
+    full, some = UserCF(cfg).fit(data), UserCF(cfg).fit_for(data, users)
+    history = data.to_csr()[users]
+    a = full.recommend(users, history, 10)
+    b = some.recommend(users, history, 10)
+    assert np.array_equal(a.indptr, b.indptr)
+    assert np.array_equal(a.items, b.items)
+    assert np.array_equal(a.scores, b.scores)
+    assert np.array_equal(full.score(users, history), some.score(users, history))

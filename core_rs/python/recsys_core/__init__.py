@@ -207,6 +207,7 @@ def similarity_topk(
     include_self: bool = False,
     num_threads: int | None = None,
     rows: tuple[int, int] | None = None,
+    only_rows=None,
 ) -> sp.csr_matrix:
     """Similarity between the rows of ``X``, keeping each row's top ``k`` neighbours.
 
@@ -216,9 +217,28 @@ def similarity_topk(
 
     ``rows=(lo, hi)``: only those rows' neighbours, a ``(hi - lo) x n_rows`` matrix equal to
     rows ``lo:hi`` of the full result (row blocks computed apart concatenate to it).
+
+    ``only_rows`` (row indices): only those rows' neighbours, at their cost; the result is
+    ``n_rows x n_rows``, those rows equal to the full result's and the others empty. Not with
+    ``rows``.
     """
     k = _count(k, "k")
     of_columns = sp.issparse(X) and X.format == "csc"
+    only = None
+    if only_rows is not None:
+        if rows is not None:
+            raise InvalidArgumentError("only_rows and rows cannot be given together")
+        if of_columns:
+            X, of_columns = X.tocsr(), False
+        picks = np.asarray(only_rows)
+        if picks.size and (
+            not np.issubdtype(picks.dtype, np.integer)
+            or picks.min() < 0
+            or picks.max() >= X.shape[0]
+        ):
+            raise InvalidArgumentError(f"only_rows must be row indices below {X.shape[0]}")
+        only = np.zeros(X.shape[0], dtype=bool)
+        only[picks.astype(np.int64, copy=False)] = True
     src = X.T if of_columns else X  # CSC of X is CSR of X.T
     indptr, indices, data, n_rows, n_cols = _csr_arrays(src, "X")
     out = _similarity_topk(
@@ -237,6 +257,7 @@ def similarity_topk(
         of_columns,
         num_threads,
         None if rows is None else (_count(rows[0], "rows"), _count(rows[1], "rows")),
+        only,
     )
     n = X.shape[0]
     lo, hi = (0, n) if rows is None else rows

@@ -49,32 +49,91 @@ fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
 }
 
 /// `YᵀY + reg I` (f x f, row-major), accumulated in f64.
-fn gram(y: &[f32], f: usize, reg: f32) -> Vec<f32> {
+///
+/// Element `(a, b)` sums `y[r][a] y[r][b]` over the rows `r` in order (rows with `y[r][a]`
+/// exactly 0 skipped), whatever the split: the output's rows are shared out among threads in
+/// `GRAM_BLOCKS` blocks of about equal work (row `a` costs `f - a`), each thread reading all
+/// of `y` for its own rows, so the result does not depend on the thread count.
+fn gram(y: &[f32], f: usize, reg: f32, num_threads: Option<usize>) -> Result<Vec<f32>> {
     let mut g = vec![0f64; f * f];
-    for row in y.chunks_exact(f) {
-        for a in 0..f {
-            let ra = row[a] as f64;
-            if ra == 0.0 {
-                continue;
-            }
-            for b in a..f {
-                g[a * f + b] += ra * row[b] as f64;
+    let mut blocks = Vec::with_capacity(GRAM_BLOCKS);
+    let mut rest = &mut g[..];
+    let (mut lo, total) = (0usize, f * (f + 1) / 2);
+    for k in 1..=GRAM_BLOCKS {
+        // the first row past k/GRAM_BLOCKS of the triangle's work
+        let mut hi = lo;
+        let want = total * k / GRAM_BLOCKS;
+        while hi < f && (f * hi - hi * hi.saturating_sub(1) / 2) < want {
+            hi += 1;
+        }
+        let hi = if k == GRAM_BLOCKS { f } else { hi.max(lo) };
+        let (head, tail) = rest.split_at_mut((hi - lo) * f);
+        blocks.push((lo, head));
+        rest = tail;
+        lo = hi;
+    }
+    let rows = y.len() / f;
+    let fill = |(lo, block): (usize, &mut [f64])| {
+        for row in y.chunks_exact(f) {
+            for (da, out) in block.chunks_exact_mut(f).enumerate() {
+                let a = lo + da;
+                let ra = row[a] as f64;
+                if ra == 0.0 {
+                    continue;
+                }
+                for (o, &rb) in out[a..].iter_mut().zip(&row[a..]) {
+                    *o += ra * rb as f64;
+                }
             }
         }
-    }
+    };
+    // a thread per block pays off from a few thousand rows at 64 factors
+    let work = if rows * f * f >= 1 << 22 {
+        GRAM_BLOCKS
+    } else {
+        1
+    };
+    pool::install_for(num_threads, work, || {
+        if work > 1 {
+            blocks.into_par_iter().for_each(fill)
+        } else {
+            blocks.into_iter().for_each(fill)
+        }
+    })?;
     for a in 0..f {
         g[a * f + a] += reg as f64;
         for b in 0..a {
             g[a * f + b] = g[b * f + a];
         }
     }
-    g.into_iter().map(|v| v as f32).collect()
+    Ok(g.into_iter().map(|v| v as f32).collect())
 }
 
+/// Blocks of output rows `gram` shares out.
+const GRAM_BLOCKS: usize = 8;
+
 /// `(G + extra I) v`; `extra` 0 leaves `G v` untouched.
+#[inline(always)]
 fn gram_times(g: &[f32], f: usize, extra: f32, v: &[f32], out: &mut [f32]) {
     for (a, o) in out.iter_mut().enumerate() {
         *o = dot(&g[a * f..(a + 1) * f], v);
+    }
+    if extra != 0.0 {
+        axpy(out, extra, v);
+    }
+}
+
+/// `gram_times` for a symmetric `G` (as `gram` builds it), the same bits: element `a` of
+/// `G v` is still `Σ_b G[a][b] v[b]` added up in `b` order from -0.0 (what `dot`'s `sum`
+/// does), but as `Σ_b v[b] G[b][..]`, one row of `G` at a time, so the `f` sums advance
+/// together in vector lanes instead of one add waiting on the last.
+#[inline(always)]
+fn sym_gram_times(g: &[f32], f: usize, extra: f32, v: &[f32], out: &mut [f32]) {
+    out.fill(-0.0);
+    for (row, &vb) in g.chunks_exact(f).zip(v) {
+        for (o, &gb) in out.iter_mut().zip(row) {
+            *o += gb * vb;
+        }
     }
     if extra != 0.0 {
         axpy(out, extra, v);
@@ -114,7 +173,7 @@ pub fn gram_matrix(y: &[f32], f: usize, reg: f32) -> Result<Vec<f32>> {
             "reg must be finite and >= 0, got {reg}"
         )));
     }
-    Ok(gram(y, f, reg))
+    gram(y, f, reg, None)
 }
 
 /// One ALS half-step: updates every row of `x` (n_rows x f) given the fixed `y` (n_cols x f)
@@ -166,7 +225,7 @@ pub fn half_step_with_gram(
     let g = match gram_given {
         Some(g) => g,
         None => {
-            built = gram(y, f, params.reg);
+            built = gram(y, f, params.reg, num_threads)?;
             &built[..]
         }
     };
@@ -183,11 +242,58 @@ pub fn half_step_with_gram(
                         extra: params.extra_reg(cols.len()),
                         steps: params.cg_steps,
                         stop: 1e-20,
+                        symmetric: true,
                     };
                     solve_row(cols, vals, xu, y, g, f, &cg, buf);
                 },
             )
     })
+}
+
+/// Rows whose dots `dots` takes at once.
+const LANES: usize = 8;
+
+/// `out[j] = dot(y_i, v)` for the rows `i` of `cols` (at most `LANES`), each the bits `dot`
+/// gives (its products added in order from -0.0): a full set runs as `LANES` independent
+/// chains of adds, where one `dot` waits on each add before the next.
+#[inline(always)]
+fn dots(y: &[f32], f: usize, cols: &[i32], v: &[f32], out: &mut [f32; LANES]) {
+    let row = |i: i32| &y[i as usize * f..(i as usize + 1) * f];
+    if cols.len() < LANES {
+        for (o, &i) in out.iter_mut().zip(cols) {
+            *o = dot(row(i), v);
+        }
+        return;
+    }
+    let rows: [&[f32]; LANES] = std::array::from_fn(|j| row(cols[j]));
+    let mut acc = [-0.0f32; LANES];
+    for (b, &vb) in v[..f].iter().enumerate() {
+        for (a, r) in acc.iter_mut().zip(&rows) {
+            *a += r[b] * vb;
+        }
+    }
+    *out = acc;
+}
+
+/// `out += coef(w_i, dot(y_i, v)) y_i` for each entry `(i, w_i)` of a row, in order, the dots
+/// taken `LANES` at a time (`dots`): the bits of one entry after the other.
+#[inline(always)]
+fn add_entries(
+    cols: &[i32],
+    vals: &[f32],
+    y: &[f32],
+    f: usize,
+    v: &[f32],
+    out: &mut [f32],
+    coef: impl Fn(f32, f32) -> f32,
+) {
+    let mut d = [0f32; LANES];
+    for (cs, ws) in cols.chunks(LANES).zip(vals.chunks(LANES)) {
+        dots(y, f, cs, v, &mut d);
+        for ((&i, &w), &dv) in cs.iter().zip(ws).zip(&d) {
+            axpy(out, coef(w, dv), &y[i as usize * f..(i as usize + 1) * f]);
+        }
+    }
 }
 
 /// One row's conjugate-gradient run on `(G + extra I + Σ alpha w_i y_i y_iᵀ) x = Σ c_i y_i`.
@@ -198,11 +304,56 @@ struct Cg {
     steps: usize,
     /// Stop once the squared residual is below this.
     stop: f32,
+    /// Whether `G` is exactly symmetric (built by `gram`), so `sym_gram_times` may multiply
+    /// by it; fold-in's `YᵀY` comes from the caller and keeps `gram_times`.
+    symmetric: bool,
 }
 
-/// Runs `p.steps` CG steps on row `xu`, warm-started from its current value.
+/// Runs `p.steps` CG steps on row `xu`, warm-started from its current value. With AVX2 the
+/// same code runs in 256-bit lanes: the same operations in the same order (no fused
+/// multiply-adds), so the same bits as without.
 #[allow(clippy::too_many_arguments)]
 fn solve_row(
+    cols: &[i32],
+    vals: &[f32],
+    xu: &mut [f32],
+    y: &[f32],
+    g: &[f32],
+    f: usize,
+    p: &Cg,
+    buf: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if super::dense::has_avx2_fma() {
+        // SAFETY: the CPU has AVX2 (checked just above)
+        return unsafe { solve_row_avx2(cols, vals, xu, y, g, f, p, buf) };
+    }
+    solve_row_impl(cols, vals, xu, y, g, f, p, buf)
+}
+
+/// `solve_row` compiled for AVX2.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn solve_row_avx2(
+    cols: &[i32],
+    vals: &[f32],
+    xu: &mut [f32],
+    y: &[f32],
+    g: &[f32],
+    f: usize,
+    p: &Cg,
+    buf: &mut [f32],
+) {
+    solve_row_impl(cols, vals, xu, y, g, f, p, buf)
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn solve_row_impl(
     cols: &[i32],
     vals: &[f32],
     xu: &mut [f32],
@@ -215,25 +366,28 @@ fn solve_row(
     let (r, rest) = buf.split_at_mut(f);
     let (dir, ap) = rest.split_at_mut(f);
     let extra = p.extra;
+    let times = |v: &[f32], out: &mut [f32]| {
+        if p.symmetric {
+            sym_gram_times(g, f, extra, v, out)
+        } else {
+            gram_times(g, f, extra, v, out)
+        }
+    };
     // r = b - A x
-    gram_times(g, f, extra, xu, r);
+    times(xu, r);
     r.iter_mut().for_each(|v| *v = -*v);
-    for (&i, &w) in cols.iter().zip(vals) {
-        let yi = &y[i as usize * f..(i as usize + 1) * f];
+    add_entries(cols, vals, y, f, xu, r, |w, d| {
         let c = 1.0 + p.alpha * w;
-        axpy(r, c - (c - 1.0) * dot(yi, xu), yi);
-    }
+        c - (c - 1.0) * d
+    });
     dir.copy_from_slice(r);
     let mut rs_old = dot(r, r);
     for _ in 0..p.steps {
         if rs_old < p.stop {
             break;
         }
-        gram_times(g, f, extra, dir, ap);
-        for (&i, &w) in cols.iter().zip(vals) {
-            let yi = &y[i as usize * f..(i as usize + 1) * f];
-            axpy(ap, p.alpha * w * dot(yi, dir), yi);
-        }
+        times(dir, ap);
+        add_entries(cols, vals, y, f, dir, ap, |w, d| p.alpha * w * d);
         let denom = dot(dir, ap);
         if denom <= 0.0 || !denom.is_finite() {
             break;
@@ -318,6 +472,7 @@ pub fn solve_one(
         extra: reg_u as f32,
         steps: params.cg_steps,
         stop: (bb * FOLD_IN_TOL * FOLD_IN_TOL).max(1e-20) as f32,
+        symmetric: false,
     };
     let mut x = vec![0f32; f];
     let mut buf = vec![0f32; 3 * f];
@@ -331,7 +486,7 @@ mod tests {
 
     /// Exact solution of one row's normal equations by Gaussian elimination (f64).
     fn exact_row(cols: &[i32], vals: &[f32], y: &[f32], f: usize, p: &AlsParams) -> Vec<f64> {
-        let g = gram(y, f, 0.0);
+        let g = gram(y, f, 0.0, None).unwrap();
         let mut a: Vec<f64> = g.iter().map(|&v| v as f64).collect();
         let reg_u = p.reg as f64 * (cols.len().max(1) as f64).powf(p.reg_exponent as f64);
         for s in 0..f {
@@ -361,6 +516,103 @@ mod tests {
             }
         }
         (0..f).map(|s| b[s] / a[s * f + s]).collect()
+    }
+
+    /// Pseudo-random values in [-1, 1), some exactly 0 (as factors can be).
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let v = ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0;
+                if (s >> 20) % 17 == 0 {
+                    0.0
+                } else {
+                    v
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn faster_forms_give_the_same_bits() {
+        for f in [1usize, 5, 8, 33, 64] {
+            let n = 1200;
+            let y = values(n * f, f as u64);
+            // the gram: one thread, the default pool, and the plain triangle loop
+            let one = gram(&y, f, 0.5, Some(1)).unwrap();
+            let many = gram(&y, f, 0.5, Some(3)).unwrap();
+            let mut plain = vec![0f64; f * f];
+            for row in y.chunks_exact(f) {
+                for a in 0..f {
+                    let ra = row[a] as f64;
+                    if ra == 0.0 {
+                        continue;
+                    }
+                    for b in a..f {
+                        plain[a * f + b] += ra * row[b] as f64;
+                    }
+                }
+            }
+            for a in 0..f {
+                plain[a * f + a] += 0.5;
+                for b in 0..a {
+                    plain[a * f + b] = plain[b * f + a];
+                }
+            }
+            let plain: Vec<f32> = plain.into_iter().map(|v| v as f32).collect();
+            assert_eq!(bits(&one), bits(&plain), "f {f}");
+            assert_eq!(bits(&many), bits(&plain), "f {f}");
+            // G v row by row and column by column
+            let v = values(f, 99);
+            let (mut a, mut b) = (vec![0f32; f], vec![0f32; f]);
+            for extra in [0.0f32, 0.25] {
+                gram_times(&one, f, extra, &v, &mut a);
+                sym_gram_times(&one, f, extra, &v, &mut b);
+                assert_eq!(bits(&a), bits(&b), "f {f} extra {extra}");
+            }
+            // dots of a row's entries, a full set and a remainder
+            let cols: Vec<i32> = (0..11).map(|j| (j * 7 % n) as i32).collect();
+            for c in [&cols[..8], &cols[8..]] {
+                let mut d = [0f32; LANES];
+                dots(&y, f, c, &v, &mut d);
+                for (j, &i) in c.iter().enumerate() {
+                    let want = dot(&y[i as usize * f..(i as usize + 1) * f], &v);
+                    assert_eq!(d[j].to_bits(), want.to_bits());
+                }
+            }
+            // a whole row's solve, with and without the AVX2 build
+            let vals = values(cols.len(), 5)
+                .iter()
+                .map(|v| v.abs() * 3.0)
+                .collect::<Vec<_>>();
+            let cg = Cg {
+                alpha: 2.0,
+                extra: 0.3,
+                steps: 3,
+                stop: 1e-20,
+                symmetric: true,
+            };
+            let mut x1 = values(f, 7);
+            let mut x2 = x1.clone();
+            let mut buf = vec![0f32; 3 * f];
+            solve_row(&cols, &vals, &mut x1, &y, &one, f, &cg, &mut buf);
+            solve_row_impl(&cols, &vals, &mut x2, &y, &one, f, &cg, &mut buf);
+            assert_eq!(bits(&x1), bits(&x2), "f {f}");
+            let mut x3 = values(f, 7);
+            let plain_cg = Cg {
+                symmetric: false,
+                ..cg
+            };
+            solve_row_impl(&cols, &vals, &mut x3, &y, &one, f, &plain_cg, &mut buf);
+            assert_eq!(bits(&x1), bits(&x3), "f {f}");
+        }
+    }
+
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|x| x.to_bits()).collect()
     }
 
     #[test]
@@ -498,7 +750,7 @@ mod tests {
         let y: Vec<f32> = (0..n_items * f)
             .map(|i| ((i * 41 % 17) as f32 - 8.0) / 9.0)
             .collect();
-        let yty = gram(&y, f, 0.0);
+        let yty = gram(&y, f, 0.0, None).unwrap();
         let cols = [1i32, 4, 6, 8];
         let vals = [2.0f32, 1.0, 0.5, 3.0];
         for reg_exponent in [0.0f32, 0.5, 1.0] {
@@ -538,7 +790,7 @@ mod tests {
     #[test]
     fn fold_in_rejects_bad_input() {
         let (f, y) = (2, [0.5f32, 1.0, -1.0, 0.25]);
-        let yty = gram(&y, f, 0.0);
+        let yty = gram(&y, f, 0.0, None).unwrap();
         let p = AlsParams {
             alpha: 1.0,
             reg: 0.1,

@@ -88,9 +88,32 @@ pub fn similarity_topk_rows(
 ) -> Result<Csr> {
     params.validate()?;
     pool::resolve_threads(num_threads)?;
-    let rows = check_rows(rows, x.n_rows())?;
+    let (lo, hi) = check_rows(rows, x.n_rows())?;
     let x = weighted(x.to_owned_canonical(), params.weighting);
-    compute(&x, params, num_threads, rows)
+    compute(&x, params, num_threads, Rows::Range(lo, hi))
+}
+
+/// `similarity_topk` for the rows where `only` is true (`only.len()` = the number of rows): an
+/// n x n matrix whose selected rows are exactly those of the full result and whose other rows
+/// are empty. For a caller that reads the neighbours of a few rows (the trainer's tuning
+/// trials score a sample of users) at the cost of those rows.
+pub fn similarity_topk_only(
+    x: CsrRef<'_>,
+    params: &SimilarityParams,
+    num_threads: Option<usize>,
+    only: &[bool],
+) -> Result<Csr> {
+    params.validate()?;
+    pool::resolve_threads(num_threads)?;
+    if only.len() != x.n_rows() {
+        return Err(CoreError::arg(format!(
+            "only selects among {} rows, the matrix has {}",
+            only.len(),
+            x.n_rows()
+        )));
+    }
+    let x = weighted(x.to_owned_canonical(), params.weighting);
+    compute(&x, params, num_threads, Rows::Only(only))
 }
 
 /// Similarity between the columns of `xt` (the rows of its transpose), without the caller
@@ -112,9 +135,9 @@ pub fn similarity_topk_of_columns_rows(
 ) -> Result<Csr> {
     params.validate()?;
     pool::resolve_threads(num_threads)?;
-    let rows = check_rows(rows, xt.n_cols())?;
+    let (lo, hi) = check_rows(rows, xt.n_cols())?;
     let x = weighted(xt.to_owned_canonical().transpose(), params.weighting);
-    compute(&x, params, num_threads, rows)
+    compute(&x, params, num_threads, Rows::Range(lo, hi))
 }
 
 fn check_rows(rows: Option<(usize, usize)>, n: usize) -> Result<(usize, usize)> {
@@ -269,15 +292,55 @@ thread_local! {
 const PREFETCH_PTR: usize = 8;
 const PREFETCH_ROW: usize = 3;
 
+/// Which rows' neighbours `compute` returns.
+#[derive(Clone, Copy)]
+enum Rows<'a> {
+    /// Rows `lo..hi`, as a (hi - lo) x n matrix.
+    Range(usize, usize),
+    /// The rows marked true, in an n x n matrix (the others empty).
+    Only(&'a [bool]),
+}
+
+impl Rows<'_> {
+    fn wants(&self, r: usize) -> bool {
+        match *self {
+            Rows::Range(lo, hi) => (lo..hi).contains(&r),
+            Rows::Only(m) => m[r],
+        }
+    }
+
+    /// (rows of the result, index of row `r` of the input in it)
+    fn out_rows(&self, n: usize) -> usize {
+        match *self {
+            Rows::Range(lo, hi) => hi - lo,
+            Rows::Only(_) => n,
+        }
+    }
+
+    fn out_index(&self, r: usize) -> usize {
+        match *self {
+            Rows::Range(lo, _) => r - lo,
+            Rows::Only(_) => r,
+        }
+    }
+
+    fn none(&self) -> bool {
+        match *self {
+            Rows::Range(lo, hi) => lo == hi,
+            Rows::Only(m) => !m.contains(&true),
+        }
+    }
+}
+
 fn compute(
     x: &Csr,
     params: &SimilarityParams,
     num_threads: Option<usize>,
-    (lo, hi): (usize, usize),
+    sel: Rows<'_>,
 ) -> Result<Csr> {
     let n = x.n_rows;
-    if params.k == 0 || n == 0 || lo == hi {
-        return Ok(Csr::empty(hi - lo, n));
+    if params.k == 0 || n == 0 || sel.none() {
+        return Ok(Csr::empty(sel.out_rows(n), n));
     }
     let norms: Vec<f32> = (0..n)
         .map(|r| {
@@ -312,18 +375,16 @@ fn compute(
         orig: &order,
     };
     // the wanted rows in the permuted order (all of them for the full range)
-    let wanted: Vec<usize> = (0..n)
-        .filter(|&i| (lo..hi).contains(&(order[i] as usize)))
-        .collect();
+    let wanted: Vec<usize> = (0..n).filter(|&i| sel.wants(order[i] as usize)).collect();
     let rows_p = pool::install(num_threads, || {
         wanted
             .par_iter()
             .map(|&i| SIM_ACC.with_borrow_mut(|s| row_topk_dispatch(i, &view, k, params, s)))
             .collect::<Vec<_>>()
     })?;
-    let mut rows = vec![Vec::new(); hi - lo];
+    let mut rows = vec![Vec::new(); sel.out_rows(n)];
     for (&i, row) in wanted.iter().zip(rows_p) {
-        rows[order[i] as usize - lo] = row;
+        rows[sel.out_index(order[i] as usize)] = row;
     }
     Ok(Csr::from_rows(n, rows))
 }
@@ -627,6 +688,33 @@ mod tests {
         }
         assert!(similarity_topk_rows(x.view(), &p, None, Some((3, 24))).is_err());
         assert!(similarity_topk_rows(x.view(), &p, None, Some((4, 3))).is_err());
+    }
+
+    #[test]
+    fn selected_rows_equal_the_full_result() {
+        let rows: Vec<Vec<f32>> = (0..23)
+            .map(|r| (0..7).map(|c| ((r * 5 + c * 3) % 4) as f32).collect())
+            .collect();
+        let x = to_csr(&rows);
+        let p = SimilarityParams {
+            weighting: Weighting::Bm25 { k1: 1.2, b: 0.75 },
+            ..params(4, Measure::Cosine { shrink: 1.0 })
+        };
+        let full = similarity_topk(x.view(), &p, Some(2)).unwrap();
+        for pick in [vec![0usize, 3, 22], vec![], (0..23).collect()] {
+            let mut only = vec![false; 23];
+            pick.iter().for_each(|&r| only[r] = true);
+            let got = similarity_topk_only(x.view(), &p, Some(2), &only).unwrap();
+            assert_eq!((got.n_rows, got.n_cols), (23, 23));
+            for (r, &picked) in only.iter().enumerate() {
+                if picked {
+                    assert_eq!(got.row(r), full.row(r), "row {r}");
+                } else {
+                    assert_eq!(got.row(r).0.len(), 0, "row {r}");
+                }
+            }
+        }
+        assert!(similarity_topk_only(x.view(), &p, None, &[true; 22]).is_err());
     }
 
     #[test]

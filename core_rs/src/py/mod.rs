@@ -221,7 +221,7 @@ fn parse_params(
 /// Top-k row-row similarity. With `of_columns` the arrays describe the transpose of the matrix
 /// whose rows are compared (e.g. users x items for item-item similarity).
 #[pyfunction]
-#[pyo3(signature = (indptr, indices, data, n_rows, n_cols, k, shrink, weighting, bm25_k1, bm25_b, measure, include_self, of_columns, num_threads=None, rows=None))]
+#[pyo3(signature = (indptr, indices, data, n_rows, n_cols, k, shrink, weighting, bm25_k1, bm25_b, measure, include_self, of_columns, num_threads=None, rows=None, only=None))]
 #[allow(clippy::too_many_arguments)]
 fn similarity_topk<'py>(
     py: Python<'py>,
@@ -240,6 +240,7 @@ fn similarity_topk<'py>(
     of_columns: bool,
     num_threads: Option<i64>,
     rows: Option<(i64, i64)>,
+    only: Option<PyReadonlyArray1<'py, bool>>,
 ) -> PyResult<Bound<'py, PyTuple>> {
     let params = parse_params(k, shrink, weighting, bm25_k1, bm25_b, measure, include_self)?;
     let rows = match rows {
@@ -253,6 +254,18 @@ fn similarity_topk<'py>(
     };
     let x = m.view("X", count("n_rows", n_rows)?, count("n_cols", n_cols)?)?;
     let nt = threads(num_threads)?;
+    if let Some(only) = only {
+        if of_columns || rows.is_some() {
+            return Err(InvalidArgumentError::new_err(
+                "only selects rows of X itself: not with of_columns or rows",
+            ));
+        }
+        let mask = only
+            .as_slice()
+            .map_err(|_| InvalidArgumentError::new_err("only must be C-contiguous"))?;
+        let out = py.detach(|| similarity::similarity_topk_only(x, &params, nt, mask))?;
+        return csr_to_py(py, out);
+    }
     let out = py.detach(|| {
         if of_columns {
             similarity::similarity_topk_of_columns_rows(x, &params, nt, rows)

@@ -116,6 +116,12 @@ class Recommender(ABC):
     @abstractmethod
     def fit(self, train: Interactions) -> Self: ...
 
+    def fit_for(self, train: Interactions, users: np.ndarray) -> Self:
+        """``fit`` for recommending to ``users`` only, each with their training row as the
+        history (what a tuning trial scores): a model may then skip what no other user
+        needs, and answers only for them. The default is ``fit``."""
+        return self.fit(train)
+
     @classmethod
     def search_space(cls, train: Interactions) -> Axes:
         """What the trainer's hyperparameter search tries for this model on ``train``

@@ -63,12 +63,18 @@ class UserCF(Recommender):
     def fit(self, train: Interactions) -> Self:
         return self.fit_matrix(train.to_csr())
 
-    def fit_matrix(self, user_items: sp.csr_matrix) -> Self:
+    def fit_for(self, train: Interactions, users: np.ndarray) -> Self:
+        """Neighbours of ``users`` only (the others' rows stay empty): the neighbour search
+        is the fit's whole cost, and a tuning trial scores a sample of the users."""
+        return self.fit_matrix(train.to_csr(), only=users)
+
+    def fit_matrix(self, user_items: sp.csr_matrix, only: np.ndarray | None = None) -> Self:
         c = self.config
         self.n_users, self.n_items = user_items.shape
         self.user_items_ = sp.csr_matrix(self.weigh(user_items), dtype=np.float32)
+        kw = {} if only is None else {"only_rows": np.asarray(only, np.int64)}
         self.neighbours_ = self.kernels.similarity_topk(
-            self.user_items_, c.k_neighbors, shrink=c.shrink, weighting=c.weighting
+            self.user_items_, c.k_neighbors, shrink=c.shrink, weighting=c.weighting, **kw
         )
         self._prepare()
         return self
@@ -143,9 +149,7 @@ class UserCF(Recommender):
         users = np.asarray(users)
         if ((users >= 0) & (users < self.n_users)).all() and history.shape[0] == len(users):
             nb = self.neighbours_[users.astype(np.int64)]
-            if all(
-                _same_row(self.user_items_, int(u), history[n].indices) for n, u in enumerate(users)
-            ):
+            if _same_rows(self.user_items_, users.astype(np.int64), history):
                 return self._scorer.recommend_batch(
                     nb,
                     k,
@@ -243,6 +247,18 @@ class UserCF(Recommender):
 def _same_row(m: sp.csr_matrix, r: int, idx: np.ndarray) -> bool:
     a, b = m.indptr[r], m.indptr[r + 1]
     return (b - a) == len(idx) and np.array_equal(m.indices[a:b], np.sort(idx))
+
+
+def _same_rows(m: sp.csr_matrix, users: np.ndarray, history: sp.csr_matrix) -> bool:
+    """`_same_row` for every row of ``history`` (user ``users[n]``'s is row n) at once."""
+    h = sp.csr_matrix(history)
+    mine = m[users]
+    if not np.array_equal(np.diff(mine.indptr), np.diff(h.indptr)):
+        return False
+    if not h.has_sorted_indices:
+        h = h.copy()
+        h.sort_indices()
+    return np.array_equal(mine.indices, h.indices)
 
 
 def _rows_to_csr(rows: list[tuple[np.ndarray, np.ndarray]], n_cols: int) -> sp.csr_matrix:
