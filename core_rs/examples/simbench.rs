@@ -35,6 +35,7 @@ fn main() {
         weighting: Weighting::None,
         measure: Measure::Cosine { shrink: 0.0 },
         include_self: false,
+        pop_beta: 0.0,
     };
     for _ in 0..2 {
         let t = Instant::now();

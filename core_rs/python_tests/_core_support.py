@@ -215,8 +215,13 @@ class Ranked:
         return sorted(self.scores, key=lambda j: (-self.scores[j], j))
 
 
-def oracle_similarity(c: Csr, *, shrink, weighting, k1, b, measure, include_self) -> list[Ranked]:
-    """Dense all-pairs products (float64; exact for the exact value kinds)."""
+def oracle_similarity(
+    c: Csr, *, shrink, weighting, k1, b, measure, include_self, pop_beta=0.0
+) -> list[Ranked]:
+    """Dense all-pairs products (float64; exact for the exact value kinds). With `pop_beta`,
+    candidate j's score times n_j ** -pop_beta (n_j: row j's non-zero entries before
+    weighting, at least 1)."""
+    scale = np.maximum((to_dense(c) != 0).sum(axis=1), 1).astype(np.float64) ** -pop_beta
     w = oracle_weights(c, weighting, k1, b)
     n = w.shape[0]
     dots = w @ w.T
@@ -234,6 +239,8 @@ def oracle_similarity(c: Csr, *, shrink, weighting, k1, b, measure, include_self
                 scores[j], row_mags[j] = dots[i, j] / denom, mags[i, j] / abs(denom)
             else:
                 scores[j], row_mags[j] = float(dots[i, j]), float(mags[i, j])
+            if pop_beta != 0.0:
+                scores[j], row_mags[j] = scores[j] * scale[j], row_mags[j] * scale[j]
         rows.append(Ranked(scores, row_mags))
     return rows
 

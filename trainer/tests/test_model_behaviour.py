@@ -3,6 +3,7 @@ contract in test_model_contract.py."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -20,12 +21,14 @@ from test_model_contract import (
     synthetic,
 )
 
+import recsys_core as rc
 from recsys_core.metrics import ndcg_at_k
 from recsys_core.models import (
     SVD,
     Hybrid,
     HybridConfig,
     ItemCF,
+    ItemCFConfig,
     Popularity,
     PopularityConfig,
     SVDConfig,
@@ -111,6 +114,92 @@ def test_item_cf_explanation_adds_up_to_the_score():
             weight = {1: 1.0, 4: 3.0}[src]
             assert math.isclose(c, weight * s, rel_tol=1e-5)
             assert math.isclose(s, float(model.similarity_[src, item]), rel_tol=1e-5)
+
+
+def test_item_cf_pop_beta_zero_is_todays_similarity():
+    """pop_beta = 0 (the default) fits the similarity the kernel gives without the option,
+    bit for bit, whatever the weighting and measure."""
+    data = synthetic()
+    for cfg in (
+        ItemCFConfig(),
+        ItemCFConfig(pop_beta=0.0, weighting="tfidf", measure="cosine", shrink=10.0),
+        ItemCFConfig(pop_beta=0.0, transform="log", k_neighbors=25),
+    ):
+        model = ItemCF(cfg).fit(data)
+        want = rc.similarity_topk(
+            model.weigh(data.to_csr()).T,
+            cfg.k_neighbors,
+            shrink=cfg.shrink,
+            weighting=cfg.weighting,
+            bm25_k1=cfg.bm25_k1,
+            bm25_b=cfg.bm25_b,
+            measure=cfg.measure,
+        )
+        got = model.similarity_
+        for part in ("indptr", "indices", "data"):
+            np.testing.assert_array_equal(getattr(got, part), getattr(want, part))
+
+
+def pop_log():
+    """Item 0 (2 users) shares 2 users with item 1 (5 users) and 1 with item 2 (2 users)."""
+    rows = {0: [0, 1, 2], 1: [0, 1], 2: [1], 3: [1], 4: [1], 5: [2]}
+    users = [u for u, items in rows.items() for _ in items]
+    items = [i for its in rows.values() for i in its]
+    return make_interactions(users, items, n_users=6, n_items=3)
+
+
+@pytest.mark.parametrize(
+    ("beta", "k", "want"),
+    [
+        (0.0, 1, {1: 2.0}),  # dot products: 2 with item 1, 1 with item 2
+        (0.5, 1, {1: 2 / 5**0.5}),  # 0.894 > 1 / 2**0.5 = 0.707: item 1 still first
+        (1.0, 1, {2: 1 / 2}),  # 2 / 5 < 1 / 2: the popular item 1 drops out of the top 1
+        (1.0, 2, {1: 2 / 5, 2: 1 / 2}),
+        (-1.0, 2, {1: 2 * 5, 2: 1 * 2}),  # a negative beta raises popular candidates
+    ],
+)
+def test_item_cf_pop_beta_scales_candidates_by_their_users(beta, k, want):
+    """similarity(i -> j) = dot(i, j) * users(j) ** -beta, computed by hand, and the top k
+    neighbours are chosen after that; recommendations and explanations follow."""
+    model = ItemCF(ItemCFConfig(weighting="none", measure="dot", k_neighbors=k, pop_beta=beta)).fit(
+        pop_log()
+    )
+    row = model.similarity_[0]
+    got = dict(zip(row.indices.tolist(), row.data.tolist(), strict=True))
+    assert got.keys() == want.keys()
+    for j, v in want.items():
+        assert math.isclose(got[j], v, rel_tol=1e-6), (j, got)
+    history = single_row([0], None, 3)
+    recs = model.recommend(np.array([-1]), history, 2).user(0)
+    best = max(want, key=want.get)
+    assert recs.items[0] == best
+    (e,) = model.explain(-1, history, [best])
+    assert e.fields["items"] == [0]
+    assert math.isclose(e.fields["similarities"][0], want[best], rel_tol=1e-6)
+
+
+def test_item_cf_pop_beta_is_searched_and_old_artifacts_load(tmp_path):
+    """The search tries pop_beta both ways from 0; an artifact saved before the parameter
+    existed (no pop_beta in its params) loads as pop_beta = 0 with its similarity unchanged."""
+    axes = ItemCF.search_space(synthetic())
+    (axis,) = [a for a in axes if any("pop_beta" in v for v in a)]
+    betas = [v["pop_beta"] for v in axis]
+    assert all(v.keys() == {"pop_beta"} for v in axis)
+    assert 0.0 in betas and min(betas) < 0 < max(betas)
+    assert ItemCFConfig().pop_beta == 0.0
+
+    model = ItemCF(ItemCFConfig(pop_beta=0.2)).fit(synthetic())
+    model.save(tmp_path)
+    loaded = ItemCF.load(tmp_path)
+    assert loaded.config.pop_beta == 0.2
+    assert (loaded.similarity_ != model.similarity_).nnz == 0
+    meta = tmp_path / "item_cf.json"
+    old = json.loads(meta.read_text())
+    del old["params"]["pop_beta"]
+    meta.write_text(json.dumps(old))
+    loaded = ItemCF.load(tmp_path)
+    assert loaded.config.pop_beta == 0.0
+    assert (loaded.similarity_ != model.similarity_).nnz == 0
 
 
 def test_user_cf_explanation_names_neighbours_who_chose_the_item():

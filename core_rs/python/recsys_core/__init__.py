@@ -208,6 +208,7 @@ def similarity_topk(
     num_threads: int | None = None,
     rows: tuple[int, int] | None = None,
     only_rows=None,
+    pop_beta: float = 0.0,
 ) -> sp.csr_matrix:
     """Similarity between the rows of ``X``, keeping each row's top ``k`` neighbours.
 
@@ -221,6 +222,10 @@ def similarity_topk(
     ``only_rows`` (row indices): only those rows' neighbours, at their cost; the result is
     ``n_rows x n_rows``, those rows equal to the full result's and the others empty. Not with
     ``rows``.
+
+    ``pop_beta``: the score of candidate row ``j`` is multiplied by ``n_j ** -pop_beta``
+    (``n_j``: row ``j``'s non-zero entries in ``X``, before weighting: an item's users) before
+    each row's top ``k`` are chosen; 0 (the default) changes nothing.
     """
     k = _count(k, "k")
     of_columns = sp.issparse(X) and X.format == "csc"
@@ -258,6 +263,7 @@ def similarity_topk(
         num_threads,
         None if rows is None else (_count(rows[0], "rows"), _count(rows[1], "rows")),
         only,
+        float(pop_beta),
     )
     n = X.shape[0]
     lo, hi = (0, n) if rows is None else rows

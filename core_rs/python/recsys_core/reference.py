@@ -190,6 +190,7 @@ def similarity_topk(
     bm25_b=0.75,
     measure="cosine",
     include_self=False,
+    pop_beta=0.0,
 ) -> sp.csr_matrix:
     """Row-row similarity of `X` keeping each row's top `k` neighbours (see docs/core.md).
 
@@ -206,6 +207,11 @@ def similarity_topk(
     x = _canonical_csr(X, "X")
     # Entries that are (or sum to) zero take no part: not in `df`, norms or dot products.
     x.eliminate_zeros()
+    pop_beta = float(pop_beta)
+    if not np.isfinite(pop_beta):
+        raise ValueError(f"pop_beta must be finite, got {pop_beta}")
+    # each row's factor as a candidate: its non-zero entries before weighting, ** -pop_beta
+    scale = np.maximum(np.diff(x.indptr), 1).astype(np.float64) ** -pop_beta
     x = _apply_weighting(x, weighting, float(bm25_k1), float(bm25_b))
     n = x.shape[0]
     empty = sp.csr_matrix((n, n), dtype=np.float32)
@@ -239,6 +245,8 @@ def similarity_topk(
         rows, cols, vals = rows[keep], cols[keep], vals[keep]
         if measure == "cosine":
             vals = vals / (norms[rows] * norms[cols] + shrink)
+        if pop_beta != 0.0:
+            vals = vals * scale[cols]
         starts = np.searchsorted(rows, np.arange(r0, r1 + 1))
         for i in range(r0, r1):
             a, b = starts[i - r0], starts[i - r0 + 1]

@@ -42,6 +42,12 @@ pub struct SimilarityParams {
     pub weighting: Weighting,
     pub measure: Measure,
     pub include_self: bool,
+    /// Popularity exponent on the neighbour side: the score of candidate row `j` is
+    /// multiplied by `n_j^-pop_beta`, `n_j` being row `j`'s non-zero entries in the input
+    /// (before weighting: an item's users), and each row's top k are chosen after that.
+    /// 0 leaves every score as it was, bit for bit; > 0 lowers popular candidates, < 0
+    /// raises them.
+    pub pop_beta: f32,
 }
 
 impl SimilarityParams {
@@ -52,6 +58,12 @@ impl SimilarityParams {
                     "shrink must be finite and >= 0, got {shrink}"
                 )));
             }
+        }
+        if !self.pop_beta.is_finite() {
+            return Err(CoreError::arg(format!(
+                "pop_beta must be finite, got {}",
+                self.pop_beta
+            )));
         }
         if let Weighting::Bm25 { k1, b } = self.weighting {
             if !k1.is_finite() || k1 < 0.0 {
@@ -89,8 +101,10 @@ pub fn similarity_topk_rows(
     params.validate()?;
     pool::resolve_threads(num_threads)?;
     let (lo, hi) = check_rows(rows, x.n_rows())?;
-    let x = weighted(x.to_owned_canonical(), params.weighting);
-    compute(&x, params, num_threads, Rows::Range(lo, hi))
+    let x = x.to_owned_canonical();
+    let scale = pop_scale(&x, params.pop_beta);
+    let x = weighted(x, params.weighting);
+    compute(&x, params, scale.as_deref(), num_threads, Rows::Range(lo, hi))
 }
 
 /// `similarity_topk` for the rows where `only` is true (`only.len()` = the number of rows): an
@@ -112,8 +126,10 @@ pub fn similarity_topk_only(
             x.n_rows()
         )));
     }
-    let x = weighted(x.to_owned_canonical(), params.weighting);
-    compute(&x, params, num_threads, Rows::Only(only))
+    let x = x.to_owned_canonical();
+    let scale = pop_scale(&x, params.pop_beta);
+    let x = weighted(x, params.weighting);
+    compute(&x, params, scale.as_deref(), num_threads, Rows::Only(only))
 }
 
 /// Similarity between the columns of `xt` (the rows of its transpose), without the caller
@@ -136,8 +152,10 @@ pub fn similarity_topk_of_columns_rows(
     params.validate()?;
     pool::resolve_threads(num_threads)?;
     let (lo, hi) = check_rows(rows, xt.n_cols())?;
-    let x = weighted(xt.to_owned_canonical().transpose(), params.weighting);
-    compute(&x, params, num_threads, Rows::Range(lo, hi))
+    let x = xt.to_owned_canonical().transpose();
+    let scale = pop_scale(&x, params.pop_beta);
+    let x = weighted(x, params.weighting);
+    compute(&x, params, scale.as_deref(), num_threads, Rows::Range(lo, hi))
 }
 
 fn check_rows(rows: Option<(usize, usize)>, n: usize) -> Result<(usize, usize)> {
@@ -148,6 +166,22 @@ fn check_rows(rows: Option<(usize, usize)>, n: usize) -> Result<(usize, usize)> 
         )));
     }
     Ok((lo, hi))
+}
+
+/// Each row's factor `n^-beta` (`n`: its non-zero entries; 1 for an empty row, which is
+/// nobody's candidate), or None for beta 0 (no factor at all, so scores stay bit for bit).
+fn pop_scale(x: &Csr, beta: f32) -> Option<Vec<f32>> {
+    if beta == 0.0 {
+        return None;
+    }
+    Some(
+        (0..x.n_rows)
+            .map(|r| {
+                let n = x.row(r).1.iter().filter(|&&v| v != 0.0).count().max(1);
+                (n as f64).powf(-(beta as f64)) as f32
+            })
+            .collect(),
+    )
 }
 
 fn weighted(mut x: Csr, weighting: Weighting) -> Csr {
@@ -335,6 +369,7 @@ impl Rows<'_> {
 fn compute(
     x: &Csr,
     params: &SimilarityParams,
+    scale: Option<&[f32]>,
     num_threads: Option<usize>,
     sel: Rows<'_>,
 ) -> Result<Csr> {
@@ -367,11 +402,25 @@ fn compute(
     let k = params.k.min(n);
     let xpt = &Packed::new(&xp.transpose());
     let block_min_norm = &block_min_norms(&norms_p);
+    // the popularity factors in the permuted order, and each block's smallest and largest
+    let scale_p: Option<Vec<f32>> = scale.map(|s| order.iter().map(|&o| s[o as usize]).collect());
+    let block_scale: Option<Vec<(f32, f32)>> = scale_p.as_ref().map(|s| {
+        s.chunks(BLOCK)
+            .map(|b| {
+                b.iter()
+                    .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+                        (lo.min(v), hi.max(v))
+                    })
+            })
+            .collect()
+    });
     let view = RowSpace {
         x: &xp,
         xt: xpt,
         norms: &norms_p,
         block_min_norm,
+        scale: scale_p.as_deref(),
+        block_scale: block_scale.as_deref(),
         orig: &order,
     };
     // the wanted rows in the permuted order (all of them for the full range)
@@ -395,6 +444,10 @@ struct RowSpace<'a> {
     xt: &'a Packed,
     norms: &'a [f32],
     block_min_norm: &'a [f32],
+    /// Each permuted row's popularity factor as a candidate (None: pop_beta 0).
+    scale: Option<&'a [f32]>,
+    /// Per block of BLOCK rows, the smallest and largest of those factors.
+    block_scale: Option<&'a [(f32, f32)]>,
     /// Original index of each permuted row.
     orig: &'a [u32],
 }
@@ -462,6 +515,8 @@ fn row_topk(
         xt,
         norms,
         block_min_norm,
+        scale,
+        block_scale,
         orig,
     } = *v;
     let n = x.n_rows;
@@ -475,6 +530,10 @@ fn row_topk(
         let score = match params.measure {
             Measure::Dot => d,
             Measure::Cosine { shrink } => d / (norms[i] * norms[j as usize] + shrink),
+        };
+        let score = match scale {
+            Some(s) => score * s[j as usize],
+            None => score,
         };
         let e = Entry::new(orig[j as usize], score);
         if top.accepts(&e) {
@@ -507,6 +566,12 @@ fn row_topk(
                     max_dot / (norms[i] * block_min_norm[b] + shrink).max(f32::MIN_POSITIVE)
                 }
                 Measure::Cosine { .. } => 0.0,
+            };
+            // a positive bound times the block's largest factor, a negative one its smallest
+            let bound = match block_scale {
+                Some(bs) if bound > 0.0 => bound * bs[b].1,
+                Some(bs) => bound * bs[b].0,
+                None => bound,
             };
             if bound >= bar {
                 for (o, d) in block.iter().enumerate() {
@@ -579,6 +644,7 @@ mod tests {
             weighting: Weighting::None,
             measure,
             include_self: false,
+            pop_beta: 0.0,
         }
     }
 
@@ -638,6 +704,48 @@ mod tests {
     }
 
     #[test]
+    fn pop_beta_scales_candidates_before_the_top_k() {
+        // Row 0 shares one user with row 1 (2 users), two with row 2 (5 users).
+        let rows = vec![
+            vec![1.0, 1.0, 1.0, 0.0, 0.0, 0.0],
+            vec![1.0, 0.0, 0.0, 1.0, 0.0, 0.0],
+            vec![0.0, 1.0, 1.0, 1.0, 1.0, 1.0],
+        ];
+        let x = to_csr(&rows);
+        let plain = similarity_topk(x.view(), &params(1, Measure::Dot), None).unwrap();
+        assert_eq!(plain.row(0), (&[2][..], &[2.0f32][..]));
+        let zero = SimilarityParams {
+            pop_beta: 0.0,
+            ..params(1, Measure::Dot)
+        };
+        assert_eq!(similarity_topk(x.view(), &zero, None).unwrap(), plain);
+        // beta 1: 1 / 2 for row 1 beats 2 / 5 for row 2, so row 1 is the one neighbour kept
+        let p = SimilarityParams {
+            pop_beta: 1.0,
+            ..params(1, Measure::Dot)
+        };
+        let got = similarity_topk(x.view(), &p, None).unwrap();
+        assert_eq!(got.row(0), (&[1][..], &[0.5f32][..]));
+        let all = similarity_topk(x.view(), &SimilarityParams { k: 3, ..p }, None).unwrap();
+        assert_eq!(all.row(0), (&[1, 2][..], &[0.5f32, 0.4][..]));
+        // beta -1 raises the popular row; cosine is scaled the same way
+        let c = SimilarityParams {
+            pop_beta: -1.0,
+            ..params(3, Measure::Cosine { shrink: 0.0 })
+        };
+        let got = similarity_topk(x.view(), &c, None).unwrap();
+        let cos = |d: f32, a: f32, b: f32| d / (a.sqrt() * b.sqrt());
+        assert_eq!(got.row(0).0, &[1, 2]);
+        assert!((got.row(0).1[0] - cos(1.0, 3.0, 2.0) * 2.0).abs() < 1e-6);
+        assert!((got.row(0).1[1] - cos(2.0, 3.0, 5.0) * 5.0).abs() < 1e-6);
+        let bad = SimilarityParams {
+            pop_beta: f32::NAN,
+            ..params(1, Measure::Dot)
+        };
+        assert!(similarity_topk(x.view(), &bad, None).is_err());
+    }
+
+    #[test]
     fn columns_variant_equals_transposed_rows() {
         let rows = vec![
             vec![1.0, 0.0, 2.0],
@@ -667,25 +775,33 @@ mod tests {
             .map(|r| (0..7).map(|c| ((r * 5 + c * 3) % 4) as f32).collect())
             .collect();
         let x = to_csr(&rows);
+        // the popularity factors come from the whole matrix, whichever rows are computed
+        for pop_beta in [0.0, 0.7] {
+            let p = SimilarityParams {
+                weighting: Weighting::Bm25 { k1: 1.2, b: 0.75 },
+                pop_beta,
+                ..params(4, Measure::Cosine { shrink: 1.0 })
+            };
+            let full = similarity_topk(x.view(), &p, Some(2)).unwrap();
+            let cols = similarity_topk_of_columns(x.transpose().view(), &p, None).unwrap();
+            for (lo, hi) in [(0, 5), (5, 5), (5, 17), (17, 23)] {
+                for got in [
+                    similarity_topk_rows(x.view(), &p, Some(1), Some((lo, hi))).unwrap(),
+                    similarity_topk_of_columns_rows(x.transpose().view(), &p, None, Some((lo, hi)))
+                        .unwrap(),
+                ] {
+                    assert_eq!((got.n_rows, got.n_cols), (hi - lo, 23));
+                    for r in lo..hi {
+                        assert_eq!(got.row(r - lo), full.row(r), "row {r}");
+                        assert_eq!(got.row(r - lo), cols.row(r), "row {r}");
+                    }
+                }
+            }
+        }
         let p = SimilarityParams {
             weighting: Weighting::Bm25 { k1: 1.2, b: 0.75 },
             ..params(4, Measure::Cosine { shrink: 1.0 })
         };
-        let full = similarity_topk(x.view(), &p, Some(2)).unwrap();
-        let cols = similarity_topk_of_columns(x.transpose().view(), &p, None).unwrap();
-        for (lo, hi) in [(0, 5), (5, 5), (5, 17), (17, 23)] {
-            for got in [
-                similarity_topk_rows(x.view(), &p, Some(1), Some((lo, hi))).unwrap(),
-                similarity_topk_of_columns_rows(x.transpose().view(), &p, None, Some((lo, hi)))
-                    .unwrap(),
-            ] {
-                assert_eq!((got.n_rows, got.n_cols), (hi - lo, 23));
-                for r in lo..hi {
-                    assert_eq!(got.row(r - lo), full.row(r), "row {r}");
-                    assert_eq!(got.row(r - lo), cols.row(r), "row {r}");
-                }
-            }
-        }
         assert!(similarity_topk_rows(x.view(), &p, None, Some((3, 24))).is_err());
         assert!(similarity_topk_rows(x.view(), &p, None, Some((4, 3))).is_err());
     }

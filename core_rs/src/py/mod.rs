@@ -179,6 +179,7 @@ impl PyCsr<'_> {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn parse_params(
     k: i64,
     shrink: f32,
@@ -187,6 +188,7 @@ fn parse_params(
     bm25_b: f32,
     measure: &str,
     include_self: bool,
+    pop_beta: f32,
 ) -> PyResult<SimilarityParams> {
     let weighting = match weighting {
         "none" => Weighting::None,
@@ -215,13 +217,14 @@ fn parse_params(
         weighting,
         measure,
         include_self,
+        pop_beta,
     })
 }
 
 /// Top-k row-row similarity. With `of_columns` the arrays describe the transpose of the matrix
 /// whose rows are compared (e.g. users x items for item-item similarity).
 #[pyfunction]
-#[pyo3(signature = (indptr, indices, data, n_rows, n_cols, k, shrink, weighting, bm25_k1, bm25_b, measure, include_self, of_columns, num_threads=None, rows=None, only=None))]
+#[pyo3(signature = (indptr, indices, data, n_rows, n_cols, k, shrink, weighting, bm25_k1, bm25_b, measure, include_self, of_columns, num_threads=None, rows=None, only=None, pop_beta=0.0))]
 #[allow(clippy::too_many_arguments)]
 fn similarity_topk<'py>(
     py: Python<'py>,
@@ -241,8 +244,18 @@ fn similarity_topk<'py>(
     num_threads: Option<i64>,
     rows: Option<(i64, i64)>,
     only: Option<PyReadonlyArray1<'py, bool>>,
+    pop_beta: f32,
 ) -> PyResult<Bound<'py, PyTuple>> {
-    let params = parse_params(k, shrink, weighting, bm25_k1, bm25_b, measure, include_self)?;
+    let params = parse_params(
+        k,
+        shrink,
+        weighting,
+        bm25_k1,
+        bm25_b,
+        measure,
+        include_self,
+        pop_beta,
+    )?;
     let rows = match rows {
         Some((lo, hi)) => Some((count("rows start", lo)?, count("rows end", hi)?)),
         None => None,

@@ -20,6 +20,11 @@ from recsys_core.models.base import (
     transform_axis,
 )
 
+POP_BETAS = (-0.3, -0.2, -0.1, 0.0, 0.1)
+"""The ``pop_beta`` values the search tries, both directions: the weighting and measure already
+normalise popularity in part (cosine divides by the candidate's norm, BM25 by its length), so
+what is left to correct can go either way."""
+
 
 @dataclass(frozen=True)
 class ItemCFConfig:
@@ -30,6 +35,11 @@ class ItemCFConfig:
     shrink: float = 0.0
     bm25_k1: float = 1.2
     bm25_b: float = 0.75
+    pop_beta: float = 0.0
+    """Popularity exponent on the neighbour side: the similarity from item i to candidate j is
+    multiplied by users(j) ** -pop_beta (users(j): j's users in the fitted matrix) before i's
+    top k_neighbors are chosen. 0: plain similarity; > 0 lowers popular neighbours, < 0
+    raises them. Tuned (``search_space``)."""
     explain_top: int = 3
     """Contributing history items kept per recommendation."""
     transform: str = "linear"
@@ -68,6 +78,7 @@ class ItemCF(Recommender):
             [{"k_neighbors": k} for k in (25, 50, 100, 200, 400, 800)],
             [{"shrink": s} for s in (0.0, 10.0, 50.0)],
             [{"bm25_k1": k1, "bm25_b": b} for k1 in (0.6, 1.2, 2.0) for b in (0.5, 0.75, 1.0)],
+            [{"pop_beta": b} for b in POP_BETAS],
         ]
 
     def can_fit(self, n_users: int, n_items: int) -> bool:
@@ -102,6 +113,7 @@ class ItemCF(Recommender):
             bm25_k1=c.bm25_k1,
             bm25_b=c.bm25_b,
             measure=c.measure,
+            pop_beta=c.pop_beta,
         )
         self._scorer = rc.SparseScorer(self.similarity_)
         return self
