@@ -104,7 +104,13 @@ pub fn similarity_topk_rows(
     let x = x.to_owned_canonical();
     let scale = pop_scale(&x, params.pop_beta);
     let x = weighted(x, params.weighting);
-    compute(&x, params, scale.as_deref(), num_threads, Rows::Range(lo, hi))
+    compute(
+        &x,
+        params,
+        scale.as_deref(),
+        num_threads,
+        Rows::Range(lo, hi),
+    )
 }
 
 /// `similarity_topk` for the rows where `only` is true (`only.len()` = the number of rows): an
@@ -155,7 +161,13 @@ pub fn similarity_topk_of_columns_rows(
     let x = xt.to_owned_canonical().transpose();
     let scale = pop_scale(&x, params.pop_beta);
     let x = weighted(x, params.weighting);
-    compute(&x, params, scale.as_deref(), num_threads, Rows::Range(lo, hi))
+    compute(
+        &x,
+        params,
+        scale.as_deref(),
+        num_threads,
+        Rows::Range(lo, hi),
+    )
 }
 
 fn check_rows(rows: Option<(usize, usize)>, n: usize) -> Result<(usize, usize)> {
