@@ -32,6 +32,44 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
+WORKER_PORTS = 41
+"""Ports in each node's worker range."""
+
+
+def worker_port_ranges(n: int, seed: int) -> list[int]:
+    """The first port of ``n`` disjoint ranges of ``WORKER_PORTS`` free ports, below the
+    kernel's ephemeral range: ``free_ports`` (and every other test's free port) is taken from
+    that range, so a worker range inside it could be handed to another component (Ray then
+    refuses to start: "worker_ports is trying to use a port number ... used by other
+    components"). ``seed`` spreads concurrent clusters apart; each range is checked free."""
+    low = _ephemeral_low()
+    first, span = 10000, (low - 10000) // WORKER_PORTS
+    out: list[int] = []
+    for step in range(span):
+        lo = first + ((seed + step) % span) * WORKER_PORTS
+        if lo + WORKER_PORTS <= low and all(_port_free(p) for p in range(lo, lo + WORKER_PORTS)):
+            out.append(lo)
+            if len(out) == n:
+                return out
+    raise RuntimeError(f"no {n} free ranges of {WORKER_PORTS} ports below {low}")
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def _node_args(temp: Path, ports: list[int], store: int) -> list[str]:
     names = (
         "--node-manager-port", "--object-manager-port", "--dashboard-agent-listen-port",
@@ -46,25 +84,44 @@ def _node_args(temp: Path, ports: list[int], store: int) -> list[str]:
         f"--object-store-memory={store}",
         "--disable-usage-stats",
         f"--min-worker-port={lo}",
-        f"--max-worker-port={lo + 40}",
+        f"--max-worker-port={lo + WORKER_PORTS - 1}",
         *args,
     ]
 
 
-def _wait_for_nodes(address: str, n: int, env: dict, timeout: float = 120.0) -> None:
+def _wait_for_nodes(
+    address: str, n: int, env: dict, procs: list[subprocess.Popen], logs: list[Path],
+    timeout: float = 120.0,
+) -> None:  # fmt: skip
+    """Until ``n`` nodes are alive. Fails at once, with the node's log, when a node process
+    has exited (``ray.init`` would otherwise wait forever on a head that never started), and
+    bounds each probe."""
     probe = (
         "import ray,sys; ray.init(address=sys.argv[1], log_to_driver=False); "
         "print(sum(1 for x in ray.nodes() if x['Alive']))"
     )
     deadline = time.monotonic() + timeout
+    why = ""
     while time.monotonic() < deadline:
-        out = subprocess.run(
-            [sys.executable, "-c", probe, address], env=env, capture_output=True, text=True
-        )
+        for p, log in zip(procs, logs, strict=True):
+            if p.poll() is not None:
+                tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+                raise RuntimeError(
+                    f"ray start exited ({p.returncode}) before the cluster was up:\n{tail}"
+                )
+        try:
+            out = subprocess.run(
+                [sys.executable, "-c", probe, address], env=env, capture_output=True,
+                text=True, timeout=max(deadline - time.monotonic(), 1.0),
+            )  # fmt: skip
+        except subprocess.TimeoutExpired:
+            why = "the probe's ray.init did not return"
+            continue
         if out.returncode == 0 and out.stdout.strip().endswith(str(n)):
             return
+        why = out.stderr
         time.sleep(1.0)
-    raise RuntimeError(f"the Ray cluster at {address} did not reach {n} nodes: {out.stderr}")
+    raise RuntimeError(f"the Ray cluster at {address} did not reach {n} nodes: {why}")
 
 
 @dataclass
@@ -81,11 +138,11 @@ def two_node_cluster(object_store_bytes: int = 200_000_000):
     ``object_store_bytes`` (more spills to its temp dir)."""
     root = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # short: Ray's socket paths
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", PYTHONPATH=os.pathsep.join(sys.path))
-    # worker port ranges far apart from the other ports and each other
     gcs, client, *rest = free_ports(14)
     head_ports, node_ports = rest[:6], rest[6:12]
-    head_ports.append(20000 + (gcs % 1000) * 40)
-    node_ports.append(60000 - (gcs % 1000) * 40 - 40)
+    head_lo, node_lo = worker_port_ranges(2, seed=gcs)
+    head_ports.append(head_lo)
+    node_ports.append(node_lo)
     procs = []
     try:
         head = [
@@ -93,15 +150,16 @@ def two_node_cluster(object_store_bytes: int = 200_000_000):
             f"--ray-client-server-port={client}", "--include-dashboard=false",
             *_node_args(root / "head", head_ports, object_store_bytes),
         ]  # fmt: skip
-        procs.append(_spawn(head, env, root / "head.log"))
+        logs = [root / "head.log", root / "node.log"]
+        procs.append(_spawn(head, env, logs[0]))
         address = f"127.0.0.1:{gcs}"
-        _wait_for_nodes(address, 1, env)
+        _wait_for_nodes(address, 1, env, procs, logs[:1])
         node = [
             str(RAY), "start", f"--address={address}", "--node-ip-address=127.0.0.1",
             *_node_args(root / "node", node_ports, object_store_bytes),
         ]  # fmt: skip
-        procs.append(_spawn(node, env, root / "node.log"))
-        _wait_for_nodes(address, 2, env)
+        procs.append(_spawn(node, env, logs[1]))
+        _wait_for_nodes(address, 2, env, procs, logs)
         yield Cluster(address, [p.pid for p in procs])
     finally:
         for p in reversed(procs):

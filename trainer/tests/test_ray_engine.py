@@ -187,3 +187,27 @@ def test_evaluate_with_the_ray_engine_reports_the_local_metrics(address, parts, 
         for key, value in reports["local"].metrics[model].items():
             if key not in evaluate.COST:
                 assert reports["ray"].metrics[model][key] == value, (model, key)
+
+
+def test_worker_port_ranges_stay_clear_of_the_ports_free_ports_hands_out():
+    import ray_cluster as rc_mod
+
+    low = rc_mod._ephemeral_low()
+    taken = rc_mod.free_ports(14)  # what the cluster's other components get
+    for seed in (0, 913, 55913, 10**6):  # 55913 once gave the head 56520-56560, in use
+        a, b = rc_mod.worker_port_ranges(2, seed=seed)
+        ranges = [set(range(lo, lo + rc_mod.WORKER_PORTS)) for lo in (a, b)]
+        assert not ranges[0] & ranges[1]
+        for r in ranges:
+            assert max(r) < low and not r & set(taken)
+
+
+def test_a_node_that_cannot_start_fails_the_wait_with_its_log(tmp_path):
+    import ray_cluster as rc_mod
+
+    log = tmp_path / "head.log"
+    log.write_text("ValueError: Ray component worker_ports is trying to use a port number\n")
+    dead = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    dead.wait()
+    with pytest.raises(RuntimeError, match=r"exited \(3\)[\s\S]*worker_ports"):
+        rc_mod._wait_for_nodes("127.0.0.1:1", 1, {}, [dead], [log])
