@@ -101,13 +101,9 @@ pub fn similarity_topk_rows(
     params.validate()?;
     pool::resolve_threads(num_threads)?;
     let (lo, hi) = check_rows(rows, x.n_rows())?;
-    let x = x.to_owned_canonical();
-    let scale = pop_scale(&x, params.pop_beta);
-    let x = weighted(x, params.weighting);
-    compute(
-        &x,
+    prepare_and_compute(
+        x.to_owned_canonical(),
         params,
-        scale.as_deref(),
         num_threads,
         Rows::Range(lo, hi),
     )
@@ -132,10 +128,12 @@ pub fn similarity_topk_only(
             x.n_rows()
         )));
     }
-    let x = x.to_owned_canonical();
-    let scale = pop_scale(&x, params.pop_beta);
-    let x = weighted(x, params.weighting);
-    compute(&x, params, scale.as_deref(), num_threads, Rows::Only(only))
+    prepare_and_compute(
+        x.to_owned_canonical(),
+        params,
+        num_threads,
+        Rows::Only(only),
+    )
 }
 
 /// Similarity between the columns of `xt` (the rows of its transpose), without the caller
@@ -159,15 +157,20 @@ pub fn similarity_topk_of_columns_rows(
     pool::resolve_threads(num_threads)?;
     let (lo, hi) = check_rows(rows, xt.n_cols())?;
     let x = xt.to_owned_canonical().transpose();
+    prepare_and_compute(x, params, num_threads, Rows::Range(lo, hi))
+}
+
+/// The popularity factors of `x`'s rows (from its entry counts, before weighting), then the
+/// weighting, then `compute`: what every entry point runs on its canonical matrix.
+fn prepare_and_compute(
+    x: Csr,
+    params: &SimilarityParams,
+    num_threads: Option<usize>,
+    sel: Rows<'_>,
+) -> Result<Csr> {
     let scale = pop_scale(&x, params.pop_beta);
     let x = weighted(x, params.weighting);
-    compute(
-        &x,
-        params,
-        scale.as_deref(),
-        num_threads,
-        Rows::Range(lo, hi),
-    )
+    compute(&x, params, scale.as_deref(), num_threads, sel)
 }
 
 fn check_rows(rows: Option<(usize, usize)>, n: usize) -> Result<(usize, usize)> {
