@@ -73,20 +73,7 @@ fn gram(y: &[f32], f: usize, reg: f32, num_threads: Option<usize>) -> Result<Vec
         lo = hi;
     }
     let rows = y.len() / f;
-    let fill = |(lo, block): (usize, &mut [f64])| {
-        for row in y.chunks_exact(f) {
-            for (da, out) in block.chunks_exact_mut(f).enumerate() {
-                let a = lo + da;
-                let ra = row[a] as f64;
-                if ra == 0.0 {
-                    continue;
-                }
-                for (o, &rb) in out[a..].iter_mut().zip(&row[a..]) {
-                    *o += ra * rb as f64;
-                }
-            }
-        }
-    };
+    let fill = |(lo, block): (usize, &mut [f64])| gram_rows_of(y, f, lo, block);
     // a thread per block pays off from a few thousand rows at 64 factors
     let work = if rows * f * f >= 1 << 22 {
         GRAM_BLOCKS
@@ -107,6 +94,44 @@ fn gram(y: &[f32], f: usize, reg: f32, num_threads: Option<usize>) -> Result<Vec
         }
     }
     Ok(g.into_iter().map(|v| v as f32).collect())
+}
+
+/// Rows `lo..` of `gram`'s upper triangle (`block`: whole rows of `f`), added up row of `y`
+/// by row of `y`; with AVX2 the same operations in 256-bit lanes (no fused multiply-adds), so
+/// the same bits.
+fn gram_rows_of(y: &[f32], f: usize, lo: usize, block: &mut [f64]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::dense::has_avx2_fma() {
+        // SAFETY: the CPU has AVX2 (checked just above)
+        return unsafe { gram_rows_of_avx2(y, f, lo, block) };
+    }
+    gram_rows_of_impl(y, f, lo, block)
+}
+
+/// `gram_rows_of` compiled for AVX2.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn gram_rows_of_avx2(y: &[f32], f: usize, lo: usize, block: &mut [f64]) {
+    gram_rows_of_impl(y, f, lo, block)
+}
+
+#[inline(always)]
+fn gram_rows_of_impl(y: &[f32], f: usize, lo: usize, block: &mut [f64]) {
+    for row in y.chunks_exact(f) {
+        for (da, out) in block.chunks_exact_mut(f).enumerate() {
+            let a = lo + da;
+            let ra = row[a] as f64;
+            if ra == 0.0 {
+                continue;
+            }
+            for (o, &rb) in out[a..].iter_mut().zip(&row[a..]) {
+                *o += ra * rb as f64;
+            }
+        }
+    }
 }
 
 /// Blocks of output rows `gram` shares out.
@@ -229,25 +254,113 @@ pub fn half_step_with_gram(
             &built[..]
         }
     };
+    let cg = |n: usize| Cg {
+        alpha: params.alpha,
+        extra: params.extra_reg(n),
+        steps: params.cg_steps,
+        stop: CG_STOP,
+        symmetric: true,
+    };
+    let padded = PaddedGram::new(g, f);
     pool::install_for(num_threads, r.n_rows(), || {
-        x.par_chunks_mut(f)
+        x.par_chunks_mut(BLOCK * f)
             .enumerate()
-            .with_min_len(16)
+            .with_min_len(4)
             .for_each_init(
-                || vec![0f32; 3 * f],
-                |buf, (u, xu)| {
-                    let (cols, vals) = r.row(u);
-                    let cg = Cg {
-                        alpha: params.alpha,
-                        extra: params.extra_reg(cols.len()),
-                        steps: params.cg_steps,
-                        stop: 1e-20,
-                        symmetric: true,
-                    };
-                    solve_row(cols, vals, xu, y, g, f, &cg, buf);
+                || vec![0f32; BLOCK * (3 * PaddedGram::stride_for(f) + f)],
+                |buf, (blk, xs)| {
+                    let first = blk * BLOCK;
+                    if xs.len() == BLOCK * f {
+                        let rows = std::array::from_fn(|k| r.row(first + k));
+                        let extras = rows.map(|(cols, _)| params.extra_reg(cols.len()));
+                        solve_rows(&rows, &extras, xs, y, &padded, f, &cg(0), buf);
+                        return;
+                    }
+                    for (k, xu) in xs.chunks_exact_mut(f).enumerate() {
+                        let (cols, vals) = r.row(first + k);
+                        solve_row(cols, vals, xu, y, g, f, &cg(cols.len()), buf);
+                    }
                 },
             )
     })
+}
+
+/// Stop a row's CG once its squared residual is below this.
+const CG_STOP: f32 = 1e-20;
+
+/// Rows a half-step solves together (`solve_rows`), so each row of `G` read serves them all.
+const BLOCK: usize = 4;
+
+/// Output values of each row's `G v` that `gram_rows` holds in registers at once.
+const TILE: usize = 16;
+
+/// `G` (f x f) with each row padded with zeros to a multiple of `TILE` values and the first
+/// row on a cache line: `gram_rows` then works in whole tiles only (at 100 factors the last
+/// 4 values, done one by one, had made the block solve no faster than row by row), each
+/// tile's read within one cache line.
+struct PaddedGram {
+    buf: Vec<f32>,
+    start: usize,
+    stride: usize,
+}
+
+impl PaddedGram {
+    fn stride_for(f: usize) -> usize {
+        f.div_ceil(TILE) * TILE
+    }
+
+    fn new(g: &[f32], f: usize) -> Self {
+        let stride = Self::stride_for(f);
+        let mut buf = vec![0f32; f * stride + TILE];
+        let start = buf.as_ptr().align_offset(64).min(TILE);
+        for (dst, src) in buf[start..].chunks_exact_mut(stride).zip(g.chunks_exact(f)) {
+            dst[..f].copy_from_slice(src);
+        }
+        PaddedGram { buf, start, stride }
+    }
+
+    #[inline(always)]
+    fn rows(&self, f: usize) -> &[f32] {
+        &self.buf[self.start..self.start + f * self.stride]
+    }
+}
+
+/// `outs[k] = G vs[k]` for the `BLOCK` rows `k` of `vs` (each `f` values, `vstride` apart)
+/// and a symmetric `G`: the bits of `sym_gram_times` with `extra` 0 row by row (element `a`
+/// of each row added up in `b` order from -0.0), but `TILE` elements of every row held in
+/// registers while `G`'s rows stream past once, instead of once per row. The rows of `outs`
+/// are `g.stride` apart, so whole tiles are stored.
+#[inline(always)]
+fn gram_rows(
+    g: &PaddedGram,
+    f: usize,
+    vs: &[f32],
+    vstride: usize,
+    outs: &mut [f32],
+    vt: &mut [f32],
+) {
+    // vs by columns (`vt[b]` holds element b of every row), so the loop over G's rows reads
+    // its BLOCK multipliers with no index to check: checks there kept the tile in memory
+    for (k, v) in vs.chunks(vstride).take(BLOCK).enumerate() {
+        for (t, &x) in vt.chunks_exact_mut(BLOCK).zip(&v[..f]) {
+            t[k] = x;
+        }
+    }
+    let (rows, stride) = (g.rows(f), g.stride);
+    for a0 in (0..f).step_by(TILE) {
+        let mut acc = [[-0.0f32; TILE]; BLOCK];
+        for (row, vb) in rows.chunks_exact(stride).zip(vt.chunks_exact(BLOCK)) {
+            let gt: &[f32; TILE] = row[a0..a0 + TILE].try_into().unwrap();
+            for (acc, &v) in acc.iter_mut().zip(vb) {
+                for (o, &gv) in acc.iter_mut().zip(gt) {
+                    *o += gv * v;
+                }
+            }
+        }
+        for (k, acc) in acc.iter().enumerate() {
+            outs[k * stride + a0..k * stride + a0 + TILE].copy_from_slice(acc);
+        }
+    }
 }
 
 /// Rows whose dots `dots` takes at once.
@@ -401,6 +514,122 @@ fn solve_row_impl(
             *d = rv + beta * *d;
         }
         rs_old = rs_new;
+    }
+}
+
+/// `solve_row` for `BLOCK` rows at once, with the same bits for each: the rows' CG runs go
+/// step by step together so that each product by `G` serves all of them (`gram_rows`); a row
+/// whose run has stopped is carried along and left as it is. `p.extra` is not used: row `k`
+/// adds `extras[k]` to the diagonal.
+#[allow(clippy::too_many_arguments)]
+fn solve_rows(
+    rows: &[(&[i32], &[f32]); BLOCK],
+    extras: &[f32; BLOCK],
+    xs: &mut [f32],
+    y: &[f32],
+    g: &PaddedGram,
+    f: usize,
+    p: &Cg,
+    buf: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if super::dense::has_avx2_fma() {
+        // SAFETY: the CPU has AVX2 (checked just above)
+        return unsafe { solve_rows_avx2(rows, extras, xs, y, g, f, p, buf) };
+    }
+    solve_rows_impl(rows, extras, xs, y, g, f, p, buf)
+}
+
+/// `solve_rows` compiled for AVX2.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn solve_rows_avx2(
+    rows: &[(&[i32], &[f32]); BLOCK],
+    extras: &[f32; BLOCK],
+    xs: &mut [f32],
+    y: &[f32],
+    g: &PaddedGram,
+    f: usize,
+    p: &Cg,
+    buf: &mut [f32],
+) {
+    solve_rows_impl(rows, extras, xs, y, g, f, p, buf)
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn solve_rows_impl(
+    rows: &[(&[i32], &[f32]); BLOCK],
+    extras: &[f32; BLOCK],
+    xs: &mut [f32],
+    y: &[f32],
+    g: &PaddedGram,
+    f: usize,
+    p: &Cg,
+    buf: &mut [f32],
+) {
+    // r, dir and ap hold their rows `g.stride` apart, as `gram_rows` writes them
+    let sp = g.stride;
+    let (r, rest) = buf.split_at_mut(BLOCK * sp);
+    let (dir, rest) = rest.split_at_mut(BLOCK * sp);
+    let (ap, vt) = rest.split_at_mut(BLOCK * sp);
+    let vt = &mut vt[..BLOCK * f];
+    let span = |k: usize| k * f..(k + 1) * f;
+    let padded = |k: usize| k * sp..k * sp + f;
+    // r = b - A x, row by row as in `solve_row_impl`
+    gram_rows(g, f, xs, f, r, vt);
+    let mut rs_old = [0f32; BLOCK];
+    for (k, &(cols, vals)) in rows.iter().enumerate() {
+        let (rk, xk) = (&mut r[padded(k)], &xs[span(k)]);
+        if extras[k] != 0.0 {
+            axpy(rk, extras[k], xk);
+        }
+        rk.iter_mut().for_each(|v| *v = -*v);
+        add_entries(cols, vals, y, f, xk, rk, |w, d| {
+            let c = 1.0 + p.alpha * w;
+            c - (c - 1.0) * d
+        });
+        rs_old[k] = dot(rk, rk);
+    }
+    dir.copy_from_slice(r);
+    let mut running = [true; BLOCK];
+    for _ in 0..p.steps {
+        for (run, &rs) in running.iter_mut().zip(&rs_old) {
+            *run &= rs >= p.stop;
+        }
+        if !running.contains(&true) {
+            break;
+        }
+        gram_rows(g, f, dir, sp, ap, vt);
+        for (k, &(cols, vals)) in rows.iter().enumerate() {
+            if !running[k] {
+                continue;
+            }
+            let (dk, apk) = (&mut dir[padded(k)], &mut ap[padded(k)]);
+            if extras[k] != 0.0 {
+                axpy(apk, extras[k], dk);
+            }
+            add_entries(cols, vals, y, f, dk, apk, |w, d| p.alpha * w * d);
+            let denom = dot(dk, apk);
+            if denom <= 0.0 || !denom.is_finite() {
+                running[k] = false;
+                continue;
+            }
+            let step = rs_old[k] / denom;
+            axpy(&mut xs[span(k)], step, dk);
+            let rk = &mut r[padded(k)];
+            axpy(rk, -step, apk);
+            let rs_new = dot(rk, rk);
+            let beta = rs_new / rs_old[k];
+            for (d, &rv) in dk.iter_mut().zip(rk.iter()) {
+                *d = rv + beta * *d;
+            }
+            rs_old[k] = rs_new;
+        }
     }
 }
 
@@ -608,6 +837,72 @@ mod tests {
             };
             solve_row_impl(&cols, &vals, &mut x3, &y, &one, f, &plain_cg, &mut buf);
             assert_eq!(bits(&x1), bits(&x3), "f {f}");
+        }
+    }
+
+    #[test]
+    fn rows_solved_together_give_each_rows_bits() {
+        let n = 300;
+        for f in [1usize, 5, 12, 16, 33, 100, 128] {
+            let y = values(n * f, f as u64 + 1);
+            let g = gram(&y, f, 0.5, Some(1)).unwrap();
+            // rows of 11, 0 (from 0: stops before its first step), 3, 9, ... entries
+            let lens: [usize; BLOCK] = std::array::from_fn(|k| [11, 0, 3, 9][k % 4] + k / 4);
+            let cols: Vec<Vec<i32>> = lens
+                .iter()
+                .enumerate()
+                .map(|(k, &m)| (0..m).map(|j| ((j * 13 + k * 7) % n) as i32).collect())
+                .collect();
+            let vals: Vec<Vec<f32>> = lens
+                .iter()
+                .enumerate()
+                .map(|(k, &m)| values(m, k as u64).iter().map(|v| v.abs() * 4.0).collect())
+                .collect();
+            let rows: [(&[i32], &[f32]); BLOCK] =
+                std::array::from_fn(|k| (&cols[k][..], &vals[k][..]));
+            let extras: [f32; BLOCK] = std::array::from_fn(|k| [0.0, 0.2, 0.0, 1.5][k % 4]);
+            let mut start = values(BLOCK * f, 3);
+            start[f..2 * f].fill(0.0);
+            for steps in [0usize, 1, 3, 8] {
+                let cg = |extra| Cg {
+                    alpha: 2.0,
+                    extra,
+                    steps,
+                    stop: CG_STOP,
+                    symmetric: true,
+                };
+                let mut together = start.clone();
+                let mut buf = vec![0f32; BLOCK * (3 * PaddedGram::stride_for(f) + f)];
+                let padded = PaddedGram::new(&g, f);
+                solve_rows(
+                    &rows,
+                    &extras,
+                    &mut together,
+                    &y,
+                    &padded,
+                    f,
+                    &cg(0.0),
+                    &mut buf,
+                );
+                let mut plain = start.clone();
+                solve_rows_impl(
+                    &rows,
+                    &extras,
+                    &mut plain,
+                    &y,
+                    &padded,
+                    f,
+                    &cg(0.0),
+                    &mut buf,
+                );
+                assert_eq!(bits(&together), bits(&plain), "f {f} steps {steps}");
+                for (k, &(c, v)) in rows.iter().enumerate() {
+                    let mut alone = start[k * f..(k + 1) * f].to_vec();
+                    solve_row(c, v, &mut alone, &y, &g, f, &cg(extras[k]), &mut buf);
+                    let got = &together[k * f..(k + 1) * f];
+                    assert_eq!(bits(got), bits(&alone), "f {f} steps {steps} row {k}");
+                }
+            }
         }
     }
 
