@@ -125,12 +125,13 @@ def _top_per_row(b: np.ndarray, k: int) -> sp.csr_matrix:
         if k < m:
             cols = np.argpartition(-np.abs(rows), k - 1, axis=1)[:, :k]
             cols.sort(axis=1)
-        else:
-            cols = np.broadcast_to(np.arange(m), (len(rows), m))
-        vals = np.take_along_axis(rows, cols, axis=1)
+            vals = np.take_along_axis(rows, cols, axis=1)
+        else:  # every column: the rows as they are (a gathered copy took 1.4 s at 3.6k items)
+            cols, vals = None, rows
         keep = vals != 0
         indptr[lo + 1 : lo + 1 + len(rows)] = keep.sum(axis=1)
-        cols_parts.append(cols[keep].astype(np.int32))
+        kept_cols = np.nonzero(keep)[1] if cols is None else cols[keep]
+        cols_parts.append(kept_cols.astype(np.int32))
         vals_parts.append(vals[keep].astype(np.float32, copy=False))
     np.cumsum(indptr, out=indptr)
     cols = np.concatenate(cols_parts) if cols_parts else np.zeros(0, np.int32)
