@@ -6,6 +6,7 @@ import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from recsys_core import metrics
 from recsys_core.metrics import (
     as_matrix,
     catalog_coverage,
@@ -144,7 +145,15 @@ def test_catalog_coverage():
 FEATURES = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.0, 0.0]])
 
 
-def test_intra_list_diversity_hand_case():
+@pytest.fixture(params=["looked-up cosines", "summed feature rows"])
+def feature_path(request, monkeypatch):
+    """Both ways ILD is computed from features: cosines among the recommended items looked
+    up by pairs, and (past DENSE_PAIRS_MAX distinct items) each list's feature rows summed."""
+    if request.param == "summed feature rows":
+        monkeypatch.setattr(metrics, "DENSE_PAIRS_MAX", 0)
+
+
+def test_intra_list_diversity_hand_case(feature_path):
     # cos(0,1) = 0, cos(0,2) = cos(1,2) = 1/sqrt(2): ILD = mean(1, 1 - 1/sqrt2, 1 - 1/sqrt2)
     expected = (1 + 2 * (1 - 1 / math.sqrt(2))) / 3
     assert intra_list_diversity([[0, 1, 2]], 3, features=FEATURES) == pytest.approx(expected)
@@ -156,7 +165,7 @@ def test_intra_list_diversity_hand_case():
     assert intra_list_diversity([[0, 3]], 2, features=FEATURES) == pytest.approx(1.0)
 
 
-def test_intra_list_diversity_feature_and_similarity_forms_agree():
+def test_intra_list_diversity_feature_and_similarity_forms_agree(feature_path):
     rng = np.random.default_rng(1)
     feats = rng.random((20, 5)) * (rng.random((20, 5)) < 0.5)
     recs = np.array([rng.permutation(20)[:6] for _ in range(30)])
@@ -176,7 +185,7 @@ def test_intra_list_diversity_feature_and_similarity_forms_agree():
     assert dense == pytest.approx(brute)
 
 
-def test_intra_list_diversity_needs_two_items_and_one_source():
+def test_intra_list_diversity_needs_two_items_and_one_source(feature_path):
     assert math.isnan(intra_list_diversity([[1], []], 3, features=FEATURES))
     with pytest.raises(ValueError):
         intra_list_diversity([[0, 1]], 2)
