@@ -240,10 +240,11 @@ def test_only_rows_equal_the_full_results_rows():
 
     x = sp.random(120, 40, density=0.08, random_state=3, format="csr", dtype=np.float32)
     only = np.array([0, 7, 7, 119])
-    for weighting in ("none", "tfidf", "bm25"):
-        full = rc.similarity_topk(x, 6, weighting=weighting, shrink=1.0)
+    for weighting, beta in (("none", 0.0), ("tfidf", 0.0), ("bm25", 0.0), ("bm25", 0.7)):
+        kw = dict(weighting=weighting, shrink=1.0, pop_beta=beta)
+        full = rc.similarity_topk(x, 6, **kw)
         for src in (x, x.tocsc()):
-            got = rc.similarity_topk(src, 6, weighting=weighting, shrink=1.0, only_rows=only)
+            got = rc.similarity_topk(src, 6, only_rows=only, **kw)
             assert got.shape == full.shape
             for r in range(120):
                 if r in only:

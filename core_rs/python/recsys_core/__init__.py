@@ -235,15 +235,11 @@ def similarity_topk(
             raise InvalidArgumentError("only_rows and rows cannot be given together")
         if of_columns:
             X, of_columns = X.tocsr(), False
-        picks = np.asarray(only_rows)
-        if picks.size and (
-            not np.issubdtype(picks.dtype, np.integer)
-            or picks.min() < 0
-            or picks.max() >= X.shape[0]
-        ):
+        picks = _index_array(only_rows, "only_rows")
+        if picks.size and (picks.min() < 0 or picks.max() >= X.shape[0]):
             raise InvalidArgumentError(f"only_rows must be row indices below {X.shape[0]}")
         only = np.zeros(X.shape[0], dtype=bool)
-        only[picks.astype(np.int64, copy=False)] = True
+        only[picks] = True
     src = X.T if of_columns else X  # CSC of X is CSR of X.T
     indptr, indices, data, n_rows, n_cols = _csr_arrays(src, "X")
     out = _similarity_topk(

@@ -358,7 +358,7 @@ impl Rows<'_> {
         }
     }
 
-    /// (rows of the result, index of row `r` of the input in it)
+    /// Rows of the result, for an input of `n` rows.
     fn out_rows(&self, n: usize) -> usize {
         match *self {
             Rows::Range(lo, hi) => hi - lo,
@@ -366,6 +366,7 @@ impl Rows<'_> {
         }
     }
 
+    /// Index of input row `r` among the result's rows.
     fn out_index(&self, r: usize) -> usize {
         match *self {
             Rows::Range(lo, _) => r - lo,
@@ -784,12 +785,17 @@ mod tests {
         }
     }
 
-    #[test]
-    fn row_blocks_concatenate_to_the_full_result() {
+    /// 23 rows over 7 columns with repeated patterns (ties among neighbours).
+    fn patterned_23x7() -> Csr {
         let rows: Vec<Vec<f32>> = (0..23)
             .map(|r| (0..7).map(|c| ((r * 5 + c * 3) % 4) as f32).collect())
             .collect();
-        let x = to_csr(&rows);
+        to_csr(&rows)
+    }
+
+    #[test]
+    fn row_blocks_concatenate_to_the_full_result() {
+        let x = patterned_23x7();
         // the popularity factors come from the whole matrix, whichever rows are computed
         for pop_beta in [0.0, 0.7] {
             let p = SimilarityParams {
@@ -823,28 +829,30 @@ mod tests {
 
     #[test]
     fn selected_rows_equal_the_full_result() {
-        let rows: Vec<Vec<f32>> = (0..23)
-            .map(|r| (0..7).map(|c| ((r * 5 + c * 3) % 4) as f32).collect())
-            .collect();
-        let x = to_csr(&rows);
-        let p = SimilarityParams {
-            weighting: Weighting::Bm25 { k1: 1.2, b: 0.75 },
-            ..params(4, Measure::Cosine { shrink: 1.0 })
-        };
-        let full = similarity_topk(x.view(), &p, Some(2)).unwrap();
-        for pick in [vec![0usize, 3, 22], vec![], (0..23).collect()] {
-            let mut only = vec![false; 23];
-            pick.iter().for_each(|&r| only[r] = true);
-            let got = similarity_topk_only(x.view(), &p, Some(2), &only).unwrap();
-            assert_eq!((got.n_rows, got.n_cols), (23, 23));
-            for (r, &picked) in only.iter().enumerate() {
-                if picked {
-                    assert_eq!(got.row(r), full.row(r), "row {r}");
-                } else {
-                    assert_eq!(got.row(r).0.len(), 0, "row {r}");
+        let x = patterned_23x7();
+        // the popularity factors come from the whole matrix, whichever rows are computed
+        for pop_beta in [0.0, 0.7] {
+            let p = SimilarityParams {
+                weighting: Weighting::Bm25 { k1: 1.2, b: 0.75 },
+                pop_beta,
+                ..params(4, Measure::Cosine { shrink: 1.0 })
+            };
+            let full = similarity_topk(x.view(), &p, Some(2)).unwrap();
+            for pick in [vec![0usize, 3, 22], vec![], (0..23).collect()] {
+                let mut only = vec![false; 23];
+                pick.iter().for_each(|&r| only[r] = true);
+                let got = similarity_topk_only(x.view(), &p, Some(2), &only).unwrap();
+                assert_eq!((got.n_rows, got.n_cols), (23, 23));
+                for (r, &picked) in only.iter().enumerate() {
+                    if picked {
+                        assert_eq!(got.row(r), full.row(r), "beta {pop_beta} row {r}");
+                    } else {
+                        assert_eq!(got.row(r).0.len(), 0, "row {r}");
+                    }
                 }
             }
         }
+        let p = params(4, Measure::Cosine { shrink: 1.0 });
         assert!(similarity_topk_only(x.view(), &p, None, &[true; 22]).is_err());
     }
 
