@@ -254,9 +254,10 @@ pub fn half_step_with_gram(
             &built[..]
         }
     };
-    let cg = |n: usize| Cg {
+    // each row's extra regularisation goes to `solve_rows` in `extras`
+    let cg = Cg {
         alpha: params.alpha,
-        extra: params.extra_reg(n),
+        extra: 0.0,
         steps: params.cg_steps,
         stop: CG_STOP,
         symmetric: true,
@@ -269,16 +270,20 @@ pub fn half_step_with_gram(
             .for_each_init(
                 || vec![0f32; BLOCK * (3 * PaddedGram::stride_for(f) + f)],
                 |buf, (blk, xs)| {
-                    let first = blk * BLOCK;
-                    if xs.len() == BLOCK * f {
-                        let rows = std::array::from_fn(|k| r.row(first + k));
-                        let extras = rows.map(|(cols, _)| params.extra_reg(cols.len()));
-                        solve_rows(&rows, &extras, xs, y, &padded, f, &cg(0), buf);
-                        return;
-                    }
-                    for (k, xu) in xs.chunks_exact_mut(f).enumerate() {
-                        let (cols, vals) = r.row(first + k);
-                        solve_row(cols, vals, xu, y, g, f, &cg(cols.len()), buf);
+                    let (first, n) = (blk * BLOCK, xs.len() / f);
+                    // a short last block is filled up with empty rows: x = 0 and no entries
+                    // give a zero residual, so they stop before their first step
+                    let empty: (&[i32], &[f32]) = (&[], &[]);
+                    let rows =
+                        std::array::from_fn(|k| if k < n { r.row(first + k) } else { empty });
+                    let extras = rows.map(|(cols, _)| params.extra_reg(cols.len()));
+                    if n == BLOCK {
+                        solve_rows(&rows, &extras, xs, y, &padded, f, &cg, buf);
+                    } else {
+                        let mut whole = vec![0f32; BLOCK * f];
+                        whole[..xs.len()].copy_from_slice(xs);
+                        solve_rows(&rows, &extras, &mut whole, y, &padded, f, &cg, buf);
+                        xs.copy_from_slice(&whole[..xs.len()]);
                     }
                 },
             )
@@ -501,20 +506,30 @@ fn solve_row_impl(
         }
         times(dir, ap);
         add_entries(cols, vals, y, f, dir, ap, |w, d| p.alpha * w * d);
-        let denom = dot(dir, ap);
-        if denom <= 0.0 || !denom.is_finite() {
-            break;
+        match cg_step(xu, r, dir, ap, rs_old) {
+            Some(rs_new) => rs_old = rs_new,
+            None => break,
         }
-        let step = rs_old / denom;
-        axpy(xu, step, dir);
-        axpy(r, -step, ap);
-        let rs_new = dot(r, r);
-        let beta = rs_new / rs_old;
-        for (d, &rv) in dir.iter_mut().zip(r.iter()) {
-            *d = rv + beta * *d;
-        }
-        rs_old = rs_new;
     }
+}
+
+/// One CG step of a row once `ap = A dir`: `x += s dir`, `r -= s ap`, `dir = r + beta dir`.
+/// The new squared residual, or `None` (nothing changed) when `A` is not positive along `dir`.
+#[inline(always)]
+fn cg_step(x: &mut [f32], r: &mut [f32], dir: &mut [f32], ap: &[f32], rs_old: f32) -> Option<f32> {
+    let denom = dot(dir, ap);
+    if denom <= 0.0 || !denom.is_finite() {
+        return None;
+    }
+    let step = rs_old / denom;
+    axpy(x, step, dir);
+    axpy(r, -step, ap);
+    let rs_new = dot(r, r);
+    let beta = rs_new / rs_old;
+    for (d, &rv) in dir.iter_mut().zip(r.iter()) {
+        *d = rv + beta * *d;
+    }
+    Some(rs_new)
 }
 
 /// `solve_row` for `BLOCK` rows at once, with the same bits for each: the rows' CG runs go
@@ -614,21 +629,11 @@ fn solve_rows_impl(
                 axpy(apk, extras[k], dk);
             }
             add_entries(cols, vals, y, f, dk, apk, |w, d| p.alpha * w * d);
-            let denom = dot(dk, apk);
-            if denom <= 0.0 || !denom.is_finite() {
-                running[k] = false;
-                continue;
-            }
-            let step = rs_old[k] / denom;
-            axpy(&mut xs[span(k)], step, dk);
             let rk = &mut r[padded(k)];
-            axpy(rk, -step, apk);
-            let rs_new = dot(rk, rk);
-            let beta = rs_new / rs_old[k];
-            for (d, &rv) in dk.iter_mut().zip(rk.iter()) {
-                *d = rv + beta * *d;
+            match cg_step(&mut xs[span(k)], rk, dk, apk, rs_old[k]) {
+                Some(rs_new) => rs_old[k] = rs_new,
+                None => running[k] = false,
             }
-            rs_old[k] = rs_new;
         }
     }
 }
@@ -902,6 +907,55 @@ mod tests {
                     let got = &together[k * f..(k + 1) * f];
                     assert_eq!(bits(got), bits(&alone), "f {f} steps {steps} row {k}");
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn half_step_gives_each_rows_one_row_solve() {
+        // 7 rows: a block of four, then a short block of three filled up with empty rows
+        let n_items = 40;
+        let lens = [6usize, 0, 2, 9, 1, 4, 12];
+        let (mut p, mut i, mut d) = (vec![0i64], vec![], vec![]);
+        for (u, &m) in lens.iter().enumerate() {
+            let mut cols: Vec<i32> = (0..m)
+                .map(|j| ((j * 11 + u * 5) % n_items) as i32)
+                .collect();
+            cols.sort();
+            d.extend(cols.iter().map(|&c| 1.0 + (c % 4) as f32));
+            i.extend(cols);
+            p.push(i.len() as i64);
+        }
+        let r = CsrRef::new("r", lens.len(), n_items, &p, &i, &d).unwrap();
+        let params = AlsParams {
+            alpha: 2.0,
+            reg: 0.5,
+            reg_exponent: 0.5,
+            cg_steps: 3,
+        };
+        for f in [1usize, 5, 33, 100] {
+            let y = values(n_items * f, f as u64 + 7);
+            let start = values(lens.len() * f, 5);
+            let mut got = start.clone();
+            half_step(r, &mut got, &y, f, &params, Some(2)).unwrap();
+            let g = gram_matrix(&y, f, params.reg).unwrap();
+            let mut buf = vec![0f32; 3 * f];
+            for u in 0..lens.len() {
+                let (cols, vals) = r.row(u);
+                let cg = Cg {
+                    alpha: params.alpha,
+                    extra: params.extra_reg(cols.len()),
+                    steps: params.cg_steps,
+                    stop: CG_STOP,
+                    symmetric: true,
+                };
+                let mut alone = start[u * f..(u + 1) * f].to_vec();
+                solve_row(cols, vals, &mut alone, &y, &g, f, &cg, &mut buf);
+                assert_eq!(
+                    bits(&got[u * f..(u + 1) * f]),
+                    bits(&alone),
+                    "f {f} row {u}"
+                );
             }
         }
     }
