@@ -491,13 +491,8 @@ fn solve_row_impl(
             gram_times(g, f, extra, v, out)
         }
     };
-    // r = b - A x
     times(xu, r);
-    r.iter_mut().for_each(|v| *v = -*v);
-    add_entries(cols, vals, y, f, xu, r, |w, d| {
-        let c = 1.0 + p.alpha * w;
-        c - (c - 1.0) * d
-    });
+    finish_residual(cols, vals, y, f, p.alpha, xu, r);
     dir.copy_from_slice(r);
     let mut rs_old = dot(r, r);
     for _ in 0..p.steps {
@@ -505,12 +500,45 @@ fn solve_row_impl(
             break;
         }
         times(dir, ap);
-        add_entries(cols, vals, y, f, dir, ap, |w, d| p.alpha * w * d);
+        finish_product(cols, vals, y, f, p.alpha, dir, ap);
         match cg_step(xu, r, dir, ap, rs_old) {
             Some(rs_new) => rs_old = rs_new,
             None => break,
         }
     }
+}
+
+/// `r = b - A x` once `r` holds `(G + extra I) x`: the row's entries' confidences and targets
+/// added (`A = G + extra I + Σ alpha w_i y_i y_iᵀ`, `b = Σ (1 + alpha w_i) y_i`).
+#[inline(always)]
+fn finish_residual(
+    cols: &[i32],
+    vals: &[f32],
+    y: &[f32],
+    f: usize,
+    alpha: f32,
+    x: &[f32],
+    r: &mut [f32],
+) {
+    r.iter_mut().for_each(|v| *v = -*v);
+    add_entries(cols, vals, y, f, x, r, |w, d| {
+        let c = 1.0 + alpha * w;
+        c - (c - 1.0) * d
+    });
+}
+
+/// `ap = A dir` once `ap` holds `(G + extra I) dir`: the row's entries added.
+#[inline(always)]
+fn finish_product(
+    cols: &[i32],
+    vals: &[f32],
+    y: &[f32],
+    f: usize,
+    alpha: f32,
+    dir: &[f32],
+    ap: &mut [f32],
+) {
+    add_entries(cols, vals, y, f, dir, ap, |w, d| alpha * w * d);
 }
 
 /// One CG step of a row once `ap = A dir`: `x += s dir`, `r -= s ap`, `dir = r + beta dir`.
@@ -603,11 +631,7 @@ fn solve_rows_impl(
         if extras[k] != 0.0 {
             axpy(rk, extras[k], xk);
         }
-        rk.iter_mut().for_each(|v| *v = -*v);
-        add_entries(cols, vals, y, f, xk, rk, |w, d| {
-            let c = 1.0 + p.alpha * w;
-            c - (c - 1.0) * d
-        });
+        finish_residual(cols, vals, y, f, p.alpha, xk, rk);
         rs_old[k] = dot(rk, rk);
     }
     dir.copy_from_slice(r);
@@ -628,7 +652,7 @@ fn solve_rows_impl(
             if extras[k] != 0.0 {
                 axpy(apk, extras[k], dk);
             }
-            add_entries(cols, vals, y, f, dk, apk, |w, d| p.alpha * w * d);
+            finish_product(cols, vals, y, f, p.alpha, dk, apk);
             let rk = &mut r[padded(k)];
             match cg_step(&mut xs[span(k)], rk, dk, apk, rs_old[k]) {
                 Some(rs_new) => rs_old[k] = rs_new,
