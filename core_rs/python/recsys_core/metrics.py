@@ -195,15 +195,14 @@ def intra_list_diversity(
         f = _normalized_rows(features)
         items = np.unique(m[m >= 0])
         if len(items) <= DENSE_PAIRS_MAX:
-            # the cosines among the items recommended at all, then summed by pairs: the sum
-            # of each list's feature rows (below) reads every row again for every list that
-            # holds it (about 1 s a model on the Steam log, whose popular games have thousands of
+            # the cosines among the items recommended at all, summed by pairs below: the sum
+            # of each list's feature rows reads every row again for every list that holds it
+            # (about 1 s a model on the Steam log, whose popular games have thousands of
             # players)
             sub = f[items]
             similarity = (sub @ sub.T).toarray()
             m = np.where(m >= 0, np.searchsorted(items, np.maximum(m, 0)), -1)
-            features = None
-    if features is not None:
+    if similarity is None:
         # sum_{i<j} cos(i, j) = (|sum_i f_i|^2 - sum_i |f_i|^2) / 2 for unit rows f_i.
         rows, cols = np.nonzero(m >= 0)
         picks = sp.csr_matrix(
