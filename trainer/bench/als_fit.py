@@ -27,12 +27,11 @@ TRAINER = Path(__file__).resolve().parents[1]
 if str(TRAINER) not in sys.path:
     sys.path.insert(0, str(TRAINER))
 
-from quality import TEST_SEED, load_ml100k, load_steam, load_synthetic  # noqa: E402
+from quality import TEST_SEED, add_shared_set_args, shared_sets  # noqa: E402
 
 from recsys_core.models import SVD, SVDConfig  # noqa: E402
 from recsys_core.splits import random_holdout  # noqa: E402
 
-SHARED = Path("/work/shared/datasets")
 SWEEPS, CG_STEPS, ALPHA, REG = 6, 3, 2.0, 0.1
 
 
@@ -73,10 +72,7 @@ def theirs(user_items: sp.csr_matrix, f: int) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--ml100k", type=Path, default=SHARED / "ml-100k" / "u.data")
-    ap.add_argument(
-        "--steam", type=Path, default=SHARED / "steam-200k-play" / "steam-200k-play.csv"
-    )
+    add_shared_set_args(ap)
     ap.add_argument("--factors", default="64,100,128")
     ap.add_argument("--reps", type=int, default=3)
     a = ap.parse_args()
@@ -85,8 +81,7 @@ def main() -> int:
     except ImportError:
         print("implicit is not installed (pip install implicit): no baseline to compare with")
         return 1
-    sets = [load(p) for p, load in ((a.ml100k, load_ml100k), (a.steam, load_steam)) if p.exists()]
-    sets.append(load_synthetic(False))
+    sets = shared_sets(a)
     print(f"| data | factors | ours (best of {a.reps}) | implicit | implicit / ours |")
     print("|---|---:|---:|---:|---:|")
     for d in sets:

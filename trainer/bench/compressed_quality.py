@@ -24,14 +24,13 @@ REPO = TRAINER.parent
 if str(TRAINER) not in sys.path:
     sys.path.insert(0, str(TRAINER))
 
-from quality import MIN_USER, TEST_SEED, load_ml100k, load_steam, load_synthetic  # noqa: E402
+from quality import MIN_USER, TEST_SEED, add_shared_set_args, shared_sets  # noqa: E402
 
 from recsys_core.models import SVD, SVDConfig  # noqa: E402
 from recsys_core.splits import random_holdout  # noqa: E402
 from recsys_trainer.evaluate import accuracy  # noqa: E402
 
 SECTION = "## Compressed scoring: quality on the shared data sets"
-SHARED = Path("/work/shared/datasets")
 
 
 def run(title: str, inter) -> tuple[str, float, float, bool, float]:
@@ -48,22 +47,10 @@ def run(title: str, inter) -> tuple[str, float, float, bool, float]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--ml100k", type=Path, default=SHARED / "ml-100k" / "u.data")
-    ap.add_argument(
-        "--steam", type=Path, default=SHARED / "steam-200k-play" / "steam-200k-play.csv"
-    )
+    add_shared_set_args(ap)
     ap.add_argument("--write-docs", action="store_true")
     a = ap.parse_args()
-    sets = []
-    if a.ml100k.exists():
-        sets.append(load_ml100k(a.ml100k))
-    else:
-        print(f"skipping ML-100k: {a.ml100k} not found")
-    if a.steam.exists():
-        sets.append(load_steam(a.steam))
-    else:
-        print(f"skipping Steam: {a.steam} not found")
-    sets.append(load_synthetic(False))
+    sets = shared_sets(a)
     rows = [run(d.title, d.inter) for d in sets]
     lines = [
         SECTION,

@@ -497,6 +497,30 @@ def load_synthetic(quick: bool) -> Dataset:
     )
 
 
+SHARED = Path("/work/shared/datasets")
+
+
+def add_shared_set_args(ap: argparse.ArgumentParser) -> None:
+    """``--ml100k`` and ``--steam`` for a bench that defaults to the shared data sets."""
+    ap.add_argument("--ml100k", type=Path, default=SHARED / "ml-100k" / "u.data")
+    ap.add_argument(
+        "--steam", type=Path, default=SHARED / "steam-200k-play" / "steam-200k-play.csv"
+    )
+
+
+def shared_sets(a: argparse.Namespace) -> list[Dataset]:
+    """The data sets ``add_shared_set_args``' paths name that exist (a note for each one that
+    does not), then the default synthetic set."""
+    sets = []
+    for name, path, load in (("ML-100k", a.ml100k, load_ml100k), ("Steam", a.steam, load_steam)):
+        if path.exists():
+            sets.append(load(path))
+        else:
+            print(f"skipping {name}: {path} not found")
+    sets.append(load_synthetic(False))
+    return sets
+
+
 # ---------------------------------------------------------------------------------------------
 # Peer cache
 
