@@ -441,9 +441,10 @@ def test_svd_frequency_scaled_fold_in_uses_the_history_length():
 
 
 def test_ease_helpers_give_what_the_whole_matrix_formulas_give():
-    """EASE's blockwise mirror and top-k (no full-size temporaries) equal the plain
-    expressions bit for bit, ties and zero rows included."""
-    from recsys_core.models.ease import _symmetric_from_lower, _top_per_row
+    """EASE's blockwise mirror equals the plain expression bit for bit, and its cut keeps
+    each row's k largest weights in magnitude, equal sizes to the lower column, ties and
+    zero rows included (the order a stable sort by decreasing size gives)."""
+    from recsys_core.models.ease import _symmetric_from_lower
 
     rng = np.random.default_rng(3)
     for n in (1, 7, 600):
@@ -453,21 +454,22 @@ def test_ease_helpers_give_what_the_whole_matrix_formulas_give():
     b = rng.standard_normal((300, 250)).astype(np.float32).round(1)  # ties
     b[b > 1.2] = 0.0
     b[5] = 0.0
-    for k in (1, 10, 249, 250, 1000):
-        kk = min(k, b.shape[1])
-        if kk < b.shape[1]:
-            cols = np.argpartition(-np.abs(b), kk - 1, axis=1)[:, :kk]
-        else:
-            cols = np.broadcast_to(np.arange(b.shape[1]), b.shape)
+    for k in (0, 1, 10, 249, 250, 1000):
+        cols = np.argsort(-np.abs(b), axis=1, kind="stable")[:, :k]
+        cols.sort(axis=1)
         vals = np.take_along_axis(b, cols, axis=1)
         keep = vals != 0
         rows = np.repeat(np.arange(len(b)), keep.sum(axis=1))
         want = sp.csr_matrix((vals[keep], (rows, cols[keep])), shape=b.shape, dtype=np.float32)
         want.sort_indices()
-        got = _top_per_row(b, k)
-        assert np.array_equal(got.indptr, want.indptr)
-        assert np.array_equal(got.indices, want.indices)
-        assert np.array_equal(got.data, want.data)
+        for threads in (1, 2):
+            got = rc.top_magnitude_rows(b, k, num_threads=threads)
+            assert got.shape == b.shape and got.has_sorted_indices
+            assert np.array_equal(got.indptr, want.indptr)
+            assert np.array_equal(got.indices, want.indices)
+            assert np.array_equal(got.data, want.data)
+    with pytest.raises(rc.NonFiniteError):
+        rc.top_magnitude_rows(np.array([[1.0, np.nan]], np.float32), 1)
 
 
 @pytest.mark.parametrize("weighting", ["bm25", "tfidf", "none"])

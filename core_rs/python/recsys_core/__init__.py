@@ -28,6 +28,7 @@ from recsys_core._native import blend_topk as _blend_topk
 from recsys_core._native import select_topk as _select_topk
 from recsys_core._native import similarity_topk as _similarity_topk
 from recsys_core._native import stream_read as _stream_read
+from recsys_core._native import top_magnitude_rows as _top_magnitude_rows
 
 __all__ = [
     "IVF_MIN_ITEMS",
@@ -49,6 +50,7 @@ __all__ = [
     "select_topk",
     "similarity_topk",
     "stream_read",
+    "top_magnitude_rows",
 ]
 
 _I32_MAX = np.iinfo(np.int32).max
@@ -680,6 +682,16 @@ def select_topk(
         num_threads,
     )
     return BatchRecommendations(r[0], r[1], r[2])
+
+
+def top_magnitude_rows(b, k: int, *, num_threads: int | None = None) -> sp.csr_matrix:
+    """The ``k`` entries of each row of the dense ``b`` largest in magnitude (equal
+    magnitudes to the lower column), zeros dropped, as CSR with sorted columns."""
+    d = _float_array(b, "b", 2)
+    indptr, indices, data = _top_magnitude_rows(d, _count(k, "k"), num_threads)
+    out = sp.csr_matrix((data, indices, indptr), shape=d.shape)
+    out.has_sorted_indices = True
+    return out
 
 
 def als_half_step(

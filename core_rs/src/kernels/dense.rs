@@ -8,11 +8,11 @@
 //! half the bytes to stream, and the same products, since each factor converts back to the
 //! same f32 and the sums run in f32 in the same order (bit-identical scores).
 
-use super::csr::CsrRef;
+use super::csr::{Csr, CsrRef};
 use super::filters::{check_indices, Filters, SharedFilters};
 use super::pool;
 use super::sparse::{BatchRecs, Recs};
-use super::topk::{Entry, TopK};
+use super::topk::{rank_cmp, Entry, TopK};
 use crate::error::{CoreError, Result};
 use half::f16;
 use rayon::prelude::*;
@@ -689,6 +689,51 @@ pub fn select_topk(
     Ok(BatchRecs::from_users(recs, false))
 }
 
+/// The `k` entries of each row of the dense `b` (row-major, `n_cols` columns) largest in
+/// magnitude, equal magnitudes to the lower column, zeros dropped: a CSR with sorted columns
+/// (EASE's item weights cut to its `k_neighbors`; negative weights count by their size).
+pub fn top_magnitude_rows(
+    b: &[f32],
+    n_cols: usize,
+    k: usize,
+    num_threads: Option<usize>,
+) -> Result<Csr> {
+    if n_cols == 0 || b.len() % n_cols != 0 {
+        return Err(CoreError::arg(format!(
+            "b holds {} values, not a multiple of {n_cols} columns",
+            b.len()
+        )));
+    }
+    check_finite("b", b, n_cols)?;
+    let n_rows = b.len() / n_cols;
+    // `Greater` when `x` ranks before `y`: rank_cmp on magnitudes
+    let by_size = |x: &(u32, f32), y: &(u32, f32)| {
+        let (ex, ey) = (Entry::new(x.0, x.1.abs()), Entry::new(y.0, y.1.abs()));
+        rank_cmp(&ex, &ey)
+    };
+    let rows = pool::install_for(num_threads, n_rows, || {
+        b.par_chunks(n_cols)
+            .with_min_len(16)
+            .map(|row| {
+                let mut kept: Vec<(u32, f32)> = (0..n_cols as u32)
+                    .zip(row.iter().copied())
+                    .filter(|&(_, v)| v != 0.0)
+                    .collect();
+                if kept.len() > k {
+                    if k > 0 {
+                        // a total order: the same k whatever the selection's path
+                        kept.select_nth_unstable_by(k - 1, |x, y| by_size(y, x));
+                    }
+                    kept.truncate(k);
+                    kept.sort_unstable_by_key(|e| e.0);
+                }
+                kept
+            })
+            .collect::<Vec<_>>()
+    })?;
+    Ok(Csr::from_rows(n_cols, rows))
+}
+
 pub(crate) fn check_finite(name: &str, v: &[f32], dim: usize) -> Result<()> {
     match v.iter().position(|x| !x.is_finite()) {
         None => Ok(()),
@@ -828,6 +873,25 @@ mod tests {
             let got = stream_read(&m.factors(), dim, Some(threads)).unwrap();
             assert!((got - expected).abs() < 1.0, "{got} vs {expected}");
         }
+    }
+
+    #[test]
+    fn top_magnitude_rows_keeps_the_largest_by_size_ties_to_lower_columns() {
+        let b = vec![
+            0.5, -2.0, 1.0, 0.0, -1.0, //
+            0.0, 0.0, 0.0, 0.0, 0.0, //
+            3.0, 0.0, 0.0, 0.0, 0.0,
+        ];
+        let m = top_magnitude_rows(&b, 5, 2, Some(1)).unwrap();
+        assert_eq!(m.indptr, vec![0, 2, 2, 3]);
+        // row 0: |-2| first, then 1.0 and -1.0 tie on size: the lower column (2) is kept
+        assert_eq!(m.indices, vec![1, 2, 0]);
+        assert_eq!(m.data, vec![-2.0, 1.0, 3.0]);
+        let all = top_magnitude_rows(&b, 5, 9, Some(2)).unwrap();
+        assert_eq!(all.indices, vec![0, 1, 2, 4, 0]);
+        assert_eq!(top_magnitude_rows(&b, 5, 0, None).unwrap().indices.len(), 0);
+        assert!(top_magnitude_rows(&b, 4, 2, None).is_err());
+        assert!(top_magnitude_rows(&[f32::NAN], 1, 1, None).is_err());
     }
 
     #[test]

@@ -417,6 +417,24 @@ fn select_topk<'py>(
     batch_to_py(py, r, false)
 }
 
+/// Each row's `k` entries largest in magnitude, as CSR arrays (`dense::top_magnitude_rows`).
+#[pyfunction]
+#[pyo3(signature = (b, k, num_threads=None))]
+fn top_magnitude_rows<'py>(
+    py: Python<'py>,
+    b: PyReadonlyArray2<'py, f32>,
+    k: i64,
+    num_threads: Option<i64>,
+) -> PyResult<Bound<'py, PyTuple>> {
+    let n_cols = b.shape()[1];
+    let s = b
+        .as_slice()
+        .map_err(|_| InvalidArgumentError::new_err("b must be C-contiguous"))?;
+    let (k, nt) = (count("k", k)?, threads(num_threads)?);
+    let out = py.detach(|| dense::top_magnitude_rows(s, n_cols, k, nt))?;
+    csr_to_py(py, out)
+}
+
 type SparsePart<'py> = (
     Bound<'py, SparseScorer>,
     PyReadonlyArray1<'py, i32>,
@@ -792,6 +810,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(stream_read, m)?)?;
     m.add_function(wrap_pyfunction!(als_half_step, m)?)?;
     m.add_function(wrap_pyfunction!(select_topk, m)?)?;
+    m.add_function(wrap_pyfunction!(top_magnitude_rows, m)?)?;
     m.add_function(wrap_pyfunction!(blend_topk, m)?)?;
     m.add_class::<SparseScorer>()?;
     m.add_class::<DenseScorer>()?;
