@@ -642,14 +642,7 @@ pub fn select_topk(
     shared: &SharedFilters,
     num_threads: Option<usize>,
 ) -> Result<BatchRecs> {
-    if n_items == 0 || scores.len() % n_items != 0 {
-        return Err(CoreError::arg(format!(
-            "scores hold {} values, not a multiple of {n_items} items",
-            scores.len()
-        )));
-    }
-    check_finite("scores", scores, n_items)?;
-    let n_rows = scores.len() / n_items;
+    let n_rows = dense_rows("scores", scores, n_items, "items")?;
     if let Some(ex) = exclude {
         if ex.n_rows() != n_rows || ex.n_cols() != n_items {
             return Err(CoreError::arg(format!(
@@ -698,14 +691,7 @@ pub fn top_magnitude_rows(
     k: usize,
     num_threads: Option<usize>,
 ) -> Result<Csr> {
-    if n_cols == 0 || b.len() % n_cols != 0 {
-        return Err(CoreError::arg(format!(
-            "b holds {} values, not a multiple of {n_cols} columns",
-            b.len()
-        )));
-    }
-    check_finite("b", b, n_cols)?;
-    let n_rows = b.len() / n_cols;
+    let n_rows = dense_rows("b", b, n_cols, "columns")?;
     // `Greater` when `x` ranks before `y`: rank_cmp on magnitudes
     let by_size = |x: &(u32, f32), y: &(u32, f32)| {
         let (ex, ey) = (Entry::new(x.0, x.1.abs()), Entry::new(y.0, y.1.abs()));
@@ -732,6 +718,19 @@ pub fn top_magnitude_rows(
             .collect::<Vec<_>>()
     })?;
     Ok(Csr::from_rows(n_cols, rows))
+}
+
+/// The number of rows of the row-major `v` of `n_cols` columns (`unit` names them in the
+/// error), checked to be whole rows of finite values.
+fn dense_rows(name: &str, v: &[f32], n_cols: usize, unit: &str) -> Result<usize> {
+    if n_cols == 0 || v.len() % n_cols != 0 {
+        return Err(CoreError::arg(format!(
+            "{name} holds {} values, not a multiple of {n_cols} {unit}",
+            v.len()
+        )));
+    }
+    check_finite(name, v, n_cols)?;
+    Ok(v.len() / n_cols)
 }
 
 pub(crate) fn check_finite(name: &str, v: &[f32], dim: usize) -> Result<()> {
